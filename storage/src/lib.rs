@@ -1,0 +1,1 @@
+//! DriftDB's storage engine. No Postgres symbols live here.
