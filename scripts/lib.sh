@@ -14,3 +14,48 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # Runs a command as the postgres system user, from a directory it can read.
 as_postgres() { (cd / && as_root runuser -u postgres -- "$@"); }
 pg_bindir() { "$1" --bindir; }
+
+# --- clusters ---------------------------------------------------------------------------
+# A cluster is a data directory under $DRIFTDB_RUN owned by postgres, listening on
+# 127.0.0.1:<port> and on a socket in its own directory, with DriftDB preloaded.
+
+# cluster_init BINDIR DATADIR PORT: creates the cluster if it does not exist yet.
+cluster_init() {
+  local bindir=$1 datadir=$2 port=$3
+  if [ -f "$datadir/PG_VERSION" ]; then return; fi
+  as_root mkdir -p "$datadir"
+  as_root chown postgres:postgres "$datadir"
+  as_root chmod 700 "$datadir"
+  as_postgres "$bindir/initdb" -D "$datadir" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  as_postgres tee -a "$datadir/postgresql.conf" >/dev/null <<CONF
+# added by DriftDB's scripts
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$datadir'
+shared_preload_libraries = 'driftdb'
+logging_collector = off
+CONF
+}
+
+# cluster_start BINDIR DATADIR: starts it unless it is running.
+cluster_start() {
+  local bindir=$1 datadir=$2
+  if as_postgres "$bindir/pg_ctl" -D "$datadir" status >/dev/null 2>&1; then return; fi
+  as_postgres "$bindir/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 start >/dev/null \
+    || { tail -20 "$datadir/server.log" >&2; die "could not start the cluster in $datadir"; }
+}
+
+cluster_stop() {
+  local bindir=$1 datadir=$2
+  if [ -f "$datadir/PG_VERSION" ] && as_postgres "$bindir/pg_ctl" -D "$datadir" status >/dev/null 2>&1; then
+    as_postgres "$bindir/pg_ctl" -D "$datadir" -m fast -w stop >/dev/null
+  fi
+}
+
+# install_driftdb PG_CONFIG: builds DriftDB (release) and installs it into that Postgres
+# (cargo-pgrx picks the pgNN feature from the pg_config it is given).
+install_driftdb() {
+  local pgc=$1
+  say "building and installing DriftDB for $("$pgc" --version)"
+  cargo pgrx install --release --pg-config "$pgc" >/dev/null
+}

@@ -1,0 +1,194 @@
+//! A harness for end-to-end tests: throwaway Postgres clusters with DriftDB, run as the
+//! `postgres` system user when the tests run as root (Postgres refuses root), reached over
+//! TCP on loopback with a real client library.
+//!
+//! `DRIFTDB_PG_BINDIR` names the Postgres binaries to use (the version under test); the
+//! extension must already be installed into that Postgres (`make test` does it).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub use postgres::{Client, NoTls};
+
+/// Where cluster data directories are made. `make test` passes a directory the postgres
+/// user owns; otherwise a directory under the system temp dir is used.
+fn run_root() -> PathBuf {
+    std::env::var_os("DRIFTDB_RUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("driftdb-e2e"))
+}
+
+pub fn bindir() -> PathBuf {
+    PathBuf::from(std::env::var_os("DRIFTDB_PG_BINDIR").expect(
+        "DRIFTDB_PG_BINDIR must name the bin directory of the Postgres under test (make test sets it)",
+    ))
+}
+
+fn running_as_root() -> bool {
+    // SAFETY-free check: `id -u` avoids a libc dependency for one call.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Runs a Postgres program, as the postgres user when we are root.
+fn pg_command(program: &str, args: &[&str]) -> Output {
+    let path = bindir().join(program);
+    let mut cmd = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&path);
+        c
+    } else {
+        Command::new(&path)
+    };
+    cmd.args(args).current_dir("/");
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cluster that exists for one test and is removed when dropped.
+pub struct Cluster {
+    pub datadir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster named `name` with DriftDB preloaded and the given extra
+    /// postgresql.conf lines.
+    pub fn start(name: &str, extra_conf: &[&str]) -> Cluster {
+        Self::start_with(name, true, extra_conf)
+    }
+
+    /// Like [`Cluster::start`], choosing whether DriftDB is in shared_preload_libraries.
+    pub fn start_with(name: &str, preload: bool, extra_conf: &[&str]) -> Cluster {
+        let root = run_root();
+        let datadir = root.join(format!("e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&datadir);
+        std::fs::create_dir_all(&datadir).unwrap();
+        if running_as_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&datadir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of {}", datadir.display());
+        }
+        let d = datadir.to_str().unwrap();
+        let out = pg_command(
+            "initdb",
+            &[
+                "-D",
+                d,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{d}'\n\
+             fsync = on\nlogging_collector = off\n"
+        );
+        if preload {
+            conf.push_str("shared_preload_libraries = 'driftdb'\n");
+        }
+        for line in extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&datadir.join("postgresql.conf"), &conf);
+        let c = Cluster { datadir, port };
+        c.pg_ctl_start();
+        c
+    }
+
+    fn pg_ctl_start(&self) {
+        let d = self.datadir.to_str().unwrap();
+        let log = format!("{d}/server.log");
+        let out = pg_command("pg_ctl", &["-D", d, "-l", &log, "-w", "-t", "60", "start"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Connects over TCP to `db` as the superuser `postgres`.
+    pub fn connect(&self, db: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname={db}",
+                    self.port
+                ),
+                NoTls,
+            ) {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot connect to port {}: {e}", self.port),
+            }
+        }
+    }
+
+    /// Creates database `db` with DriftDB in it and returns a connection to it.
+    pub fn create_db(&self, db: &str) -> Client {
+        self.connect("postgres")
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+        let mut c = self.connect(db);
+        c.batch_execute("CREATE EXTENSION driftdb").unwrap();
+        c
+    }
+
+    pub fn stop(&self) {
+        let d = self.datadir.to_str().unwrap();
+        let _ = pg_command("pg_ctl", &["-D", d, "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.datadir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let d = self.datadir.to_str().unwrap();
+        let _ = pg_command("pg_ctl", &["-D", d, "-m", "immediate", "-w", "stop"]);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.datadir);
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}

@@ -1,0 +1,20 @@
+# DriftDB: two commands do everything on a fresh Debian 12 machine.
+#   make run   set up, build, start Postgres 15 with DriftDB and a demo database, open psql
+#   make test  set up, then run every test on PostgreSQL 15 and 18
+.PHONY: run stop test setup lint bench
+
+run:
+	@bash scripts/run.sh
+
+stop:
+	@bash scripts/stop.sh
+
+test:
+	@bash scripts/test.sh
+
+setup:
+	@bash scripts/setup.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings

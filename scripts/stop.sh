@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# `make stop`: stops the cluster that `make run` started.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+cluster_stop "$("$PG15_CONFIG" --bindir)" "$DRIFTDB_RUN/demo-15"
+say "stopped"

@@ -1,0 +1,2 @@
+-- The demo database of `make run`.
+CREATE EXTENSION driftdb;
