@@ -513,8 +513,9 @@ impl Store {
         }
     }
 
-    /// Brings one table's view up to the journal: snapshot list, rebase, log tail.
-    fn refresh_table(&mut self, id: TableId) -> Result<()> {
+    /// Brings one table's view up to the journal: snapshot list, rebase, and the log tail
+    /// up to `upto` (frames past what a read needs are not touched).
+    fn refresh_table(&mut self, id: TableId, upto: Seq) -> Result<()> {
         let last_seq = self.journal.last_seq();
         self.load_table(id)?;
         if self.listed_at.get(&id) != Some(&last_seq) {
@@ -536,7 +537,7 @@ impl Store {
         let delta = &mut t.delta;
         let base = t.base;
         let after = delta.upto;
-        t.log.for_each_frame(after, Seq::MAX, last, |f| {
+        t.log.for_each_frame(after, upto, last, |f| {
             delta.add_frame_after(f, base);
             Ok(())
         })
@@ -649,7 +650,7 @@ impl Store {
                 current,
             });
         }
-        self.refresh_table(id)
+        self.refresh_table(id, at)
     }
 
     // ------------------------------------------------------------------------------------
@@ -784,7 +785,7 @@ impl Store {
             .collect();
         let mut missing = BTreeSet::new();
         for id in &touched {
-            match self.refresh_table(*id) {
+            match self.refresh_table(*id, Seq::MAX) {
                 Ok(()) => {}
                 Err(Error::NoSuchTable(_)) => {
                     missing.insert(*id);
@@ -1068,7 +1069,7 @@ impl Store {
             sync_dir(&dir, &mut self.stats)?;
         }
         self.tables.get_mut(&id).expect("loaded").snapshots = snaps;
-        self.refresh_table(id)?;
+        self.refresh_table(id, upto)?;
         Ok(upto)
     }
 
