@@ -975,7 +975,11 @@ impl Store {
             }
             mine.insert(id, !matches!(e.op, Op::SoftDelete));
         }
-        live.extend(mine);
+        // A transaction already known to be aborted never makes a key live for the
+        // transactions after it.
+        if judge.fate(txn.xid) != Fate::Aborted {
+            live.extend(mine);
+        }
         Ok(())
     }
 

@@ -108,7 +108,6 @@ impl Delta {
             !vs.is_empty()
         });
         self.reindex();
-        self.upto = self.upto.max(base);
     }
 }
 
