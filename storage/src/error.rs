@@ -38,6 +38,9 @@ pub enum Error {
     KeyMissing { table: TableId, key: Vec<u8> },
     #[error("invalid transaction: {0}")]
     InvalidTxn(String),
+    /// A frame or snapshot block would exceed its format's limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("store opened read-only")]
     ReadOnly,
 }
@@ -98,6 +101,7 @@ impl Error {
                 key: key.clone(),
             },
             Error::InvalidTxn(s) => Error::InvalidTxn(s.clone()),
+            Error::TooLarge(s) => Error::TooLarge(s.clone()),
             Error::ReadOnly => Error::ReadOnly,
         }
     }

@@ -17,7 +17,7 @@ mod types;
 
 pub use error::{Error, Result};
 pub use group::GroupCommitter;
-pub use snapshot::check_snapshot_bytes;
+pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{Config, Durability, OpenMode, RecoveryMode, Scan, Store, TableHistory};
 pub use types::{
     AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op, Row,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     begin_frame, encode_table_frame, finish_frame, peek_group_seq, read_frame, FrameRead,
-    JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, SEGMENT_HEADER_LEN,
+    JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::journal::Journal;
 use crate::log::{append_frames, recover_table_log, sync_dir, write_atomically, Frames, LogWriter};
@@ -936,6 +936,7 @@ impl Store {
         }
         let at = self.journal.last_seq();
         let mut mine: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
+        let mut sizes: HashMap<TableId, usize> = HashMap::new();
         for e in &txn.events {
             if missing.contains(&e.table) {
                 return Err(Error::NoSuchTable(e.table));
@@ -949,6 +950,21 @@ impl Store {
                 return Err(Error::InvalidTxn(
                     "columns must be sorted by id without duplicates".into(),
                 ));
+            }
+            // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
+            let size = e.key.len()
+                + 32
+                + cols
+                    .iter()
+                    .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
+                    .sum::<usize>();
+            let total = sizes.entry(e.table).or_insert(txn.role.len() + 64);
+            *total += size;
+            if *total > MAX_FRAME_LEN as usize {
+                return Err(Error::TooLarge(format!(
+                    "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
+                    e.table
+                )));
             }
             let id = (e.table, e.key.clone());
             let is_live = match mine.get(&id).or_else(|| live.get(&id)) {
