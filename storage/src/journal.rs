@@ -43,11 +43,15 @@ pub(crate) struct Journal {
     pub last_group_for_table: HashMap<TableId, Seq>,
     pub next_seq: Seq,
     pub last_ts: Option<i64>,
+    segment_size: u64,
+    /// The open file of segment `cur`.
+    file: Option<(usize, File)>,
 }
 
 impl Journal {
-    pub fn new(dir: PathBuf) -> Journal {
+    pub fn new(dir: PathBuf, segment_size: u64) -> Journal {
         Journal {
+            segment_size,
             dir,
             segs: Vec::new(),
             cur: 0,
@@ -58,6 +62,7 @@ impl Journal {
             last_group_for_table: HashMap::new(),
             next_seq: 1,
             last_ts: None,
+            file: None,
         }
     }
 
@@ -98,7 +103,10 @@ impl Journal {
             let Some((first, path)) = self.segs.get(self.cur).cloned() else {
                 return Ok(());
             };
-            let file = File::open(&path).at(&path)?;
+            if self.file.as_ref().is_none_or(|(i, _)| *i != self.cur) {
+                self.file = Some((self.cur, File::open(&path).at(&path)?));
+            }
+            let file = &self.file.as_ref().expect("opened").1;
             let len = file.metadata().at(&path)?.len();
             let mut data = vec![0u8; len.saturating_sub(self.off) as usize];
             file.read_exact_at(&mut data, self.off).at(&path)?;
@@ -152,7 +160,9 @@ impl Journal {
                 }
             };
             self.off = base + pos as u64;
-            if self.cur + 1 >= self.segs.len() {
+            // A writer starts a new segment only once this one is full (all stores on one
+            // root use the same segment size), so a short last segment needs no listing.
+            if self.cur + 1 >= self.segs.len() && (torn.is_some() || len >= self.segment_size) {
                 self.segs = list_segments(&self.dir)?;
             }
             let later_segment = self.cur + 1 < self.segs.len();

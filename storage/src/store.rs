@@ -50,7 +50,8 @@ pub struct Config {
     pub mode: OpenMode,
     pub recovery: RecoveryMode,
     pub durability: Durability,
-    /// A segment rolls over once it has reached this many bytes.
+    /// A segment rolls over once it has reached this many bytes. Every store opened on one
+    /// root must use the same value (readers rely on it to skip directory listings).
     pub segment_size: u64,
     /// Snapshots kept per table; older ones are deleted after a new one is written.
     pub snapshots_kept: usize,
@@ -410,7 +411,7 @@ impl Store {
             }
         }
         let mut store = Store {
-            journal: Journal::new(root.join("journal")),
+            journal: Journal::new(root.join("journal"), config.segment_size),
             root,
             config,
             journal_writer: None,
