@@ -1,2 +1,26 @@
 //! DriftDB's storage engine. No Postgres symbols live here.
-pub const FORMAT_VERSION: u16 = 1;
+//!
+//! Every change is an event in an append-only, CRC-checked log: a global journal (one frame
+//! per committed transaction group, the commit point) and one log per table. Snapshots hold
+//! materialised table states so that reads at any seq cost the rows returned plus the
+//! distance from the nearest snapshot. See `docs/format.md` for the byte layout.
+
+mod error;
+pub mod format;
+mod group;
+mod journal;
+mod log;
+mod snapshot;
+mod store;
+mod table;
+mod types;
+
+pub use error::{Error, Result};
+pub use format::FORMAT_VERSION;
+pub use group::GroupCommitter;
+pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
+pub use store::{Config, Durability, OpenMode, RecoveryMode, Scan, Store, TableHistory};
+pub use types::{
+    AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op, Row,
+    Seq, Stats, TableId, Txn, Value,
+};

@@ -1,0 +1,675 @@
+//! The byte layout of everything DriftDB writes: format constants, varints, frames, segment
+//! headers, journal records and table frames. `docs/format.md` carries the same layout.
+//!
+//! Every decoder here works on untrusted bytes: it never panics, never reads past its input
+//! and never allocates more than the remaining input could justify (each count is checked
+//! against the bytes left before anything is reserved).
+
+use crate::types::{ColumnId, Op, Row, Seq, TableId, Value};
+
+/// First bytes of every log segment (journal and table logs).
+pub const SEGMENT_MAGIC: [u8; 8] = *b"DRIFTLOG";
+/// First bytes of every snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"DRIFTSNP";
+/// Last bytes of every snapshot file.
+pub const SNAPSHOT_END_MAGIC: [u8; 8] = *b"DRIFTEND";
+/// First bytes of a table's `meta` file.
+pub const TABLE_META_MAGIC: [u8; 8] = *b"DRIFTTBL";
+/// Version of every file format in this module. Bumped on any incompatible change.
+pub const FORMAT_VERSION: u16 = 1;
+/// Segment kind: the global journal.
+pub const KIND_JOURNAL: u8 = 1;
+/// Segment kind: one table's log.
+pub const KIND_TABLE: u8 = 2;
+/// `magic[8] | u16 version | u8 kind | u8 0 | u64 table | u64 first_seq | u32 crc32(bytes 0..28)`.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// `u32 len | u32 !len | u32 crc32(payload)`.
+pub const FRAME_HEADER_LEN: usize = 12;
+/// Largest payload of one frame. Longer lengths are impossible, hence damage.
+pub const MAX_FRAME_LEN: u32 = 1 << 30;
+/// Event op tags.
+pub const OP_INSERT: u8 = 1;
+pub const OP_PATCH: u8 = 2;
+pub const OP_SOFT_DELETE: u8 = 3;
+/// Snapshot header: `magic[8] | u16 version | u16 0 | u64 table | u64 seq | u32 crc32(bytes 0..28)`.
+pub const SNAPSHOT_HEADER_LEN: usize = 32;
+/// Snapshot footer: `u64 dir_offset | u64 dir_len | u32 crc32(dir) | u32 crc32(file before footer) | magic[8]`.
+pub const SNAPSHOT_FOOTER_LEN: usize = 32;
+/// Snapshot section kinds.
+pub const SECTION_ROWS: u8 = 1;
+pub const SECTION_INDEX: u8 = 2;
+/// Largest raw (uncompressed) snapshot block a reader accepts.
+pub const MAX_BLOCK_RAW_LEN: u64 = 64 << 20;
+
+/// Why a decoder refused its input. The caller adds the file and offset.
+pub type DecodeResult<T> = std::result::Result<T, &'static str>;
+
+// ---------------------------------------------------------------------------------------
+// Primitive encoding
+
+/// Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last byte.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Zigzag then LEB128, for signed values (commit timestamps).
+pub fn put_varint_i64(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// `varint len | bytes`.
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// `varint 0` for NULL, else `varint (len + 1) | bytes`.
+pub fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        None => put_varint(out, 0),
+        Some(b) => {
+            put_varint(out, b.len() as u64 + 1);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// `varint n | n x (varint column | value)`, columns strictly increasing.
+pub fn put_columns(out: &mut Vec<u8>, cols: &[(ColumnId, Value)]) {
+    put_varint(out, cols.len() as u64);
+    for (c, v) in cols {
+        put_varint(out, u64::from(*c));
+        put_value(out, v);
+    }
+}
+
+/// `u8 tag | body`: INSERT = 1 + columns, PATCH = 2 + columns, SOFT_DELETE = 3.
+pub fn put_op(out: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Insert(row) => {
+            out.push(OP_INSERT);
+            put_columns(out, &row.0);
+        }
+        Op::Patch(cols) => {
+            out.push(OP_PATCH);
+            put_columns(out, cols);
+        }
+        Op::SoftDelete => out.push(OP_SOFT_DELETE),
+    }
+}
+
+/// A bounds-checked cursor over untrusted bytes.
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Decoder<'a> {
+        Decoder { buf, pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub fn u8(&mut self) -> DecodeResult<u8> {
+        let b = *self.buf.get(self.pos).ok_or("truncated")?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
+        if n > self.remaining() {
+            return Err("length exceeds input");
+        }
+        let b = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(b)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> DecodeResult<[u8; N]> {
+        let b = self.bytes(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
+    pub fn u16_le(&mut self) -> DecodeResult<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub fn u32_le(&mut self) -> DecodeResult<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub fn u64_le(&mut self) -> DecodeResult<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub fn varint(&mut self) -> DecodeResult<u64> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = self.u8()?;
+            if i == 9 && b > 1 {
+                return Err("varint overflows u64");
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long")
+    }
+
+    pub fn varint_i64(&mut self) -> DecodeResult<i64> {
+        let z = self.varint()?;
+        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    /// A count of items each at least `min_size` bytes long, checked against the input left.
+    pub fn count(&mut self, min_size: usize) -> DecodeResult<usize> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| "count too large")?;
+        if n.saturating_mul(min_size.max(1)) > self.remaining() {
+            return Err("count exceeds input");
+        }
+        Ok(n)
+    }
+
+    pub fn len_bytes(&mut self) -> DecodeResult<&'a [u8]> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| "length too large")?;
+        self.bytes(n)
+    }
+
+    pub fn value(&mut self) -> DecodeResult<Value> {
+        let n = self.varint()?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let n = usize::try_from(n - 1).map_err(|_| "length too large")?;
+        Ok(Some(self.bytes(n)?.to_vec()))
+    }
+
+    pub fn columns(&mut self) -> DecodeResult<Vec<(ColumnId, Value)>> {
+        // Each column takes at least two bytes (id and value tag).
+        let n = self.count(2)?;
+        let mut cols = Vec::with_capacity(n);
+        for _ in 0..n {
+            let c = ColumnId::try_from(self.varint()?).map_err(|_| "column id overflows u16")?;
+            if let Some((last, _)) = cols.last() {
+                if *last >= c {
+                    return Err("column ids not strictly increasing");
+                }
+            }
+            cols.push((c, self.value()?));
+        }
+        Ok(cols)
+    }
+
+    pub fn op(&mut self) -> DecodeResult<Op> {
+        match self.u8()? {
+            OP_INSERT => Ok(Op::Insert(Row(self.columns()?))),
+            OP_PATCH => Ok(Op::Patch(self.columns()?)),
+            OP_SOFT_DELETE => Ok(Op::SoftDelete),
+            _ => Err("unknown op tag"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames
+
+/// Starts a frame at the end of `out`; write the payload, then call [`finish_frame`].
+///
+/// A frame is `u32 len | u32 !len | u32 crc32(payload) | payload`, little-endian.
+/// `len` is the payload length (1..=`MAX_FRAME_LEN`); `!len` (its bitwise complement) lets a
+/// reader tell a damaged length field from a torn write without trusting the length.
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    start
+}
+
+/// Fills in the header of the frame begun at `start`.
+pub fn finish_frame(out: &mut [u8], start: usize) {
+    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&(!len).to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What [`read_frame`] found at a position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRead<'a> {
+    /// A whole frame with a good CRC; the next frame starts at `next`.
+    Frame { payload: &'a [u8], next: usize },
+    /// Exactly at the end of the bytes.
+    End,
+    /// An incomplete or damaged frame with nothing but zeroes after it: a torn tail.
+    Torn(&'static str),
+    /// A damaged frame with data after it: corruption.
+    Bad(&'static str),
+}
+
+/// Reads the frame at `pos` of `buf` (a segment's bytes, `pos` past its header).
+///
+/// Damage is a torn tail when it reaches the end of the bytes: a partial header, a length
+/// running past the end, a CRC mismatch on the last frame, or a damaged frame followed only
+/// by zero bytes. Damage followed by other data is corruption.
+pub fn read_frame(buf: &[u8], pos: usize) -> FrameRead<'_> {
+    if pos >= buf.len() {
+        return FrameRead::End;
+    }
+    let classify = |end: usize, detail: &'static str| {
+        if end >= buf.len() || buf[end..].iter().all(|b| *b == 0) {
+            FrameRead::Torn(detail)
+        } else {
+            FrameRead::Bad(detail)
+        }
+    };
+    if buf.len() - pos < FRAME_HEADER_LEN {
+        return FrameRead::Torn("partial frame header");
+    }
+    let word = |i: usize| {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&buf[pos + i..pos + i + 4]);
+        u32::from_le_bytes(a)
+    };
+    let (len, check, crc) = (word(0), word(4), word(8));
+    if check != !len || len == 0 || len > MAX_FRAME_LEN {
+        return classify(pos + FRAME_HEADER_LEN, "bad frame header");
+    }
+    let start = pos + FRAME_HEADER_LEN;
+    let end = start.saturating_add(len as usize);
+    if end > buf.len() {
+        return FrameRead::Torn("frame runs past the end");
+    }
+    let payload = &buf[start..end];
+    if crc32fast::hash(payload) != crc {
+        return classify(end, "frame crc mismatch");
+    }
+    FrameRead::Frame { payload, next: end }
+}
+
+// ---------------------------------------------------------------------------------------
+// Segment header
+
+/// A segment's header, the first [`SEGMENT_HEADER_LEN`] bytes of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub kind: u8,
+    pub table: TableId,
+    pub first_seq: Seq,
+}
+
+impl SegmentHeader {
+    /// `magic "DRIFTLOG" | u16 version | u8 kind | u8 0 | u64 table | u64 first_seq |
+    /// u32 crc32(bytes 0..28)`, little-endian.
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[10] = self.kind;
+        b[12..20].copy_from_slice(&self.table.to_le_bytes());
+        b[20..28].copy_from_slice(&self.first_seq.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(buf: &[u8]) -> DecodeResult<SegmentHeader> {
+        let mut d = Decoder::new(buf);
+        let head = d
+            .bytes(SEGMENT_HEADER_LEN)
+            .map_err(|_| "short segment header")?;
+        let mut d = Decoder::new(head);
+        if d.array::<8>()? != SEGMENT_MAGIC {
+            return Err("bad segment magic");
+        }
+        if d.u16_le()? != FORMAT_VERSION {
+            return Err("unsupported segment format version");
+        }
+        let kind = d.u8()?;
+        let _reserved = d.u8()?;
+        let table = d.u64_le()?;
+        let first_seq = d.u64_le()?;
+        let crc = d.u32_le()?;
+        if crc != crc32fast::hash(&head[0..28]) {
+            return Err("segment header crc mismatch");
+        }
+        if kind != KIND_JOURNAL && kind != KIND_TABLE {
+            return Err("unknown segment kind");
+        }
+        Ok(SegmentHeader {
+            kind,
+            table,
+            first_seq,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Journal records
+
+/// One committed group, as recorded in the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalRecord {
+    pub first_seq: Seq,
+    pub count: u64,
+    pub commit_ts: i64,
+    pub xid: u64,
+    pub role: String,
+    /// Tables with events in the group, strictly increasing.
+    pub tables: Vec<TableId>,
+}
+
+impl JournalRecord {
+    /// Payload: `varint first_seq | varint count | zigzag-varint commit_ts | varint xid |
+    /// varint len + role (UTF-8) | varint ntables | ntables x varint table` (tables strictly
+    /// increasing; count >= 1).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.first_seq);
+        put_varint(out, self.count);
+        put_varint_i64(out, self.commit_ts);
+        put_varint(out, self.xid);
+        put_bytes(out, self.role.as_bytes());
+        put_varint(out, self.tables.len() as u64);
+        for t in &self.tables {
+            put_varint(out, *t);
+        }
+    }
+
+    pub fn decode(buf: &[u8]) -> DecodeResult<JournalRecord> {
+        let mut d = Decoder::new(buf);
+        let first_seq = d.varint()?;
+        let count = d.varint()?;
+        if first_seq == 0 || count == 0 || first_seq.checked_add(count).is_none() {
+            return Err("impossible seq range");
+        }
+        let commit_ts = d.varint_i64()?;
+        let xid = d.varint()?;
+        let role = std::str::from_utf8(d.len_bytes()?)
+            .map_err(|_| "role is not UTF-8")?
+            .to_owned();
+        let n = d.count(1)?;
+        let mut tables = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = d.varint()?;
+            if tables.last().is_some_and(|l| *l >= t) {
+                return Err("tables not strictly increasing");
+            }
+            tables.push(t);
+        }
+        if !d.is_empty() {
+            return Err("trailing bytes in journal record");
+        }
+        Ok(JournalRecord {
+            first_seq,
+            count,
+            commit_ts,
+            xid,
+            role,
+            tables,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Table frames
+
+/// One group's events for one table, as recorded in that table's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFrame {
+    /// The group's first seq (its journal record's `first_seq`).
+    pub group_seq: Seq,
+    pub xid: u64,
+    /// `(seq, key, op)` with strictly increasing seqs, all >= `group_seq`.
+    pub events: Vec<(Seq, Vec<u8>, Op)>,
+}
+
+/// Encodes a table frame payload from borrowed parts.
+///
+/// Payload: `varint group_seq | varint xid | varint n | n x (varint seq - group_seq |
+/// varint len + key | op)`, where op is `u8 tag | body` (see [`put_op`]) and the seqs are
+/// strictly increasing.
+pub fn encode_table_frame<'a>(
+    out: &mut Vec<u8>,
+    group_seq: Seq,
+    xid: u64,
+    events: impl ExactSizeIterator<Item = (Seq, &'a [u8], &'a Op)>,
+) {
+    put_varint(out, group_seq);
+    put_varint(out, xid);
+    put_varint(out, events.len() as u64);
+    for (seq, key, op) in events {
+        put_varint(out, seq - group_seq);
+        put_bytes(out, key);
+        put_op(out, op);
+    }
+}
+
+/// The group seq of a table frame payload, without decoding the rest.
+pub fn peek_group_seq(buf: &[u8]) -> DecodeResult<Seq> {
+    Decoder::new(buf).varint()
+}
+
+impl TableFrame {
+    pub fn decode(buf: &[u8]) -> DecodeResult<TableFrame> {
+        let mut d = Decoder::new(buf);
+        let group_seq = d.varint()?;
+        if group_seq == 0 {
+            return Err("group seq 0");
+        }
+        let xid = d.varint()?;
+        // Each event takes at least three bytes: offset, key length, op tag.
+        let n = d.count(3)?;
+        if n == 0 {
+            return Err("table frame without events");
+        }
+        let mut events: Vec<(Seq, Vec<u8>, Op)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let seq = group_seq
+                .checked_add(d.varint()?)
+                .ok_or("event seq overflows")?;
+            if events.last().is_some_and(|e| e.0 >= seq) {
+                return Err("event seqs not strictly increasing");
+            }
+            let key = d.len_bytes()?.to_vec();
+            let op = d.op()?;
+            events.push((seq, key, op));
+        }
+        if !d.is_empty() {
+            return Err("trailing bytes in table frame");
+        }
+        Ok(TableFrame {
+            group_seq,
+            xid,
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(Decoder::new(&out).varint(), Ok(v));
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX, 1_700_000_000_000_000] {
+            let mut out = Vec::new();
+            put_varint_i64(&mut out, v);
+            assert_eq!(Decoder::new(&out).varint_i64(), Ok(v));
+        }
+        assert_eq!(
+            Decoder::new(&[0xff; 10]).varint(),
+            Err("varint overflows u64")
+        );
+        assert_eq!(Decoder::new(&[0x80]).varint(), Err("truncated"));
+        let mut out = Vec::new();
+        put_varint(&mut out, 300);
+        assert_eq!(out, vec![0xac, 0x02]);
+    }
+
+    #[test]
+    fn counts_are_checked_against_input() {
+        let mut out = Vec::new();
+        put_varint(&mut out, 1 << 40);
+        assert_eq!(Decoder::new(&out).count(1), Err("count exceeds input"));
+        let mut out = Vec::new();
+        put_varint(&mut out, 1000);
+        assert_eq!(Decoder::new(&out).len_bytes(), Err("length exceeds input"));
+    }
+
+    #[test]
+    fn frames_round_trip_and_classify_damage() {
+        let mut buf = Vec::new();
+        let s = begin_frame(&mut buf);
+        buf.extend_from_slice(b"hello");
+        finish_frame(&mut buf, s);
+        let s = begin_frame(&mut buf);
+        buf.extend_from_slice(b"world!");
+        finish_frame(&mut buf, s);
+        assert_eq!(&buf[0..4], &5u32.to_le_bytes());
+        assert_eq!(&buf[4..8], &(!5u32).to_le_bytes());
+        assert_eq!(&buf[8..12], &crc32fast::hash(b"hello").to_le_bytes());
+        assert_eq!(
+            read_frame(&buf, 0),
+            FrameRead::Frame {
+                payload: b"hello",
+                next: 17
+            }
+        );
+        assert_eq!(
+            read_frame(&buf, 17),
+            FrameRead::Frame {
+                payload: b"world!",
+                next: 35
+            }
+        );
+        assert_eq!(read_frame(&buf, 35), FrameRead::End);
+        // Every cut inside the second frame is a torn tail.
+        for cut in 18..35 {
+            assert!(matches!(read_frame(&buf[..cut], 17), FrameRead::Torn(_)));
+        }
+        // Damage in the first frame, with the second after it, is corruption.
+        for i in 0..17 {
+            let mut b = buf.clone();
+            b[i] ^= 0x10;
+            assert!(matches!(read_frame(&b, 0), FrameRead::Bad(_)), "byte {i}");
+        }
+        // Damage in the last frame's payload is a torn tail; zeroes after a frame too.
+        let mut b = buf.clone();
+        b[30] ^= 1;
+        assert_eq!(read_frame(&b, 17), FrameRead::Torn("frame crc mismatch"));
+        let mut b = buf.clone();
+        b.extend_from_slice(&[0u8; 40]);
+        assert_eq!(read_frame(&b, 35), FrameRead::Torn("bad frame header"));
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_rejects_damage() {
+        let h = SegmentHeader {
+            kind: KIND_TABLE,
+            table: 42,
+            first_seq: 1000,
+        };
+        let b = h.encode();
+        assert_eq!(&b[0..8], b"DRIFTLOG");
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        for i in 0..SEGMENT_HEADER_LEN {
+            let mut d = b;
+            d[i] ^= 4;
+            assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
+        }
+        assert!(SegmentHeader::decode(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn journal_record_round_trips() {
+        let r = JournalRecord {
+            first_seq: 7,
+            count: 3,
+            commit_ts: -5,
+            xid: 1 << 40,
+            role: "alice".into(),
+            tables: vec![1, 9, 300],
+        };
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        assert_eq!(JournalRecord::decode(&out), Ok(r));
+        for cut in 0..out.len() {
+            assert!(JournalRecord::decode(&out[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn table_frame_round_trips() {
+        let ops = [
+            Op::Insert(Row(vec![(1, Some(b"a".to_vec())), (3, None)])),
+            Op::Patch(vec![(2, Some(vec![]))]),
+            Op::SoftDelete,
+        ];
+        let keys: [&[u8]; 3] = [b"k1", b"", b"k3"];
+        let mut out = Vec::new();
+        encode_table_frame(
+            &mut out,
+            10,
+            99,
+            [
+                (10, keys[0], &ops[0]),
+                (12, keys[1], &ops[1]),
+                (13, keys[2], &ops[2]),
+            ]
+            .into_iter(),
+        );
+        let f = TableFrame::decode(&out).unwrap();
+        assert_eq!(f.group_seq, 10);
+        assert_eq!(f.xid, 99);
+        assert_eq!(peek_group_seq(&out), Ok(10));
+        assert_eq!(
+            f.events,
+            vec![
+                (10, b"k1".to_vec(), ops[0].clone()),
+                (12, vec![], ops[1].clone()),
+                (13, b"k3".to_vec(), ops[2].clone())
+            ]
+        );
+        for cut in 0..out.len() {
+            assert!(TableFrame::decode(&out[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn unsorted_columns_are_rejected() {
+        let mut out = vec![OP_INSERT];
+        put_varint(&mut out, 2);
+        put_varint(&mut out, 5);
+        put_value(&mut out, &None);
+        put_varint(&mut out, 5);
+        put_value(&mut out, &None);
+        assert_eq!(
+            Decoder::new(&out).op(),
+            Err("column ids not strictly increasing")
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The global journal: one frame per committed transaction group. Appending its frame is
+//! the engine-level commit point. It is read with `pread` (not mapped) because its tail
+//! may be cut by a recovering writer; its contents are kept as a compact in-memory index.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    read_frame, FrameRead, JournalRecord, SegmentHeader, KIND_JOURNAL, SEGMENT_HEADER_LEN,
+};
+use crate::log::list_segments;
+use crate::store::RecoveryMode;
+use crate::types::{Seq, Stats, TableId};
+
+/// One group of the journal, kept in memory (32 bytes per group).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GroupInfo {
+    pub first_seq: Seq,
+    pub count: u64,
+    pub commit_ts: i64,
+    pub role: u32,
+}
+
+impl GroupInfo {
+    pub fn last_seq(&self) -> Seq {
+        self.first_seq + self.count - 1
+    }
+}
+
+pub(crate) struct Journal {
+    pub dir: PathBuf,
+    segs: Vec<(Seq, PathBuf)>,
+    /// The segment being read and the offset after its last whole frame (0: header unread).
+    cur: usize,
+    off: u64,
+    pub groups: Vec<GroupInfo>,
+    roles: Vec<String>,
+    role_ids: HashMap<String, u32>,
+    /// For each table, the first seq of the last group that touched it.
+    pub last_group_for_table: HashMap<TableId, Seq>,
+    pub next_seq: Seq,
+    pub last_ts: Option<i64>,
+    segment_size: u64,
+    /// The open file of segment `cur`.
+    file: Option<(usize, File)>,
+}
+
+impl Journal {
+    pub fn new(dir: PathBuf, segment_size: u64) -> Journal {
+        Journal {
+            segment_size,
+            dir,
+            segs: Vec::new(),
+            cur: 0,
+            off: 0,
+            groups: Vec::new(),
+            roles: Vec::new(),
+            role_ids: HashMap::new(),
+            last_group_for_table: HashMap::new(),
+            next_seq: 1,
+            last_ts: None,
+            file: None,
+        }
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.next_seq - 1
+    }
+
+    pub fn role(&self, g: &GroupInfo) -> &str {
+        &self.roles[g.role as usize]
+    }
+
+    /// The group holding `seq`, if any.
+    pub fn group_of(&self, seq: Seq) -> Option<&GroupInfo> {
+        let i = self.groups.partition_point(|g| g.first_seq <= seq);
+        let g = self.groups.get(i.checked_sub(1)?)?;
+        (seq <= g.last_seq()).then_some(g)
+    }
+
+    /// Where the next journal frame goes: the last segment and its end, if any segment exists.
+    pub fn tail(&self) -> Option<(Seq, &Path, u64)> {
+        let (first, path) = self.segs.get(self.cur)?;
+        (self.cur + 1 == self.segs.len() && self.off >= SEGMENT_HEADER_LEN as u64).then_some((
+            *first,
+            path.as_path(),
+            self.off,
+        ))
+    }
+
+    /// Reads the journal past what this process has seen. A torn tail of the last segment
+    /// is cut (`cut = Some(TolerateTornTail)`, writers only), reported (`Some(Strict)`), or
+    /// treated as not yet written (`None`: a writer may be mid-append).
+    pub fn refresh(&mut self, cut: Option<RecoveryMode>, stats: &mut Stats) -> Result<()> {
+        if self.segs.is_empty() {
+            self.segs = list_segments(&self.dir)?;
+        }
+        let mut retried_torn = false;
+        loop {
+            let Some((first, path)) = self.segs.get(self.cur).cloned() else {
+                return Ok(());
+            };
+            if self.file.as_ref().is_none_or(|(i, _)| *i != self.cur) {
+                self.file = Some((self.cur, File::open(&path).at(&path)?));
+            }
+            let file = &self.file.as_ref().expect("opened").1;
+            let len = file.metadata().at(&path)?.len();
+            let mut data = vec![0u8; len.saturating_sub(self.off) as usize];
+            file.read_exact_at(&mut data, self.off).at(&path)?;
+            let base = self.off;
+            let mut pos = 0usize;
+            if self.off == 0 {
+                let h = SegmentHeader::decode(&data).map_err(|d| Error::corruption(&path, 0, d))?;
+                if h.kind != KIND_JOURNAL || h.first_seq != first || h.table != 0 {
+                    return Err(Error::corruption(
+                        &path,
+                        0,
+                        "journal segment header does not match its name",
+                    ));
+                }
+                if first != self.next_seq {
+                    return Err(Error::corruption(
+                        &path,
+                        0,
+                        format!(
+                            "journal segment starts at seq {first}, expected {}",
+                            self.next_seq
+                        ),
+                    ));
+                }
+                pos = SEGMENT_HEADER_LEN;
+            }
+            let torn = loop {
+                match read_frame(&data, pos) {
+                    FrameRead::Frame { payload, next } => {
+                        let at = base + pos as u64;
+                        let rec = JournalRecord::decode(payload)
+                            .map_err(|d| Error::corruption(&path, at, d))?;
+                        if rec.first_seq != self.next_seq {
+                            return Err(Error::corruption(
+                                &path,
+                                at,
+                                format!(
+                                    "journal record at seq {}, expected {}",
+                                    rec.first_seq, self.next_seq
+                                ),
+                            ));
+                        }
+                        self.apply(rec);
+                        pos = next;
+                    }
+                    FrameRead::End => break None,
+                    FrameRead::Torn(detail) => break Some(detail),
+                    FrameRead::Bad(detail) => {
+                        return Err(Error::corruption(&path, base + pos as u64, detail));
+                    }
+                }
+            };
+            self.off = base + pos as u64;
+            // A writer starts a new segment only once this one is full (all stores on one
+            // root use the same segment size), so a short last segment needs no listing.
+            if self.cur + 1 >= self.segs.len() && (torn.is_some() || len >= self.segment_size) {
+                self.segs = list_segments(&self.dir)?;
+            }
+            let later_segment = self.cur + 1 < self.segs.len();
+            match torn {
+                None if later_segment => {
+                    self.cur += 1;
+                    self.off = 0;
+                    retried_torn = false;
+                }
+                None => return Ok(()),
+                // A later segment means this one was complete before it was created: read
+                // it once more in case a writer finished it meanwhile, else it is damage.
+                Some(detail) if later_segment => {
+                    if retried_torn {
+                        return Err(Error::corruption(&path, self.off, detail));
+                    }
+                    retried_torn = true;
+                }
+                Some(detail) => match cut {
+                    None => return Ok(()),
+                    Some(RecoveryMode::Strict) => {
+                        return Err(Error::corruption(
+                            &path,
+                            self.off,
+                            format!("torn tail: {detail}"),
+                        ))
+                    }
+                    Some(RecoveryMode::TolerateTornTail) => {
+                        let f = OpenOptions::new().write(true).open(&path).at(&path)?;
+                        f.set_len(self.off).at(&path)?;
+                        f.sync_data().at(&path)?;
+                        stats.fsyncs += 1;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    fn apply(&mut self, rec: JournalRecord) {
+        let role = match self.role_ids.get(&rec.role) {
+            Some(id) => *id,
+            None => {
+                let id = self.roles.len() as u32;
+                self.role_ids.insert(rec.role.clone(), id);
+                self.roles.push(rec.role);
+                id
+            }
+        };
+        for t in rec.tables {
+            self.last_group_for_table.insert(t, rec.first_seq);
+        }
+        self.groups.push(GroupInfo {
+            first_seq: rec.first_seq,
+            count: rec.count,
+            commit_ts: rec.commit_ts,
+            role,
+        });
+        self.next_seq = rec.first_seq + rec.count;
+        self.last_ts = Some(rec.commit_ts);
+    }
+
+    /// The last seq of the last group committed at or before `ts`; 0 if none.
+    pub fn seq_at(&self, ts: i64) -> Seq {
+        let i = self.groups.partition_point(|g| g.commit_ts <= ts);
+        match i.checked_sub(1) {
+            Some(i) => self.groups[i].last_seq(),
+            None => 0,
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Segmented append-only log files: naming, mapping, appending with rollover, and the
+//! recovery of a table log's tail. The journal uses the same segments (see `journal.rs`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{peek_group_seq, read_frame, FrameRead, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::store::{Config, Durability, RecoveryMode};
+use crate::types::{Seq, Stats, TableId};
+
+/// A segment's file name: its first seq, zero-padded so names sort like seqs.
+pub(crate) fn segment_file_name(first_seq: Seq) -> String {
+    format!("{first_seq:020}.log")
+}
+
+/// The segments in `dir`, sorted by first seq. A missing directory has none.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
+    let mut segs = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(segs),
+        Err(e) => return Err(e).at(dir),
+    };
+    for entry in entries {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(seq) = stem.parse::<u64>() {
+                segs.push((seq, entry.path()));
+            }
+        }
+    }
+    segs.sort();
+    Ok(segs)
+}
+
+/// Makes a rename or unlink in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path, stats: &mut Stats) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    stats.fsyncs += 1;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    stats: &mut Stats,
+) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).at(&tmp)?;
+    f.write_all(bytes).at(&tmp)?;
+    if durable {
+        f.sync_all().at(&tmp)?;
+        stats.fsyncs += 1;
+    }
+    drop(f);
+    fs::rename(&tmp, path).at(path)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir, stats)?;
+        }
+    }
+    Ok(())
+}
+
+/// Maps a whole file read-only.
+pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).at(path)?;
+    // SAFETY: DriftDB files are append-only or immutable once renamed into place. A mapped
+    // log is only read up to frames the journal has committed, which are never truncated;
+    // an unlinked file stays mapped until the map is dropped.
+    unsafe { MmapOptions::new().map(&file) }.at(path)
+}
+
+/// One segment of a log, mapped on demand and remapped when it has grown.
+pub(crate) struct Segment {
+    pub first_seq: Seq,
+    pub path: PathBuf,
+    map: Option<Arc<Mmap>>,
+}
+
+impl Segment {
+    pub fn new(first_seq: Seq, path: PathBuf) -> Segment {
+        Segment {
+            first_seq,
+            path,
+            map: None,
+        }
+    }
+
+    /// The bytes mapped so far (mapping the file on first use), header checked.
+    pub fn bytes(&mut self, kind: u8, table: TableId) -> Result<Arc<Mmap>> {
+        match &self.map {
+            Some(m) => Ok(m.clone()),
+            None => self.remap(kind, table),
+        }
+    }
+
+    /// Maps the file again at its current length.
+    pub fn remap(&mut self, kind: u8, table: TableId) -> Result<Arc<Mmap>> {
+        let map = map_file(&self.path)?;
+        let header =
+            SegmentHeader::decode(&map).map_err(|d| Error::corruption(&self.path, 0, d))?;
+        if header.kind != kind || header.table != table || header.first_seq != self.first_seq {
+            return Err(Error::corruption(
+                &self.path,
+                0,
+                "segment header does not match its name and directory",
+            ));
+        }
+        let map = Arc::new(map);
+        self.map = Some(map.clone());
+        Ok(map)
+    }
+
+    /// Remaps if the file is now longer than the map; says whether it did.
+    pub fn remap_if_grown(&mut self, kind: u8, table: TableId) -> Result<bool> {
+        let len = fs::metadata(&self.path).at(&self.path)?.len();
+        let mapped = self.map.as_ref().map_or(0, |m| m.len() as u64);
+        if len > mapped {
+            self.remap(kind, table)?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    pub fn forget_map(&mut self) {
+        self.map = None;
+    }
+}
+
+/// Encoded frames: `(group_seq, byte range)` in one buffer.
+pub(crate) type Frames = Vec<(Seq, std::ops::Range<usize>)>;
+
+/// The open last segment of a log, which appends go to.
+pub(crate) struct LogWriter {
+    file: File,
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+impl LogWriter {
+    pub fn open(path: &Path, len: u64) -> Result<LogWriter> {
+        let file = OpenOptions::new().write(true).open(path).at(path)?;
+        Ok(LogWriter {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// Creates a new segment holding only its header, atomically.
+    pub fn create(
+        dir: &Path,
+        kind: u8,
+        table: TableId,
+        first_seq: Seq,
+        durable: bool,
+        stats: &mut Stats,
+    ) -> Result<LogWriter> {
+        let path = dir.join(segment_file_name(first_seq));
+        let header = SegmentHeader {
+            kind,
+            table,
+            first_seq,
+        }
+        .encode();
+        write_atomically(&path, &header, durable, stats)?;
+        LogWriter::open(&path, SEGMENT_HEADER_LEN as u64)
+    }
+
+    pub fn write(&mut self, bytes: &[u8], stats: &mut Stats) -> Result<()> {
+        self.file.write_all_at(bytes, self.len).at(&self.path)?;
+        self.len += bytes.len() as u64;
+        stats.bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn sync(&self, stats: &mut Stats) -> Result<()> {
+        self.file.sync_data().at(&self.path)?;
+        stats.fsyncs += 1;
+        Ok(())
+    }
+}
+
+/// Appends frames (each `(group_seq, byte range in buf)`, contiguous) to a log, rolling
+/// over to a new segment when the current one has reached the configured size. A full
+/// segment is synced before the next is created, so only the last segment can ever have a
+/// torn tail. The caller syncs the last segment.
+pub(crate) fn append_frames(
+    writer: &mut Option<LogWriter>,
+    (dir, kind, table): (&Path, u8, TableId),
+    buf: &[u8],
+    frames: &[(Seq, std::ops::Range<usize>)],
+    config: &Config,
+    stats: &mut Stats,
+) -> Result<()> {
+    let durable = config.durability == Durability::Sync;
+    let mut pending: Option<std::ops::Range<usize>> = None;
+    for (seq, range) in frames {
+        let pending_len = pending.as_ref().map_or(0, |p| p.len()) as u64;
+        let full = match writer {
+            None => true,
+            Some(w) => {
+                w.len + pending_len >= config.segment_size
+                    && w.len + pending_len > SEGMENT_HEADER_LEN as u64
+            }
+        };
+        if full {
+            if let Some(w) = writer.as_mut() {
+                if let Some(p) = pending.take() {
+                    w.write(&buf[p], stats)?;
+                }
+                if durable {
+                    w.sync(stats)?;
+                }
+            }
+            *writer = Some(LogWriter::create(dir, kind, table, *seq, durable, stats)?);
+        }
+        pending = Some(match pending {
+            Some(p) => p.start..range.end,
+            None => range.clone(),
+        });
+    }
+    if let (Some(w), Some(p)) = (writer.as_mut(), pending) {
+        w.write(&buf[p], stats)?;
+    }
+    Ok(())
+}
+
+/// What recovery found at the end of a table log.
+pub(crate) struct Recovered {
+    pub writer: Option<LogWriter>,
+    /// The group seq of the last frame kept in the last segment.
+    pub last_group: Option<Seq>,
+}
+
+/// Brings a table log back to its last whole frame whose group is in the journal
+/// (`group_seq <= last_seq`): removes segments that start after it, cuts frames after it,
+/// and cuts a torn tail (or reports it, under [`RecoveryMode::Strict`]). Damage before the
+/// tail is [`Error::Corruption`].
+pub(crate) fn recover_table_log(
+    dir: &Path,
+    table: TableId,
+    last_seq: Seq,
+    mode: RecoveryMode,
+    durable: bool,
+    stats: &mut Stats,
+) -> Result<Recovered> {
+    let mut segs = list_segments(dir)?;
+    while let Some((first, path)) = segs.last() {
+        if *first <= last_seq {
+            break;
+        }
+        fs::remove_file(path).at(path)?;
+        if durable {
+            sync_dir(dir, stats)?;
+        }
+        segs.pop();
+    }
+    let Some((first, path)) = segs.last().cloned() else {
+        return Ok(Recovered {
+            writer: None,
+            last_group: None,
+        });
+    };
+    let bytes = fs::read(&path).at(&path)?;
+    let header = SegmentHeader::decode(&bytes).map_err(|d| Error::corruption(&path, 0, d))?;
+    if header.kind != crate::format::KIND_TABLE
+        || header.table != table
+        || header.first_seq != first
+    {
+        return Err(Error::corruption(
+            &path,
+            0,
+            "segment header does not match its name",
+        ));
+    }
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut last_group = None;
+    let cut = loop {
+        match read_frame(&bytes, pos) {
+            FrameRead::End => break None,
+            FrameRead::Frame { payload, next } => {
+                let g =
+                    peek_group_seq(payload).map_err(|d| Error::corruption(&path, pos as u64, d))?;
+                if g > last_seq {
+                    break Some(pos);
+                }
+                last_group = Some(g);
+                pos = next;
+            }
+            FrameRead::Torn(detail) => match mode {
+                RecoveryMode::TolerateTornTail => break Some(pos),
+                RecoveryMode::Strict => {
+                    return Err(Error::corruption(
+                        &path,
+                        pos as u64,
+                        format!("torn tail: {detail}"),
+                    ))
+                }
+            },
+            FrameRead::Bad(detail) => return Err(Error::corruption(&path, pos as u64, detail)),
+        }
+    };
+    let len = match cut {
+        Some(at) => {
+            let f = OpenOptions::new().write(true).open(&path).at(&path)?;
+            f.set_len(at as u64).at(&path)?;
+            if durable {
+                f.sync_data().at(&path)?;
+                stats.fsyncs += 1;
+            }
+            at as u64
+        }
+        None => bytes.len() as u64,
+    };
+    Ok(Recovered {
+        writer: Some(LogWriter::open(&path, len)?),
+        last_group,
+    })
+}

@@ -1,0 +1,1282 @@
+//! The store: one root directory holding the journal and every table's files, with the
+//! append path (seqs, frames, syncs), recovery on open, and reads at any seq.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    begin_frame, encode_table_frame, finish_frame, peek_group_seq, read_frame, FrameRead,
+    JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::journal::Journal;
+use crate::log::{append_frames, recover_table_log, sync_dir, write_atomically, Frames, LogWriter};
+use crate::snapshot::{write_snapshot, Snapshot};
+use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, Table, TableMeta};
+use crate::types::{
+    Change, ColumnId, Committed, Fate, Fates, HistoryEntry, Op, Row, Seq, Stats, TableId, Txn,
+};
+
+/// What recovery does with damage at the very end of the last segment of a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Cut a torn tail (partial last frame, zeroes, bad CRC at the very end) back to the
+    /// last whole frame. Damage anywhere else is still [`Error::Corruption`].
+    TolerateTornTail,
+    /// Any damage, a torn tail included, is [`Error::Corruption`].
+    Strict,
+}
+
+/// Whether appends and snapshots are made durable with fdatasync / fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Sync,
+    /// For tests and benchmarks only: a crash may lose acknowledged appends.
+    NoSync,
+}
+
+/// A writer recovers the files on open and may append; a reader never changes a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    Writer,
+    Reader,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: OpenMode,
+    pub recovery: RecoveryMode,
+    pub durability: Durability,
+    /// A segment rolls over once it has reached this many bytes. Every store opened on one
+    /// root must use the same value (readers rely on it to skip directory listings).
+    pub segment_size: u64,
+    /// Snapshots kept per table; older ones are deleted after a new one is written.
+    pub snapshots_kept: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mode: OpenMode::Writer,
+            recovery: RecoveryMode::TolerateTornTail,
+            durability: Durability::Sync,
+            segment_size: 64 << 20,
+            snapshots_kept: 4,
+        }
+    }
+}
+
+/// Counts every group that is not aborted as committed: the append-time view of liveness.
+struct NotAborted<'a>(&'a dyn Fates);
+
+impl Fates for NotAborted<'_> {
+    fn fate(&self, xid: u64) -> Fate {
+        match self.0.fate(xid) {
+            Fate::Aborted => Fate::Aborted,
+            _ => Fate::Committed,
+        }
+    }
+}
+
+/// A DriftDB store rooted at one directory.
+///
+/// ```text
+/// <root>/journal/<first_seq:020>.log          one frame per group (the commit point)
+/// <root>/tables/<table_id>/<first_seq:020>.log that table's frames
+/// <root>/tables/<table_id>/snap-<seq:020>.snap snapshots
+/// <root>/tables/<table_id>/meta                creation seq and index definitions
+/// ```
+///
+/// One appender at a time (the caller serialises appends across processes); any number of
+/// stores, in any processes, may read the same root concurrently. Reads take `&mut self`
+/// because they refresh this store's view from the files first.
+pub struct Store {
+    root: PathBuf,
+    config: Config,
+    journal: Journal,
+    journal_writer: Option<LogWriter>,
+    tables: HashMap<TableId, Table>,
+    /// Open snapshots by (table, seq).
+    snaps: HashMap<(TableId, Seq), Arc<Snapshot>>,
+    /// Journal seq at which each table's snapshot directory was last listed.
+    listed_at: HashMap<TableId, Seq>,
+    stats: Stats,
+}
+
+/// The parts of a read at one seq: a base snapshot and, when the live delta does not fit,
+/// a delta replayed from the log.
+struct ViewParts {
+    snap: Option<Arc<Snapshot>>,
+    replayed: Option<Delta>,
+}
+
+/// The state of one table at one seq.
+struct View<'a> {
+    snap: Option<Arc<Snapshot>>,
+    delta: &'a Delta,
+    upto: Seq,
+    fates: &'a dyn Fates,
+}
+
+impl View<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Row>> {
+        let eff = self
+            .delta
+            .keys
+            .get(key)
+            .and_then(|vs| effect(vs, self.upto, self.fates));
+        let base = || -> Result<Option<Row>> {
+            match &self.snap {
+                Some(s) => s.get(key),
+                None => Ok(None),
+            }
+        };
+        match eff {
+            Some(Effect::Known(r)) => Ok(r),
+            Some(e) => Ok(e.apply(base()?)),
+            None => base(),
+        }
+    }
+
+    fn scan(&self) -> Scan {
+        let overlay: BTreeMap<Vec<u8>, Effect> = self
+            .delta
+            .keys
+            .iter()
+            .filter_map(|(k, vs)| effect(vs, self.upto, self.fates).map(|e| (k.clone(), e)))
+            .collect();
+        Scan {
+            snap: self.snap.clone(),
+            next_block: 0,
+            rows: Arc::new(Vec::new()),
+            pos: 0,
+            overlay: overlay.into_iter().peekable(),
+            done: false,
+        }
+    }
+
+    fn index_range(
+        &self,
+        column: ColumnId,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Row)>> {
+        let in_range = |v: &[u8]| {
+            (match lo {
+                Bound::Included(l) => v >= l,
+                Bound::Excluded(l) => v > l,
+                Bound::Unbounded => true,
+            }) && (match hi {
+                Bound::Included(h) => v <= h,
+                Bound::Excluded(h) => v < h,
+                Bound::Unbounded => true,
+            })
+        };
+        let mut candidates: BTreeSet<Vec<u8>> = BTreeSet::new();
+        if let Some(s) = &self.snap {
+            candidates.extend(s.index_keys(column, lo, hi)?);
+        }
+        if let Some(set) = self.delta.index.get(&column) {
+            let start: (Vec<u8>, Vec<u8>) = match lo {
+                Bound::Included(l) | Bound::Excluded(l) => (l.to_vec(), Vec::new()),
+                Bound::Unbounded => (Vec::new(), Vec::new()),
+            };
+            for (v, k) in set.range(start..) {
+                let past_hi = match hi {
+                    Bound::Included(h) => v.as_slice() > h,
+                    Bound::Excluded(h) => v.as_slice() >= h,
+                    Bound::Unbounded => false,
+                };
+                if past_hi {
+                    break;
+                }
+                if in_range(v) {
+                    candidates.insert(k.clone());
+                }
+            }
+        } else {
+            // Not indexed in this delta: look at every key it changed.
+            candidates.extend(self.delta.keys.keys().cloned());
+        }
+        let mut out = Vec::new();
+        for k in candidates {
+            if let Some(row) = self.get(&k)? {
+                if row.get(column).is_some_and(in_range) {
+                    out.push((
+                        row.get(column).map(<[u8]>::to_vec).unwrap_or_default(),
+                        k,
+                        row,
+                    ));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(out.into_iter().map(|(_, k, r)| (k, r)).collect())
+    }
+}
+
+/// The rows of a table at one seq, in key order. Snapshot blocks are decompressed one at a
+/// time as the scan reaches them.
+pub struct Scan {
+    snap: Option<Arc<Snapshot>>,
+    next_block: usize,
+    rows: Arc<Vec<(Vec<u8>, Row)>>,
+    pos: usize,
+    overlay: std::iter::Peekable<std::collections::btree_map::IntoIter<Vec<u8>, Effect>>,
+    done: bool,
+}
+
+impl Iterator for Scan {
+    type Item = Result<(Vec<u8>, Row)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.pos >= self.rows.len() {
+                if let Some(s) = &self.snap {
+                    if self.next_block < s.row_blocks() {
+                        match s.row_block(self.next_block) {
+                            Ok(b) => {
+                                self.rows = b;
+                                self.pos = 0;
+                                self.next_block += 1;
+                                continue;
+                            }
+                            Err(e) => {
+                                self.done = true;
+                                return Some(Err(e));
+                            }
+                        }
+                    }
+                }
+            }
+            let snap_key = self.rows.get(self.pos).map(|(k, _)| k.as_slice());
+            let order = match (snap_key, self.overlay.peek()) {
+                (None, None) => {
+                    self.done = true;
+                    return None;
+                }
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(s), Some((o, _))) => s.cmp(o.as_slice()),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let item = self.rows[self.pos].clone();
+                    self.pos += 1;
+                    return Some(Ok(item));
+                }
+                std::cmp::Ordering::Equal => {
+                    let base = self.rows[self.pos].1.clone();
+                    self.pos += 1;
+                    let (k, e) = self.overlay.next().expect("peeked");
+                    if let Some(r) = e.apply(Some(base)) {
+                        return Some(Ok((k, r)));
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    let (k, e) = self.overlay.next().expect("peeked");
+                    if let Some(r) = e.apply(None) {
+                        return Some(Ok((k, r)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every visible event of a table, oldest first (see [`Store::table_history`]).
+pub struct TableHistory<'a> {
+    journal: &'a Journal,
+    fates: &'a dyn Fates,
+    maps: Vec<(PathBuf, Arc<memmap2::Mmap>)>,
+    seg: usize,
+    pos: usize,
+    want: Seq,
+    upto: Seq,
+    key: Option<Vec<u8>>,
+    pending: std::vec::IntoIter<HistoryEntry>,
+    done: bool,
+}
+
+impl TableHistory<'_> {
+    fn next_frame(&mut self) -> Result<Option<TableFrame>> {
+        loop {
+            let Some((path, map)) = self.maps.get(self.seg) else {
+                return Err(Error::corruption(
+                    self.maps.last().map_or(Path::new(""), |m| m.0.as_path()),
+                    self.pos as u64,
+                    format!(
+                        "table log ends before group {}, which the journal records",
+                        self.want
+                    ),
+                ));
+            };
+            match read_frame(map, self.pos) {
+                FrameRead::Frame { payload, next } => {
+                    let at = self.pos as u64;
+                    let g = peek_group_seq(payload).map_err(|d| Error::corruption(path, at, d))?;
+                    if g > self.want {
+                        return Ok(None);
+                    }
+                    let f =
+                        TableFrame::decode(payload).map_err(|d| Error::corruption(path, at, d))?;
+                    self.pos = next;
+                    if g == self.want {
+                        self.done = true;
+                    }
+                    return Ok(Some(f));
+                }
+                FrameRead::End => {
+                    self.seg += 1;
+                    self.pos = SEGMENT_HEADER_LEN;
+                }
+                FrameRead::Torn(d) | FrameRead::Bad(d) => {
+                    return Err(Error::corruption(path, self.pos as u64, d));
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for TableHistory<'_> {
+    type Item = Result<HistoryEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.pending.next() {
+                return Some(Ok(e));
+            }
+            if self.done {
+                return None;
+            }
+            let frame = match self.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if self.fates.fate(frame.xid) != Fate::Committed {
+                continue;
+            }
+            let Some(group) = self.journal.group_of(frame.group_seq) else {
+                self.done = true;
+                return Some(Err(Error::corruption(
+                    &self.maps[self.seg.min(self.maps.len() - 1)].0,
+                    self.pos as u64,
+                    format!("group {} is not in the journal", frame.group_seq),
+                )));
+            };
+            let role = self.journal.role(group).to_owned();
+            let entries: Vec<HistoryEntry> = frame
+                .events
+                .into_iter()
+                .filter(|(seq, key, _)| {
+                    *seq <= self.upto && self.key.as_ref().is_none_or(|k| k == key)
+                })
+                .map(|(seq, key, op)| HistoryEntry {
+                    seq,
+                    commit_ts: group.commit_ts,
+                    xid: frame.xid,
+                    role: role.clone(),
+                    key,
+                    op,
+                })
+                .collect();
+            self.pending = entries.into_iter();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating in writer mode) the store under `root`. A writer recovers the files:
+    /// torn tails are cut per `config.recovery`, table frames whose group is not in the
+    /// journal are cut, and any other damage is [`Error::Corruption`].
+    pub fn open(root: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        let writer = config.mode == OpenMode::Writer;
+        if writer {
+            for d in [root.join("journal"), root.join("tables")] {
+                fs::create_dir_all(&d).at(&d)?;
+            }
+        }
+        let mut store = Store {
+            journal: Journal::new(root.join("journal"), config.segment_size),
+            root,
+            config,
+            journal_writer: None,
+            tables: HashMap::new(),
+            snaps: HashMap::new(),
+            listed_at: HashMap::new(),
+            stats: Stats::default(),
+        };
+        let cut = writer.then_some(store.config.recovery);
+        store.journal.refresh(cut, &mut store.stats)?;
+        if writer {
+            for id in store.table_ids()? {
+                store.recover_table(id)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn durable(&self) -> bool {
+        self.config.durability == Durability::Sync
+    }
+
+    fn table_dir(&self, id: TableId) -> PathBuf {
+        self.root.join("tables").join(id.to_string())
+    }
+
+    /// The ids of every table directory.
+    pub fn table_ids(&self) -> Result<Vec<TableId>> {
+        let dir = self.root.join("tables");
+        let mut ids = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(e).at(&dir),
+        };
+        for e in entries {
+            let e = e.at(&dir)?;
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Cuts a table log back to the journal and checks that it holds the last group the
+    /// journal records for it.
+    fn recover_table(&mut self, id: TableId) -> Result<()> {
+        let dir = self.table_dir(id);
+        let last_seq = self.journal.last_seq();
+        let durable = self.durable();
+        let rec = recover_table_log(
+            &dir,
+            id,
+            last_seq,
+            self.config.recovery,
+            durable,
+            &mut self.stats,
+        )?;
+        let journal_last = self.journal.last_group_for_table.get(&id).copied();
+        let t = self.load_table(id)?;
+        t.log.forget_maps();
+        t.log.relist()?;
+        let expected = t.last_group(journal_last.as_ref());
+        if expected > 0 {
+            let bad = match (rec.last_group, &rec.writer) {
+                (Some(g), _) => g != expected,
+                (None, None) => true,
+                (None, Some(_)) => false,
+            };
+            if bad {
+                return Err(Error::corruption(
+                    &dir,
+                    0,
+                    format!(
+                        "table log ends at group {:?}, but the journal records group {expected}",
+                        rec.last_group
+                    ),
+                ));
+            }
+        }
+        t.writer = rec.writer;
+        Ok(())
+    }
+
+    fn load_table(&mut self, id: TableId) -> Result<&mut Table> {
+        if !self.tables.contains_key(&id) {
+            let t = Table::load(self.table_dir(id), id)?;
+            self.tables.insert(id, t);
+        }
+        Ok(self.tables.get_mut(&id).expect("just inserted"))
+    }
+
+    /// The first seq before the group holding `seq + 1`: replaying frames with group seqs
+    /// above it (and events above `seq`) yields exactly the events after `seq`.
+    fn group_floor(&self, seq: Seq) -> Seq {
+        match self.journal.group_of(seq + 1) {
+            Some(g) => g.first_seq - 1,
+            None => seq,
+        }
+    }
+
+    /// Brings one table's view up to the journal: snapshot list, rebase, and the log tail
+    /// up to `upto` (frames past what a read needs are not touched).
+    fn refresh_table(&mut self, id: TableId, upto: Seq) -> Result<()> {
+        let last_seq = self.journal.last_seq();
+        self.load_table(id)?;
+        if self.listed_at.get(&id) != Some(&last_seq) {
+            let dir = self.table_dir(id);
+            let snaps = list_snapshots(&dir)?;
+            self.tables.get_mut(&id).expect("loaded").snapshots = snaps;
+            self.listed_at.insert(id, last_seq);
+        }
+        let newest = self.tables[&id].snapshots.last().copied().unwrap_or(0);
+        let floor = self.group_floor(newest);
+        let journal_last = self.journal.last_group_for_table.get(&id).copied();
+        let t = self.tables.get_mut(&id).expect("loaded");
+        if newest > t.base {
+            t.delta.rebase(newest);
+            t.delta.upto = t.delta.upto.max(floor);
+            t.base = newest;
+        }
+        let last = t.last_group(journal_last.as_ref());
+        let delta = &mut t.delta;
+        let base = t.base;
+        let after = delta.upto;
+        t.log.for_each_frame(after, upto, last, |f| {
+            delta.add_frame_after(f, base);
+            Ok(())
+        })
+    }
+
+    fn open_snapshot(&mut self, id: TableId, seq: Seq) -> Result<Arc<Snapshot>> {
+        if let Some(s) = self.snaps.get(&(id, seq)) {
+            return Ok(s.clone());
+        }
+        let path = self.table_dir(id).join(snapshot_file_name(seq));
+        let s = Arc::new(Snapshot::open(&path, id)?);
+        if s.seq != seq {
+            return Err(Error::corruption(
+                &path,
+                0,
+                "snapshot seq does not match its name",
+            ));
+        }
+        // Keep the base snapshot of each table and a few others.
+        let base = self.tables.get(&id).map_or(0, |t| t.base);
+        if self.snaps.len() > 16 {
+            self.snaps.retain(|(t, s), _| *s == base && *t == id);
+        }
+        self.snaps.insert((id, seq), s.clone());
+        Ok(s)
+    }
+
+    /// Chooses the base of a read of table `id` at `at` (already refreshed).
+    fn view_parts(&mut self, id: TableId, at: Seq) -> Result<ViewParts> {
+        for _attempt in 0..3 {
+            let t = &self.tables[&id];
+            if at >= t.base {
+                let base = t.base;
+                let snap = if base > 0 {
+                    Some(self.open_snapshot(id, base)?)
+                } else {
+                    None
+                };
+                return Ok(ViewParts {
+                    snap,
+                    replayed: None,
+                });
+            }
+            let start = t
+                .snapshots
+                .iter()
+                .rev()
+                .find(|s| **s <= at)
+                .copied()
+                .unwrap_or(0);
+            let snap = if start > 0 {
+                match self.open_snapshot(id, start) {
+                    Ok(s) => Some(s),
+                    Err(Error::IoAt { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        // Pruned by another store meanwhile: list again and choose again.
+                        let snaps = list_snapshots(&self.table_dir(id))?;
+                        self.tables.get_mut(&id).expect("loaded").snapshots = snaps;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
+            let floor = self.group_floor(start);
+            let journal_last = self.journal.last_group_for_table.get(&id).copied();
+            let t = self.tables.get_mut(&id).expect("loaded");
+            let last = t.last_group(journal_last.as_ref());
+            let mut delta = Delta::with_indexes(floor, &t.meta.indexes);
+            t.log.for_each_frame(floor, at, last, |f| {
+                delta.add_frame_after(f, start);
+                Ok(())
+            })?;
+            return Ok(ViewParts {
+                snap,
+                replayed: Some(delta),
+            });
+        }
+        Err(Error::corruption(
+            self.table_dir(id),
+            0,
+            "snapshots keep disappearing",
+        ))
+    }
+
+    fn view<'a>(
+        &'a self,
+        id: TableId,
+        parts: &'a ViewParts,
+        at: Seq,
+        fates: &'a dyn Fates,
+    ) -> View<'a> {
+        View {
+            snap: parts.snap.clone(),
+            delta: parts.replayed.as_ref().unwrap_or(&self.tables[&id].delta),
+            upto: at,
+            fates,
+        }
+    }
+
+    /// Refreshes the journal and the table, and checks `at` against the current seq.
+    fn prepare_read(&mut self, id: TableId, at: Seq) -> Result<()> {
+        self.journal.refresh(None, &mut self.stats)?;
+        let current = self.journal.last_seq();
+        if at > current {
+            return Err(Error::SeqInFuture {
+                requested: at,
+                current,
+            });
+        }
+        self.refresh_table(id, at)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Tables and indexes
+
+    /// Creates an empty table.
+    pub fn create_table(&mut self, id: TableId) -> Result<()> {
+        self.require_writer()?;
+        self.journal.refresh(None, &mut self.stats)?;
+        let dir = self.table_dir(id);
+        if dir.exists() {
+            return Err(Error::TableExists(id));
+        }
+        let tmp = self.root.join("tables").join(format!(".tmp-{id}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).at(&tmp)?;
+        }
+        fs::create_dir(&tmp).at(&tmp)?;
+        let meta = TableMeta {
+            created_seq: self.journal.last_seq(),
+            indexes: Vec::new(),
+        };
+        let durable = self.durable();
+        write_atomically(&tmp.join("meta"), &meta.encode(), durable, &mut self.stats)?;
+        fs::rename(&tmp, &dir).at(&dir)?;
+        if durable {
+            sync_dir(&self.root.join("tables"), &mut self.stats)?;
+        }
+        self.tables.remove(&id);
+        self.listed_at.remove(&id);
+        Ok(())
+    }
+
+    /// Drops a table: removes its directory (log, snapshots, indexes).
+    pub fn drop_table(&mut self, id: TableId) -> Result<()> {
+        self.require_writer()?;
+        let dir = self.table_dir(id);
+        if !dir.exists() {
+            return Err(Error::NoSuchTable(id));
+        }
+        let gone = self.root.join("tables").join(format!(".dropped-{id}"));
+        if gone.exists() {
+            fs::remove_dir_all(&gone).at(&gone)?;
+        }
+        fs::rename(&dir, &gone).at(&dir)?;
+        if self.durable() {
+            sync_dir(&self.root.join("tables"), &mut self.stats)?;
+        }
+        fs::remove_dir_all(&gone).at(&gone)?;
+        self.tables.remove(&id);
+        self.listed_at.remove(&id);
+        self.snaps.retain(|(t, _), _| *t != id);
+        Ok(())
+    }
+
+    /// Defines a secondary index on `column` (a no-op if it exists). It serves reads at
+    /// every seq, past ones included; snapshots written from now on persist it.
+    pub fn create_index(&mut self, id: TableId, column: ColumnId) -> Result<()> {
+        self.set_index(id, column, true)
+    }
+
+    pub fn drop_index(&mut self, id: TableId, column: ColumnId) -> Result<()> {
+        self.set_index(id, column, false)
+    }
+
+    fn set_index(&mut self, id: TableId, column: ColumnId, present: bool) -> Result<()> {
+        self.require_writer()?;
+        let durable = self.durable();
+        let t = self.load_table(id)?;
+        let mut meta = TableMeta::load(&t.dir)?;
+        if meta.indexes.contains(&column) == present {
+            t.meta = meta;
+            return Ok(());
+        }
+        if present {
+            meta.indexes.push(column);
+            meta.indexes.sort_unstable();
+        } else {
+            meta.indexes.retain(|c| *c != column);
+        }
+        let path = t.dir.join("meta");
+        let bytes = meta.encode();
+        let mut stats = self.stats;
+        write_atomically(&path, &bytes, durable, &mut stats)?;
+        self.stats = stats;
+        let t = self.tables.get_mut(&id).expect("loaded");
+        if present {
+            t.delta.ensure_index(column);
+        } else {
+            t.delta.drop_index(column);
+        }
+        t.meta = meta;
+        Ok(())
+    }
+
+    fn require_writer(&self) -> Result<()> {
+        match self.config.mode {
+            OpenMode::Writer => Ok(()),
+            OpenMode::Reader => Err(Error::ReadOnly),
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Append
+
+    /// Appends transaction groups as one unit of durability: each table's frames, synced,
+    /// then the journal frames, synced (the commit point). Assigns consecutive seqs and
+    /// strictly increasing commit timestamps (`max(requested, last + 1)`).
+    ///
+    /// Validation, against the latest state counting every group that `fates` does not
+    /// call aborted (plus the earlier events of this call): an INSERT needs its key absent
+    /// ([`Error::KeyExists`]), a PATCH or SOFT_DELETE needs it live ([`Error::KeyMissing`]).
+    /// If any transaction fails validation nothing is written.
+    pub fn append(&mut self, txns: &[Txn], fates: &dyn Fates) -> Result<Vec<Committed>> {
+        self.append_batch(txns, fates, true)?.into_iter().collect()
+    }
+
+    /// Like [`Store::append`], but a transaction that fails validation gets its own error
+    /// and the others are still appended (the group committer's batches).
+    pub(crate) fn append_batch(
+        &mut self,
+        txns: &[Txn],
+        fates: &dyn Fates,
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<Committed>>> {
+        self.require_writer()?;
+        self.journal
+            .refresh(Some(self.config.recovery), &mut self.stats)?;
+        let touched: BTreeSet<TableId> = txns
+            .iter()
+            .flat_map(|t| t.events.iter().map(|e| e.table))
+            .collect();
+        let mut missing = BTreeSet::new();
+        for id in &touched {
+            match self.refresh_table(*id, Seq::MAX) {
+                Ok(()) => {}
+                Err(Error::NoSuchTable(_)) => {
+                    missing.insert(*id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let judge = NotAborted(fates);
+        let mut live: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
+        let mut verdicts = Vec::with_capacity(txns.len());
+        for txn in txns {
+            let v = self.validate(txn, &missing, &mut live, &judge);
+            if all_or_nothing {
+                v?;
+                verdicts.push(Ok(()));
+            } else {
+                verdicts.push(v);
+            }
+        }
+
+        // Assign seqs and timestamps, encode every frame.
+        let mut next = self.journal.next_seq;
+        let mut last_ts = self.journal.last_ts;
+        let mut per_table: BTreeMap<TableId, (Vec<u8>, Frames)> = BTreeMap::new();
+        let mut jbuf = Vec::new();
+        let mut jframes = Vec::new();
+        let mut results = Vec::with_capacity(txns.len());
+        let mut events = 0u64;
+        for (txn, verdict) in txns.iter().zip(verdicts) {
+            if let Err(e) = verdict {
+                results.push(Err(e));
+                continue;
+            }
+            let first = next;
+            let n = txn.events.len() as u64;
+            next += n;
+            events += n;
+            let ts = match last_ts {
+                Some(l) => txn.commit_ts.max(l.saturating_add(1)),
+                None => txn.commit_ts,
+            };
+            last_ts = Some(ts);
+            let mut tables: Vec<TableId> = txn.events.iter().map(|e| e.table).collect();
+            tables.sort_unstable();
+            tables.dedup();
+            for t in &tables {
+                let (buf, frames) = per_table.entry(*t).or_default();
+                let start = begin_frame(buf);
+                let evs = txn
+                    .events
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.table == *t)
+                    .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op))
+                    .collect::<Vec<_>>();
+                encode_table_frame(buf, first, txn.xid, evs.into_iter());
+                finish_frame(buf, start);
+                frames.push((first, start..buf.len()));
+            }
+            let start = begin_frame(&mut jbuf);
+            JournalRecord {
+                first_seq: first,
+                count: n,
+                commit_ts: ts,
+                xid: txn.xid,
+                role: txn.role.clone(),
+                tables,
+            }
+            .encode(&mut jbuf);
+            finish_frame(&mut jbuf, start);
+            jframes.push((first, start..jbuf.len()));
+            results.push(Ok(Committed {
+                xid: txn.xid,
+                first_seq: first,
+                last_seq: next - 1,
+                commit_ts: ts,
+            }));
+        }
+        if jframes.is_empty() {
+            return Ok(results);
+        }
+
+        // Table frames first, synced; then the journal frames, synced: the commit point.
+        let durable = self.durable();
+        for (id, (buf, frames)) in &per_table {
+            self.prepare_table_writer(*id)?;
+            let t = self.tables.get_mut(id).expect("refreshed");
+            append_frames(
+                &mut t.writer,
+                (&t.dir, KIND_TABLE, *id),
+                buf,
+                frames,
+                &self.config,
+                &mut self.stats,
+            )?;
+        }
+        if durable {
+            for id in per_table.keys() {
+                if let Some(w) = &self.tables[id].writer {
+                    w.sync(&mut self.stats)?;
+                }
+            }
+        }
+        self.prepare_journal_writer()?;
+        let jdir = self.journal.dir.clone();
+        append_frames(
+            &mut self.journal_writer,
+            (&jdir, KIND_JOURNAL, 0),
+            &jbuf,
+            &jframes,
+            &self.config,
+            &mut self.stats,
+        )?;
+        if durable {
+            if let Some(w) = &self.journal_writer {
+                w.sync(&mut self.stats)?;
+            }
+            self.stats.sync_rounds += 1;
+        }
+        self.stats.appends += 1;
+        self.stats.groups += jframes.len() as u64;
+        self.stats.events += events;
+        self.journal.refresh(None, &mut self.stats)?;
+        if self.journal.next_seq != next {
+            return Err(Error::corruption(
+                &jdir,
+                0,
+                format!(
+                    "journal ends at seq {} after appending up to {}",
+                    self.journal.next_seq, next
+                ),
+            ));
+        }
+        Ok(results)
+    }
+
+    fn validate(
+        &mut self,
+        txn: &Txn,
+        missing: &BTreeSet<TableId>,
+        live: &mut HashMap<(TableId, Vec<u8>), bool>,
+        judge: &dyn Fates,
+    ) -> Result<()> {
+        if txn.events.is_empty() {
+            return Err(Error::InvalidTxn(
+                "a transaction needs at least one event".into(),
+            ));
+        }
+        let at = self.journal.last_seq();
+        let mut mine: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
+        let mut sizes: HashMap<TableId, usize> = HashMap::new();
+        for e in &txn.events {
+            if missing.contains(&e.table) {
+                return Err(Error::NoSuchTable(e.table));
+            }
+            let cols = match &e.op {
+                Op::Insert(r) => &r.0,
+                Op::Patch(p) => p,
+                Op::SoftDelete => &Vec::new(),
+            };
+            if !Row::is_well_formed(cols) {
+                return Err(Error::InvalidTxn(
+                    "columns must be sorted by id without duplicates".into(),
+                ));
+            }
+            // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
+            let size = e.key.len()
+                + 32
+                + cols
+                    .iter()
+                    .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
+                    .sum::<usize>();
+            let total = sizes.entry(e.table).or_insert(txn.role.len() + 64);
+            *total += size;
+            if *total > MAX_FRAME_LEN as usize {
+                return Err(Error::TooLarge(format!(
+                    "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
+                    e.table
+                )));
+            }
+            let id = (e.table, e.key.clone());
+            let is_live = match mine.get(&id).or_else(|| live.get(&id)) {
+                Some(l) => *l,
+                None => {
+                    let parts = self.view_parts(e.table, at)?;
+                    self.view(e.table, &parts, at, judge).get(&e.key)?.is_some()
+                }
+            };
+            match (&e.op, is_live) {
+                (Op::Insert(_), true) => {
+                    return Err(Error::KeyExists {
+                        table: e.table,
+                        key: e.key.clone(),
+                    })
+                }
+                (Op::Patch(_) | Op::SoftDelete, false) => {
+                    return Err(Error::KeyMissing {
+                        table: e.table,
+                        key: e.key.clone(),
+                    })
+                }
+                _ => {}
+            }
+            mine.insert(id, !matches!(e.op, Op::SoftDelete));
+        }
+        // A transaction already known to be aborted never makes a key live for the
+        // transactions after it.
+        if judge.fate(txn.xid) != Fate::Aborted {
+            live.extend(mine);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the table's writer sits at the end of its log, cutting what a crashed
+    /// writer left past the journal.
+    fn prepare_table_writer(&mut self, id: TableId) -> Result<()> {
+        let t = &self.tables[&id];
+        let current = match &t.writer {
+            Some(w) => fs::metadata(&w.path)
+                .map(|m| m.len() == w.len)
+                .unwrap_or(false),
+            None => false,
+        };
+        if !current {
+            self.recover_table(id)?;
+        }
+        Ok(())
+    }
+
+    fn prepare_journal_writer(&mut self) -> Result<()> {
+        let tail = self
+            .journal
+            .tail()
+            .map(|(f, p, off)| (f, p.to_path_buf(), off));
+        let ok = match (&self.journal_writer, &tail) {
+            (Some(w), Some((_, p, off))) => w.path == *p && w.len == *off,
+            _ => false,
+        };
+        if !ok {
+            self.journal_writer = match tail {
+                Some((_, path, off)) => Some(LogWriter::open(&path, off)?),
+                None => None,
+            };
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Snapshots
+
+    /// Writes the state of table `id` as of `upto` as a snapshot; returns its seq. Every
+    /// group of the table at or below `upto` must be decided ([`Error::Undecided`]).
+    pub fn snapshot(&mut self, id: TableId, upto: Seq, fates: &dyn Fates) -> Result<Seq> {
+        self.require_writer()?;
+        self.prepare_read(id, upto)?;
+        if self.tables[&id].snapshots.contains(&upto) {
+            return Ok(upto);
+        }
+        let parts = self.view_parts(id, upto)?;
+        let durable = self.durable();
+        let mut stats = self.stats;
+        {
+            let view = self.view(id, &parts, upto, fates);
+            for vs in view.delta.keys.values() {
+                for v in vs.iter().take_while(|v| v.seq <= upto) {
+                    if fates.fate(v.xid) == Fate::InProgress {
+                        return Err(Error::Undecided {
+                            table: id,
+                            seq: v.seq,
+                            xid: v.xid,
+                        });
+                    }
+                }
+            }
+            let t = &self.tables[&id];
+            let path = t.dir.join(snapshot_file_name(upto));
+            write_snapshot(
+                &path,
+                id,
+                upto,
+                view.scan(),
+                &t.meta.indexes,
+                durable,
+                &mut stats,
+            )?;
+        }
+        self.stats = stats;
+        let dir = self.table_dir(id);
+        let mut snaps = list_snapshots(&dir)?;
+        while snaps.len() > self.config.snapshots_kept.max(1) {
+            let old = snaps.remove(0);
+            let path = dir.join(snapshot_file_name(old));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&path),
+            }
+            self.snaps.remove(&(id, old));
+        }
+        if durable {
+            sync_dir(&dir, &mut self.stats)?;
+        }
+        self.tables.get_mut(&id).expect("loaded").snapshots = snaps;
+        self.refresh_table(id, upto)?;
+        Ok(upto)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Reads
+
+    /// The last committed seq (the journal's end).
+    pub fn current_seq(&mut self) -> Result<Seq> {
+        self.journal.refresh(None, &mut self.stats)?;
+        Ok(self.journal.last_seq())
+    }
+
+    /// The last seq of the last group committed at or before `ts` (microseconds); 0 if
+    /// every group committed later.
+    pub fn seq_at(&mut self, ts: i64) -> Result<Seq> {
+        self.journal.refresh(None, &mut self.stats)?;
+        Ok(self.journal.seq_at(ts))
+    }
+
+    /// The rows of table `id` as of seq `at`, in key order.
+    pub fn scan(&mut self, id: TableId, at: Seq, fates: &dyn Fates) -> Result<Scan> {
+        self.prepare_read(id, at)?;
+        let parts = self.view_parts(id, at)?;
+        Ok(self.view(id, &parts, at, fates).scan())
+    }
+
+    /// The row under `key` in table `id` as of seq `at`.
+    pub fn get(
+        &mut self,
+        id: TableId,
+        key: &[u8],
+        at: Seq,
+        fates: &dyn Fates,
+    ) -> Result<Option<Row>> {
+        self.prepare_read(id, at)?;
+        let parts = self.view_parts(id, at)?;
+        self.view(id, &parts, at, fates).get(key)
+    }
+
+    /// Rows whose `column` equals `value` as of seq `at`, by key.
+    pub fn index_eq(
+        &mut self,
+        id: TableId,
+        column: ColumnId,
+        value: &[u8],
+        at: Seq,
+        fates: &dyn Fates,
+    ) -> Result<Vec<(Vec<u8>, Row)>> {
+        self.index_range(
+            id,
+            column,
+            Bound::Included(value),
+            Bound::Included(value),
+            at,
+            fates,
+        )
+    }
+
+    /// Rows whose `column` lies between `lo` and `hi` (memcmp order; NULLs never match) as of
+    /// seq `at`, ordered by (value, key).
+    pub fn index_range(
+        &mut self,
+        id: TableId,
+        column: ColumnId,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        at: Seq,
+        fates: &dyn Fates,
+    ) -> Result<Vec<(Vec<u8>, Row)>> {
+        self.prepare_read(id, at)?;
+        if !self.tables[&id].meta.indexes.contains(&column) {
+            let t = self.tables.get_mut(&id).expect("loaded");
+            t.meta = TableMeta::load(&t.dir)?;
+            if !t.meta.indexes.contains(&column) {
+                return Err(Error::NoSuchIndex { table: id, column });
+            }
+            t.delta.ensure_index(column);
+        }
+        let parts = self.view_parts(id, at)?;
+        self.view(id, &parts, at, fates).index_range(column, lo, hi)
+    }
+
+    /// Every visible event of table `id` up to `upto`, oldest first.
+    pub fn table_history<'a>(
+        &'a mut self,
+        id: TableId,
+        upto: Seq,
+        fates: &'a dyn Fates,
+    ) -> Result<TableHistory<'a>> {
+        self.history_iter(id, None, upto, fates)
+    }
+
+    /// Every visible event of one key up to `upto`, oldest first. Reads the table's whole
+    /// log: its cost grows with the table's history.
+    pub fn history(
+        &mut self,
+        id: TableId,
+        key: &[u8],
+        upto: Seq,
+        fates: &dyn Fates,
+    ) -> Result<Vec<HistoryEntry>> {
+        self.history_iter(id, Some(key.to_vec()), upto, fates)?
+            .collect()
+    }
+
+    fn history_iter<'a>(
+        &'a mut self,
+        id: TableId,
+        key: Option<Vec<u8>>,
+        upto: Seq,
+        fates: &'a dyn Fates,
+    ) -> Result<TableHistory<'a>> {
+        self.prepare_read(id, upto)?;
+        let journal_last = self.journal.last_group_for_table.get(&id).copied();
+        let t = self.tables.get_mut(&id).expect("loaded");
+        let last = t.last_group(journal_last.as_ref());
+        let maps = t.log.all_maps()?;
+        Ok(TableHistory {
+            journal: &self.journal,
+            fates,
+            maps,
+            seg: 0,
+            pos: SEGMENT_HEADER_LEN,
+            want: last.min(upto),
+            upto,
+            key,
+            pending: Vec::new().into_iter(),
+            done: last.min(upto) == 0,
+        })
+    }
+
+    /// The keys of table `id` that differ between seq `from` and seq `to`, by key, with
+    /// their rows at both (`None`: absent).
+    pub fn changes(
+        &mut self,
+        id: TableId,
+        from: Seq,
+        to: Seq,
+        fates: &dyn Fates,
+    ) -> Result<Vec<Change>> {
+        let (from, to) = (from.min(to), from.max(to));
+        self.prepare_read(id, to)?;
+        let floor = self.group_floor(from);
+        let journal_last = self.journal.last_group_for_table.get(&id).copied();
+        let t = self.tables.get_mut(&id).expect("loaded");
+        let last = t.last_group(journal_last.as_ref());
+        let mut touched = Delta::with_indexes(floor, &[]);
+        t.log.for_each_frame(floor, to, last, |f| {
+            touched.add_frame_after(f, from);
+            Ok(())
+        })?;
+        let parts_from = self.view_parts(id, from)?;
+        let parts_to = self.view_parts(id, to)?;
+        let before = self.view(id, &parts_from, from, fates);
+        let after = self.view(id, &parts_to, to, fates);
+        let mut out = Vec::new();
+        for (key, versions) in &touched.keys {
+            let visible = versions
+                .iter()
+                .any(|v| v.seq <= to && fates.fate(v.xid) == Fate::Committed);
+            if !visible {
+                continue;
+            }
+            let b = before.get(key)?;
+            let a = after.get(key)?;
+            if a != b {
+                out.push(Change {
+                    key: key.clone(),
+                    before: b,
+                    after: a,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counters of the work this store did.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}

@@ -1,0 +1,433 @@
+//! One table's files and in-memory state: its log segments, its metadata (creation seq,
+//! index definitions), and the delta since its newest snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{
+    peek_group_seq, put_varint, read_frame, Decoder, FrameRead, TableFrame, FORMAT_VERSION,
+    KIND_TABLE, SEGMENT_HEADER_LEN, TABLE_META_MAGIC,
+};
+use crate::log::{list_segments, LogWriter, Segment};
+use crate::types::{ColumnId, Fate, Fates, Op, Row, Seq, TableId, Value};
+
+/// `(value, key)` pairs of one indexed column.
+pub(crate) type IndexSet = BTreeSet<(Vec<u8>, Vec<u8>)>;
+
+/// One event of a key kept in a delta.
+#[derive(Clone, Debug)]
+pub(crate) struct Version {
+    pub seq: Seq,
+    pub xid: u64,
+    pub op: Op,
+}
+
+/// Events after some base seq (a snapshot's, or 0), by key, with an index of the column
+/// values they set for every indexed column.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Delta {
+    pub keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    /// Per indexed column: `(value, key)` for every non-NULL value a version sets.
+    pub index: BTreeMap<ColumnId, IndexSet>,
+    /// The last group applied.
+    pub upto: Seq,
+}
+
+impl Delta {
+    pub fn with_indexes(upto: Seq, columns: &[ColumnId]) -> Delta {
+        Delta {
+            keys: BTreeMap::new(),
+            index: columns.iter().map(|c| (*c, BTreeSet::new())).collect(),
+            upto,
+        }
+    }
+
+    /// Adds a frame's events with seqs above `base` (a group may straddle a snapshot seq).
+    pub fn add_frame_after(&mut self, frame: TableFrame, base: Seq) {
+        for (seq, key, op) in frame.events {
+            if seq <= base {
+                continue;
+            }
+            self.index_op(&key, &op);
+            self.keys.entry(key).or_default().push(Version {
+                seq,
+                xid: frame.xid,
+                op,
+            });
+        }
+        self.upto = frame.group_seq;
+    }
+
+    fn index_op(&mut self, key: &[u8], op: &Op) {
+        let cols: &[(ColumnId, Value)] = match op {
+            Op::Insert(r) => &r.0,
+            Op::Patch(p) => p,
+            Op::SoftDelete => return,
+        };
+        for (col, set) in self.index.iter_mut() {
+            if let Ok(i) = cols.binary_search_by_key(col, |p| p.0) {
+                if let Some(v) = &cols[i].1 {
+                    set.insert((v.clone(), key.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// Starts indexing `column` (a no-op if already indexed).
+    pub fn ensure_index(&mut self, column: ColumnId) {
+        if self.index.contains_key(&column) {
+            return;
+        }
+        self.index.insert(column, BTreeSet::new());
+        self.reindex();
+    }
+
+    pub fn drop_index(&mut self, column: ColumnId) {
+        self.index.remove(&column);
+    }
+
+    fn reindex(&mut self) {
+        for set in self.index.values_mut() {
+            set.clear();
+        }
+        let keys = std::mem::take(&mut self.keys);
+        for (k, vs) in &keys {
+            for v in vs {
+                self.index_op(k, &v.op);
+            }
+        }
+        self.keys = keys;
+    }
+
+    /// Forgets every version at or below `base` (a new snapshot covers them).
+    pub fn rebase(&mut self, base: Seq) {
+        self.keys.retain(|_, vs| {
+            vs.retain(|v| v.seq > base);
+            !vs.is_empty()
+        });
+        self.reindex();
+    }
+}
+
+/// What the visible versions of one key do to the row the base holds.
+#[derive(Clone, Debug)]
+pub(crate) enum Effect {
+    /// The row no longer depends on the base (an INSERT or SOFT_DELETE was visible).
+    Known(Option<Row>),
+    /// Only PATCHes were visible: merged, to apply on the base row if there is one.
+    OnBase(Vec<(ColumnId, Value)>),
+}
+
+impl Effect {
+    pub fn apply(self, base: Option<Row>) -> Option<Row> {
+        match self {
+            Effect::Known(r) => r,
+            Effect::OnBase(patch) => base.map(|mut r| {
+                r.apply_patch(&patch);
+                r
+            }),
+        }
+    }
+}
+
+/// The effect of the versions with seq <= `upto` whose transaction committed; `None` when
+/// none is visible. A PATCH or SOFT_DELETE of an absent row is a no-op.
+pub(crate) fn effect(versions: &[Version], upto: Seq, fates: &dyn Fates) -> Option<Effect> {
+    let mut out: Option<Effect> = None;
+    let mut last_xid = None;
+    let mut last_fate = Fate::Committed;
+    for v in versions.iter().take_while(|v| v.seq <= upto) {
+        if last_xid != Some(v.xid) {
+            last_fate = fates.fate(v.xid);
+            last_xid = Some(v.xid);
+        }
+        if last_fate != Fate::Committed {
+            continue;
+        }
+        out = Some(match (out, &v.op) {
+            (_, Op::Insert(r)) => Effect::Known(Some(r.clone())),
+            (_, Op::SoftDelete) => Effect::Known(None),
+            (Some(Effect::Known(Some(mut r))), Op::Patch(p)) => {
+                r.apply_patch(p);
+                Effect::Known(Some(r))
+            }
+            (Some(Effect::Known(None)), Op::Patch(_)) => Effect::Known(None),
+            (Some(Effect::OnBase(mut acc)), Op::Patch(p)) => {
+                Row::merge_patch(&mut acc, p);
+                Effect::OnBase(acc)
+            }
+            (None, Op::Patch(p)) => Effect::OnBase(p.clone()),
+        });
+    }
+    out
+}
+
+/// A table's creation seq and index definitions, the `meta` file of its directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableMeta {
+    /// The journal's last seq when the table was created; older groups naming this table
+    /// id belong to a dropped table of the same id.
+    pub created_seq: Seq,
+    pub indexes: Vec<ColumnId>,
+}
+
+impl TableMeta {
+    /// `magic "DRIFTTBL" | u16 version | varint created_seq | varint n | n x varint column |
+    /// u32 crc32(everything before)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = TABLE_META_MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        put_varint(&mut out, self.created_seq);
+        put_varint(&mut out, self.indexes.len() as u64);
+        for c in &self.indexes {
+            put_varint(&mut out, u64::from(*c));
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> crate::format::DecodeResult<TableMeta> {
+        if buf.len() < 4 {
+            return Err("short table meta");
+        }
+        let (body, crc) = buf.split_at(buf.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err("table meta crc mismatch");
+        }
+        let mut d = Decoder::new(body);
+        if d.array::<8>()? != TABLE_META_MAGIC {
+            return Err("bad table meta magic");
+        }
+        if d.u16_le()? != FORMAT_VERSION {
+            return Err("unsupported table meta version");
+        }
+        let created_seq = d.varint()?;
+        let n = d.count(1)?;
+        let mut indexes = Vec::with_capacity(n);
+        for _ in 0..n {
+            indexes.push(ColumnId::try_from(d.varint()?).map_err(|_| "column id overflows u16")?);
+        }
+        if !d.is_empty() {
+            return Err("trailing bytes in table meta");
+        }
+        Ok(TableMeta {
+            created_seq,
+            indexes,
+        })
+    }
+
+    pub fn load(dir: &Path) -> Result<TableMeta> {
+        let path = dir.join("meta");
+        let bytes = fs::read(&path).at(&path)?;
+        TableMeta::decode(&bytes).map_err(|d| Error::corruption(&path, 0, d))
+    }
+}
+
+/// The snapshot file name for `seq`.
+pub(crate) fn snapshot_file_name(seq: Seq) -> String {
+    format!("snap-{seq:020}.snap")
+}
+
+/// The seqs of the snapshots in a table directory, ascending.
+pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<Seq>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(stem) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("snap-"))
+            .and_then(|n| n.strip_suffix(".snap"))
+        else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(seq) = stem.parse::<u64>() {
+                out.push(seq);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// A table's log segments, read through memory maps.
+pub(crate) struct TableLog {
+    pub dir: PathBuf,
+    pub table: TableId,
+    segs: Vec<Segment>,
+}
+
+impl TableLog {
+    pub fn new(dir: PathBuf, table: TableId) -> TableLog {
+        TableLog {
+            dir,
+            table,
+            segs: Vec::new(),
+        }
+    }
+
+    /// Lists the segments again, keeping the maps of those already known.
+    pub fn relist(&mut self) -> Result<()> {
+        let listed = list_segments(&self.dir)?;
+        let mut old = std::mem::take(&mut self.segs).into_iter().peekable();
+        for (first, path) in listed {
+            while old.peek().is_some_and(|s| s.first_seq < first) {
+                old.next();
+            }
+            match old.peek() {
+                Some(s) if s.first_seq == first => self.segs.push(old.next().expect("peeked")),
+                _ => self.segs.push(Segment::new(first, path)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the maps of every segment (its files were cut by recovery).
+    pub fn forget_maps(&mut self) {
+        for s in &mut self.segs {
+            s.forget_map();
+        }
+    }
+
+    /// Calls `f` on every frame whose group seq is in `(after, upto]`, in order. `last` is
+    /// the last group of this table the journal has committed: frames past it may be
+    /// half-written and are never read. Damage before it is corruption.
+    pub fn for_each_frame(
+        &mut self,
+        after: Seq,
+        upto: Seq,
+        last: Seq,
+        mut f: impl FnMut(TableFrame) -> Result<()>,
+    ) -> Result<()> {
+        let want = upto.min(last);
+        if want <= after {
+            return Ok(());
+        }
+        if self.segs.last().is_none_or(|s| s.first_seq <= want) {
+            self.relist()?;
+        }
+        let start = after.saturating_add(1);
+        let mut i = self
+            .segs
+            .partition_point(|s| s.first_seq <= start)
+            .saturating_sub(1);
+        let mut pos = SEGMENT_HEADER_LEN;
+        let mut prev_group = 0;
+        loop {
+            let Some(seg) = self.segs.get_mut(i) else {
+                return Err(Error::corruption(
+                    &self.dir,
+                    0,
+                    format!(
+                        "table log has no segment holding group {want}, which the journal records"
+                    ),
+                ));
+            };
+            let map = seg.bytes(KIND_TABLE, self.table)?;
+            match read_frame(&map, pos) {
+                FrameRead::Frame { payload, next } => {
+                    let at = pos as u64;
+                    let g =
+                        peek_group_seq(payload).map_err(|d| Error::corruption(&seg.path, at, d))?;
+                    if g <= prev_group {
+                        return Err(Error::corruption(
+                            &seg.path,
+                            at,
+                            "group seqs not increasing",
+                        ));
+                    }
+                    prev_group = g;
+                    if g > want {
+                        return Ok(());
+                    }
+                    if g > after {
+                        let frame = TableFrame::decode(payload)
+                            .map_err(|d| Error::corruption(&seg.path, at, d))?;
+                        f(frame)?;
+                    }
+                    if g == want {
+                        return Ok(());
+                    }
+                    pos = next;
+                }
+                FrameRead::End | FrameRead::Torn(_)
+                    if seg.remap_if_grown(KIND_TABLE, self.table)? => {}
+                FrameRead::End => {
+                    if i + 1 >= self.segs.len() {
+                        self.relist()?;
+                    }
+                    if i + 1 >= self.segs.len() {
+                        let seg = &self.segs[i];
+                        return Err(Error::corruption(
+                            &seg.path,
+                            pos as u64,
+                            format!(
+                                "table log ends before group {want}, which the journal records"
+                            ),
+                        ));
+                    }
+                    i += 1;
+                    pos = SEGMENT_HEADER_LEN;
+                }
+                FrameRead::Torn(detail) | FrameRead::Bad(detail) => {
+                    return Err(Error::corruption(&seg.path, pos as u64, detail));
+                }
+            }
+        }
+    }
+
+    /// Every segment mapped at its current length, for iterating the whole log.
+    pub fn all_maps(&mut self) -> Result<Vec<(PathBuf, std::sync::Arc<memmap2::Mmap>)>> {
+        self.relist()?;
+        let mut out = Vec::with_capacity(self.segs.len());
+        for s in &mut self.segs {
+            s.remap_if_grown(KIND_TABLE, self.table)?;
+            out.push((s.path.clone(), s.bytes(KIND_TABLE, self.table)?));
+        }
+        Ok(out)
+    }
+}
+
+/// A table as one store sees it.
+pub(crate) struct Table {
+    pub dir: PathBuf,
+    pub meta: TableMeta,
+    pub log: TableLog,
+    pub writer: Option<LogWriter>,
+    /// Known snapshot seqs, ascending.
+    pub snapshots: Vec<Seq>,
+    /// The newest snapshot's seq (0: none): the base of `delta`.
+    pub base: Seq,
+    pub delta: Delta,
+}
+
+impl Table {
+    pub fn load(dir: PathBuf, id: TableId) -> Result<Table> {
+        if !dir.is_dir() {
+            return Err(Error::NoSuchTable(id));
+        }
+        let meta = TableMeta::load(&dir)?;
+        let delta = Delta::with_indexes(meta.created_seq, &meta.indexes);
+        Ok(Table {
+            log: TableLog::new(dir.clone(), id),
+            dir,
+            meta,
+            writer: None,
+            snapshots: Vec::new(),
+            base: 0,
+            delta,
+        })
+    }
+
+    /// The last group of this table the journal records, or 0.
+    pub fn last_group(&self, journal_last: Option<&Seq>) -> Seq {
+        match journal_last {
+            Some(g) if *g > self.meta.created_seq => *g,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,727 @@
+mod common;
+
+use std::ops::Bound;
+
+use common::*;
+use driftdb_storage::*;
+
+const T: TableId = 7;
+const U: TableId = 9;
+
+fn setup() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), cfg()).unwrap();
+    s.create_table(T).unwrap();
+    s.create_table(U).unwrap();
+    (dir, s)
+}
+
+#[test]
+fn append_assigns_seqs_and_timestamps_and_reads_every_seq() {
+    let (_d, mut s) = setup();
+    let c = s
+        .append(
+            &[
+                txn(
+                    1,
+                    vec![ins(T, "a", &[(1, "x"), (2, "y")]), ins(T, "b", &[(1, "z")])],
+                ),
+                Txn {
+                    commit_ts: 0, // earlier than the first: raised to keep time increasing
+                    ..txn(
+                        2,
+                        vec![
+                            patch(T, "a", &[(2, None), (3, Some("w"))]),
+                            ins(U, "a", &[(1, "u")]),
+                        ],
+                    )
+                },
+            ],
+            &AllCommitted,
+        )
+        .unwrap();
+    assert_eq!(c[0].first_seq, 1);
+    assert_eq!(c[0].last_seq, 2);
+    assert_eq!(c[0].commit_ts, 1000);
+    assert_eq!(c[1].first_seq, 3);
+    assert_eq!(c[1].last_seq, 4);
+    assert_eq!(c[1].commit_ts, 1001);
+    s.append(&[txn(3, vec![del(T, "b")])], &AllCommitted)
+        .unwrap();
+    assert_eq!(s.current_seq().unwrap(), 5);
+
+    assert_eq!(scan_all(&mut s, T, 0, &AllCommitted), vec![]);
+    assert_eq!(
+        scan_all(&mut s, T, 1, &AllCommitted),
+        vec![("a".into(), row(&[(1, "x"), (2, "y")]))]
+    );
+    let at2 = vec![
+        ("a".into(), row(&[(1, "x"), (2, "y")])),
+        ("b".into(), row(&[(1, "z")])),
+    ];
+    assert_eq!(scan_all(&mut s, T, 2, &AllCommitted), at2);
+    let a3 = Row(vec![(1, v("x")), (2, None), (3, v("w"))]);
+    assert_eq!(s.get(T, b"a", 3, &AllCommitted).unwrap(), Some(a3.clone()));
+    assert_eq!(
+        s.get(T, b"a", 2, &AllCommitted).unwrap(),
+        Some(row(&[(1, "x"), (2, "y")]))
+    );
+    assert_eq!(
+        scan_all(&mut s, T, 5, &AllCommitted),
+        vec![("a".into(), a3)]
+    );
+    assert_eq!(s.get(T, b"b", 5, &AllCommitted).unwrap(), None);
+    assert_eq!(s.get(U, b"a", 3, &AllCommitted).unwrap(), None);
+    assert_eq!(
+        s.get(U, b"a", 4, &AllCommitted).unwrap(),
+        Some(row(&[(1, "u")]))
+    );
+    assert!(matches!(
+        s.get(T, b"a", 6, &AllCommitted),
+        Err(Error::SeqInFuture {
+            requested: 6,
+            current: 5
+        })
+    ));
+
+    // seq_at: exact on the boundary microsecond.
+    assert_eq!(s.seq_at(999).unwrap(), 0);
+    assert_eq!(s.seq_at(1000).unwrap(), 2);
+    assert_eq!(s.seq_at(1001).unwrap(), 4);
+    assert_eq!(s.seq_at(2999).unwrap(), 4);
+    assert_eq!(s.seq_at(3000).unwrap(), 5);
+    assert_eq!(s.seq_at(i64::MAX).unwrap(), 5);
+}
+
+#[test]
+fn validation_rejects_bad_targets_and_writes_nothing() {
+    let (_d, mut s) = setup();
+    s.append(&[txn(1, vec![ins(T, "a", &[(1, "x")])])], &AllCommitted)
+        .unwrap();
+    let before = s.stats();
+    assert!(matches!(
+        s.append(&[txn(2, vec![ins(T, "a", &[(1, "y")])])], &AllCommitted),
+        Err(Error::KeyExists { table: T, .. })
+    ));
+    assert!(matches!(
+        s.append(&[txn(2, vec![patch(T, "zz", &[(1, None)])])], &AllCommitted),
+        Err(Error::KeyMissing { table: T, .. })
+    ));
+    assert!(matches!(
+        s.append(&[txn(2, vec![del(T, "zz")])], &AllCommitted),
+        Err(Error::KeyMissing { .. })
+    ));
+    // Within one call, earlier events count: delete then insert again is fine, but the
+    // whole call fails if any transaction does.
+    assert!(matches!(
+        s.append(
+            &[txn(2, vec![del(T, "a")]), txn(3, vec![del(T, "a")])],
+            &AllCommitted
+        ),
+        Err(Error::KeyMissing { .. })
+    ));
+    assert!(matches!(
+        s.append(&[txn(2, vec![ins(404, "a", &[])])], &AllCommitted),
+        Err(Error::NoSuchTable(404))
+    ));
+    assert!(matches!(
+        s.append(&[txn(2, vec![])], &AllCommitted),
+        Err(Error::InvalidTxn(_))
+    ));
+    let unsorted = Event {
+        table: T,
+        key: b"q".to_vec(),
+        op: Op::Insert(Row(vec![(2, None), (1, None)])),
+    };
+    assert!(matches!(
+        s.append(&[txn(2, vec![unsorted])], &AllCommitted),
+        Err(Error::InvalidTxn(_))
+    ));
+    assert_eq!(s.stats().bytes_written, before.bytes_written);
+    assert_eq!(s.current_seq().unwrap(), 1);
+    s.append(
+        &[
+            txn(2, vec![del(T, "a")]),
+            txn(3, vec![ins(T, "a", &[(1, "again")])]),
+        ],
+        &AllCommitted,
+    )
+    .unwrap();
+    assert_eq!(
+        s.get(T, b"a", 3, &AllCommitted).unwrap(),
+        Some(row(&[(1, "again")]))
+    );
+    assert_eq!(s.get(T, b"a", 2, &AllCommitted).unwrap(), None);
+}
+
+#[test]
+fn aborted_and_in_progress_groups_are_invisible() {
+    let (_d, mut s) = setup();
+    let fates = FateSet::aborted([2]);
+    s.append(&[txn(1, vec![ins(T, "a", &[(1, "1")])])], &fates)
+        .unwrap();
+    s.append(
+        &[txn(
+            2,
+            vec![ins(T, "b", &[(1, "2")]), patch(T, "a", &[(1, Some("bad"))])],
+        )],
+        &fates,
+    )
+    .unwrap();
+    // b's insert aborted: inserting b again is allowed, patching it is not.
+    assert!(matches!(
+        s.append(&[txn(3, vec![patch(T, "b", &[(1, None)])])], &fates),
+        Err(Error::KeyMissing { .. })
+    ));
+    s.append(&[txn(3, vec![ins(T, "b", &[(1, "3")])])], &fates)
+        .unwrap();
+    assert_eq!(
+        scan_all(&mut s, T, 4, &fates),
+        vec![
+            ("a".into(), row(&[(1, "1")])),
+            ("b".into(), row(&[(1, "3")]))
+        ]
+    );
+    let mut pending = FateSet::aborted([2]);
+    pending.in_progress.insert(3);
+    assert_eq!(
+        scan_all(&mut s, T, 4, &pending),
+        vec![("a".into(), row(&[(1, "1")]))]
+    );
+    // A snapshot needs every group decided.
+    assert!(matches!(
+        s.snapshot(T, 4, &pending),
+        Err(Error::Undecided { xid: 3, .. })
+    ));
+    assert_eq!(s.snapshot(T, 4, &fates).unwrap(), 4);
+    assert_eq!(
+        scan_all(&mut s, T, 4, &fates),
+        vec![
+            ("a".into(), row(&[(1, "1")])),
+            ("b".into(), row(&[(1, "3")]))
+        ]
+    );
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path(), cfg()).unwrap();
+        s.create_table(T).unwrap();
+        for i in 0..20u64 {
+            s.append(
+                &[txn(
+                    i + 1,
+                    vec![ins(T, &format!("k{i:02}"), &[(1, &i.to_string())])],
+                )],
+                &AllCommitted,
+            )
+            .unwrap();
+        }
+    }
+    let mut s = Store::open(dir.path(), cfg()).unwrap();
+    assert_eq!(s.current_seq().unwrap(), 20);
+    assert_eq!(scan_all(&mut s, T, 20, &AllCommitted).len(), 20);
+    assert_eq!(scan_all(&mut s, T, 7, &AllCommitted).len(), 7);
+    let c = s
+        .append(&[txn(99, vec![del(T, "k03")])], &AllCommitted)
+        .unwrap();
+    assert_eq!(c[0].first_seq, 21);
+    assert_eq!(c[0].commit_ts, 99_000);
+    let c = s
+        .append(
+            &[Txn {
+                commit_ts: 5,
+                ..txn(100, vec![del(T, "k04")])
+            }],
+            &AllCommitted,
+        )
+        .unwrap();
+    assert_eq!(c[0].commit_ts, 99_001);
+}
+
+#[test]
+fn segments_roll_over_and_old_seqs_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        segment_size: 300,
+        ..cfg()
+    };
+    {
+        let mut s = Store::open(dir.path(), config.clone()).unwrap();
+        s.create_table(T).unwrap();
+        for i in 0..60u64 {
+            s.append(
+                &[txn(
+                    i + 1,
+                    vec![ins(T, &format!("k{i:02}"), &[(1, "some value bytes")])],
+                )],
+                &AllCommitted,
+            )
+            .unwrap();
+        }
+    }
+    let segs = std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .ends_with(".log")
+        })
+        .count();
+    assert!(segs > 5, "{segs} segments");
+    let jsegs = std::fs::read_dir(dir.path().join("journal"))
+        .unwrap()
+        .count();
+    assert!(jsegs > 2, "{jsegs} journal segments");
+    let mut s = Store::open(dir.path(), config).unwrap();
+    for at in [0, 1, 17, 33, 59, 60] {
+        assert_eq!(scan_all(&mut s, T, at, &AllCommitted).len(), at as usize);
+    }
+    s.snapshot(T, 30, &AllCommitted).unwrap();
+    for at in [29, 30, 31, 45, 60] {
+        assert_eq!(scan_all(&mut s, T, at, &AllCommitted).len(), at as usize);
+        assert_eq!(
+            s.get(
+                T,
+                format!("k{:02}", at.saturating_sub(1)).as_bytes(),
+                at,
+                &AllCommitted
+            )
+            .unwrap()
+            .is_some(),
+            at > 0
+        );
+    }
+    assert_eq!(s.history(T, b"k42", 60, &AllCommitted).unwrap().len(), 1);
+    assert_eq!(s.table_history(T, 60, &AllCommitted).unwrap().count(), 60);
+}
+
+#[test]
+fn snapshots_serve_reads_and_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        snapshots_kept: 2,
+        ..cfg()
+    };
+    let mut s = Store::open(dir.path(), config).unwrap();
+    s.create_table(T).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40u64 {
+        let ev = if i % 4 == 3 {
+            patch(T, &format!("k{:02}", i - 1), &[(2, Some("p"))])
+        } else if i % 7 == 6 {
+            del(T, &format!("k{:02}", i - 2))
+        } else {
+            ins(T, &format!("k{i:02}"), &[(1, &i.to_string())])
+        };
+        let e = s.append(&[txn(i + 1, vec![ev])], &AllCommitted);
+        if e.is_err() {
+            // Patch or delete of a deleted key: use an insert instead.
+            s.append(
+                &[txn(i + 1, vec![ins(T, &format!("k{i:02}"), &[(1, "r")])])],
+                &AllCommitted,
+            )
+            .unwrap();
+        }
+    }
+    for at in 0..=40 {
+        expected.push(scan_all(&mut s, T, at, &AllCommitted));
+    }
+    for snap_at in [10, 20, 25, 35] {
+        s.snapshot(T, snap_at, &AllCommitted).unwrap();
+    }
+    let snaps: Vec<_> = std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".snap"))
+        .collect();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    for at in 0..=40u64 {
+        assert_eq!(
+            scan_all(&mut s, T, at, &AllCommitted),
+            expected[at as usize],
+            "at {at}"
+        );
+        for (k, r) in &expected[at as usize] {
+            assert_eq!(
+                s.get(T, k.as_bytes(), at, &AllCommitted).unwrap().as_ref(),
+                Some(r)
+            );
+        }
+    }
+    // A fresh store starts from the snapshots too.
+    let mut r = Store::open(dir.path(), reader_cfg()).unwrap();
+    for at in 0..=40u64 {
+        assert_eq!(
+            scan_all(&mut r, T, at, &AllCommitted),
+            expected[at as usize],
+            "at {at}"
+        );
+    }
+}
+
+#[test]
+fn snapshot_corruption_is_detected_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path(), cfg()).unwrap();
+        s.create_table(T).unwrap();
+        let events = (0..3000)
+            .map(|i| ins(T, &format!("key{i:05}"), &[(1, &format!("value {i}"))]))
+            .collect();
+        s.append(&[txn(1, events)], &AllCommitted).unwrap();
+        s.create_index(T, 1).unwrap();
+        s.snapshot(T, 3000, &AllCommitted).unwrap();
+    }
+    let path = dir
+        .path()
+        .join("tables")
+        .join(T.to_string())
+        .join(format!("snap-{:020}.snap", 3000));
+    let good = std::fs::read(&path).unwrap();
+    assert!(check_snapshot_bytes(&good).unwrap() >= 6000);
+    let mut rng = 12345u64;
+    for _ in 0..40 {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pos = (rng >> 33) as usize % good.len();
+        let mut bad = good.clone();
+        bad[pos] ^= 1 << (rng % 8);
+        std::fs::write(&path, &bad).unwrap();
+        let mut s = Store::open(dir.path(), reader_cfg()).unwrap();
+        match s.get(T, b"key00001", 3000, &AllCommitted) {
+            Err(Error::Corruption { file, offset, .. }) => {
+                assert_eq!(file, path);
+                assert!(
+                    offset as usize <= pos,
+                    "offset {offset} after flipped byte {pos}"
+                );
+            }
+            other => panic!("flip at {pos} not detected: {other:?}"),
+        }
+    }
+    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    let mut s = Store::open(dir.path(), reader_cfg()).unwrap();
+    assert!(matches!(
+        s.get(T, b"key00001", 3000, &AllCommitted),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+#[test]
+fn indexes_answer_at_every_seq() {
+    let (_d, mut s) = setup();
+    s.create_index(T, 2).unwrap();
+    s.append(
+        &[txn(
+            1,
+            vec![
+                ins(T, "a", &[(1, "x"), (2, "red")]),
+                ins(T, "b", &[(1, "y"), (2, "blue")]),
+                ins(T, "c", &[(1, "z")]),
+            ],
+        )],
+        &AllCommitted,
+    )
+    .unwrap();
+    s.snapshot(T, 3, &AllCommitted).unwrap();
+    s.append(
+        &[txn(
+            2,
+            vec![
+                patch(T, "b", &[(2, Some("red"))]),
+                patch(T, "a", &[(1, Some("x2"))]),
+            ],
+        )],
+        &AllCommitted,
+    )
+    .unwrap();
+    s.append(
+        &[txn(
+            3,
+            vec![del(T, "a"), patch(T, "c", &[(2, Some("green"))])],
+        )],
+        &AllCommitted,
+    )
+    .unwrap();
+    let keys = |r: Vec<(Vec<u8>, Row)>| {
+        r.into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(s.index_eq(T, 2, b"red", 3, &AllCommitted).unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        keys(s.index_eq(T, 2, b"red", 5, &AllCommitted).unwrap()),
+        ["a", "b"]
+    );
+    assert_eq!(
+        keys(s.index_eq(T, 2, b"red", 7, &AllCommitted).unwrap()),
+        ["b"]
+    );
+    assert_eq!(
+        keys(s.index_eq(T, 2, b"red", 2, &AllCommitted).unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        keys(
+            s.index_range(
+                T,
+                2,
+                Bound::Included(b"blue"),
+                Bound::Excluded(b"red"),
+                7,
+                &AllCommitted
+            )
+            .unwrap()
+        ),
+        ["c"]
+    );
+    assert_eq!(
+        keys(
+            s.index_range(T, 2, Bound::Unbounded, Bound::Unbounded, 3, &AllCommitted)
+                .unwrap()
+        ),
+        ["b", "a"]
+    );
+    let got = s.index_eq(T, 2, b"red", 5, &AllCommitted).unwrap();
+    assert_eq!(got[0].1, row(&[(1, "x2"), (2, "red")]));
+    assert!(matches!(
+        s.index_eq(T, 1, b"x", 3, &AllCommitted),
+        Err(Error::NoSuchIndex {
+            table: T,
+            column: 1
+        })
+    ));
+    // An index created after the snapshot is rebuilt from it; the next snapshot holds it.
+    s.create_index(T, 1).unwrap();
+    assert_eq!(
+        keys(s.index_eq(T, 1, b"y", 3, &AllCommitted).unwrap()),
+        ["b"]
+    );
+    assert_eq!(
+        keys(s.index_eq(T, 1, b"x2", 5, &AllCommitted).unwrap()),
+        ["a"]
+    );
+    s.snapshot(T, 7, &AllCommitted).unwrap();
+    assert_eq!(
+        keys(s.index_eq(T, 1, b"z", 7, &AllCommitted).unwrap()),
+        ["c"]
+    );
+    let mut r = Store::open(s.root(), reader_cfg()).unwrap();
+    assert_eq!(
+        keys(r.index_eq(T, 1, b"y", 7, &AllCommitted).unwrap()),
+        ["b"]
+    );
+    assert_eq!(
+        keys(r.index_eq(T, 2, b"red", 3, &AllCommitted).unwrap()),
+        ["a"]
+    );
+    s.drop_index(T, 1).unwrap();
+    let mut r = Store::open(s.root(), reader_cfg()).unwrap();
+    assert!(matches!(
+        r.index_eq(T, 1, b"y", 7, &AllCommitted),
+        Err(Error::NoSuchIndex { .. })
+    ));
+}
+
+#[test]
+fn history_and_changes() {
+    let (_d, mut s) = setup();
+    let fates = FateSet::aborted([3]);
+    s.append(
+        &[txn(
+            1,
+            vec![ins(T, "a", &[(1, "1")]), ins(T, "b", &[(1, "1")])],
+        )],
+        &fates,
+    )
+    .unwrap();
+    s.append(
+        &[txn(
+            2,
+            vec![patch(T, "a", &[(1, Some("2"))]), ins(U, "a", &[])],
+        )],
+        &fates,
+    )
+    .unwrap();
+    s.append(&[txn(3, vec![del(T, "b")])], &fates).unwrap();
+    s.append(
+        &[txn(4, vec![del(T, "a"), ins(T, "c", &[(1, "c")])])],
+        &fates,
+    )
+    .unwrap();
+    let h = s.history(T, b"a", 7, &fates).unwrap();
+    assert_eq!(h.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3, 6]);
+    assert_eq!(h[1].commit_ts, 2000);
+    assert_eq!(h[1].xid, 2);
+    assert_eq!(h[1].role, "role2");
+    assert_eq!(h[2].op, Op::SoftDelete);
+    assert_eq!(s.history(T, b"a", 3, &fates).unwrap().len(), 2);
+    assert_eq!(s.history(T, b"b", 7, &fates).unwrap().len(), 1);
+    let all: Vec<Seq> = s
+        .table_history(T, 7, &fates)
+        .unwrap()
+        .map(|e| e.unwrap().seq)
+        .collect();
+    assert_eq!(all, [1, 2, 3, 6, 7]);
+
+    let ch = s.changes(T, 2, 7, &fates).unwrap();
+    assert_eq!(
+        ch,
+        vec![
+            Change {
+                key: b"a".to_vec(),
+                before: Some(row(&[(1, "1")])),
+                after: None
+            },
+            Change {
+                key: b"c".to_vec(),
+                before: None,
+                after: Some(row(&[(1, "c")]))
+            },
+        ]
+    );
+    s.snapshot(T, 4, &fates).unwrap();
+    assert_eq!(s.changes(T, 2, 7, &fates).unwrap(), ch);
+    assert_eq!(s.changes(T, 0, 2, &fates).unwrap().len(), 2);
+    assert_eq!(s.changes(T, 5, 5, &fates).unwrap(), vec![]);
+}
+
+#[test]
+fn reader_sees_later_appends_and_never_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Store::open(dir.path(), cfg()).unwrap();
+    w.create_table(T).unwrap();
+    w.append(&[txn(1, vec![ins(T, "a", &[(1, "1")])])], &AllCommitted)
+        .unwrap();
+    let mut r = Store::open(
+        dir.path(),
+        Config {
+            segment_size: 200,
+            ..reader_cfg()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.current_seq().unwrap(), 1);
+    assert_eq!(scan_all(&mut r, T, 1, &AllCommitted).len(), 1);
+    assert!(matches!(
+        r.append(&[txn(2, vec![del(T, "a")])], &AllCommitted),
+        Err(Error::ReadOnly)
+    ));
+    for i in 2..50u64 {
+        w.append(
+            &[txn(i, vec![ins(T, &format!("k{i:02}"), &[(1, "v")])])],
+            &AllCommitted,
+        )
+        .unwrap();
+        if i % 10 == 0 {
+            assert_eq!(r.current_seq().unwrap(), i);
+            assert_eq!(scan_all(&mut r, T, i, &AllCommitted).len(), i as usize);
+        }
+    }
+    w.snapshot(T, 30, &AllCommitted).unwrap();
+    assert_eq!(scan_all(&mut r, T, 49, &AllCommitted).len(), 49);
+    assert_eq!(scan_all(&mut r, T, 25, &AllCommitted).len(), 25);
+    // Bytes past the journal (a writer mid-append) are not an error for a reader.
+    let jseg = std::fs::read_dir(dir.path().join("journal"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&jseg)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[7, 0, 0, 0, 0xf8]).unwrap();
+    let len = std::fs::metadata(&jseg).unwrap().len();
+    assert_eq!(r.current_seq().unwrap(), 49);
+    assert_eq!(scan_all(&mut r, T, 49, &AllCommitted).len(), 49);
+    assert_eq!(
+        std::fs::metadata(&jseg).unwrap().len(),
+        len,
+        "a reader never truncates"
+    );
+}
+
+#[test]
+fn group_commit_shares_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), Config::default()).unwrap();
+    s.create_table(T).unwrap();
+    let gc = std::sync::Arc::new(GroupCommitter::new(s, std::sync::Arc::new(AllCommitted)));
+    let threads = 8;
+    let per_thread = 25;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let gc = gc.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let xid = (t * 1000 + i + 1) as u64;
+                    let c = gc
+                        .commit(txn(xid, vec![ins(T, &format!("t{t}-{i}"), &[(1, "v")])]))
+                        .unwrap();
+                    assert_eq!(c.first_seq, c.last_seq);
+                }
+                // A rejected transaction does not fail its batch.
+                assert!(matches!(
+                    gc.commit(txn(1, vec![ins(T, &format!("t{t}-0"), &[(1, "v")])])),
+                    Err(Error::KeyExists { .. })
+                ));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let commits = (threads * per_thread) as u64;
+    gc.with_store(|s| {
+        let st = s.stats();
+        assert_eq!(st.groups, commits);
+        assert_eq!(s.current_seq().unwrap(), commits);
+        assert_eq!(
+            scan_all(s, T, commits, &AllCommitted).len(),
+            commits as usize
+        );
+        assert!(st.sync_rounds < commits, "{st:?}");
+        assert_eq!(st.sync_rounds, st.appends);
+        eprintln!("{commits} commits, {} sync rounds", st.sync_rounds);
+    });
+}
+
+#[test]
+fn drop_and_recreate_table() {
+    let (d, mut s) = setup();
+    s.append(
+        &[txn(1, vec![ins(T, "a", &[(1, "1")]), ins(U, "u", &[])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    s.drop_table(T).unwrap();
+    assert!(!d.path().join("tables").join(T.to_string()).exists());
+    assert!(matches!(
+        s.get(T, b"a", 2, &AllCommitted),
+        Err(Error::NoSuchTable(T))
+    ));
+    assert!(matches!(s.drop_table(T), Err(Error::NoSuchTable(T))));
+    s.create_table(T).unwrap();
+    assert_eq!(scan_all(&mut s, T, 2, &AllCommitted), vec![]);
+    s.append(&[txn(2, vec![ins(T, "a", &[(1, "2")])])], &AllCommitted)
+        .unwrap();
+    drop(s);
+    let mut s = Store::open(d.path(), cfg()).unwrap();
+    assert_eq!(
+        scan_all(&mut s, T, 3, &AllCommitted),
+        vec![("a".into(), row(&[(1, "2")]))]
+    );
+    assert_eq!(scan_all(&mut s, U, 3, &AllCommitted).len(), 1);
+}
