@@ -12,7 +12,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # Runs a command as the postgres system user, from a directory it can read.
-as_postgres() { (cd / && as_root runuser -u postgres -- "$@"); }
+# RUST_BACKTRACE is dropped so that a developer's shell setting does not add Rust
+# backtraces to the errors the server sends to clients.
+as_postgres() { (cd / && as_root env -u RUST_BACKTRACE runuser -u postgres -- "$@"); }
 pg_bindir() { "$1" --bindir; }
 
 # --- clusters ---------------------------------------------------------------------------
@@ -52,10 +54,12 @@ cluster_stop() {
   fi
 }
 
-# install_driftdb PG_CONFIG: builds DriftDB (release) and installs it into that Postgres
-# (cargo-pgrx picks the pgNN feature from the pg_config it is given).
+# install_driftdb PG_CONFIG [--release]: builds DriftDB and installs it into that Postgres
+# (cargo-pgrx picks the pgNN feature from the pg_config it is given). Tests use the dev
+# build, which compiles much faster; `make run` and benchmarks use --release. A running
+# server keeps the library it preloaded until it restarts.
 install_driftdb() {
-  local pgc=$1
-  say "building and installing DriftDB for $("$pgc" --version)"
-  cargo pgrx install --release --pg-config "$pgc" >/dev/null
+  local pgc=$1; shift
+  say "building and installing DriftDB $* for $("$pgc" --version)"
+  cargo pgrx install "$@" --pg-config "$pgc" >/dev/null
 }

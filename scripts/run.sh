@@ -12,7 +12,9 @@ DEMO_DB=drift_demo
 BIN15=$("$PG15_CONFIG" --bindir)
 
 bash "$here/setup.sh"
-install_driftdb "$PG15_CONFIG"
+install_driftdb "$PG15_CONFIG" --release
+# Restart a running demo server so that it loads the new build.
+cluster_stop "$BIN15" "$DEMO_DATA"
 say "starting PostgreSQL 15 on 127.0.0.1:$DEMO_PORT (data in $DEMO_DATA)"
 cluster_init "$BIN15" "$DEMO_DATA" "$DEMO_PORT"
 cluster_start "$BIN15" "$DEMO_DATA"

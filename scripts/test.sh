@@ -87,6 +87,9 @@ step engine cargo test -p driftdb-storage
 for v in $VERSIONS; do
   step "pgrx-test-pg$v" cargo pgrx test "pg$v" --runas postgres --pgdata "$DRIFTDB_RUN/pgrx-test"
 done
+# Installing replaces driftdb.so in place, under any server that has it loaded: stop the
+# demo server of `make run` first (`make run` starts it again).
+cluster_stop "$("$PG15_CONFIG" --bindir)" "$DRIFTDB_RUN/demo-15" 2>/dev/null || true
 for v in $VERSIONS; do
   step "install-pg$v" install_driftdb "$(pg_config_for "$v")"
   step "pg_regress-pg$v" regress "$v"

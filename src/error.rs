@@ -1,5 +1,6 @@
 //! The one place where DriftDB errors become Postgres errors with a SQLSTATE.
 
+use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
@@ -11,7 +12,10 @@ pub enum DriftError {
     /// The library was loaded by a backend instead of the postmaster.
     NotPreloaded,
     /// A foreign-data-wrapper option that DriftDB does not know.
-    UnknownOption { name: String, valid: &'static str },
+    UnknownOption {
+        name: String,
+        valid: &'static str,
+    },
     /// A known option given on the wrong kind of object.
     MisplacedOption {
         name: String,
@@ -24,8 +28,50 @@ pub enum DriftError {
         value: String,
         why: String,
     },
-    /// A capability that is not built yet: said plainly rather than faked.
-    NotImplemented { what: &'static str },
+    /// `primary_key` names a column the table does not have.
+    NoSuchKeyColumn {
+        relid: pg_sys::Oid,
+        column: String,
+    },
+    /// A key column of a type whose stored image does not decide equality.
+    UnsupportedKeyType {
+        column: String,
+        why: String,
+    },
+    NullInColumn {
+        relid: pg_sys::Oid,
+        column: String,
+    },
+    DuplicateKey {
+        relid: pg_sys::Oid,
+        key: Vec<u8>,
+    },
+    /// The row was changed or removed by a transaction this one cannot see.
+    ConcurrentChange {
+        relid: pg_sys::Oid,
+        key: Vec<u8>,
+    },
+    PrepareWithWrites,
+    TooManyTargetRows,
+    /// A stored value does not fit its column's type.
+    CorruptValue {
+        column: String,
+        detail: String,
+    },
+    Engine(driftdb_storage::Error),
+    Internal(String),
+}
+
+fn rel_name(relid: pg_sys::Oid) -> String {
+    // SAFETY: a syscache lookup inside a transaction; NULL when the relation is gone.
+    unsafe {
+        let p = pg_sys::get_rel_name(relid);
+        if p.is_null() {
+            format!("relation {}", relid.to_u32())
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
 }
 
 impl DriftError {
@@ -52,11 +98,7 @@ impl DriftError {
             } else {
                 format!("Valid options in this context are: {valid}")
             }),
-            DriftError::MisplacedOption {
-                name,
-                belongs_on,
-                given_on,
-            } => ErrorReport::new(
+            DriftError::MisplacedOption { name, belongs_on, given_on } => ErrorReport::new(
                 ERRCODE_FDW_INVALID_OPTION_NAME,
                 format!("option \"{name}\" is only valid on {belongs_on}, not on {given_on}"),
                 FUNC,
@@ -67,13 +109,102 @@ impl DriftError {
                 FUNC,
             )
             .set_detail(why),
-            DriftError::NotImplemented { what } => ErrorReport::new(
-                ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("{what} is not implemented yet in this version of DriftDB"),
+            DriftError::NoSuchKeyColumn { relid, column } => ErrorReport::new(
+                ERRCODE_UNDEFINED_COLUMN,
+                format!(
+                    "primary key column \"{column}\" of foreign table \"{}\" does not exist",
+                    rel_name(relid)
+                ),
                 FUNC,
             ),
+            DriftError::UnsupportedKeyType { column, why } => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("column \"{column}\" cannot be part of a DriftDB primary key"),
+                FUNC,
+            )
+            .set_detail(format!("Its type is {why}.")),
+            DriftError::NullInColumn { relid, column } => ErrorReport::new(
+                ERRCODE_NOT_NULL_VIOLATION,
+                format!(
+                    "null value in column \"{column}\" of relation \"{}\" violates not-null constraint",
+                    rel_name(relid)
+                ),
+                FUNC,
+            ),
+            DriftError::DuplicateKey { relid, key } => {
+                let detail = crate::fdw::table::describe_key(relid, &key);
+                ErrorReport::new(
+                    ERRCODE_UNIQUE_VIOLATION,
+                    format!(
+                        "duplicate key value violates the primary key of \"{}\"",
+                        rel_name(relid)
+                    ),
+                    FUNC,
+                )
+                .set_detail(format!("Key {detail} already exists."))
+            }
+            DriftError::ConcurrentChange { relid, key } => {
+                let detail = crate::fdw::table::describe_key(relid, &key);
+                ErrorReport::new(
+                    ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    "could not serialize access due to concurrent update",
+                    FUNC,
+                )
+                .set_detail(format!(
+                    "Row {detail} of \"{}\" was changed or deleted by another transaction.",
+                    rel_name(relid)
+                ))
+            }
+            DriftError::PrepareWithWrites => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                "cannot PREPARE a transaction that has written to DriftDB tables",
+                FUNC,
+            ),
+            DriftError::TooManyTargetRows => ErrorReport::new(
+                ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                "too many rows in one UPDATE or DELETE of a DriftDB table",
+                FUNC,
+            )
+            .set_detail("One statement can change at most 2147483648 rows."),
+            DriftError::CorruptValue { column, detail } => ErrorReport::new(
+                ERRCODE_DATA_CORRUPTED,
+                format!("stored value of column \"{column}\" is damaged"),
+                FUNC,
+            )
+            .set_detail(detail),
+            DriftError::Engine(e) => engine_report(e),
+            DriftError::Internal(what) => {
+                ErrorReport::new(ERRCODE_INTERNAL_ERROR, format!("driftdb: {what}"), FUNC)
+            }
         };
         report.report(PgLogLevel::ERROR);
         unreachable!("an ERROR report does not return")
+    }
+}
+
+fn engine_report(e: driftdb_storage::Error) -> ErrorReport {
+    use driftdb_storage::Error as E;
+    use PgSqlErrorCode::*;
+    match e {
+        E::Corruption {
+            file,
+            offset,
+            detail,
+        } => ErrorReport::new(
+            ERRCODE_DATA_CORRUPTED,
+            format!(
+                "DriftDB file \"{}\" is damaged at offset {offset}",
+                file.display()
+            ),
+            FUNC,
+        )
+        .set_detail(detail),
+        E::IoAt { .. } | E::Io(_) => ErrorReport::new(ERRCODE_IO_ERROR, e.to_string(), FUNC),
+        E::TooLarge(what) => ErrorReport::new(
+            ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("too large for DriftDB: {what}"),
+            FUNC,
+        ),
+        other => ErrorReport::new(ERRCODE_INTERNAL_ERROR, format!("driftdb: {other}"), FUNC),
     }
 }

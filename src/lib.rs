@@ -6,8 +6,13 @@
 
 use pgrx::prelude::*;
 
+mod compat;
+mod datum;
+mod engine;
 mod error;
 mod fdw;
+mod shmem;
+mod txn;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -22,6 +27,8 @@ pub extern "C-unwind" fn _PG_init() {
     if !preloading {
         error::DriftError::NotPreloaded.report();
     }
+    shmem::init();
+    txn::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

@@ -1,46 +1,43 @@
 //! The foreign data wrapper `driftdb`: its handler, its validator, and the SQL that creates
 //! the wrapper and the default server `drift`.
 
-mod options;
+mod modify;
+pub mod options;
+mod plan;
+mod scan;
+pub mod table;
 
-use crate::error::DriftError;
 use pgrx::datum::Internal;
 use pgrx::prelude::*;
 
 /// Returns the wrapper's callback table.
-///
-/// Reading and writing foreign tables is the next piece of work (issue 4). Until it lands,
-/// planning a scan raises a clear `feature_not_supported` error instead of returning nothing,
-/// and Postgres itself refuses INSERT/UPDATE/DELETE because no modify callbacks are set.
 #[pg_extern(sql = "
 CREATE FUNCTION driftdb_fdw_handler() RETURNS fdw_handler
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 ")]
 fn driftdb_fdw_handler() -> Internal {
     // SAFETY: makeNode-style allocation of a zeroed FdwRoutine in the current memory
-    // context, which is what Postgres expects a handler to return (it copies it into the
-    // relcache's context itself).
-    let mut routine =
-        unsafe { PgBox::<pg_sys::FdwRoutine>::alloc_node(pg_sys::NodeTag::T_FdwRoutine) };
-    routine.GetForeignRelSize = Some(get_foreign_rel_size);
-    Internal::from(Some(routine.into_pg().into()))
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn get_foreign_rel_size(
-    _root: *mut pg_sys::PlannerInfo,
-    _baserel: *mut pg_sys::RelOptInfo,
-    _foreigntableid: pg_sys::Oid,
-) {
-    DriftError::NotImplemented {
-        what: "reading DriftDB foreign tables",
-    }
-    .report()
+    // context, which is what Postgres expects a handler to return.
+    let mut r = unsafe { PgBox::<pg_sys::FdwRoutine>::alloc_node(pg_sys::NodeTag::T_FdwRoutine) };
+    r.GetForeignRelSize = Some(plan::get_foreign_rel_size);
+    r.GetForeignPaths = Some(plan::get_foreign_paths);
+    r.GetForeignPlan = Some(plan::get_foreign_plan);
+    r.BeginForeignScan = Some(scan::begin_foreign_scan);
+    r.IterateForeignScan = Some(scan::iterate_foreign_scan);
+    r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
+    r.EndForeignScan = Some(scan::end_foreign_scan);
+    r.AddForeignUpdateTargets = Some(modify::add_foreign_update_targets);
+    r.BeginForeignModify = Some(modify::begin_foreign_modify);
+    r.ExecForeignInsert = Some(modify::exec_foreign_insert);
+    r.ExecForeignUpdate = Some(modify::exec_foreign_update);
+    r.ExecForeignDelete = Some(modify::exec_foreign_delete);
+    r.BeginForeignInsert = Some(modify::begin_foreign_insert);
+    Internal::from(Some(r.into_pg().into()))
 }
 
 /// Checks the options given to the wrapper, a server, a user mapping, a foreign table or
 /// a column. The options arrive as a `text[]` of `name=value`, or as a zero datum when
-/// there are none (so the argument is taken as `internal`-style raw datum).
+/// there are none (so the argument is taken as a raw datum).
 #[pg_extern(sql = "
 CREATE FUNCTION driftdb_fdw_validator(options text[], catalog oid) RETURNS void
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';

@@ -45,7 +45,8 @@ fn pg_command(program: &str, args: &[&str]) -> Output {
     } else {
         Command::new(&path)
     };
-    cmd.args(args).current_dir("/");
+    // A developer's RUST_BACKTRACE would add Rust backtraces to the server's errors.
+    cmd.args(args).current_dir("/").env_remove("RUST_BACKTRACE");
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()))
 }
@@ -170,6 +171,44 @@ impl Cluster {
     pub fn stop(&self) {
         let d = self.datadir.to_str().unwrap();
         let _ = pg_command("pg_ctl", &["-D", d, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Kills the postmaster and every server process with SIGKILL, as a power cut would
+    /// leave them: nothing gets to flush or clean up.
+    pub fn crash(&self) {
+        let pidfile = std::fs::read_to_string(self.datadir.join("postmaster.pid")).unwrap();
+        let pid = pidfile.lines().next().unwrap().trim().to_string();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(String::from),
+        );
+        let ok = Command::new("kill")
+            .arg("-9")
+            .args(&pids)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -9 {pids:?}");
+        // Wait until every one of them is gone, so the restart finds no survivors.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "server processes survived kill -9"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again after [`Cluster::stop`] or [`Cluster::crash`].
+    pub fn restart(&self) {
+        self.pg_ctl_start();
     }
 
     pub fn server_log(&self) -> String {

@@ -68,19 +68,3 @@ fn create_extension_without_preload_names_the_setting() {
         .get(0);
     assert_eq!(n, 0);
 }
-
-#[test]
-fn reading_a_foreign_table_before_storage_exists_is_a_clear_error() {
-    let cluster = Cluster::start("notyet", &[]);
-    let mut c = cluster.create_db("app");
-    c.batch_execute("CREATE FOREIGN TABLE t (id int) SERVER drift OPTIONS (primary_key 'id')")
-        .unwrap();
-    let err = c.query("SELECT * FROM t", &[]).unwrap_err();
-    let db = err.as_db_error().unwrap();
-    assert_eq!(db.code().code(), "0A000");
-    assert!(
-        db.message().contains("not implemented yet"),
-        "{}",
-        db.message()
-    );
-}

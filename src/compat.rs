@@ -1,0 +1,61 @@
+//! The few places where Postgres versions differ for DriftDB, in one file.
+
+use pgrx::pg_sys;
+
+/// `create_foreignscan_path` gained `fdw_restrictinfo` in 17 and `disabled_nodes` in 18.
+///
+/// # Safety
+/// Planner pointers must be the ones Postgres passed to GetForeignPaths.
+pub unsafe fn foreignscan_path(
+    root: *mut pg_sys::PlannerInfo,
+    rel: *mut pg_sys::RelOptInfo,
+    rows: f64,
+    startup: f64,
+    total: f64,
+    fdw_private: *mut pg_sys::List,
+) -> *mut pg_sys::ForeignPath {
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        return pg_sys::create_foreignscan_path(
+            root,
+            rel,
+            std::ptr::null_mut(),
+            rows,
+            startup,
+            total,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            fdw_private,
+        );
+        #[cfg(feature = "pg17")]
+        return pg_sys::create_foreignscan_path(
+            root,
+            rel,
+            std::ptr::null_mut(),
+            rows,
+            startup,
+            total,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            fdw_private,
+        );
+        #[cfg(feature = "pg18")]
+        return pg_sys::create_foreignscan_path(
+            root,
+            rel,
+            std::ptr::null_mut(),
+            rows,
+            0,
+            startup,
+            total,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            fdw_private,
+        );
+    }
+}

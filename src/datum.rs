@@ -1,0 +1,250 @@
+//! Datums to stored bytes and back.
+//!
+//! A column value is stored as the type's exact internal image, the same bytes a heap
+//! tuple holds (detoasted and uncompressed), so every type round-trips exactly and
+//! decoding costs one copy:
+//! - pass-by-value types: their `typlen` bytes, little-endian;
+//! - fixed-length by-reference types (uuid, interval, name, ...): their `typlen` bytes;
+//! - varlena types (text, numeric, jsonb, arrays, ...): the payload without its header;
+//! - cstring types: the bytes without the terminating zero.
+//!
+//! Keys are encoded so that byte equality is value equality and memcmp order is value
+//! order for the integer types: each key column is an 8-byte big-endian integer with the
+//! sign bit flipped (int2/int4/int8/oid), or the image with 0x00 escaped as 0x00 0xFF and
+//! terminated by 0x00 0x01 (everything else), so composite keys never run into each other.
+
+use crate::error::DriftError;
+use pgrx::pg_sys;
+
+/// How to encode one attribute, read from the relation's tuple descriptor.
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// 1-based attribute number: the engine's column id.
+    pub attnum: i16,
+    pub name: String,
+    pub typid: pg_sys::Oid,
+    pub typlen: i16,
+    pub typbyval: bool,
+    pub not_null: bool,
+    pub dropped: bool,
+}
+
+impl Column {
+    /// # Safety
+    /// `att` must point into a live tuple descriptor.
+    pub unsafe fn from_attribute(att: &pg_sys::FormData_pg_attribute) -> Column {
+        // SAFETY: attname is a NameData inside the attribute row.
+        let name = unsafe { std::ffi::CStr::from_ptr(att.attname.data.as_ptr()) };
+        Column {
+            attnum: att.attnum,
+            name: name.to_string_lossy().into_owned(),
+            typid: att.atttypid,
+            typlen: att.attlen,
+            typbyval: att.attbyval,
+            not_null: att.attnotnull,
+            dropped: att.attisdropped,
+        }
+    }
+
+    /// The engine's column id.
+    pub fn id(&self) -> u16 {
+        self.attnum as u16
+    }
+}
+
+/// The stored bytes of a non-null datum of `col`'s type.
+///
+/// # Safety
+/// `datum` must be a valid, non-null datum of the column's type.
+pub unsafe fn encode(col: &Column, datum: pg_sys::Datum) -> Vec<u8> {
+    unsafe {
+        if col.typbyval {
+            let v = datum.value() as u64;
+            return v.to_le_bytes()[..col.typlen as usize].to_vec();
+        }
+        let ptr = datum.cast_mut_ptr::<u8>();
+        match col.typlen {
+            -1 => {
+                // Detoast (fetch and decompress); a short header is fine, it is skipped.
+                let v = pg_sys::pg_detoast_datum_packed(ptr.cast());
+                let len = pgrx::varlena::varsize_any_exhdr(v);
+                let data = pgrx::varlena::vardata_any(v) as *const u8;
+                let out = std::slice::from_raw_parts(data, len).to_vec();
+                if v.cast::<u8>() != ptr {
+                    pg_sys::pfree(v.cast());
+                }
+                out
+            }
+            -2 => std::ffi::CStr::from_ptr(ptr.cast()).to_bytes().to_vec(),
+            n => std::slice::from_raw_parts(ptr, n as usize).to_vec(),
+        }
+    }
+}
+
+/// A datum of `col`'s type from its stored bytes, allocated in the current memory context.
+///
+/// # Safety
+/// Must run in a Postgres backend with a valid current memory context.
+pub unsafe fn decode(col: &Column, bytes: &[u8]) -> Result<pg_sys::Datum, DriftError> {
+    let wrong_size = || DriftError::CorruptValue {
+        column: col.name.clone(),
+        detail: format!("{} bytes for a type of length {}", bytes.len(), col.typlen),
+    };
+    unsafe {
+        if col.typbyval {
+            if bytes.len() != col.typlen as usize {
+                return Err(wrong_size());
+            }
+            let mut b = [0u8; 8];
+            b[..bytes.len()].copy_from_slice(bytes);
+            // Sign-extend so that negative int2/int4 values come back as Postgres holds them.
+            let raw = match col.typlen {
+                1 => i8::from_le_bytes([b[0]]) as i64 as u64,
+                2 => i16::from_le_bytes([b[0], b[1]]) as i64 as u64,
+                4 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64 as u64,
+                _ => u64::from_le_bytes(b),
+            };
+            return Ok(pg_sys::Datum::from(raw as usize));
+        }
+        match col.typlen {
+            -1 => {
+                let total = bytes.len() + pg_sys::VARHDRSZ;
+                if total > 0x3FFF_FFFF {
+                    return Err(wrong_size());
+                }
+                let p = pg_sys::palloc(total) as *mut u8;
+                // A 4-byte varlena header holds the total length shifted left by two.
+                (p as *mut u32).write_unaligned((total as u32) << 2);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(pg_sys::VARHDRSZ), bytes.len());
+                Ok(pg_sys::Datum::from(p))
+            }
+            -2 => {
+                let p = pg_sys::palloc(bytes.len() + 1) as *mut u8;
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                *p.add(bytes.len()) = 0;
+                Ok(pg_sys::Datum::from(p))
+            }
+            n => {
+                if bytes.len() != n as usize {
+                    return Err(wrong_size());
+                }
+                let p = pg_sys::palloc(bytes.len()) as *mut u8;
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                Ok(pg_sys::Datum::from(p))
+            }
+        }
+    }
+}
+
+/// Types whose image equality is not value equality cannot be key columns.
+pub fn check_key_type(col: &Column) -> Result<(), DriftError> {
+    const REFUSED: &[(pg_sys::Oid, &str)] = &[
+        (
+            pg_sys::NUMERICOID,
+            "numeric (1.0 and 1.00 are equal but stored differently)",
+        ),
+        (
+            pg_sys::FLOAT4OID,
+            "real (0 and -0 are equal but stored differently)",
+        ),
+        (
+            pg_sys::FLOAT8OID,
+            "double precision (0 and -0 are equal but stored differently)",
+        ),
+        (pg_sys::JSONOID, "json (it has no equality)"),
+    ];
+    match REFUSED.iter().find(|(oid, _)| *oid == col.typid) {
+        Some((_, why)) => Err(DriftError::UnsupportedKeyType {
+            column: col.name.clone(),
+            why: (*why).to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Appends the key encoding of one key column's stored bytes to `key`.
+pub fn push_key_part(col: &Column, stored: &[u8], key: &mut Vec<u8>) {
+    let int = match (col.typid, stored.len()) {
+        (pg_sys::INT2OID, 2) => Some(i16::from_le_bytes([stored[0], stored[1]]) as i64),
+        (pg_sys::INT4OID, 4) => Some(i32::from_le_bytes(stored.try_into().unwrap()) as i64),
+        (pg_sys::INT8OID, 8) => Some(i64::from_le_bytes(stored.try_into().unwrap())),
+        (pg_sys::OIDOID, 4) => Some(u32::from_le_bytes(stored.try_into().unwrap()) as i64),
+        _ => None,
+    };
+    match int {
+        Some(v) => key.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes()),
+        None => {
+            for &b in stored {
+                key.push(b);
+                if b == 0 {
+                    key.push(0xFF);
+                }
+            }
+            key.extend_from_slice(&[0x00, 0x01]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn col(typid: pg_sys::Oid, typlen: i16) -> Column {
+        Column {
+            attnum: 1,
+            name: "c".into(),
+            typid,
+            typlen,
+            typbyval: typlen > 0 && typlen <= 8,
+            not_null: false,
+            dropped: false,
+        }
+    }
+
+    fn key(c: &Column, stored: &[u8]) -> Vec<u8> {
+        let mut k = Vec::new();
+        push_key_part(c, stored, &mut k);
+        k
+    }
+
+    #[test]
+    fn integer_keys_sort_like_integers() {
+        let c = col(pg_sys::INT4OID, 4);
+        let vals = [i32::MIN, -5, -1, 0, 1, 7, i32::MAX];
+        let keys: Vec<Vec<u8>> = vals.iter().map(|v| key(&c, &v.to_le_bytes())).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // int2, int4 and int8 of the same value give the same key.
+        let c2 = col(pg_sys::INT2OID, 2);
+        let c8 = col(pg_sys::INT8OID, 8);
+        assert_eq!(
+            key(&c2, &(-3i16).to_le_bytes()),
+            key(&c, &(-3i32).to_le_bytes())
+        );
+        assert_eq!(
+            key(&c8, &(-3i64).to_le_bytes()),
+            key(&c, &(-3i32).to_le_bytes())
+        );
+    }
+
+    #[test]
+    fn composite_text_keys_do_not_run_together() {
+        let t = col(pg_sys::TEXTOID, -1);
+        let mut a = key(&t, b"ab");
+        a.extend(key(&t, b"c"));
+        let mut b = key(&t, b"a");
+        b.extend(key(&t, b"bc"));
+        assert_ne!(a, b);
+        let mut z = key(&t, b"a\0");
+        z.extend(key(&t, b""));
+        let mut y = key(&t, b"a");
+        y.extend(key(&t, b"\0"));
+        assert_ne!(z, y);
+        assert!(key(&t, b"a") < key(&t, b"ab"));
+    }
+
+    #[test]
+    fn refused_key_types() {
+        assert!(check_key_type(&col(pg_sys::NUMERICOID, -1)).is_err());
+        assert!(check_key_type(&col(pg_sys::TEXTOID, -1)).is_ok());
+    }
+}

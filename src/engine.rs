@@ -1,0 +1,129 @@
+//! This backend's handle on the storage engine, and the fates Postgres decides.
+//!
+//! Every backend opens the one store under `$PGDATA/driftdb`. Opening a store in writer
+//! mode recovers its files (cutting a torn tail), so it happens under the append lock; the
+//! first backend after a (re)start also publishes the high-water seq it found.
+
+use crate::error::DriftError;
+use crate::shmem;
+use driftdb_storage::{Config, Fate, Fates, Store, TableId};
+use pgrx::pg_sys;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::path::PathBuf;
+
+thread_local! {
+    // Postgres backends are single-threaded; thread_local gives this process its handle.
+    static STORE: RefCell<Option<Store>> = const { RefCell::new(None) };
+}
+
+/// The engine's id for a foreign table: database and relation OIDs, so the cluster-wide
+/// store never confuses tables of two databases.
+pub fn table_id(relid: pg_sys::Oid) -> TableId {
+    // SAFETY: MyDatabaseId is set for the life of a connected backend.
+    let db = unsafe { pg_sys::MyDatabaseId };
+    (u64::from(db.to_u32()) << 32) | u64::from(relid.to_u32())
+}
+
+fn root() -> PathBuf {
+    // SAFETY: DataDir is set before any backend runs SQL and never changes afterwards.
+    let data = unsafe { CStr::from_ptr(pg_sys::DataDir) };
+    PathBuf::from(data.to_string_lossy().into_owned()).join("driftdb")
+}
+
+/// The seq a reader may read up to: the published high-water mark. The store is opened
+/// first, because the first backend after a start publishes the mark when it opens it.
+pub fn read_point() -> u64 {
+    with_store(|_| Ok(()));
+    shmem::high_water()
+}
+
+/// Runs `f` on this backend's store, opening it first if needed.
+pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -> R {
+    STORE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut state = shmem::STATE.exclusive();
+            let mut store = Store::open(root(), Config::default())
+                .unwrap_or_else(|e| DriftError::Engine(e).report());
+            if !state.initialized {
+                state.high_water = store
+                    .current_seq()
+                    .unwrap_or_else(|e| DriftError::Engine(e).report());
+                state.initialized = true;
+            }
+            *slot = Some(store);
+        }
+        f(slot.as_mut().expect("opened above")).unwrap_or_else(|e| DriftError::Engine(e).report())
+    })
+}
+
+fn xid_of(full: u64) -> pg_sys::TransactionId {
+    // The low 32 bits are the xid Postgres' commit log and snapshots know.
+    pg_sys::TransactionId::from(full as u32)
+}
+
+/// Fates as seen by one MVCC snapshot: a transaction that the snapshot counts as running
+/// is in progress even if it has committed since; otherwise the commit log decides.
+pub struct SnapshotFates {
+    snapshot: pg_sys::Snapshot,
+    cache: RefCell<HashMap<u64, Fate>>,
+}
+
+impl SnapshotFates {
+    /// # Safety
+    /// `snapshot` must stay valid while this value is used (the active snapshot of a
+    /// running statement does).
+    pub unsafe fn new(snapshot: pg_sys::Snapshot) -> SnapshotFates {
+        SnapshotFates {
+            snapshot,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+impl Fates for SnapshotFates {
+    fn fate(&self, full: u64) -> Fate {
+        if let Some(f) = self.cache.borrow().get(&full) {
+            return *f;
+        }
+        let xid = xid_of(full);
+        // SAFETY: plain lookups in the snapshot and the commit log for a normal xid.
+        let fate = unsafe {
+            if pg_sys::TransactionIdIsCurrentTransactionId(xid) {
+                Fate::Committed
+            } else if pg_sys::XidInMVCCSnapshot(xid, self.snapshot) {
+                Fate::InProgress
+            } else if pg_sys::TransactionIdDidCommit(xid) {
+                Fate::Committed
+            } else {
+                Fate::Aborted
+            }
+        };
+        self.cache.borrow_mut().insert(full, fate);
+        fate
+    }
+}
+
+/// Fates as of now, without a snapshot (for appends): running transactions are checked
+/// first, as the commit log alone cannot tell a running transaction from a crashed one.
+pub struct LatestFates;
+
+impl Fates for LatestFates {
+    fn fate(&self, full: u64) -> Fate {
+        let xid = xid_of(full);
+        // SAFETY: plain lookups in the proc array and the commit log.
+        unsafe {
+            if pg_sys::TransactionIdIsCurrentTransactionId(xid) {
+                Fate::Committed
+            } else if pg_sys::TransactionIdIsInProgress(xid) {
+                Fate::InProgress
+            } else if pg_sys::TransactionIdDidCommit(xid) {
+                Fate::Committed
+            } else {
+                Fate::Aborted
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Executor callbacks of a scan: the table's state at the reader's view, with the
+//! transaction's own earlier writes laid over it.
+
+use crate::engine::{self, SnapshotFates};
+use crate::error::DriftError;
+use crate::fdw::table::TableInfo;
+use crate::txn::{self, Own};
+use driftdb_storage::{Fates, Row, Store, TableId};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{PgList, PgMemoryContexts};
+use std::collections::btree_map;
+use std::iter::Peekable;
+
+/// The rows a scan returns, in key order: the engine's state merged with own changes.
+pub struct Rows {
+    base: Option<Peekable<driftdb_storage::Scan>>,
+    own: Peekable<btree_map::IntoIter<Vec<u8>, Own>>,
+}
+
+/// The visible row under `key`, treating a table without storage yet as empty.
+pub fn visible_row(
+    s: &mut Store,
+    id: TableId,
+    key: &[u8],
+    at: u64,
+    fates: &dyn Fates,
+) -> driftdb_storage::Result<Option<Row>> {
+    match s.get(id, key, at, fates) {
+        Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(None),
+        other => other,
+    }
+}
+
+impl Rows {
+    /// Opens the rows of `info` as seen by `snapshot`.
+    ///
+    /// # Safety
+    /// `snapshot` must be a live MVCC snapshot.
+    pub unsafe fn open(info: &TableInfo, snapshot: pg_sys::Snapshot) -> Rows {
+        // The high-water mark is read after the snapshot was taken: groups past the
+        // snapshot's horizon are then filtered out by the snapshot itself.
+        let at = engine::read_point();
+        let fates = unsafe { SnapshotFates::new(snapshot) };
+        let curcid = unsafe { (*snapshot).curcid };
+        engine::with_store(|s| {
+            let base = match s.scan(info.id, at, &fates) {
+                Ok(scan) => Some(scan.peekable()),
+                Err(driftdb_storage::Error::NoSuchTable(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let mut failure = None;
+            let own = txn::own_changes(info.id, None, curcid, false, &mut |k| {
+                visible_row(s, info.id, k, at, &fates).unwrap_or_else(|e| {
+                    failure = Some(e);
+                    None
+                })
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            Ok(Rows {
+                base,
+                own: own.into_iter().peekable(),
+            })
+        })
+    }
+}
+
+impl Iterator for Rows {
+    type Item = (Vec<u8>, Row);
+
+    fn next(&mut self) -> Option<(Vec<u8>, Row)> {
+        loop {
+            let base_key = match self.base.as_mut().and_then(|b| b.peek()) {
+                Some(Ok((k, _))) => Some(k.clone()),
+                Some(Err(_)) => {
+                    let Some(Err(e)) = self.base.as_mut().and_then(|b| b.next()) else {
+                        unreachable!("peeked an error")
+                    };
+                    DriftError::Engine(e).report()
+                }
+                None => None,
+            };
+            let own_key = self.own.peek().map(|(k, _)| k);
+            let take_own = match (&base_key, own_key) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(b), Some(o)) => {
+                    if b == o {
+                        // Own change replaces the base row.
+                        self.base.as_mut().and_then(|b| b.next());
+                    }
+                    o <= b
+                }
+            };
+            if take_own {
+                match self.own.next() {
+                    Some((k, Own::Row(r))) => return Some((k, r)),
+                    Some((_, Own::Deleted)) => continue,
+                    None => return None,
+                }
+            }
+            match self.base.as_mut().and_then(|b| b.next()) {
+                Some(Ok(kr)) => return Some(kr),
+                _ => return None,
+            }
+        }
+    }
+}
+
+struct ScanState {
+    info: TableInfo,
+    rows: Option<Rows>,
+    /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
+    target: Option<u32>,
+}
+
+/// Packs (target scan, row number) into a ctid; the pair comes back in the modify
+/// callbacks. Block high half: scan; block low half and offset: row number (offset 0 is
+/// invalid, so offsets run from 1).
+fn ctid_for(scan: u32, n: u64) -> pg_sys::ItemPointerData {
+    if scan > u32::from(u16::MAX) || n >= 1 << 31 {
+        DriftError::TooManyTargetRows.report()
+    }
+    pg_sys::ItemPointerData {
+        ip_blkid: pg_sys::BlockIdData {
+            bi_hi: scan as u16,
+            bi_lo: (n >> 15) as u16,
+        },
+        ip_posid: (n & 0x7FFF) as u16 + 1,
+    }
+}
+
+/// The (target scan, row number) a ctid made by [`ctid_for`] holds.
+pub fn from_ctid(tid: &pg_sys::ItemPointerData) -> (u32, u64) {
+    let scan = u32::from(tid.ip_blkid.bi_hi);
+    let n = (u64::from(tid.ip_blkid.bi_lo) << 15) | u64::from(tid.ip_posid.saturating_sub(1));
+    (scan, n)
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    eflags: std::ffi::c_int,
+) {
+    unsafe {
+        if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
+            return;
+        }
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let private = PgList::<pg_sys::Integer>::from_pg((*plan).fdw_private);
+        let is_target = private.get_ptr(0).is_some_and(|i| (*i).ival != 0);
+        let info = TableInfo::from_relation((*node).ss.ss_currentRelation);
+        let state = ScanState {
+            info,
+            rows: None,
+            target: is_target.then(txn::register_target_scan),
+        };
+        // Freed with the query's memory context, also when the query fails.
+        let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
+        (*node).fdw_state = ptr.cast();
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn iterate_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+) -> *mut pg_sys::TupleTableSlot {
+    unsafe {
+        let state = &mut *((*node).fdw_state as *mut ScanState);
+        let slot = (*node).ss.ss_ScanTupleSlot;
+        if state.rows.is_none() {
+            let snapshot = (*(*node).ss.ps.state).es_snapshot;
+            state.rows = Some(Rows::open(&state.info, snapshot));
+        }
+        match state.rows.as_mut().expect("opened").next() {
+            Some((key, row)) => {
+                state.info.store_row(slot, &row);
+                if let Some(scan) = state.target {
+                    let n = txn::record_target_key(scan, key);
+                    (*slot).tts_tid = ctid_for(scan, n);
+                }
+                slot
+            }
+            None => {
+                pg_sys::ExecClearTuple(slot);
+                slot
+            }
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    unsafe {
+        let state = &mut *((*node).fdw_state as *mut ScanState);
+        state.rows = None;
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    unsafe {
+        if let Some(state) = ((*node).fdw_state as *mut ScanState).as_mut() {
+            // Release the engine's scan now; the state itself goes with the memory context.
+            state.rows = None;
+        }
+    }
+}

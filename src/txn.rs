@@ -1,0 +1,284 @@
+//! Pending writes of the running transaction, and its commit into the log.
+//!
+//! DML buffers its events here, tagged with the subtransaction and command that made
+//! them. At `PRE_COMMIT` (the last point where an ERROR still aborts cleanly) the events
+//! are appended to the log as one group under the top-level xid, under the append lock,
+//! synced, and the high-water seq is published. Postgres then writes its commit record;
+//! whether the group is visible is decided by the commit log, so a transaction that aborts
+//! after `PRE_COMMIT` leaves frames that no reader ever sees. ROLLBACK drops the buffer;
+//! ROLLBACK TO SAVEPOINT drops the events of the aborted subtransactions.
+
+use crate::engine::{self, LatestFates};
+use crate::error::DriftError;
+use crate::shmem;
+use driftdb_storage::{Event, Op, Row, TableId, Txn};
+use pgrx::pg_sys;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+struct Pending {
+    event: Event,
+    /// Relation the event belongs to (for error messages).
+    relid: pg_sys::Oid,
+    subxid: pg_sys::SubTransactionId,
+    cid: pg_sys::CommandId,
+}
+
+#[derive(Default)]
+struct State {
+    pending: Vec<Pending>,
+    /// Counter for hidden row ids of tables without a primary key.
+    next_rowid: u32,
+    /// Keys of the rows returned by the scan of each UPDATE/DELETE target, by position:
+    /// the scan puts the position in the row's ctid, the modify callbacks look it up.
+    target_keys: BTreeMap<u32, Vec<Vec<u8>>>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// What this transaction itself did to a key so far, as seen by command `upto_cid`
+/// (events of later commands, and of the running command, are not visible).
+pub enum Own {
+    Row(Row),
+    Deleted,
+}
+
+/// Registers the transaction callbacks; called once from `_PG_init`.
+pub fn init() {
+    // SAFETY: registering static callbacks with Postgres during library load.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}
+
+/// Buffers one event of the running command.
+pub fn push(relid: pg_sys::Oid, event: Event) {
+    // SAFETY: assigning the top-level xid as a heap write would; the current
+    // subtransaction id and command id are plain reads of backend state.
+    let (subxid, cid) = unsafe {
+        pg_sys::GetTopFullTransactionId();
+        (
+            pg_sys::GetCurrentSubTransactionId(),
+            pg_sys::GetCurrentCommandId(true),
+        )
+    };
+    STATE.with(|s| {
+        s.borrow_mut().pending.push(Pending {
+            event,
+            relid,
+            subxid,
+            cid,
+        })
+    });
+}
+
+/// A new hidden row id, unique cluster-wide: the top-level xid and a counter.
+pub fn hidden_rowid() -> Vec<u8> {
+    // SAFETY: assigns (or reads) the top-level xid.
+    let xid = unsafe { pg_sys::GetTopFullTransactionId().value };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.next_rowid += 1;
+        let mut k = xid.to_be_bytes().to_vec();
+        k.extend_from_slice(&s.next_rowid.to_be_bytes());
+        k
+    })
+}
+
+/// This transaction's own changes to `table` (or to its one key `only_key`), by key, made
+/// by commands before `upto_cid` (`upto_cid` itself included when `include_current`).
+/// `base` supplies the committed row a PATCH applies to.
+pub fn own_changes(
+    table: TableId,
+    only_key: Option<&[u8]>,
+    upto_cid: pg_sys::CommandId,
+    include_current: bool,
+    base: &mut dyn FnMut(&[u8]) -> Option<Row>,
+) -> BTreeMap<Vec<u8>, Own> {
+    STATE.with(|s| {
+        let s = s.borrow();
+        let mut out: BTreeMap<Vec<u8>, Own> = BTreeMap::new();
+        for p in &s.pending {
+            if p.event.table != table
+                || p.cid > upto_cid
+                || (p.cid == upto_cid && !include_current)
+                || only_key.is_some_and(|k| k != p.event.key)
+            {
+                continue;
+            }
+            let key = &p.event.key;
+            let next = match &p.event.op {
+                Op::Insert(row) => Own::Row(row.clone()),
+                Op::SoftDelete => Own::Deleted,
+                Op::Patch(cols) => {
+                    let mut row = match out.remove(key) {
+                        Some(Own::Row(r)) => r,
+                        Some(Own::Deleted) => continue,
+                        None => match base(key) {
+                            Some(r) => r,
+                            None => continue,
+                        },
+                    };
+                    row.apply_patch(cols);
+                    Own::Row(row)
+                }
+            };
+            out.insert(key.clone(), next);
+        }
+        out
+    })
+}
+
+/// Remembers the keys a target scan returned; returns the scan's slot in the registry.
+pub fn register_target_scan() -> u32 {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let id = s.target_keys.keys().next_back().map_or(0, |k| k + 1);
+        s.target_keys.insert(id, Vec::new());
+        id
+    })
+}
+
+/// Records the key of row `n` of target scan `scan` (rows are numbered from 0).
+pub fn record_target_key(scan: u32, key: Vec<u8>) -> u64 {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let keys = s.target_keys.get_mut(&scan).expect("registered");
+        keys.push(key);
+        keys.len() as u64 - 1
+    })
+}
+
+/// The key of row `n` of target scan `scan`.
+pub fn target_key(scan: u32, n: u64) -> Option<Vec<u8>> {
+    STATE.with(|s| s.borrow().target_keys.get(&scan)?.get(n as usize).cloned())
+}
+
+fn has_pending() -> bool {
+    STATE.with(|s| !s.borrow().pending.is_empty())
+}
+
+fn clear() {
+    STATE.with(|s| *s.borrow_mut() = State::default());
+}
+
+/// Appends the transaction's events as one group. Runs at PRE_COMMIT.
+fn commit() {
+    let events: Vec<(Event, pg_sys::Oid)> = STATE.with(|s| {
+        s.borrow_mut()
+            .pending
+            .drain(..)
+            .map(|p| (p.event, p.relid))
+            .collect()
+    });
+    if events.is_empty() {
+        return;
+    }
+    // SAFETY: reads of backend state; the xid was assigned by the first write.
+    let (xid, now, role) = unsafe {
+        let xid = pg_sys::GetTopFullTransactionId().value;
+        let now = pg_sys::GetCurrentTimestamp();
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
+        (
+            xid,
+            now,
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
+    let relids: BTreeMap<TableId, pg_sys::Oid> =
+        events.iter().map(|(e, r)| (e.table, *r)).collect();
+    let txn = Txn {
+        xid,
+        commit_ts: now,
+        role,
+        events: events.into_iter().map(|(e, _)| e).collect(),
+    };
+    engine::with_store(|store| {
+        let mut state = shmem::STATE.exclusive();
+        loop {
+            match store.append(std::slice::from_ref(&txn), &LatestFates) {
+                Ok(done) => {
+                    state.high_water = state.high_water.max(done[0].last_seq);
+                    drop(state);
+                    // A transaction that wrote only DriftDB tables has written no WAL of
+                    // its own, and Postgres then flushes its commit record lazily, as for
+                    // synchronous_commit = off: a crash could lose an acknowledged commit
+                    // and with it the fate of these frames. Ask for the flush, unless the
+                    // user chose asynchronous commit.
+                    // SAFETY: reads a GUC and sets the backend's force-sync flag.
+                    unsafe {
+                        if pg_sys::synchronous_commit
+                            > pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32
+                        {
+                            pg_sys::ForceSyncCommit();
+                        }
+                    }
+                    return Ok(());
+                }
+                // A table's storage is created by the first commit that writes to it.
+                Err(driftdb_storage::Error::NoSuchTable(table)) => store.create_table(table)?,
+                Err(driftdb_storage::Error::KeyExists { table, key }) => {
+                    drop(state);
+                    DriftError::DuplicateKey {
+                        relid: relids[&table],
+                        key,
+                    }
+                    .report()
+                }
+                Err(driftdb_storage::Error::KeyMissing { table, key }) => {
+                    drop(state);
+                    DriftError::ConcurrentChange {
+                        relid: relids[&table],
+                        key,
+                    }
+                    .report()
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    });
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => commit(),
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if has_pending() => {
+            DriftError::PrepareWithWrites.report()
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => clear(),
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => STATE.with(|s| {
+            s.borrow_mut().pending.retain(|p| p.subxid != my_subid);
+        }),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => STATE.with(|s| {
+            for p in s.borrow_mut().pending.iter_mut() {
+                if p.subxid == my_subid {
+                    p.subxid = parent_subid;
+                }
+            }
+        }),
+        _ => {}
+    }
+}

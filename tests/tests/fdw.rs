@@ -1,0 +1,217 @@
+//! DriftDB foreign tables through a real client: durability across restarts and kill -9,
+//! visibility between connections, and concurrent writers.
+
+use driftdb_e2e::{Client, Cluster};
+use std::sync::{Arc, Barrier};
+
+fn users(c: &mut Client) {
+    c.batch_execute(
+        "CREATE FOREIGN TABLE users (id int NOT NULL, name text, age int) \
+         SERVER drift OPTIONS (primary_key 'id')",
+    )
+    .unwrap();
+}
+
+fn ids(c: &mut Client, sql: &str) -> Vec<i32> {
+    c.query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn sqlstate(e: &postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("{e}"))
+}
+
+#[test]
+fn committed_rows_survive_restart_and_kill_9() {
+    let cluster = Cluster::start("durable", &[]);
+    let mut c = cluster.create_db("app");
+    users(&mut c);
+    c.batch_execute("INSERT INTO users VALUES (1, 'a', 10), (2, 'b', 20)")
+        .unwrap();
+    c.batch_execute("UPDATE users SET age = 11 WHERE id = 1; DELETE FROM users WHERE id = 2")
+        .unwrap();
+    drop(c);
+    cluster.stop();
+    cluster.restart();
+    let mut c = cluster.connect("app");
+    let rows = c
+        .query("SELECT id, name, age FROM users ORDER BY id", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].get::<_, i32>(0), rows[0].get::<_, i32>(2)),
+        (1, 11)
+    );
+
+    // Each acknowledged commit survives an immediate kill -9 of the whole server.
+    for round in 0..5 {
+        let id = 100 + round;
+        c.execute("INSERT INTO users VALUES ($1, 'k', 0)", &[&id])
+            .unwrap();
+        drop(c);
+        cluster.crash();
+        cluster.restart();
+        c = cluster.connect("app");
+        let got = ids(&mut c, "SELECT id FROM users WHERE id >= 100 ORDER BY id");
+        assert_eq!(got, (100..=id).collect::<Vec<_>>(), "after crash {round}");
+    }
+}
+
+#[test]
+fn other_connections_see_only_committed_changes() {
+    let cluster = Cluster::start("visibility", &[]);
+    let mut a = cluster.create_db("app");
+    users(&mut a);
+    let mut b = cluster.connect("app");
+    let mut rr = cluster.connect("app");
+
+    a.batch_execute("BEGIN; INSERT INTO users VALUES (1, 'x', 1)")
+        .unwrap();
+    // Own writes are visible inside the transaction, not outside it.
+    assert_eq!(ids(&mut a, "SELECT id FROM users"), vec![1]);
+    assert_eq!(ids(&mut b, "SELECT id FROM users"), Vec::<i32>::new());
+
+    rr.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .unwrap();
+    assert_eq!(ids(&mut rr, "SELECT id FROM users"), Vec::<i32>::new());
+
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(ids(&mut b, "SELECT id FROM users"), vec![1]);
+    // REPEATABLE READ keeps the snapshot of its first statement.
+    assert_eq!(ids(&mut rr, "SELECT id FROM users"), Vec::<i32>::new());
+    rr.batch_execute("COMMIT").unwrap();
+    assert_eq!(ids(&mut rr, "SELECT id FROM users"), vec![1]);
+
+    // A rolled-back transaction leaves nothing, for anyone.
+    a.batch_execute("BEGIN; INSERT INTO users VALUES (2, 'y', 2); ROLLBACK")
+        .unwrap();
+    assert_eq!(ids(&mut b, "SELECT id FROM users ORDER BY id"), vec![1]);
+    assert_eq!(ids(&mut a, "SELECT id FROM users ORDER BY id"), vec![1]);
+}
+
+#[test]
+fn heap_and_driftdb_writes_commit_or_abort_together() {
+    let cluster = Cluster::start("atomic", &[]);
+    let mut c = cluster.create_db("app");
+    users(&mut c);
+    c.batch_execute("CREATE TABLE audit (id int primary key)")
+        .unwrap();
+    c.batch_execute("INSERT INTO audit VALUES (1)").unwrap();
+    // The heap insert fails at the end: the DriftDB insert before it must vanish too.
+    let err = c
+        .batch_execute(
+            "BEGIN; INSERT INTO users VALUES (5, 'z', 5); INSERT INTO audit VALUES (1); COMMIT",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23505");
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(ids(&mut c, "SELECT id FROM users"), Vec::<i32>::new());
+    // And a DriftDB failure at commit takes the heap write with it.
+    c.batch_execute("INSERT INTO users VALUES (6, 'w', 6)")
+        .unwrap();
+    let mut other = cluster.connect("app");
+    c.batch_execute("BEGIN; INSERT INTO audit VALUES (2); INSERT INTO users VALUES (7, 'v', 7)")
+        .unwrap();
+    other
+        .batch_execute("INSERT INTO users VALUES (7, 'first', 0)")
+        .unwrap();
+    let err = c.batch_execute("COMMIT").unwrap_err();
+    assert_eq!(sqlstate(&err), "23505");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM audit WHERE id = 2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let name: String = c
+        .query_one("SELECT name FROM users WHERE id = 7", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "first");
+}
+
+#[test]
+fn concurrent_writers_from_several_connections() {
+    let cluster = Arc::new(Cluster::start("writers", &[]));
+    let mut c = cluster.create_db("app");
+    users(&mut c);
+    const WRITERS: i32 = 4;
+    const EACH: i32 = 40;
+    let barrier = Arc::new(Barrier::new(WRITERS as usize));
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let cluster = cluster.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = cluster.connect("app");
+                barrier.wait();
+                for i in 0..EACH {
+                    let id = w * 1000 + i;
+                    c.execute("INSERT INTO users VALUES ($1, 'w', $2)", &[&id, &w])
+                        .unwrap();
+                    if i % 4 == 0 {
+                        c.execute("UPDATE users SET age = age + 100 WHERE id = $1", &[&id])
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, i64::from(WRITERS * EACH));
+    let bumped: i64 = c
+        .query_one("SELECT count(*) FROM users WHERE age >= 100", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(bumped, i64::from(WRITERS * ((EACH + 3) / 4)));
+}
+
+#[test]
+fn concurrent_inserts_of_one_key_let_exactly_one_win() {
+    let cluster = Arc::new(Cluster::start("samekey", &[]));
+    let mut c = cluster.create_db("app");
+    users(&mut c);
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|w: i32| {
+            let cluster = cluster.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = cluster.connect("app");
+                c.batch_execute("BEGIN").unwrap();
+                c.execute("INSERT INTO users VALUES (1, 'racer', $1)", &[&w])
+                    .unwrap();
+                barrier.wait();
+                match c.batch_execute("COMMIT") {
+                    Ok(()) => None,
+                    Err(e) => Some(sqlstate(&e)),
+                }
+            })
+        })
+        .collect();
+    let outcomes: Vec<Option<String>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_none()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().flatten().all(|s| s == "23505"),
+        "{outcomes:?}"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM users", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
