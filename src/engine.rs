@@ -59,6 +59,19 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
     })
 }
 
+/// Like [`with_store`], for callers that must not raise an ERROR on engine failures
+/// (the store is still opened by `with_store`, whose failures do raise).
+pub fn try_with_store<R>(
+    f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>,
+) -> driftdb_storage::Result<R> {
+    let mut out = None;
+    with_store(|s| {
+        out = Some(f(s));
+        Ok(())
+    });
+    out.expect("ran")
+}
+
 fn xid_of(full: u64) -> pg_sys::TransactionId {
     // The low 32 bits are the xid Postgres' commit log and snapshots know.
     pg_sys::TransactionId::from(full as u32)

@@ -52,6 +52,7 @@ pub enum DriftError {
         key: Vec<u8>,
     },
     PrepareWithWrites,
+    Serializable,
     TooManyTargetRows,
     /// A stored value does not fit its column's type.
     CorruptValue {
@@ -159,6 +160,15 @@ impl DriftError {
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 "cannot PREPARE a transaction that has written to DriftDB tables",
                 FUNC,
+            ),
+            DriftError::Serializable => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                "DriftDB tables do not support SERIALIZABLE transactions",
+                FUNC,
+            )
+            .set_hint(
+                "Use REPEATABLE READ or READ COMMITTED. DriftDB does not take the predicate \
+                 locks SERIALIZABLE needs, and does not pretend to.",
             ),
             DriftError::TooManyTargetRows => ErrorReport::new(
                 ERRCODE_PROGRAM_LIMIT_EXCEEDED,

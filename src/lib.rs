@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod compat;
 mod datum;
+mod drop;
 mod engine;
 mod error;
 mod fdw;
@@ -29,6 +30,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     shmem::init();
     txn::init();
+    drop::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

@@ -11,10 +11,10 @@
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::shmem;
-use driftdb_storage::{Event, Op, Row, TableId, Txn};
+use driftdb_storage::{Event, Fate, Fates, Op, Row, TableId, Txn};
 use pgrx::pg_sys;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 struct Pending {
     event: Event,
@@ -32,6 +32,14 @@ struct State {
     /// Keys of the rows returned by the scan of each UPDATE/DELETE target, by position:
     /// the scan puts the position in the row's ctid, the modify callbacks look it up.
     target_keys: BTreeMap<u32, Vec<Vec<u8>>>,
+    /// For each key this transaction updated or deleted: the committed row it based the
+    /// change on (as its snapshot saw it). At commit the row must still be that, or some
+    /// other transaction changed it meanwhile and this one fails with 40001 (no lost
+    /// updates).
+    expect: HashMap<(TableId, Vec<u8>), (pg_sys::Oid, Option<Row>)>,
+    /// Tables dropped by this transaction, with the subtransaction that dropped them:
+    /// their files go when the transaction commits.
+    drops: Vec<(TableId, pg_sys::SubTransactionId)>,
 }
 
 thread_local! {
@@ -54,6 +62,15 @@ pub fn init() {
     }
 }
 
+/// DriftDB tables take no predicate locks yet, so SERIALIZABLE would silently be weaker
+/// than it promises: refuse it.
+pub fn refuse_serializable() {
+    // SAFETY: reads the backend's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } == pg_sys::XACT_SERIALIZABLE as i32 {
+        DriftError::Serializable.report()
+    }
+}
+
 /// Buffers one event of the running command.
 pub fn push(relid: pg_sys::Oid, event: Event) {
     // SAFETY: assigning the top-level xid as a heap write would; the current
@@ -73,6 +90,61 @@ pub fn push(relid: pg_sys::Oid, event: Event) {
             cid,
         })
     });
+}
+
+/// Records the committed row an UPDATE or DELETE of `key` was based on (the first time
+/// this transaction touches the key).
+pub fn expect(relid: pg_sys::Oid, table: TableId, key: &[u8], base: Option<Row>) {
+    STATE.with(|s| {
+        s.borrow_mut()
+            .expect
+            .entry((table, key.to_vec()))
+            .or_insert((relid, base));
+    });
+}
+
+/// Counts groups still in flight as committed: a change by a transaction that has not
+/// finished committing is a concurrent change too.
+struct InFlightCommitted;
+
+impl Fates for InFlightCommitted {
+    fn fate(&self, xid: u64) -> Fate {
+        match LatestFates.fate(xid) {
+            Fate::InProgress => Fate::Committed,
+            other => other,
+        }
+    }
+}
+
+/// Removes the table's files if this transaction commits.
+pub fn drop_at_commit(table: TableId) {
+    // SAFETY: reads the current subtransaction id.
+    let subxid = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    STATE.with(|s| s.borrow_mut().drops.push((table, subxid)));
+}
+
+/// Removes the files of the tables a committed transaction dropped. Runs after the commit
+/// is durable, where an ERROR is no longer possible: a failure is logged, and the files
+/// stay behind (they belong to no table any more, so nothing reads them).
+fn remove_dropped(drops: Vec<(TableId, pg_sys::SubTransactionId)>) {
+    for (table, _) in drops {
+        let result = std::panic::catch_unwind(|| {
+            engine::try_with_store(|store| {
+                let _lock = shmem::STATE.exclusive();
+                match store.drop_table(table) {
+                    Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(()),
+                    other => other,
+                }
+            })
+        });
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                pgrx::warning!("driftdb: could not remove the files of table {table}: {e}")
+            }
+            Err(_) => pgrx::warning!("driftdb: could not remove the files of table {table}"),
+        }
+    }
 }
 
 /// A new hidden row id, unique cluster-wide: the top-level xid and a counter.
@@ -167,12 +239,10 @@ fn clear() {
 
 /// Appends the transaction's events as one group. Runs at PRE_COMMIT.
 fn commit() {
-    let events: Vec<(Event, pg_sys::Oid)> = STATE.with(|s| {
-        s.borrow_mut()
-            .pending
-            .drain(..)
-            .map(|p| (p.event, p.relid))
-            .collect()
+    let (events, expect): (Vec<(Event, pg_sys::Oid)>, Vec<_>) = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let events = s.pending.drain(..).map(|p| (p.event, p.relid)).collect();
+        (events, s.expect.drain().collect())
     });
     if events.is_empty() {
         return;
@@ -200,6 +270,17 @@ fn commit() {
     };
     engine::with_store(|store| {
         let mut state = shmem::STATE.exclusive();
+        let now = store.current_seq()?;
+        for ((table, key), (relid, expected)) in expect {
+            let current = match store.get(table, &key, now, &InFlightCommitted) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => None,
+                other => other?,
+            };
+            if current != expected {
+                drop(state);
+                DriftError::ConcurrentChange { relid, key }.report()
+            }
+        }
         loop {
             match store.append(std::slice::from_ref(&txn), &LatestFates) {
                 Ok(done) => {
@@ -254,9 +335,12 @@ unsafe extern "C-unwind" fn xact_callback(
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if has_pending() => {
             DriftError::PrepareWithWrites.report()
         }
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE => clear(),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            let drops = STATE.with(|s| std::mem::take(&mut s.borrow_mut().drops));
+            clear();
+            remove_dropped(drops);
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => clear(),
         _ => {}
     }
 }
@@ -270,12 +354,20 @@ unsafe extern "C-unwind" fn subxact_callback(
 ) {
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => STATE.with(|s| {
-            s.borrow_mut().pending.retain(|p| p.subxid != my_subid);
+            let mut s = s.borrow_mut();
+            s.pending.retain(|p| p.subxid != my_subid);
+            s.drops.retain(|d| d.1 != my_subid);
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => STATE.with(|s| {
-            for p in s.borrow_mut().pending.iter_mut() {
+            let mut s = s.borrow_mut();
+            for p in s.pending.iter_mut() {
                 if p.subxid == my_subid {
                     p.subxid = parent_subid;
+                }
+            }
+            for d in s.drops.iter_mut() {
+                if d.1 == my_subid {
+                    d.1 = parent_subid;
                 }
             }
         }),

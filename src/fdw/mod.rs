@@ -4,6 +4,7 @@
 mod modify;
 pub mod options;
 mod plan;
+mod pushdown;
 mod scan;
 pub mod table;
 
@@ -26,6 +27,7 @@ fn driftdb_fdw_handler() -> Internal {
     r.IterateForeignScan = Some(scan::iterate_foreign_scan);
     r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
     r.EndForeignScan = Some(scan::end_foreign_scan);
+    r.ExplainForeignScan = Some(plan::explain_foreign_scan);
     r.AddForeignUpdateTargets = Some(modify::add_foreign_update_targets);
     r.BeginForeignModify = Some(modify::begin_foreign_modify);
     r.ExecForeignInsert = Some(modify::exec_foreign_insert);

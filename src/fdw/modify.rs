@@ -50,6 +50,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
             return;
         }
+        txn::refuse_serializable();
         let info = TableInfo::from_relation((*rinfo).ri_RelationDesc);
         let mut ctid_attno = 0;
         if (*mtstate).operation != pg_sys::CmdType::CMD_INSERT {
@@ -74,6 +75,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     unsafe {
+        txn::refuse_serializable();
         let info = TableInfo::from_relation((*rinfo).ri_RelationDesc);
         let state = ModifyState {
             info,
@@ -94,10 +96,15 @@ unsafe fn modify_state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a ModifyState
     }
 }
 
-/// The row as this transaction sees it right now: committed state (every transaction
-/// that has not aborted counts, so concurrent writers are not missed) with own changes,
-/// those of the running command included.
-unsafe fn current_row(info: &TableInfo, key: &[u8], snapshot_fates: bool) -> Option<Row> {
+/// The row under `key` as this transaction sees it right now, and the committed row
+/// beneath its own changes. The committed row is the one the reader's snapshot sees
+/// (`snapshot_fates`) or, for uniqueness checks, the latest one of every transaction that
+/// has not aborted, so that concurrent writers are not missed.
+unsafe fn current_row(
+    info: &TableInfo,
+    key: &[u8],
+    snapshot_fates: bool,
+) -> (Option<Row>, Option<Row>) {
     let at = engine::read_point();
     unsafe {
         let cid = pg_sys::GetCurrentCommandId(false);
@@ -109,12 +116,27 @@ unsafe fn current_row(info: &TableInfo, key: &[u8], snapshot_fates: bool) -> Opt
                 visible_row(s, info.id, key, at, &LatestFates)?
             };
             let mut own = txn::own_changes(info.id, Some(key), cid, true, &mut |_| base.clone());
-            Ok(match own.remove(key) {
+            let current = match own.remove(key) {
                 Some(Own::Row(r)) => Some(r),
                 Some(Own::Deleted) => None,
-                None => base,
-            })
+                None => base.clone(),
+            };
+            Ok((current, base))
         })
+    }
+}
+
+/// The row an UPDATE or DELETE changes, remembering what it was based on.
+unsafe fn row_to_change(info: &TableInfo, key: &[u8]) -> Row {
+    let (current, base) = unsafe { current_row(info, key, true) };
+    txn::expect(info.relid, info.id, key, base);
+    match current {
+        Some(row) => row,
+        None => DriftError::ConcurrentChange {
+            relid: info.relid,
+            key: key.to_vec(),
+        }
+        .report(),
     }
 }
 
@@ -149,7 +171,7 @@ unsafe fn check_constraints(
 
 fn check_absent(info: &TableInfo, key: &[u8]) {
     // SAFETY: called from executor callbacks of this table.
-    if unsafe { current_row(info, key, false) }.is_some() {
+    if unsafe { current_row(info, key, false) }.0.is_some() {
         DriftError::DuplicateKey {
             relid: info.relid,
             key: key.to_vec(),
@@ -197,13 +219,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         check_constraints(estate, rinfo, slot);
         let info = &state.info;
         let old_key = target_key(state, plan_slot);
-        let Some(old) = current_row(info, &old_key, true) else {
-            DriftError::ConcurrentChange {
-                relid: info.relid,
-                key: old_key,
-            }
-            .report()
-        };
+        let old = row_to_change(info, &old_key);
         let (new_key, new) = info.row_from_slot(slot, false);
         let new_key = new_key.unwrap_or_else(|| old_key.clone());
         if new_key != old_key {
@@ -257,13 +273,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         let state = modify_state(rinfo);
         let info = &state.info;
         let key = target_key(state, plan_slot);
-        let Some(old) = current_row(info, &key, true) else {
-            DriftError::ConcurrentChange {
-                relid: info.relid,
-                key,
-            }
-            .report()
-        };
+        let old = row_to_change(info, &key);
         txn::push(
             info.relid,
             Event {

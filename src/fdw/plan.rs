@@ -1,9 +1,12 @@
 //! Planner callbacks: size, paths and the plan of a scan of a DriftDB table.
 //!
-//! Every qual is left to Postgres for now (no pushdown yet), so a scan reads the whole
-//! table state. `fdw_private` holds only copyable nodes (plans are cached and copied).
+//! Primary-key equality and IN lists are answered by point lookups (see `pushdown`);
+//! everything else reads the table's state. `fdw_private` holds only copyable nodes
+//! (plans are cached and copied): [is_target, access].
 
 use crate::compat;
+use crate::fdw::pushdown::{self, Access};
+use crate::fdw::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
@@ -11,23 +14,87 @@ use pgrx::PgList;
 /// Rows assumed before ANALYZE has counted any (the planner's usual guess for a relation
 /// it knows nothing about).
 const ROWS_UNKNOWN: f64 = 1000.0;
-/// Cost of producing one row from the engine, relative to `cpu_tuple_cost` units.
+/// Rows assumed for an IN list whose length is only known at execution.
+const ROWS_IN_LIST: f64 = 10.0;
+/// Cost of producing one row from the engine, in cpu_tuple_cost units.
 const COST_PER_ROW: f64 = 0.01;
+const COST_PER_LOOKUP: f64 = 0.05;
 const STARTUP_COST: f64 = 10.0;
+
+unsafe fn table_info(relid: pg_sys::Oid) -> TableInfo {
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let info = TableInfo::from_relation(rel);
+        pg_sys::RelationClose(rel);
+        info
+    }
+}
+
+/// Rows a scan returns, by its access.
+unsafe fn estimate(
+    baserel: *mut pg_sys::RelOptInfo,
+    access: Access,
+    exprs: &[*mut pg_sys::Expr],
+) -> f64 {
+    unsafe {
+        match access {
+            Access::Key => 1.0,
+            Access::KeyIn => {
+                let arr = exprs[0] as *mut pg_sys::Node;
+                if (*arr).type_ == pg_sys::NodeTag::T_Const
+                    && !(*(arr as *mut pg_sys::Const)).constisnull
+                {
+                    let a = pg_sys::pg_detoast_datum(
+                        (*(arr as *mut pg_sys::Const)).constvalue.cast_mut_ptr(),
+                    ) as *mut pg_sys::ArrayType;
+                    pg_sys::ArrayGetNItems((*a).ndim, arr_dims(a)) as f64
+                } else {
+                    ROWS_IN_LIST
+                }
+            }
+            Access::Full => {
+                let analyzed = (*baserel).tuples;
+                if analyzed > 0.0 {
+                    analyzed
+                } else {
+                    ROWS_UNKNOWN
+                }
+            }
+        }
+    }
+}
+
+/// ARR_DIMS: the dimensions follow the fixed array header.
+unsafe fn arr_dims(a: *mut pg_sys::ArrayType) -> *mut i32 {
+    unsafe { (a as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32 }
+}
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     _root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _relid: pg_sys::Oid,
+    relid: pg_sys::Oid,
 ) {
     unsafe {
-        let analyzed = (*baserel).tuples;
-        (*baserel).rows = if analyzed > 0.0 {
-            analyzed
-        } else {
-            ROWS_UNKNOWN
-        };
+        let info = table_info(relid);
+        let (access, exprs) =
+            pushdown::choose(&info, (*baserel).relid, (*baserel).baserestrictinfo);
+        let rows = estimate(baserel, access, &exprs);
+        // Postgres applies the selectivity of the remaining quals itself only for the
+        // rows a full scan returns; a lookup returns at most what it found.
+        (*baserel).rows = match access {
+            Access::Full => {
+                rows * pg_sys::clauselist_selectivity(
+                    _root,
+                    (*baserel).baserestrictinfo,
+                    0,
+                    pg_sys::JoinType::JOIN_INNER,
+                    std::ptr::null_mut(),
+                )
+            }
+            _ => rows,
+        }
+        .max(1.0);
     }
 }
 
@@ -35,16 +102,23 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
 pub unsafe extern "C-unwind" fn get_foreign_paths(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _relid: pg_sys::Oid,
+    relid: pg_sys::Oid,
 ) {
     unsafe {
-        let rows = (*baserel).rows;
-        let total = STARTUP_COST + rows * COST_PER_ROW;
+        let info = table_info(relid);
+        let (access, exprs) =
+            pushdown::choose(&info, (*baserel).relid, (*baserel).baserestrictinfo);
+        let fetched = estimate(baserel, access, &exprs);
+        let (startup, per_row) = match access {
+            Access::Full => (STARTUP_COST, COST_PER_ROW),
+            _ => (COST_PER_LOOKUP, COST_PER_LOOKUP),
+        };
+        let total = startup + fetched * per_row;
         let path = compat::foreignscan_path(
             root,
             baserel,
-            rows,
-            STARTUP_COST,
+            (*baserel).rows,
+            startup,
             total,
             std::ptr::null_mut(),
         );
@@ -52,13 +126,11 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
     }
 }
 
-/// `fdw_private` of the plan: one Integer, 1 when this scan feeds an UPDATE or DELETE of
-/// the same relation (its rows then carry their key position in ctid).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_plan(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _relid: pg_sys::Oid,
+    relid: pg_sys::Oid,
     _best_path: *mut pg_sys::ForeignPath,
     tlist: *mut pg_sys::List,
     scan_clauses: *mut pg_sys::List,
@@ -71,18 +143,44 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 (*parse).commandType,
                 pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
             );
+        let info = table_info(relid);
+        let (access, exprs) = pushdown::choose(&info, (*baserel).relid, scan_clauses);
+        let mut fdw_exprs = PgList::<pg_sys::Expr>::new();
+        for e in exprs {
+            fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
+        }
+        // Every qual stays with Postgres, which checks it on each row returned.
         let clauses = pg_sys::extract_actual_clauses(scan_clauses, false);
         let mut private = PgList::<pg_sys::Integer>::new();
         private.push(pg_sys::makeInteger(is_target as i32));
+        private.push(pg_sys::makeInteger(access as i32));
         pg_sys::make_foreignscan(
             tlist,
             clauses,
             (*baserel).relid,
-            std::ptr::null_mut(),
+            fdw_exprs.into_pg(),
             private.into_pg(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             outer_plan,
         )
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn explain_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    es: *mut pg_sys::ExplainState,
+) {
+    unsafe {
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let private = PgList::<pg_sys::Integer>::from_pg((*plan).fdw_private);
+        let access = Access::from_i32(private.get_ptr(1).map_or(0, |i| (*i).ival));
+        let text = match access {
+            Access::Full => c"full scan",
+            Access::Key => c"primary key lookup",
+            Access::KeyIn => c"primary key lookups (IN list)",
+        };
+        pg_sys::ExplainPropertyText(c"DriftDB Access".as_ptr(), text.as_ptr(), es);
     }
 }

@@ -1,8 +1,10 @@
 //! Executor callbacks of a scan: the table's state at the reader's view, with the
 //! transaction's own earlier writes laid over it.
 
+use crate::datum;
 use crate::engine::{self, SnapshotFates};
 use crate::error::DriftError;
+use crate::fdw::pushdown::Access;
 use crate::fdw::table::TableInfo;
 use crate::txn::{self, Own};
 use driftdb_storage::{Fates, Row, Store, TableId};
@@ -16,6 +18,35 @@ use std::iter::Peekable;
 pub struct Rows {
     base: Option<Peekable<driftdb_storage::Scan>>,
     own: Peekable<btree_map::IntoIter<Vec<u8>, Own>>,
+}
+
+/// The rows under given keys (a pushed-down key lookup), in key order.
+fn lookup_rows(
+    info: &TableInfo,
+    snapshot: pg_sys::Snapshot,
+    keys: &[Vec<u8>],
+) -> Vec<(Vec<u8>, Row)> {
+    let at = engine::read_point();
+    // SAFETY: the snapshot is the running statement's.
+    let fates = unsafe { SnapshotFates::new(snapshot) };
+    let curcid = unsafe { (*snapshot).curcid };
+    engine::with_store(|s| {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let base = visible_row(s, info.id, key, at, &fates)?;
+            let mut own =
+                txn::own_changes(info.id, Some(key), curcid, false, &mut |_| base.clone());
+            let row = match own.remove(key) {
+                Some(Own::Row(r)) => Some(r),
+                Some(Own::Deleted) => None,
+                None => base,
+            };
+            if let Some(r) = row {
+                out.push((key.clone(), r));
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// The visible row under `key`, treating a table without storage yet as empty.
@@ -110,9 +141,26 @@ impl Iterator for Rows {
     }
 }
 
+enum Open {
+    All(Box<Rows>),
+    Listed(std::vec::IntoIter<(Vec<u8>, Row)>),
+}
+
+impl Open {
+    fn next(&mut self) -> Option<(Vec<u8>, Row)> {
+        match self {
+            Open::All(r) => r.next(),
+            Open::Listed(l) => l.next(),
+        }
+    }
+}
+
 struct ScanState {
     info: TableInfo,
-    rows: Option<Rows>,
+    access: Access,
+    /// Initialised `fdw_exprs`: the key values (or the IN array) of a lookup.
+    exprs: *mut pg_sys::List,
+    rows: Option<Open>,
     /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
     target: Option<u32>,
 }
@@ -149,12 +197,17 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
             return;
         }
+        txn::refuse_serializable();
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let private = PgList::<pg_sys::Integer>::from_pg((*plan).fdw_private);
         let is_target = private.get_ptr(0).is_some_and(|i| (*i).ival != 0);
+        let access = Access::from_i32(private.get_ptr(1).map_or(0, |i| (*i).ival));
         let info = TableInfo::from_relation((*node).ss.ss_currentRelation);
+        let exprs = pg_sys::ExecInitExprList((*plan).fdw_exprs, node.cast());
         let state = ScanState {
             info,
+            access,
+            exprs,
             rows: None,
             target: is_target.then(txn::register_target_scan),
         };
@@ -173,7 +226,13 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         let slot = (*node).ss.ss_ScanTupleSlot;
         if state.rows.is_none() {
             let snapshot = (*(*node).ss.ps.state).es_snapshot;
-            state.rows = Some(Rows::open(&state.info, snapshot));
+            state.rows = Some(match state.access {
+                Access::Full => Open::All(Box::new(Rows::open(&state.info, snapshot))),
+                _ => {
+                    let keys = lookup_keys(state, (*node).ss.ps.ps_ExprContext);
+                    Open::Listed(lookup_rows(&state.info, snapshot, &keys).into_iter())
+                }
+            });
         }
         match state.rows.as_mut().expect("opened").next() {
             Some((key, row)) => {
@@ -192,10 +251,73 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     }
 }
 
+/// Evaluates the pushed-down key values: the keys to look up, sorted, without repeats. A
+/// NULL matches no key.
+unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> Vec<Vec<u8>> {
+    unsafe {
+        let exprs = PgList::<pg_sys::ExprState>::from_pg(state.exprs);
+        let info = &state.info;
+        let mut keys = Vec::new();
+        match state.access {
+            Access::Key => {
+                let mut key = Vec::new();
+                for (k, e) in exprs.iter_ptr().enumerate() {
+                    let mut isnull = false;
+                    let d = pg_sys::ExecEvalExprSwitchContext(e, econtext, &mut isnull);
+                    if isnull {
+                        return Vec::new();
+                    }
+                    let col = &info.columns[info.key[k]];
+                    datum::push_key_part(col, &datum::encode(col, d), &mut key);
+                }
+                keys.push(key);
+            }
+            Access::KeyIn => {
+                let mut isnull = false;
+                let e = exprs.get_ptr(0).expect("one array");
+                let d = pg_sys::ExecEvalExprSwitchContext(e, econtext, &mut isnull);
+                if isnull {
+                    return Vec::new();
+                }
+                let col = &info.columns[info.key[0]];
+                let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+                let (mut typlen, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+                pg_sys::get_typlenbyvalalign(col.typid, &mut typlen, &mut byval, &mut align);
+                let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
+                let mut nulls: *mut bool = std::ptr::null_mut();
+                let mut n = 0;
+                pg_sys::deconstruct_array(
+                    arr,
+                    col.typid,
+                    typlen.into(),
+                    byval,
+                    align,
+                    &mut elems,
+                    &mut nulls,
+                    &mut n,
+                );
+                for i in 0..n as usize {
+                    if *nulls.add(i) {
+                        continue;
+                    }
+                    let mut key = Vec::new();
+                    datum::push_key_part(col, &datum::encode(col, *elems.add(i)), &mut key);
+                    keys.push(key);
+                }
+            }
+            Access::Full => {}
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
     unsafe {
         let state = &mut *((*node).fdw_state as *mut ScanState);
+        // Parameters may have changed: evaluate the keys again on the next row.
         state.rows = None;
     }
 }

@@ -57,6 +57,13 @@ impl TableInfo {
         }
     }
 
+    /// Position in the key of the column with attribute number `attno`.
+    pub fn key_position(&self, attno: i16) -> Option<usize> {
+        self.key
+            .iter()
+            .position(|&pos| self.columns[pos].attnum == attno)
+    }
+
     /// The row held by a slot, and its key (a new hidden row id when the table has no
     /// primary key and `new_rowid`). Checks NOT NULL and key columns.
     ///

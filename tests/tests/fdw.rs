@@ -215,3 +215,60 @@ fn concurrent_inserts_of_one_key_let_exactly_one_win() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+#[test]
+fn concurrent_updates_of_one_row_never_both_succeed() {
+    let cluster = Cluster::start("lostupdate", &[]);
+    let mut a = cluster.create_db("app");
+    users(&mut a);
+    a.batch_execute("INSERT INTO users VALUES (1, 'n', 0), (2, 'm', 0)")
+        .unwrap();
+    let mut b = cluster.connect("app");
+
+    // Both read age 0 and add one; only one may commit, or the total would be lost.
+    for iso in ["READ COMMITTED", "REPEATABLE READ"] {
+        a.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso}"))
+            .unwrap();
+        b.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso}"))
+            .unwrap();
+        a.batch_execute("UPDATE users SET age = age + 1 WHERE id = 1")
+            .unwrap();
+        b.batch_execute("UPDATE users SET age = age + 1 WHERE id = 1")
+            .unwrap();
+        a.batch_execute("COMMIT").unwrap();
+        let err = b.batch_execute("COMMIT").unwrap_err();
+        assert_eq!(sqlstate(&err), "40001", "{iso}: {err}");
+    }
+    let age: i32 = a
+        .query_one("SELECT age FROM users WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(age, 2);
+
+    // A delete racing an update: the later committer fails.
+    a.batch_execute("BEGIN; DELETE FROM users WHERE id = 2")
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE users SET name = 'late' WHERE id = 2")
+        .unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    let err = b.batch_execute("COMMIT").unwrap_err();
+    assert_eq!(sqlstate(&err), "40001", "{err}");
+    assert_eq!(ids(&mut a, "SELECT id FROM users ORDER BY id"), vec![1]);
+
+    // Changes to different rows do not conflict.
+    a.batch_execute("INSERT INTO users VALUES (3, 'x', 0)")
+        .unwrap();
+    a.batch_execute("BEGIN; UPDATE users SET age = 10 WHERE id = 1")
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE users SET age = 30 WHERE id = 3")
+        .unwrap();
+    a.batch_execute("COMMIT").unwrap();
+    b.batch_execute("COMMIT").unwrap();
+    let ages: Vec<i32> = a
+        .query("SELECT age FROM users ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ages, vec![10, 30]);
+}

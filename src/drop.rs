@@ -1,0 +1,53 @@
+//! DROP FOREIGN TABLE removes the table's files when the dropping transaction commits,
+//! and keeps them when it rolls back.
+
+use crate::engine;
+use crate::txn;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+static mut PREV_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
+
+/// Installs the hook; called once from `_PG_init`.
+pub fn init() {
+    // SAFETY: hooks are installed while the library loads, before any query runs.
+    unsafe {
+        PREV_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(object_access);
+    }
+}
+
+/// True for a foreign table whose server belongs to the `driftdb` wrapper.
+unsafe fn is_driftdb_table(relid: pg_sys::Oid) -> bool {
+    unsafe {
+        if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE {
+            return false;
+        }
+        let ft = pg_sys::GetForeignTable(relid);
+        let server = pg_sys::GetForeignServer((*ft).serverid);
+        let fdw = pg_sys::GetForeignDataWrapper((*server).fdwid);
+        std::ffi::CStr::from_ptr((*fdw).fdwname).to_bytes() == b"driftdb"
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    unsafe {
+        if let Some(prev) = PREV_OBJECT_ACCESS_HOOK {
+            prev(access, class_id, object_id, sub_id, arg);
+        }
+        if access == pg_sys::ObjectAccessType::OAT_DROP
+            && class_id == pg_sys::RelationRelationId
+            && sub_id == 0
+            && is_driftdb_table(object_id)
+        {
+            txn::drop_at_commit(engine::table_id(object_id));
+        }
+    }
+}
