@@ -1,6 +1,7 @@
 //! The foreign data wrapper `driftdb`: its handler, its validator, and the SQL that creates
 //! the wrapper and the default server `drift`.
 
+mod analyze;
 mod modify;
 pub mod options;
 mod plan;
@@ -34,6 +35,7 @@ fn driftdb_fdw_handler() -> Internal {
     r.ExecForeignUpdate = Some(modify::exec_foreign_update);
     r.ExecForeignDelete = Some(modify::exec_foreign_delete);
     r.BeginForeignInsert = Some(modify::begin_foreign_insert);
+    r.AnalyzeForeignTable = Some(analyze::analyze_foreign_table);
     Internal::from(Some(r.into_pg().into()))
 }
 

@@ -121,6 +121,30 @@ impl TableInfo {
         key
     }
 
+    /// Decodes `row` into `values` and `nulls`, one entry per attribute.
+    ///
+    /// # Safety
+    /// Both arrays must have one entry per attribute; runs in the memory context the
+    /// values should live in.
+    pub unsafe fn fill(&self, row: &Row, values: *mut pg_sys::Datum, nulls: *mut bool) {
+        unsafe {
+            for (i, col) in self.columns.iter().enumerate() {
+                let stored = if col.dropped { None } else { row.get(col.id()) };
+                match stored {
+                    Some(bytes) => {
+                        let d = datum::decode(col, bytes).unwrap_or_else(|e| e.report());
+                        *values.add(i) = d;
+                        *nulls.add(i) = false;
+                    }
+                    None => {
+                        *values.add(i) = pg_sys::Datum::from(0usize);
+                        *nulls.add(i) = true;
+                    }
+                }
+            }
+        }
+    }
+
     /// Fills `slot` with `row` as a virtual tuple.
     ///
     /// # Safety
@@ -129,20 +153,7 @@ impl TableInfo {
     pub unsafe fn store_row(&self, slot: *mut pg_sys::TupleTableSlot, row: &Row) {
         unsafe {
             pg_sys::ExecClearTuple(slot);
-            for (i, col) in self.columns.iter().enumerate() {
-                let stored = if col.dropped { None } else { row.get(col.id()) };
-                match stored {
-                    Some(bytes) => {
-                        let d = datum::decode(col, bytes).unwrap_or_else(|e| e.report());
-                        *(*slot).tts_values.add(i) = d;
-                        *(*slot).tts_isnull.add(i) = false;
-                    }
-                    None => {
-                        *(*slot).tts_values.add(i) = pg_sys::Datum::from(0usize);
-                        *(*slot).tts_isnull.add(i) = true;
-                    }
-                }
-            }
+            self.fill(row, (*slot).tts_values, (*slot).tts_isnull);
             pg_sys::ExecStoreVirtualTuple(slot);
         }
     }
