@@ -59,3 +59,15 @@ pub unsafe fn foreignscan_path(
         );
     }
 }
+
+/// Whether the current user owns relation `relid` (superusers own everything).
+/// `pg_class_ownercheck` became `object_ownercheck` in 16.
+pub fn owns_relation(relid: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup inside a transaction.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        return pg_sys::pg_class_ownercheck(relid, pg_sys::GetUserId());
+        #[cfg(not(feature = "pg15"))]
+        return pg_sys::object_ownercheck(pg_sys::RelationRelationId, relid, pg_sys::GetUserId());
+    }
+}

@@ -3,7 +3,10 @@
 //! A column value is stored as the type's exact internal image, the same bytes a heap
 //! tuple holds (detoasted and uncompressed), so every type round-trips exactly and
 //! decoding costs one copy:
-//! - pass-by-value types: their `typlen` bytes, little-endian;
+//! - integer-like types (int2, int4, int8, date, time, timestamp, timestamptz, oid): big-
+//!   endian, with the sign bit flipped for the signed ones, so that byte order is value
+//!   order and secondary indexes (which order entries by bytes) answer ranges exactly;
+//! - other pass-by-value types: their `typlen` bytes, little-endian;
 //! - fixed-length by-reference types (uuid, interval, name, ...): their `typlen` bytes;
 //! - varlena types (text, numeric, jsonb, arrays, ...): the payload without its header;
 //! - cstring types: the bytes without the terminating zero.
@@ -52,6 +55,58 @@ impl Column {
     }
 }
 
+/// How an integer-like type is stored: its width and whether it is signed.
+fn ordered_int(typid: pg_sys::Oid) -> Option<bool> {
+    match typid {
+        pg_sys::INT2OID
+        | pg_sys::INT4OID
+        | pg_sys::INT8OID
+        | pg_sys::DATEOID
+        | pg_sys::TIMEOID
+        | pg_sys::TIMESTAMPOID
+        | pg_sys::TIMESTAMPTZOID => Some(true),
+        pg_sys::OIDOID => Some(false),
+        _ => None,
+    }
+}
+
+/// True when the stored bytes of `typid` sort like its values (so index ranges are exact).
+pub fn bytes_sort_like_values(typid: pg_sys::Oid) -> bool {
+    ordered_int(typid).is_some()
+}
+
+/// The integer value of a stored integer-like column, sign-extended.
+pub fn stored_int(col: &Column, stored: &[u8]) -> Option<i64> {
+    let signed = ordered_int(col.typid)?;
+    if stored.len() != col.typlen as usize || !matches!(stored.len(), 2 | 4 | 8) {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b[8 - stored.len()..].copy_from_slice(stored);
+    let raw = u64::from_be_bytes(b);
+    let bits = stored.len() * 8;
+    Some(if signed {
+        // Undo the sign flip, then sign-extend from the type's width.
+        let v = raw ^ (1u64 << (bits - 1));
+        ((v << (64 - bits)) as i64) >> (64 - bits)
+    } else {
+        raw as i64
+    })
+}
+
+/// The stored bytes of an integer-like value of `col`'s width.
+fn int_bytes(col: &Column, v: i64, signed: bool) -> Vec<u8> {
+    let bits = col.typlen as usize * 8;
+    let mut u = v as u64;
+    if bits < 64 {
+        u &= (1u64 << bits) - 1;
+    }
+    if signed {
+        u ^= 1u64 << (bits - 1);
+    }
+    u.to_be_bytes()[8 - col.typlen as usize..].to_vec()
+}
+
 /// The stored bytes of a non-null datum of `col`'s type.
 ///
 /// # Safety
@@ -59,6 +114,16 @@ impl Column {
 pub unsafe fn encode(col: &Column, datum: pg_sys::Datum) -> Vec<u8> {
     unsafe {
         if col.typbyval {
+            if let Some(signed) = ordered_int(col.typid) {
+                let raw = datum.value() as u64;
+                let v = match col.typlen {
+                    2 => raw as i16 as i64,
+                    4 if signed => raw as i32 as i64,
+                    4 => raw as u32 as i64,
+                    _ => raw as i64,
+                };
+                return int_bytes(col, v, signed);
+            }
             let v = datum.value() as u64;
             return v.to_le_bytes()[..col.typlen as usize].to_vec();
         }
@@ -94,6 +159,10 @@ pub unsafe fn decode(col: &Column, bytes: &[u8]) -> Result<pg_sys::Datum, DriftE
         if col.typbyval {
             if bytes.len() != col.typlen as usize {
                 return Err(wrong_size());
+            }
+            if ordered_int(col.typid).is_some() {
+                let v = stored_int(col, bytes).ok_or_else(wrong_size)?;
+                return Ok(pg_sys::Datum::from(v as usize));
             }
             let mut b = [0u8; 8];
             b[..bytes.len()].copy_from_slice(bytes);
@@ -162,13 +231,22 @@ pub fn check_key_type(col: &Column) -> Result<(), DriftError> {
     }
 }
 
+/// Types whose stored image does not decide equality cannot be indexed either.
+pub fn check_index_type(col: &Column) -> Result<(), DriftError> {
+    check_key_type(col).map_err(|e| match e {
+        DriftError::UnsupportedKeyType { column, why } => {
+            DriftError::UnsupportedIndexType { column, why }
+        }
+        other => other,
+    })
+}
+
 /// Appends the key encoding of one key column's stored bytes to `key`.
 pub fn push_key_part(col: &Column, stored: &[u8], key: &mut Vec<u8>) {
-    let int = match (col.typid, stored.len()) {
-        (pg_sys::INT2OID, 2) => Some(i16::from_le_bytes([stored[0], stored[1]]) as i64),
-        (pg_sys::INT4OID, 4) => Some(i32::from_le_bytes(stored.try_into().unwrap()) as i64),
-        (pg_sys::INT8OID, 8) => Some(i64::from_le_bytes(stored.try_into().unwrap())),
-        (pg_sys::OIDOID, 4) => Some(u32::from_le_bytes(stored.try_into().unwrap()) as i64),
+    let int = match col.typid {
+        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::OIDOID => {
+            stored_int(col, stored)
+        }
         _ => None,
     };
     match int {
@@ -183,6 +261,12 @@ pub fn push_key_part(col: &Column, stored: &[u8], key: &mut Vec<u8>) {
             key.extend_from_slice(&[0x00, 0x01]);
         }
     }
+}
+
+/// The stored bytes of key column `col` whose value is `v` (the inverse of the integer
+/// case of [`push_key_part`]).
+pub fn int_key_stored(col: &Column, v: i64) -> Vec<u8> {
+    int_bytes(col, v, ordered_int(col.typid).unwrap_or(true))
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@ pub fn init() {
 }
 
 /// True for a foreign table whose server belongs to the `driftdb` wrapper.
-unsafe fn is_driftdb_table(relid: pg_sys::Oid) -> bool {
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
+pub unsafe fn is_driftdb_table(relid: pg_sys::Oid) -> bool {
     unsafe {
         if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE {
             return false;
@@ -47,7 +50,7 @@ unsafe extern "C-unwind" fn object_access(
             && sub_id == 0
             && is_driftdb_table(object_id)
         {
-            txn::drop_at_commit(engine::table_id(object_id));
+            txn::at_commit(txn::Ddl::DropTable(engine::table_id(object_id)));
         }
     }
 }

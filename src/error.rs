@@ -42,6 +42,24 @@ pub enum DriftError {
         relid: pg_sys::Oid,
         column: String,
     },
+    NoSuchColumn {
+        relid: pg_sys::Oid,
+        column: String,
+    },
+    NoSuchIndex {
+        relid: pg_sys::Oid,
+        column: String,
+    },
+    NotDriftTable {
+        relid: pg_sys::Oid,
+    },
+    NotOwner {
+        relid: pg_sys::Oid,
+    },
+    UnsupportedIndexType {
+        column: String,
+        why: String,
+    },
     DuplicateKey {
         relid: pg_sys::Oid,
         key: Vec<u8>,
@@ -132,6 +150,35 @@ impl DriftError {
                 ),
                 FUNC,
             ),
+            DriftError::NoSuchColumn { relid, column } => ErrorReport::new(
+                ERRCODE_UNDEFINED_COLUMN,
+                format!("column \"{column}\" of relation \"{}\" does not exist", rel_name(relid)),
+                FUNC,
+            ),
+            DriftError::NoSuchIndex { relid, column } => ErrorReport::new(
+                ERRCODE_UNDEFINED_OBJECT,
+                format!(
+                    "column \"{column}\" of relation \"{}\" has no DriftDB index",
+                    rel_name(relid)
+                ),
+                FUNC,
+            ),
+            DriftError::NotDriftTable { relid } => ErrorReport::new(
+                ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is not a DriftDB table", rel_name(relid)),
+                FUNC,
+            ),
+            DriftError::NotOwner { relid } => ErrorReport::new(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be owner of table {}", rel_name(relid)),
+                FUNC,
+            ),
+            DriftError::UnsupportedIndexType { column, why } => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("column \"{column}\" cannot have a DriftDB index"),
+                FUNC,
+            )
+            .set_detail(format!("Its type is {why}.")),
             DriftError::DuplicateKey { relid, key } => {
                 let detail = crate::fdw::table::describe_key(relid, &key);
                 ErrorReport::new(

@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+mod admin;
 mod compat;
 mod datum;
 mod drop;

@@ -37,9 +37,19 @@ struct State {
     /// other transaction changed it meanwhile and this one fails with 40001 (no lost
     /// updates).
     expect: HashMap<(TableId, Vec<u8>), (pg_sys::Oid, Option<Row>)>,
-    /// Tables dropped by this transaction, with the subtransaction that dropped them:
-    /// their files go when the transaction commits.
-    drops: Vec<(TableId, pg_sys::SubTransactionId)>,
+    /// Schema changes to apply when the transaction commits, with the subtransaction that
+    /// asked for them (a rolled-back subtransaction takes its own back).
+    ddl: Vec<(Ddl, pg_sys::SubTransactionId)>,
+}
+
+/// A change to DriftDB's files that must follow the transaction's fate.
+#[derive(Clone, Copy, Debug)]
+pub enum Ddl {
+    /// Remove the table's files after COMMIT.
+    DropTable(TableId),
+    /// Create or drop a secondary index at PRE_COMMIT (where an error still aborts).
+    CreateIndex(TableId, u16),
+    DropIndex(TableId, u16),
 }
 
 thread_local! {
@@ -116,18 +126,19 @@ impl Fates for InFlightCommitted {
     }
 }
 
-/// Removes the table's files if this transaction commits.
-pub fn drop_at_commit(table: TableId) {
+/// Applies `ddl` when this transaction commits.
+pub fn at_commit(ddl: Ddl) {
     // SAFETY: reads the current subtransaction id.
     let subxid = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    STATE.with(|s| s.borrow_mut().drops.push((table, subxid)));
+    STATE.with(|s| s.borrow_mut().ddl.push((ddl, subxid)));
 }
 
 /// Removes the files of the tables a committed transaction dropped. Runs after the commit
 /// is durable, where an ERROR is no longer possible: a failure is logged, and the files
 /// stay behind (they belong to no table any more, so nothing reads them).
-fn remove_dropped(drops: Vec<(TableId, pg_sys::SubTransactionId)>) {
-    for (table, _) in drops {
+fn remove_dropped(ddl: Vec<(Ddl, pg_sys::SubTransactionId)>) {
+    for (op, _) in ddl {
+        let Ddl::DropTable(table) = op else { continue };
         let result = std::panic::catch_unwind(|| {
             engine::try_with_store(|store| {
                 let _lock = shmem::STATE.exclusive();
@@ -145,6 +156,31 @@ fn remove_dropped(drops: Vec<(TableId, pg_sys::SubTransactionId)>) {
             Err(_) => pgrx::warning!("driftdb: could not remove the files of table {table}"),
         }
     }
+}
+
+/// Creates and drops the indexes this transaction asked for. Runs at PRE_COMMIT under the
+/// append lock.
+fn apply_index_ddl(
+    store: &mut driftdb_storage::Store,
+    ddl: &[(Ddl, pg_sys::SubTransactionId)],
+) -> driftdb_storage::Result<()> {
+    for (op, _) in ddl {
+        match *op {
+            Ddl::CreateIndex(table, col) => {
+                if let Err(driftdb_storage::Error::NoSuchTable(_)) = store.create_index(table, col)
+                {
+                    store.create_table(table)?;
+                    store.create_index(table, col)?;
+                }
+            }
+            Ddl::DropIndex(table, col) => match store.drop_index(table, col) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => {}
+                other => other?,
+            },
+            Ddl::DropTable(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A new hidden row id, unique cluster-wide: the top-level xid and a counter.
@@ -244,6 +280,13 @@ fn commit() {
         let events = s.pending.drain(..).map(|p| (p.event, p.relid)).collect();
         (events, s.expect.drain().collect())
     });
+    let ddl: Vec<_> = STATE.with(|s| s.borrow().ddl.clone());
+    if ddl.iter().any(|(op, _)| !matches!(op, Ddl::DropTable(_))) {
+        engine::with_store(|store| {
+            let _lock = shmem::STATE.exclusive();
+            apply_index_ddl(store, &ddl)
+        });
+    }
     if events.is_empty() {
         return;
     }
@@ -336,9 +379,9 @@ unsafe extern "C-unwind" fn xact_callback(
             DriftError::PrepareWithWrites.report()
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
-            let drops = STATE.with(|s| std::mem::take(&mut s.borrow_mut().drops));
+            let ddl = STATE.with(|s| std::mem::take(&mut s.borrow_mut().ddl));
             clear();
-            remove_dropped(drops);
+            remove_dropped(ddl);
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => clear(),
         _ => {}
@@ -356,7 +399,7 @@ unsafe extern "C-unwind" fn subxact_callback(
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.pending.retain(|p| p.subxid != my_subid);
-            s.drops.retain(|d| d.1 != my_subid);
+            s.ddl.retain(|d| d.1 != my_subid);
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => STATE.with(|s| {
             let mut s = s.borrow_mut();
@@ -365,7 +408,7 @@ unsafe extern "C-unwind" fn subxact_callback(
                     p.subxid = parent_subid;
                 }
             }
-            for d in s.drops.iter_mut() {
+            for d in s.ddl.iter_mut() {
                 if d.1 == my_subid {
                     d.1 = parent_subid;
                 }

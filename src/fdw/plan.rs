@@ -1,11 +1,13 @@
 //! Planner callbacks: size, paths and the plan of a scan of a DriftDB table.
 //!
-//! Primary-key equality and IN lists are answered by point lookups (see `pushdown`);
-//! everything else reads the table's state. `fdw_private` holds only copyable nodes
-//! (plans are cached and copied): [is_target, access].
+//! Primary-key equality and IN lists are answered by point lookups, indexed columns by
+//! index lookups and ranges (see `pushdown`); everything else reads the table's state.
+//! `fdw_private` holds only copyable nodes (plans are cached and copied):
+//! [is_target, access, indexed column, range flags].
 
 use crate::compat;
-use crate::fdw::pushdown::{self, Access};
+use crate::engine;
+use crate::fdw::pushdown::{self, Access, Choice};
 use crate::fdw::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -27,6 +29,18 @@ unsafe fn table_info(relid: pg_sys::Oid) -> TableInfo {
         let info = TableInfo::from_relation(rel);
         pg_sys::RelationClose(rel);
         info
+    }
+}
+
+/// The access DriftDB will use for this scan.
+unsafe fn choose(relid: pg_sys::Oid, rti: pg_sys::Index, quals: *mut pg_sys::List) -> Choice {
+    unsafe {
+        let info = table_info(relid);
+        let indexes = engine::with_store(|s| match s.indexes(info.id) {
+            Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
+            other => other,
+        });
+        pushdown::choose(&info, rti, quals, &indexes)
     }
 }
 
@@ -52,7 +66,7 @@ unsafe fn estimate(
                     ROWS_IN_LIST
                 }
             }
-            Access::Full => {
+            Access::Full | Access::IndexEq | Access::IndexRange => {
                 let analyzed = (*baserel).tuples;
                 if analyzed > 0.0 {
                     analyzed
@@ -71,21 +85,18 @@ unsafe fn arr_dims(a: *mut pg_sys::ArrayType) -> *mut i32 {
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_rel_size(
-    _root: *mut pg_sys::PlannerInfo,
+    root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
     relid: pg_sys::Oid,
 ) {
     unsafe {
-        let info = table_info(relid);
-        let (access, exprs) =
-            pushdown::choose(&info, (*baserel).relid, (*baserel).baserestrictinfo);
-        let rows = estimate(baserel, access, &exprs);
-        // Postgres applies the selectivity of the remaining quals itself only for the
-        // rows a full scan returns; a lookup returns at most what it found.
-        (*baserel).rows = match access {
-            Access::Full => {
+        let c = choose(relid, (*baserel).relid, (*baserel).baserestrictinfo);
+        let rows = estimate(baserel, c.access, &c.exprs);
+        // A key lookup returns what it found; otherwise the quals' selectivity applies.
+        (*baserel).rows = match c.access {
+            Access::Full | Access::IndexEq | Access::IndexRange => {
                 rows * pg_sys::clauselist_selectivity(
-                    _root,
+                    root,
                     (*baserel).baserestrictinfo,
                     0,
                     pg_sys::JoinType::JOIN_INNER,
@@ -105,13 +116,22 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
     relid: pg_sys::Oid,
 ) {
     unsafe {
-        let info = table_info(relid);
-        let (access, exprs) =
-            pushdown::choose(&info, (*baserel).relid, (*baserel).baserestrictinfo);
-        let fetched = estimate(baserel, access, &exprs);
-        let (startup, per_row) = match access {
-            Access::Full => (STARTUP_COST, COST_PER_ROW),
-            _ => (COST_PER_LOOKUP, COST_PER_LOOKUP),
+        let c = choose(relid, (*baserel).relid, (*baserel).baserestrictinfo);
+        // A full scan reads every row; the others fetch about the rows they return.
+        let (startup, fetched, per_row) = match c.access {
+            Access::Full => (
+                STARTUP_COST,
+                estimate(baserel, c.access, &c.exprs),
+                COST_PER_ROW,
+            ),
+            Access::Key | Access::KeyIn => (
+                COST_PER_LOOKUP,
+                estimate(baserel, c.access, &c.exprs),
+                COST_PER_LOOKUP,
+            ),
+            Access::IndexEq | Access::IndexRange => {
+                (COST_PER_LOOKUP, (*baserel).rows, COST_PER_LOOKUP)
+            }
         };
         let total = startup + fetched * per_row;
         let path = compat::foreignscan_path(
@@ -143,17 +163,18 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 (*parse).commandType,
                 pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
             );
-        let info = table_info(relid);
-        let (access, exprs) = pushdown::choose(&info, (*baserel).relid, scan_clauses);
+        let c = choose(relid, (*baserel).relid, scan_clauses);
         let mut fdw_exprs = PgList::<pg_sys::Expr>::new();
-        for e in exprs {
+        for e in c.exprs {
             fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
         }
         // Every qual stays with Postgres, which checks it on each row returned.
         let clauses = pg_sys::extract_actual_clauses(scan_clauses, false);
         let mut private = PgList::<pg_sys::Integer>::new();
         private.push(pg_sys::makeInteger(is_target as i32));
-        private.push(pg_sys::makeInteger(access as i32));
+        private.push(pg_sys::makeInteger(c.access as i32));
+        private.push(pg_sys::makeInteger(c.column.into()));
+        private.push(pg_sys::makeInteger(c.flags));
         pg_sys::make_foreignscan(
             tlist,
             clauses,
@@ -180,7 +201,15 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             Access::Full => c"full scan",
             Access::Key => c"primary key lookup",
             Access::KeyIn => c"primary key lookups (IN list)",
+            Access::IndexEq => c"index lookup",
+            Access::IndexRange => c"index range",
         };
         pg_sys::ExplainPropertyText(c"DriftDB Access".as_ptr(), text.as_ptr(), es);
+        if matches!(access, Access::IndexEq | Access::IndexRange) {
+            let attno = private.get_ptr(2).map_or(0, |i| (*i).ival);
+            let relid = (*(*node).ss.ss_currentRelation).rd_id;
+            let name = pg_sys::get_attname(relid, attno as i16, false);
+            pg_sys::ExplainPropertyText(c"DriftDB Index".as_ptr(), name, es);
+        }
     }
 }

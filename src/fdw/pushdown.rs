@@ -1,8 +1,11 @@
 //! Which restrictions of a scan DriftDB answers itself: equality on the whole primary key,
-//! or an IN list on a one-column key. Only exact matches are pushed (the type's default
-//! equality operator, a deterministic collation), and Postgres still checks every qual on
-//! the rows returned, so pushdown narrows a scan and never changes its answer.
+//! an IN list on a one-column key, or equality or a range on a column with a secondary
+//! index (ranges only for types whose stored bytes sort like their values). Only exact
+//! matches are pushed (the type's own btree operators on both sides, a deterministic
+//! collation), and Postgres still checks every qual on the rows returned, so pushdown
+//! narrows a scan and never changes its answer.
 
+use crate::datum;
 use crate::fdw::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::PgList;
@@ -14,6 +17,8 @@ pub enum Access {
     Full = 0,
     Key = 1,
     KeyIn = 2,
+    IndexEq = 3,
+    IndexRange = 4,
 }
 
 impl Access {
@@ -21,6 +26,8 @@ impl Access {
         match v {
             1 => Access::Key,
             2 => Access::KeyIn,
+            3 => Access::IndexEq,
+            4 => Access::IndexRange,
             _ => Access::Full,
         }
     }
@@ -60,8 +67,51 @@ unsafe fn exact_equality(opno: pg_sys::Oid, typid: pg_sys::Oid, collid: pg_sys::
     }
 }
 
-/// Finds the best access for a scan of `info` under `restrictinfo`, with the expressions
-/// to evaluate at execution.
+/// One end of a range: its value and whether it is inclusive.
+type Bound = (*mut pg_sys::Expr, bool);
+
+/// Range flags of an index scan, kept in the plan.
+pub const HAS_LO: i32 = 1;
+pub const LO_INCLUSIVE: i32 = 2;
+pub const HAS_HI: i32 = 4;
+pub const HI_INCLUSIVE: i32 = 8;
+
+/// How a scan reads its rows, with the expressions to evaluate at execution.
+pub struct Choice {
+    pub access: Access,
+    pub exprs: Vec<*mut pg_sys::Expr>,
+    /// The indexed column (IndexEq, IndexRange).
+    pub column: i16,
+    /// HAS_LO | LO_INCLUSIVE | HAS_HI | HI_INCLUSIVE (IndexRange); exprs are lo then hi.
+    pub flags: i32,
+}
+
+/// The btree strategy (1 <, 2 <=, 3 =, 4 >=, 5 >) of `opno` for the column's type, seen
+/// from the column's side, when both operands have the column's type.
+unsafe fn strategy(
+    opno: pg_sys::Oid,
+    typid: pg_sys::Oid,
+    other: *mut pg_sys::Node,
+    var_on_left: bool,
+) -> Option<i32> {
+    unsafe {
+        if pg_sys::exprType(other) != typid {
+            return None;
+        }
+        let tc = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_BTREE_OPFAMILY as i32);
+        if tc.is_null() || (*tc).btree_opf == pg_sys::InvalidOid {
+            return None;
+        }
+        let st = pg_sys::get_op_opfamily_strategy(opno, (*tc).btree_opf);
+        if !(1..=5).contains(&st) {
+            return None;
+        }
+        Some(if var_on_left { st } else { 6 - st })
+    }
+}
+
+/// Finds the best access for a scan of `info` under `restrictinfo`, given the columns
+/// that have a secondary index.
 ///
 /// # Safety
 /// Planner pointers of the relation being planned.
@@ -69,12 +119,19 @@ pub unsafe fn choose(
     info: &TableInfo,
     relid: pg_sys::Index,
     restrictinfo: *mut pg_sys::List,
-) -> (Access, Vec<*mut pg_sys::Expr>) {
-    if info.key.is_empty() {
-        return (Access::Full, Vec::new());
-    }
+    indexes: &[u16],
+) -> Choice {
+    let full = Choice {
+        access: Access::Full,
+        exprs: Vec::new(),
+        column: 0,
+        flags: 0,
+    };
     let mut per_key: Vec<Option<*mut pg_sys::Expr>> = vec![None; info.key.len()];
     let mut in_list: Option<*mut pg_sys::Expr> = None;
+    let mut index_eq: Option<(i16, *mut pg_sys::Expr)> = None;
+    // Per indexed column: (lo, lo inclusive), (hi, hi inclusive).
+    let mut ranges: Vec<(i16, Option<Bound>, Option<Bound>)> = Vec::new();
     unsafe {
         let ris = PgList::<pg_sys::RestrictInfo>::from_pg(restrictinfo);
         for ri in ris.iter_ptr() {
@@ -87,20 +144,50 @@ pub unsafe fn choose(
                         continue;
                     }
                     let (a, b) = (args.get_ptr(0).unwrap(), args.get_ptr(1).unwrap());
-                    for (var, val) in [(a, b), (b, a)] {
+                    for (var, val, var_on_left) in [(a, b, true), (b, a, false)] {
                         let Some(attno) = var_attno(var, relid) else {
                             continue;
                         };
-                        let Some(k) = info.key_position(attno) else {
+                        if !is_scan_constant(val) {
+                            continue;
+                        }
+                        let Some(pos) = info.columns.iter().position(|c| c.attnum == attno) else {
                             continue;
                         };
-                        let col = &info.columns[info.key[k]];
-                        if is_scan_constant(val)
-                            && exact_equality((*op).opno, col.typid, (*op).inputcollid)
-                        {
-                            per_key[k] = Some(val.cast());
-                            break;
+                        let col = &info.columns[pos];
+                        if let Some(k) = info.key_position(attno) {
+                            if exact_equality((*op).opno, col.typid, (*op).inputcollid) {
+                                per_key[k] = Some(val.cast());
+                                break;
+                            }
                         }
+                        if !indexes.contains(&col.id()) {
+                            continue;
+                        }
+                        let collation_ok = (*op).inputcollid == pg_sys::InvalidOid
+                            || pg_sys::get_collation_isdeterministic((*op).inputcollid);
+                        match strategy((*op).opno, col.typid, val, var_on_left) {
+                            Some(3) if collation_ok && index_eq.is_none() => {
+                                index_eq = Some((attno, val.cast()));
+                            }
+                            Some(st) if st != 3 && datum::bytes_sort_like_values(col.typid) => {
+                                let entry = match ranges.iter_mut().find(|r| r.0 == attno) {
+                                    Some(e) => e,
+                                    None => {
+                                        ranges.push((attno, None, None));
+                                        ranges.last_mut().unwrap()
+                                    }
+                                };
+                                let bound = Some((val.cast(), st == 2 || st == 4));
+                                if st <= 2 && entry.2.is_none() {
+                                    entry.2 = bound;
+                                } else if st >= 4 && entry.1.is_none() {
+                                    entry.1 = bound;
+                                }
+                            }
+                            _ => {}
+                        }
+                        break;
                     }
                 }
                 pg_sys::NodeTag::T_ScalarArrayOpExpr if info.key.len() == 1 => {
@@ -122,14 +209,45 @@ pub unsafe fn choose(
             }
         }
     }
-    if per_key.iter().all(Option::is_some) {
-        (
-            Access::Key,
-            per_key.into_iter().map(Option::unwrap).collect(),
-        )
-    } else if let Some(arr) = in_list {
-        (Access::KeyIn, vec![arr])
-    } else {
-        (Access::Full, Vec::new())
+    if !info.key.is_empty() && per_key.iter().all(Option::is_some) {
+        return Choice {
+            access: Access::Key,
+            exprs: per_key.into_iter().map(Option::unwrap).collect(),
+            ..full
+        };
     }
+    if let Some(arr) = in_list {
+        return Choice {
+            access: Access::KeyIn,
+            exprs: vec![arr],
+            ..full
+        };
+    }
+    if let Some((column, val)) = index_eq {
+        return Choice {
+            access: Access::IndexEq,
+            exprs: vec![val],
+            column,
+            flags: 0,
+        };
+    }
+    if let Some((column, lo, hi)) = ranges.into_iter().next() {
+        let mut flags = 0;
+        let mut exprs = Vec::new();
+        if let Some((e, inclusive)) = lo {
+            flags |= HAS_LO | if inclusive { LO_INCLUSIVE } else { 0 };
+            exprs.push(e);
+        }
+        if let Some((e, inclusive)) = hi {
+            flags |= HAS_HI | if inclusive { HI_INCLUSIVE } else { 0 };
+            exprs.push(e);
+        }
+        return Choice {
+            access: Access::IndexRange,
+            exprs,
+            column,
+            flags,
+        };
+    }
+    full
 }

@@ -4,7 +4,7 @@
 use crate::datum;
 use crate::engine::{self, SnapshotFates};
 use crate::error::DriftError;
-use crate::fdw::pushdown::Access;
+use crate::fdw::pushdown::{self, Access};
 use crate::fdw::table::TableInfo;
 use crate::txn::{self, Own};
 use driftdb_storage::{Fates, Row, Store, TableId};
@@ -160,6 +160,9 @@ struct ScanState {
     access: Access,
     /// Initialised `fdw_exprs`: the key values (or the IN array) of a lookup.
     exprs: *mut pg_sys::List,
+    /// Indexed column and range flags (`pushdown::HAS_LO`, ...) of an index scan.
+    column: i16,
+    flags: i32,
     rows: Option<Open>,
     /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
     target: Option<u32>,
@@ -204,10 +207,14 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let access = Access::from_i32(private.get_ptr(1).map_or(0, |i| (*i).ival));
         let info = TableInfo::from_relation((*node).ss.ss_currentRelation);
         let exprs = pg_sys::ExecInitExprList((*plan).fdw_exprs, node.cast());
+        let column = private.get_ptr(2).map_or(0, |i| (*i).ival) as i16;
+        let flags = private.get_ptr(3).map_or(0, |i| (*i).ival);
         let state = ScanState {
             info,
             access,
             exprs,
+            column,
+            flags,
             rows: None,
             target: is_target.then(txn::register_target_scan),
         };
@@ -228,7 +235,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             let snapshot = (*(*node).ss.ps.state).es_snapshot;
             state.rows = Some(match state.access {
                 Access::Full => Open::All(Box::new(Rows::open(&state.info, snapshot))),
-                _ => {
+                Access::IndexEq | Access::IndexRange => Open::Listed(
+                    index_rows(state, (*node).ss.ps.ps_ExprContext, snapshot).into_iter(),
+                ),
+                Access::Key | Access::KeyIn => {
                     let keys = lookup_keys(state, (*node).ss.ps.ps_ExprContext);
                     Open::Listed(lookup_rows(&state.info, snapshot, &keys).into_iter())
                 }
@@ -248,6 +258,84 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 slot
             }
         }
+    }
+}
+
+/// The rows an index scan returns: the engine's matches at the reader's view, with this
+/// transaction's own changed rows in place of theirs (Postgres rechecks every qual, so
+/// own rows that do not match are filtered there). A NULL bound matches nothing.
+unsafe fn index_rows(
+    state: &ScanState,
+    econtext: *mut pg_sys::ExprContext,
+    snapshot: pg_sys::Snapshot,
+) -> Vec<(Vec<u8>, Row)> {
+    use std::ops::Bound;
+    unsafe {
+        let info = &state.info;
+        let Some(col) = info.columns.iter().find(|c| c.attnum == state.column) else {
+            DriftError::Internal("the indexed column of the plan is gone".into()).report()
+        };
+        let exprs = PgList::<pg_sys::ExprState>::from_pg(state.exprs);
+        let mut values = Vec::new();
+        for e in exprs.iter_ptr() {
+            let mut isnull = false;
+            let d = pg_sys::ExecEvalExprSwitchContext(e, econtext, &mut isnull);
+            if isnull {
+                return Vec::new();
+            }
+            values.push(datum::encode(col, d));
+        }
+        let (lo, hi) = if state.access == Access::IndexEq {
+            (
+                Bound::Included(values[0].as_slice()),
+                Bound::Included(values[0].as_slice()),
+            )
+        } else {
+            let mut it = values.iter();
+            let mut bound = |has: i32, inclusive: i32| {
+                if state.flags & has == 0 {
+                    Bound::Unbounded
+                } else {
+                    let v = it.next().expect("a value per bound").as_slice();
+                    if state.flags & inclusive != 0 {
+                        Bound::Included(v)
+                    } else {
+                        Bound::Excluded(v)
+                    }
+                }
+            };
+            let lo = bound(pushdown::HAS_LO, pushdown::LO_INCLUSIVE);
+            let hi = bound(pushdown::HAS_HI, pushdown::HI_INCLUSIVE);
+            (lo, hi)
+        };
+        let at = engine::read_point();
+        let fates = SnapshotFates::new(snapshot);
+        let curcid = (*snapshot).curcid;
+        engine::with_store(|s| {
+            let found = match s.index_range(info.id, col.id(), lo, hi, at, &fates) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => Vec::new(),
+                other => other?,
+            };
+            let mut failure = None;
+            let own = txn::own_changes(info.id, None, curcid, false, &mut |k| {
+                visible_row(s, info.id, k, at, &fates).unwrap_or_else(|e| {
+                    failure = Some(e);
+                    None
+                })
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let mut out: Vec<(Vec<u8>, Row)> = found
+                .into_iter()
+                .filter(|(k, _)| !own.contains_key(k))
+                .collect();
+            out.extend(own.into_iter().filter_map(|(k, o)| match o {
+                Own::Row(r) => Some((k, r)),
+                Own::Deleted => None,
+            }));
+            Ok(out)
+        })
     }
 }
 
@@ -305,7 +393,7 @@ unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> 
                     keys.push(key);
                 }
             }
-            Access::Full => {}
+            Access::Full | Access::IndexEq | Access::IndexRange => {}
         }
         keys.sort();
         keys.dedup();

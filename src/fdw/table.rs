@@ -170,11 +170,7 @@ fn split_key(info: &TableInfo, key: &[u8]) -> Option<Vec<Vec<u8>>> {
                 let (head, tail) = rest.split_at_checked(8)?;
                 rest = tail;
                 let v = (u64::from_be_bytes(head.try_into().ok()?) ^ (1 << 63)) as i64;
-                match col.typlen {
-                    2 => (v as i16).to_le_bytes().to_vec(),
-                    4 => (v as i32).to_le_bytes().to_vec(),
-                    _ => v.to_le_bytes().to_vec(),
-                }
+                datum::int_key_stored(col, v)
             }
             _ => {
                 let mut out = Vec::new();

@@ -717,6 +717,18 @@ impl Store {
         self.set_index(id, column, false)
     }
 
+    /// The columns of table `id` that have a secondary index, as the files say now
+    /// (another process may have created or dropped one).
+    pub fn indexes(&mut self, id: TableId) -> Result<Vec<ColumnId>> {
+        let t = self.load_table(id)?;
+        let meta = TableMeta::load(&t.dir)?;
+        for c in &meta.indexes {
+            t.delta.ensure_index(*c);
+        }
+        t.meta = meta;
+        Ok(t.meta.indexes.clone())
+    }
+
     fn set_index(&mut self, id: TableId, column: ColumnId, present: bool) -> Result<()> {
         self.require_writer()?;
         let durable = self.durable();

@@ -1,0 +1,87 @@
+//! Administration functions: secondary indexes.
+
+use crate::compat;
+use crate::datum;
+use crate::drop::is_driftdb_table;
+use crate::engine;
+use crate::error::DriftError;
+use crate::fdw::table::TableInfo;
+use crate::txn::{self, Ddl};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// The table behind `relid`, checked to be a DriftDB table owned by the current user.
+fn owned_table(relid: pg_sys::Oid) -> TableInfo {
+    // SAFETY: catalog lookups and a relcache reference inside the transaction.
+    unsafe {
+        if !is_driftdb_table(relid) {
+            DriftError::NotDriftTable { relid }.report()
+        }
+        if !compat::owns_relation(relid) {
+            DriftError::NotOwner { relid }.report()
+        }
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let info = TableInfo::from_relation(rel);
+        pg_sys::RelationClose(rel);
+        info
+    }
+}
+
+fn column_id(info: &TableInfo, name: &str) -> u16 {
+    match info.columns.iter().find(|c| !c.dropped && c.name == name) {
+        Some(c) => {
+            datum::check_index_type(c).unwrap_or_else(|e| e.report());
+            c.id()
+        }
+        None => DriftError::NoSuchColumn {
+            relid: info.relid,
+            column: name.to_string(),
+        }
+        .report(),
+    }
+}
+
+/// Creates a secondary index on a column of a DriftDB table, built from its history. It
+/// serves equality (and ranges, for integer-like, date and time types) in scans, at the
+/// current point and in the past. Takes effect when the transaction commits.
+#[pg_extern(
+    volatile,
+    parallel_restricted,
+    sql = "
+CREATE FUNCTION drift_create_index(table_name regclass, column_name text) RETURNS void
+    VOLATILE PARALLEL RESTRICTED STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+"
+)]
+fn drift_create_index(table_name: pg_sys::Oid, column_name: &str) {
+    let info = owned_table(table_name);
+    let col = column_id(&info, column_name);
+    txn::at_commit(Ddl::CreateIndex(info.id, col));
+}
+
+/// Drops the secondary index on a column. Takes effect when the transaction commits.
+#[pg_extern(
+    volatile,
+    parallel_restricted,
+    sql = "
+CREATE FUNCTION drift_drop_index(table_name regclass, column_name text) RETURNS void
+    VOLATILE PARALLEL RESTRICTED STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+"
+)]
+fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
+    let info = owned_table(table_name);
+    let col = column_id(&info, column_name);
+    let existing = engine::with_store(|s| match s.indexes(info.id) {
+        Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
+        other => other,
+    });
+    if !existing.contains(&col) {
+        DriftError::NoSuchIndex {
+            relid: info.relid,
+            column: column_name.to_string(),
+        }
+        .report()
+    }
+    txn::at_commit(Ddl::DropIndex(info.id, col));
+}
