@@ -292,21 +292,37 @@ mod unit {
     }
 
     #[test]
-    fn integer_keys_sort_like_integers() {
+    fn integer_keys_and_values_sort_like_integers() {
         let c = col(pg_sys::INT4OID, 4);
         let vals = [i32::MIN, -5, -1, 0, 1, 7, i32::MAX];
-        let keys: Vec<Vec<u8>> = vals.iter().map(|v| key(&c, &v.to_le_bytes())).collect();
+        let stored: Vec<Vec<u8>> = vals.iter().map(|&v| int_key_stored(&c, v.into())).collect();
+        assert!(
+            stored.windows(2).all(|w| w[0] < w[1]),
+            "stored bytes sort like values"
+        );
+        for (v, s) in vals.iter().zip(&stored) {
+            assert_eq!(stored_int(&c, s), Some(i64::from(*v)));
+        }
+        let keys: Vec<Vec<u8>> = stored.iter().map(|s| key(&c, s)).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         // int2, int4 and int8 of the same value give the same key.
         let c2 = col(pg_sys::INT2OID, 2);
         let c8 = col(pg_sys::INT8OID, 8);
         assert_eq!(
-            key(&c2, &(-3i16).to_le_bytes()),
-            key(&c, &(-3i32).to_le_bytes())
+            key(&c2, &int_key_stored(&c2, -3)),
+            key(&c, &int_key_stored(&c, -3))
         );
         assert_eq!(
-            key(&c8, &(-3i64).to_le_bytes()),
-            key(&c, &(-3i32).to_le_bytes())
+            key(&c8, &int_key_stored(&c8, -3)),
+            key(&c, &int_key_stored(&c, -3))
+        );
+        let o = Column {
+            typid: pg_sys::OIDOID,
+            ..c.clone()
+        };
+        assert_eq!(
+            stored_int(&o, &int_key_stored(&o, 4_000_000_000)),
+            Some(4_000_000_000)
         );
     }
 
