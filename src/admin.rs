@@ -1,4 +1,4 @@
-//! Administration functions: secondary indexes.
+//! Administration functions: secondary indexes and snapshots.
 
 use crate::compat;
 use crate::datum;
@@ -84,4 +84,41 @@ fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
         .report()
     }
     txn::at_commit(Ddl::DropIndex(info.id, col));
+}
+
+/// Writes a snapshot of the table's current state (every change committed so far), so that
+/// reads start from it instead of replaying the log. Returns the seq it covers. Waits for
+/// transactions that are still committing below that seq.
+#[pg_extern(
+    volatile,
+    parallel_restricted,
+    sql = "
+CREATE FUNCTION drift_snapshot(table_name regclass) RETURNS bigint
+    VOLATILE PARALLEL RESTRICTED STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+"
+)]
+fn drift_snapshot(table_name: pg_sys::Oid) -> i64 {
+    let info = owned_table(table_name);
+    let upto = engine::read_point();
+    loop {
+        let outcome = engine::try_with_store(|s| s.snapshot(info.id, upto, &engine::LatestFates));
+        match outcome {
+            Ok(seq) => return seq as i64,
+            // Nothing was ever written: there is nothing to snapshot yet.
+            Err(driftdb_storage::Error::NoSuchTable(_)) => return 0,
+            Err(driftdb_storage::Error::Undecided { xid, .. }) => {
+                // SAFETY: waits on the transaction's lock until it commits or aborts.
+                unsafe {
+                    pg_sys::XactLockTableWait(
+                        pg_sys::TransactionId::from(xid as u32),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        pg_sys::XLTW_Oper::XLTW_None,
+                    );
+                }
+            }
+            Err(e) => DriftError::Engine(e).report(),
+        }
+    }
 }

@@ -60,6 +60,33 @@ fn committed_rows_survive_restart_and_kill_9() {
         let got = ids(&mut c, "SELECT id FROM users WHERE id >= 100 ORDER BY id");
         assert_eq!(got, (100..=id).collect::<Vec<_>>(), "after crash {round}");
     }
+
+    // A snapshot, then more changes, then a crash: the restarted server reads the
+    // snapshot plus the changes after it.
+    let covered: i64 = c
+        .query_one("SELECT drift_snapshot('users')", &[])
+        .unwrap()
+        .get(0);
+    assert!(covered > 0);
+    c.batch_execute(
+        "UPDATE users SET name = 'after' WHERE id = 100; DELETE FROM users WHERE id = 101",
+    )
+    .unwrap();
+    drop(c);
+    cluster.crash();
+    cluster.restart();
+    let mut c = cluster.connect("app");
+    let rows = c
+        .query(
+            "SELECT id, name FROM users WHERE id IN (100, 101, 102) ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![(100, "after".to_string()), (102, "k".to_string())]
+    );
 }
 
 #[test]
