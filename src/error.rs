@@ -60,6 +60,13 @@ pub enum DriftError {
         column: String,
         why: String,
     },
+    SeqOutOfRange {
+        seq: i64,
+        current: u64,
+    },
+    TimeInFuture,
+    NullPoint,
+    NotDriftRowType,
     DuplicateKey {
         relid: pg_sys::Oid,
         key: Vec<u8>,
@@ -179,6 +186,28 @@ impl DriftError {
                 FUNC,
             )
             .set_detail(format!("Its type is {why}.")),
+            DriftError::SeqOutOfRange { seq, current } => ErrorReport::new(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("seq {seq} is not in the past"),
+                FUNC,
+            )
+            .set_detail(format!("Seqs run from 0 to the current stable seq, {current}.")),
+            DriftError::TimeInFuture => ErrorReport::new(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                "cannot read DriftDB tables as of a time in the future",
+                FUNC,
+            ),
+            DriftError::NullPoint => ErrorReport::new(
+                ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "the point to read as of must not be NULL",
+                FUNC,
+            ),
+            DriftError::NotDriftRowType => ErrorReport::new(
+                ERRCODE_WRONG_OBJECT_TYPE,
+                "drift_as_of needs the row type of a DriftDB table",
+                FUNC,
+            )
+            .set_hint("Pass a NULL of the table's row type, as in drift_as_of(NULL::users, 42)."),
             DriftError::DuplicateKey { relid, key } => {
                 let detail = crate::fdw::table::describe_key(relid, &key);
                 ErrorReport::new(

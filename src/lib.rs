@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod fdw;
 mod shmem;
+mod timetravel;
 mod txn;
 
 ::pgrx::pg_module_magic!(name, version);

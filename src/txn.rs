@@ -27,6 +27,14 @@ struct Pending {
 #[derive(Default)]
 struct State {
     pending: Vec<Pending>,
+    /// Positions in `pending` of each table's events, and of each key's: looking up what
+    /// the transaction did to one row must not scan all it did (a million-row INSERT
+    /// checks every key).
+    by_table: HashMap<TableId, Vec<usize>>,
+    by_key: HashMap<(TableId, Vec<u8>), Vec<usize>>,
+    /// The shared in-flight slot this transaction's appended group holds until the
+    /// transaction ends.
+    inflight_slot: Option<usize>,
     /// Counter for hidden row ids of tables without a primary key.
     next_rowid: u32,
     /// Keys of the rows returned by the scan of each UPDATE/DELETE target, by position:
@@ -50,6 +58,21 @@ pub enum Ddl {
     /// Create or drop a secondary index at PRE_COMMIT (where an error still aborts).
     CreateIndex(TableId, u16),
     DropIndex(TableId, u16),
+}
+
+impl State {
+    /// Rebuilds the positions after events were removed.
+    fn reindex(&mut self) {
+        self.by_table.clear();
+        self.by_key.clear();
+        for (pos, p) in self.pending.iter().enumerate() {
+            self.by_table.entry(p.event.table).or_default().push(pos);
+            self.by_key
+                .entry((p.event.table, p.event.key.clone()))
+                .or_default()
+                .push(pos);
+        }
+    }
 }
 
 thread_local! {
@@ -93,12 +116,19 @@ pub fn push(relid: pg_sys::Oid, event: Event) {
         )
     };
     STATE.with(|s| {
-        s.borrow_mut().pending.push(Pending {
+        let mut s = s.borrow_mut();
+        let pos = s.pending.len();
+        s.by_table.entry(event.table).or_default().push(pos);
+        s.by_key
+            .entry((event.table, event.key.clone()))
+            .or_default()
+            .push(pos);
+        s.pending.push(Pending {
             event,
             relid,
             subxid,
             cid,
-        })
+        });
     });
 }
 
@@ -209,12 +239,13 @@ pub fn own_changes(
     STATE.with(|s| {
         let s = s.borrow();
         let mut out: BTreeMap<Vec<u8>, Own> = BTreeMap::new();
-        for p in &s.pending {
-            if p.event.table != table
-                || p.cid > upto_cid
-                || (p.cid == upto_cid && !include_current)
-                || only_key.is_some_and(|k| k != p.event.key)
-            {
+        let positions = match only_key {
+            Some(k) => s.by_key.get(&(table, k.to_vec())),
+            None => s.by_table.get(&table),
+        };
+        for &pos in positions.map(Vec::as_slice).unwrap_or_default() {
+            let p = &s.pending[pos];
+            if p.cid > upto_cid || (p.cid == upto_cid && !include_current) {
                 continue;
             }
             let key = &p.event.key;
@@ -265,6 +296,14 @@ pub fn target_key(scan: u32, n: u64) -> Option<Vec<u8>> {
     STATE.with(|s| s.borrow().target_keys.get(&scan)?.get(n as usize).cloned())
 }
 
+/// The transaction's fate is in the commit log now: its group no longer holds back the
+/// stable seq.
+fn release_inflight() {
+    if let Some(slot) = STATE.with(|s| s.borrow_mut().inflight_slot.take()) {
+        shmem::STATE.exclusive().inflight[slot] = 0;
+    }
+}
+
 fn has_pending() -> bool {
     STATE.with(|s| !s.borrow().pending.is_empty())
 }
@@ -278,6 +317,8 @@ fn commit() {
     let (events, expect): (Vec<(Event, pg_sys::Oid)>, Vec<_>) = STATE.with(|s| {
         let mut s = s.borrow_mut();
         let events = s.pending.drain(..).map(|p| (p.event, p.relid)).collect();
+        s.by_table.clear();
+        s.by_key.clear();
         (events, s.expect.drain().collect())
     });
     let ddl: Vec<_> = STATE.with(|s| s.borrow().ddl.clone());
@@ -313,6 +354,20 @@ fn commit() {
     };
     engine::with_store(|store| {
         let mut state = shmem::STATE.exclusive();
+        // Wait for an in-flight slot: every slot is held only between an append and the
+        // end of its transaction, which is short.
+        let slot = loop {
+            if let Some(slot) = state.claim_slot() {
+                break slot;
+            }
+            drop(state);
+            // SAFETY: sleeps one millisecond, interruptible by Postgres as usual.
+            unsafe {
+                pg_sys::pg_usleep(1000);
+                pg_sys::check_for_interrupts!();
+            }
+            state = shmem::STATE.exclusive();
+        };
         let now = store.current_seq()?;
         for ((table, key), (relid, expected)) in expect {
             let current = match store.get(table, &key, now, &InFlightCommitted) {
@@ -328,7 +383,9 @@ fn commit() {
             match store.append(std::slice::from_ref(&txn), &LatestFates) {
                 Ok(done) => {
                     state.high_water = state.high_water.max(done[0].last_seq);
+                    state.inflight[slot] = done[0].first_seq;
                     drop(state);
+                    STATE.with(|s| s.borrow_mut().inflight_slot = Some(slot));
                     // A transaction that wrote only DriftDB tables has written no WAL of
                     // its own, and Postgres then flushes its commit record lazily, as for
                     // synchronous_commit = off: a crash could lose an acknowledged commit
@@ -380,10 +437,14 @@ unsafe extern "C-unwind" fn xact_callback(
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             let ddl = STATE.with(|s| std::mem::take(&mut s.borrow_mut().ddl));
+            release_inflight();
             clear();
             remove_dropped(ddl);
         }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => clear(),
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            release_inflight();
+            clear()
+        }
         _ => {}
     }
 }
@@ -398,7 +459,11 @@ unsafe extern "C-unwind" fn subxact_callback(
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => STATE.with(|s| {
             let mut s = s.borrow_mut();
+            let before = s.pending.len();
             s.pending.retain(|p| p.subxid != my_subid);
+            if s.pending.len() != before {
+                s.reindex();
+            }
             s.ddl.retain(|d| d.1 != my_subid);
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => STATE.with(|s| {

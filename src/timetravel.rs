@@ -1,0 +1,191 @@
+//! Reading the past: the stable seq, the seq of an instant, and a table's rows as of a seq
+//! or an instant, typed as the table (`SELECT * FROM drift_as_of(NULL::users, 42)`).
+//!
+//! The past is read only over the stable prefix: every group at or below the seq read is
+//! decided, so its fate comes from the commit log and never changes afterwards.
+
+use crate::drop::is_driftdb_table;
+use crate::engine::{self, LatestFates};
+use crate::error::DriftError;
+use crate::fdw::table::TableInfo;
+use crate::shmem;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// The stable seq: every transaction at or below it has finished.
+fn stable_seq() -> u64 {
+    engine::read_point();
+    shmem::STATE.share().stable_seq()
+}
+
+/// The stable seq you can read: every transaction at or below it has finished.
+#[pg_extern(volatile, parallel_restricted)]
+fn drift_current_seq() -> i64 {
+    stable_seq() as i64
+}
+
+/// Microseconds of a timestamptz (Postgres' epoch, as the engine stores commit times).
+fn now_us() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// The last seq of the last transaction committed at or before `at`. Waits for
+/// transactions that are still committing and might have committed by then.
+fn seq_at(at: i64) -> u64 {
+    if at > now_us() {
+        DriftError::TimeInFuture.report()
+    }
+    loop {
+        let seq = engine::with_store(|s| s.seq_at(at));
+        if seq <= stable_seq() {
+            return seq;
+        }
+        // SAFETY: a short, interruptible sleep while a commit finishes.
+        unsafe {
+            pg_sys::pg_usleep(1000);
+            pg_sys::check_for_interrupts!();
+        }
+    }
+}
+
+/// The last seq committed at or before the given instant (0 before the first commit).
+#[pg_extern(volatile, parallel_restricted)]
+fn drift_seq_at(at: pgrx::datum::TimestampWithTimeZone) -> i64 {
+    seq_at(i64::from(at)) as i64
+}
+
+fn check_seq(seq: i64) -> u64 {
+    let current = stable_seq();
+    if seq < 0 || seq as u64 > current {
+        DriftError::SeqOutOfRange { seq, current }.report()
+    }
+    seq as u64
+}
+
+/// The DriftDB table whose row type `fcinfo`'s first argument has, checked for SELECT.
+unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
+    unsafe {
+        let typid = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 0);
+        let relid = pg_sys::get_typ_typrelid(typid);
+        if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
+            DriftError::NotDriftRowType.report()
+        }
+        // Exactly what a plain SELECT needs: without it, nothing is learned.
+        if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
+            != pg_sys::AclResult::ACLCHECK_OK
+        {
+            pg_sys::aclcheck_error(
+                pg_sys::AclResult::ACLCHECK_NO_PRIV,
+                pg_sys::get_relkind_objtype(pg_sys::get_rel_relkind(relid)),
+                pg_sys::get_rel_name(relid),
+            );
+        }
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let info = TableInfo::from_relation(rel);
+        pg_sys::RelationClose(rel);
+        info
+    }
+}
+
+/// Materialises the table's rows as of `seq` into the function's result set.
+unsafe fn return_rows_as_of(fcinfo: pg_sys::FunctionCallInfo, info: &TableInfo, seq: u64) {
+    unsafe {
+        pg_sys::InitMaterializedSRF(fcinfo, 0);
+        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        let natts = info.columns.len();
+        let mut values = vec![pg_sys::Datum::from(0usize); natts];
+        let mut nulls = vec![true; natts];
+        let scan = engine::with_store(|s| match s.scan(info.id, seq, &LatestFates) {
+            Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(None),
+            other => other.map(Some),
+        });
+        let Some(scan) = scan else { return };
+        let per_row = pg_sys::AllocSetContextCreateExtended(
+            pg_sys::CurrentMemoryContext,
+            c"driftdb as-of row".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        for item in scan {
+            let (_, row) = item.unwrap_or_else(|e| DriftError::Engine(e).report());
+            let old = pg_sys::MemoryContextSwitchTo(per_row);
+            info.fill(&row, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::MemoryContextSwitchTo(old);
+            pg_sys::tuplestore_putvalues(
+                (*rsinfo).setResult,
+                (*rsinfo).setDesc,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            );
+            pg_sys::MemoryContextReset(per_row);
+        }
+        pg_sys::MemoryContextDelete(per_row);
+    }
+}
+
+/// V1 calling convention for the two `drift_as_of` functions below, which take the row
+/// type as `anyelement` and so need the call's own information (pgrx does not expose it).
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_as_of_seq() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_as_of_time() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `drift_as_of(anyelement, bigint)`: the table's rows as of a seq.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_as_of_seq(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    unsafe {
+        let info = table_of_argument(fcinfo);
+        let Some(seq) = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1) else {
+            DriftError::NullPoint.report()
+        };
+        let seq = check_seq(seq);
+        return_rows_as_of(fcinfo, &info, seq);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+/// `drift_as_of(anyelement, timestamptz)`: the table's rows after the last transaction
+/// committed at or before an instant.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_as_of_time(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe {
+        let info = table_of_argument(fcinfo);
+        let Some(at) = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1) else {
+            DriftError::NullPoint.report()
+        };
+        let seq = seq_at(at);
+        return_rows_as_of(fcinfo, &info, seq);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION drift_as_of(row_type anyelement, seq bigint) RETURNS SETOF anyelement
+    VOLATILE PARALLEL RESTRICTED
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_seq';
+COMMENT ON FUNCTION drift_as_of(anyelement, bigint) IS
+    'The rows of a DriftDB table as of a seq: SELECT * FROM drift_as_of(NULL::t, 42)';
+CREATE FUNCTION drift_as_of(row_type anyelement, at timestamptz) RETURNS SETOF anyelement
+    VOLATILE PARALLEL RESTRICTED
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_time';
+COMMENT ON FUNCTION drift_as_of(anyelement, timestamptz) IS
+    'The rows of a DriftDB table after the last commit at or before an instant';
+"#,
+    name = "drift_as_of",
+);
