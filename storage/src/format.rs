@@ -220,6 +220,20 @@ impl<'a> Decoder<'a> {
         Ok(cols)
     }
 
+    /// Skips a column list without allocating.
+    pub fn skip_columns(&mut self) -> DecodeResult<()> {
+        let n = self.count(2)?;
+        for _ in 0..n {
+            self.varint()?;
+            let len = self.varint()?;
+            if len > 0 {
+                let len = usize::try_from(len - 1).map_err(|_| "length too large")?;
+                self.bytes(len)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn op(&mut self) -> DecodeResult<Op> {
         match self.u8()? {
             OP_INSERT => Ok(Op::Insert(Row(self.columns()?))),

@@ -103,6 +103,9 @@ pub struct Store {
     snaps: HashMap<(TableId, Seq), Arc<Snapshot>>,
     /// Journal seq at which each table's snapshot directory was last listed.
     listed_at: HashMap<TableId, Seq>,
+    /// The last delta replayed for a past read: (table, snapshot seq, read seq). Repeated
+    /// reads at one past seq (a transaction reading "as of") replay once.
+    replay_cache: Option<(TableId, Seq, Seq, Arc<Delta>)>,
     stats: Stats,
 }
 
@@ -110,7 +113,7 @@ pub struct Store {
 /// a delta replayed from the log.
 struct ViewParts {
     snap: Option<Arc<Snapshot>>,
-    replayed: Option<Delta>,
+    replayed: Option<Arc<Delta>>,
 }
 
 /// The state of one table at one seq.
@@ -138,6 +141,29 @@ impl View<'_> {
             Some(Effect::Known(r)) => Ok(r),
             Some(e) => Ok(e.apply(base()?)),
             None => base(),
+        }
+    }
+
+    /// Whether `key` has a row, without materialising it.
+    fn exists(&self, key: &[u8]) -> Result<bool> {
+        let mut known = None;
+        if let Some(vs) = self.delta.keys.get(key) {
+            for v in vs.iter().take_while(|v| v.seq <= self.upto) {
+                if self.fates.fate(v.xid) != Fate::Committed {
+                    continue;
+                }
+                match v.op {
+                    Op::Insert(_) => known = Some(true),
+                    Op::SoftDelete => known = Some(false),
+                    // A patch keeps a live row live and a missing one missing.
+                    Op::Patch(_) => {}
+                }
+            }
+        }
+        match (known, &self.snap) {
+            (Some(b), _) => Ok(b),
+            (None, Some(s)) => s.contains(key),
+            (None, None) => Ok(false),
         }
     }
 
@@ -418,6 +444,7 @@ impl Store {
             tables: HashMap::new(),
             snaps: HashMap::new(),
             listed_at: HashMap::new(),
+            replay_cache: None,
             stats: Stats::default(),
         };
         let cut = writer.then_some(store.config.recovery);
@@ -605,6 +632,14 @@ impl Store {
             } else {
                 None
             };
+            if let Some((t, s, a, d)) = &self.replay_cache {
+                if (*t, *s, *a) == (id, start, at) {
+                    return Ok(ViewParts {
+                        snap,
+                        replayed: Some(d.clone()),
+                    });
+                }
+            }
             let floor = self.group_floor(start);
             let journal_last = self.journal.last_group_for_table.get(&id).copied();
             let t = self.tables.get_mut(&id).expect("loaded");
@@ -614,6 +649,8 @@ impl Store {
                 delta.add_frame_after(f, start);
                 Ok(())
             })?;
+            let delta = Arc::new(delta);
+            self.replay_cache = Some((id, start, at, delta.clone()));
             return Ok(ViewParts {
                 snap,
                 replayed: Some(delta),
@@ -635,7 +672,7 @@ impl Store {
     ) -> View<'a> {
         View {
             snap: parts.snap.clone(),
-            delta: parts.replayed.as_ref().unwrap_or(&self.tables[&id].delta),
+            delta: parts.replayed.as_deref().unwrap_or(&self.tables[&id].delta),
             upto: at,
             fates,
         }
@@ -682,6 +719,7 @@ impl Store {
         }
         self.tables.remove(&id);
         self.listed_at.remove(&id);
+        self.replay_cache = None;
         Ok(())
     }
 
@@ -704,6 +742,7 @@ impl Store {
         self.tables.remove(&id);
         self.listed_at.remove(&id);
         self.snaps.retain(|(t, _), _| *t != id);
+        self.replay_cache = None;
         Ok(())
     }
 
@@ -737,6 +776,7 @@ impl Store {
         let mut stats = self.stats;
         write_atomically(&path, &bytes, durable, &mut stats)?;
         self.stats = stats;
+        self.replay_cache = None;
         let t = self.tables.get_mut(&id).expect("loaded");
         if present {
             t.delta.ensure_index(column);
@@ -795,15 +835,26 @@ impl Store {
             }
         }
         let judge = NotAborted(fates);
-        let mut live: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
+        let at = self.journal.last_seq();
+        let mut parts = HashMap::new();
+        for id in touched.difference(&missing) {
+            parts.insert(*id, self.view_parts(*id, at)?);
+        }
         let mut verdicts = Vec::with_capacity(txns.len());
-        for txn in txns {
-            let v = self.validate(txn, &missing, &mut live, &judge);
-            if all_or_nothing {
-                v?;
-                verdicts.push(Ok(()));
-            } else {
-                verdicts.push(v);
+        {
+            let views: HashMap<TableId, View<'_>> = parts
+                .iter()
+                .map(|(id, p)| (*id, self.view(*id, p, at, &judge)))
+                .collect();
+            let mut live: HashMap<(TableId, &[u8]), bool> = HashMap::new();
+            for txn in txns {
+                let v = validate(txn, &views, &mut live, &judge);
+                if all_or_nothing {
+                    v?;
+                    verdicts.push(Ok(()));
+                } else {
+                    verdicts.push(v);
+                }
             }
         }
 
@@ -921,83 +972,6 @@ impl Store {
             ));
         }
         Ok(results)
-    }
-
-    fn validate(
-        &mut self,
-        txn: &Txn,
-        missing: &BTreeSet<TableId>,
-        live: &mut HashMap<(TableId, Vec<u8>), bool>,
-        judge: &dyn Fates,
-    ) -> Result<()> {
-        if txn.events.is_empty() {
-            return Err(Error::InvalidTxn(
-                "a transaction needs at least one event".into(),
-            ));
-        }
-        let at = self.journal.last_seq();
-        let mut mine: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
-        let mut sizes: HashMap<TableId, usize> = HashMap::new();
-        for e in &txn.events {
-            if missing.contains(&e.table) {
-                return Err(Error::NoSuchTable(e.table));
-            }
-            let cols = match &e.op {
-                Op::Insert(r) => &r.0,
-                Op::Patch(p) => p,
-                Op::SoftDelete => &Vec::new(),
-            };
-            if !Row::is_well_formed(cols) {
-                return Err(Error::InvalidTxn(
-                    "columns must be sorted by id without duplicates".into(),
-                ));
-            }
-            // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
-            let size = e.key.len()
-                + 32
-                + cols
-                    .iter()
-                    .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
-                    .sum::<usize>();
-            let total = sizes.entry(e.table).or_insert(txn.role.len() + 64);
-            *total += size;
-            if *total > MAX_FRAME_LEN as usize {
-                return Err(Error::TooLarge(format!(
-                    "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
-                    e.table
-                )));
-            }
-            let id = (e.table, e.key.clone());
-            let is_live = match mine.get(&id).or_else(|| live.get(&id)) {
-                Some(l) => *l,
-                None => {
-                    let parts = self.view_parts(e.table, at)?;
-                    self.view(e.table, &parts, at, judge).get(&e.key)?.is_some()
-                }
-            };
-            match (&e.op, is_live) {
-                (Op::Insert(_), true) => {
-                    return Err(Error::KeyExists {
-                        table: e.table,
-                        key: e.key.clone(),
-                    })
-                }
-                (Op::Patch(_) | Op::SoftDelete, false) => {
-                    return Err(Error::KeyMissing {
-                        table: e.table,
-                        key: e.key.clone(),
-                    })
-                }
-                _ => {}
-            }
-            mine.insert(id, !matches!(e.op, Op::SoftDelete));
-        }
-        // A transaction already known to be aborted never makes a key live for the
-        // transactions after it.
-        if judge.fate(txn.xid) != Fate::Aborted {
-            live.extend(mine);
-        }
-        Ok(())
     }
 
     /// Makes sure the table's writer sits at the end of its log, cutting what a crashed
@@ -1279,4 +1253,78 @@ impl Store {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// Checks one transaction against the latest state (`views`, counting every group not
+/// aborted) and the live/dead verdicts of earlier transactions of the same append (`live`).
+fn validate<'t>(
+    txn: &'t Txn,
+    views: &HashMap<TableId, View<'_>>,
+    live: &mut HashMap<(TableId, &'t [u8]), bool>,
+    judge: &dyn Fates,
+) -> Result<()> {
+    if txn.events.is_empty() {
+        return Err(Error::InvalidTxn(
+            "a transaction needs at least one event".into(),
+        ));
+    }
+    let mut mine: HashMap<(TableId, &'t [u8]), bool> = HashMap::with_capacity(txn.events.len());
+    let mut sizes: HashMap<TableId, usize> = HashMap::new();
+    for e in &txn.events {
+        let Some(view) = views.get(&e.table) else {
+            return Err(Error::NoSuchTable(e.table));
+        };
+        let cols = match &e.op {
+            Op::Insert(r) => r.0.as_slice(),
+            Op::Patch(p) => p.as_slice(),
+            Op::SoftDelete => &[],
+        };
+        if !Row::is_well_formed(cols) {
+            return Err(Error::InvalidTxn(
+                "columns must be sorted by id without duplicates".into(),
+            ));
+        }
+        // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
+        let size = e.key.len()
+            + 32
+            + cols
+                .iter()
+                .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
+                .sum::<usize>();
+        let total = sizes.entry(e.table).or_insert(txn.role.len() + 64);
+        *total += size;
+        if *total > MAX_FRAME_LEN as usize {
+            return Err(Error::TooLarge(format!(
+                "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
+                e.table
+            )));
+        }
+        let id = (e.table, e.key.as_slice());
+        let is_live = match mine.get(&id).or_else(|| live.get(&id)) {
+            Some(l) => *l,
+            None => view.exists(&e.key)?,
+        };
+        match (&e.op, is_live) {
+            (Op::Insert(_), true) => {
+                return Err(Error::KeyExists {
+                    table: e.table,
+                    key: e.key.clone(),
+                })
+            }
+            (Op::Patch(_) | Op::SoftDelete, false) => {
+                return Err(Error::KeyMissing {
+                    table: e.table,
+                    key: e.key.clone(),
+                })
+            }
+            _ => {}
+        }
+        mine.insert(id, !matches!(e.op, Op::SoftDelete));
+    }
+    // A transaction already known to be aborted never makes a key live for the
+    // transactions after it.
+    if judge.fate(txn.xid) != Fate::Aborted {
+        live.extend(mine);
+    }
+    Ok(())
 }
