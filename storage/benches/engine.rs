@@ -114,6 +114,24 @@ fn bench_append(c: &mut Criterion) {
             total
         })
     });
+    // The CPU part alone: the same append without fdatasync.
+    g.bench_function("store_append_50k_events_nosync", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let mut s = Store::open(dir.path(), config(Durability::NoSync)).unwrap();
+                s.create_table(T).unwrap();
+                s.append(&inserts(u64::MAX / 2, 1, 1), &AllCommitted)
+                    .unwrap();
+                let batch = inserts(0, txns, per_txn);
+                let t = Instant::now();
+                black_box(s.append(&batch, &AllCommitted).unwrap());
+                total += t.elapsed();
+            }
+            total
+        })
+    });
     g.throughput(Throughput::Elements(txns * per_txn));
     g.bench_function("store_append_50k_events_fdatasync_events", |b| {
         b.iter_custom(|iters| {

@@ -406,7 +406,22 @@ impl Snapshot {
         // Reserve the stated length up front only when the compressed size can justify it;
         // otherwise grow with what the decoder actually produces (bounded by raw_len + 1).
         let raw = if b.raw_len <= b.clen.saturating_mul(64) {
-            zstd::bulk::decompress(bytes, b.raw_len as usize).map_err(zerr)?
+            // One decompression context per thread: creating one per block was a large
+            // part of a point lookup.
+            thread_local! {
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            DCTX.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                slot.as_mut()
+                    .expect("just created")
+                    .decompress(bytes, b.raw_len as usize)
+            })
+            .map_err(zerr)?
         } else {
             let mut out = Vec::new();
             let mut dec = zstd::stream::read::Decoder::with_buffer(bytes).map_err(zerr)?;

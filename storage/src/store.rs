@@ -12,6 +12,7 @@ use crate::format::{
     begin_frame, encode_table_frame, finish_frame, peek_group_seq, read_frame, FrameRead,
     JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
 };
+use crate::hash::{FastMap, FastState};
 use crate::journal::Journal;
 use crate::log::{append_frames, recover_table_log, sync_dir, write_atomically, Frames, LogWriter};
 use crate::snapshot::{write_snapshot, Snapshot};
@@ -846,9 +847,12 @@ impl Store {
                 .iter()
                 .map(|(id, p)| (*id, self.view(*id, p, at, &judge)))
                 .collect();
-            let mut live: HashMap<(TableId, &[u8]), bool> = HashMap::new();
+            let events: usize = txns.iter().map(|t| t.events.len()).sum();
+            let mut live: FastMap<(TableId, &[u8]), bool> =
+                FastMap::with_capacity_and_hasher(events, FastState::new());
+            let mut undo = Vec::new();
             for txn in txns {
-                let v = validate(txn, &views, &mut live, &judge);
+                let v = validate(txn, &views, &mut live, &mut undo, &judge);
                 if all_or_nothing {
                     v?;
                     verdicts.push(Ok(()));
@@ -1255,21 +1259,46 @@ impl Store {
     }
 }
 
+/// Earlier verdicts a transaction replaced in the live map, to put back if it fails.
+type Undo<'t> = Vec<((TableId, &'t [u8]), Option<bool>)>;
+
 /// Checks one transaction against the latest state (`views`, counting every group not
-/// aborted) and the live/dead verdicts of earlier transactions of the same append (`live`).
+/// aborted) and the live/dead verdicts of earlier transactions of the same append (`live`),
+/// then records its own verdicts in `live` (undone if it fails or is known aborted).
 fn validate<'t>(
     txn: &'t Txn,
     views: &HashMap<TableId, View<'_>>,
-    live: &mut HashMap<(TableId, &'t [u8]), bool>,
+    live: &mut FastMap<(TableId, &'t [u8]), bool>,
+    undo: &mut Undo<'t>,
     judge: &dyn Fates,
+) -> Result<()> {
+    undo.clear();
+    let verdict = check_events(txn, views, live, undo);
+    // A transaction already known to be aborted never makes a key live for the
+    // transactions after it.
+    if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
+        for (id, prev) in undo.drain(..).rev() {
+            match prev {
+                Some(p) => live.insert(id, p),
+                None => live.remove(&id),
+            };
+        }
+    }
+    verdict
+}
+
+fn check_events<'t>(
+    txn: &'t Txn,
+    views: &HashMap<TableId, View<'_>>,
+    live: &mut FastMap<(TableId, &'t [u8]), bool>,
+    undo: &mut Undo<'t>,
 ) -> Result<()> {
     if txn.events.is_empty() {
         return Err(Error::InvalidTxn(
             "a transaction needs at least one event".into(),
         ));
     }
-    let mut mine: HashMap<(TableId, &'t [u8]), bool> = HashMap::with_capacity(txn.events.len());
-    let mut sizes: HashMap<TableId, usize> = HashMap::new();
+    let mut sizes: Vec<(TableId, usize)> = Vec::new();
     for e in &txn.events {
         let Some(view) = views.get(&e.table) else {
             return Err(Error::NoSuchTable(e.table));
@@ -1291,7 +1320,13 @@ fn validate<'t>(
                 .iter()
                 .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
                 .sum::<usize>();
-        let total = sizes.entry(e.table).or_insert(txn.role.len() + 64);
+        let total = match sizes.iter_mut().find(|(t, _)| *t == e.table) {
+            Some((_, total)) => total,
+            None => {
+                sizes.push((e.table, txn.role.len() + 64));
+                &mut sizes.last_mut().expect("pushed").1
+            }
+        };
         *total += size;
         if *total > MAX_FRAME_LEN as usize {
             return Err(Error::TooLarge(format!(
@@ -1300,7 +1335,7 @@ fn validate<'t>(
             )));
         }
         let id = (e.table, e.key.as_slice());
-        let is_live = match mine.get(&id).or_else(|| live.get(&id)) {
+        let is_live = match live.get(&id) {
             Some(l) => *l,
             None => view.exists(&e.key)?,
         };
@@ -1319,12 +1354,8 @@ fn validate<'t>(
             }
             _ => {}
         }
-        mine.insert(id, !matches!(e.op, Op::SoftDelete));
-    }
-    // A transaction already known to be aborted never makes a key live for the
-    // transactions after it.
-    if judge.fate(txn.xid) != Fate::Aborted {
-        live.extend(mine);
+        let prev = live.insert(id, !matches!(e.op, Op::SoftDelete));
+        undo.push((id, prev));
     }
     Ok(())
 }
