@@ -270,6 +270,19 @@ fn bench_past(c: &mut Criterion) {
             black_box(s.get(T, &key(i), old, &AllCommitted).unwrap().unwrap());
         })
     });
+    // Each lookup at a different seq: the replay from the snapshot at 400k is not reused.
+    let mut j = 0u64;
+    g.bench_function("point_lookup_at_new_seq_near_450k_cold", |b| {
+        b.iter(|| {
+            j += 1;
+            i = (i + 7_919) % keys;
+            black_box(
+                s.get(T, &key(i), old - j % 1_000, &AllCommitted)
+                    .unwrap()
+                    .unwrap(),
+            );
+        })
+    });
     g.throughput(Throughput::Elements(keys));
     g.bench_function("scan_at_seq_450k_100k_rows", |b| {
         b.iter(|| {
