@@ -888,16 +888,38 @@ impl Store {
             tables.sort_unstable();
             tables.dedup();
             for t in &tables {
-                let (buf, frames) = per_table.entry(*t).or_default();
+                let (buf, frames) = per_table.entry(*t).or_insert_with(|| {
+                    // Room for the whole batch's frames of this table, so the buffer never
+                    // moves while it grows.
+                    let estimate: usize = txns
+                        .iter()
+                        .flat_map(|x| x.events.iter())
+                        .filter(|e| e.table == *t)
+                        .map(|e| e.key.len() + encoded_op_estimate(&e.op))
+                        .sum();
+                    (
+                        Vec::with_capacity(estimate + 64 * txns.len()),
+                        Frames::new(),
+                    )
+                });
                 let start = begin_frame(buf);
-                let evs = txn
+                let numbered = txn
                     .events
                     .iter()
                     .enumerate()
-                    .filter(|(_, e)| e.table == *t)
-                    .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op))
-                    .collect::<Vec<_>>();
-                encode_table_frame(buf, first, txn.xid, evs.into_iter());
+                    .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op));
+                if tables.len() == 1 {
+                    encode_table_frame(buf, first, txn.xid, numbered);
+                } else {
+                    let evs: Vec<_> = txn
+                        .events
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.table == *t)
+                        .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op))
+                        .collect();
+                    encode_table_frame(buf, first, txn.xid, evs.into_iter());
+                }
                 finish_frame(buf, start);
                 frames.push((first, start..buf.len()));
             }
@@ -1358,4 +1380,17 @@ fn check_events<'t>(
         undo.push((id, prev));
     }
     Ok(())
+}
+
+/// An upper bound of an op's encoded size (tag, counts, ids, lengths, values).
+fn encoded_op_estimate(op: &Op) -> usize {
+    let cols = match op {
+        Op::Insert(r) => r.0.as_slice(),
+        Op::Patch(p) => p.as_slice(),
+        Op::SoftDelete => &[],
+    };
+    16 + cols
+        .iter()
+        .map(|(_, v)| 8 + v.as_ref().map_or(0, Vec::len))
+        .sum::<usize>()
 }
