@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    begin_frame, encode_table_frame, finish_frame, peek_group_seq, read_frame, FrameRead,
-    JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
+    begin_frame, encode_table_frame, finish_frame, key_events, peek_group_seq, read_frame,
+    FrameRead, JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use crate::hash::{FastMap, FastState};
 use crate::journal::Journal;
@@ -568,7 +569,6 @@ impl Store {
         let after = delta.upto;
         t.log.for_each_frame(after, upto, last, |f| {
             delta.add_frame_after(f, base);
-            Ok(())
         })
     }
 
@@ -596,6 +596,17 @@ impl Store {
 
     /// Chooses the base of a read of table `id` at `at` (already refreshed).
     fn view_parts(&mut self, id: TableId, at: Seq) -> Result<ViewParts> {
+        self.view_parts_for(id, at, None)
+    }
+
+    /// [`Store::view_parts`], replaying only `only_key`'s events when a past read must
+    /// replay (a point lookup: other keys' ops are skipped undecoded).
+    fn view_parts_for(
+        &mut self,
+        id: TableId,
+        at: Seq,
+        only_key: Option<&[u8]>,
+    ) -> Result<ViewParts> {
         for _attempt in 0..3 {
             let t = &self.tables[&id];
             if at >= t.base {
@@ -646,9 +657,19 @@ impl Store {
             let t = self.tables.get_mut(&id).expect("loaded");
             let last = t.last_group(journal_last.as_ref());
             let mut delta = Delta::with_indexes(floor, &t.meta.indexes);
+            if let Some(key) = only_key {
+                t.log.for_each_payload(floor, at, last, |p| {
+                    let (group, xid, events) = key_events(p, key)?;
+                    delta.add_key_events(key, group, xid, events, start);
+                    Ok(())
+                })?;
+                return Ok(ViewParts {
+                    snap,
+                    replayed: Some(Arc::new(delta)),
+                });
+            }
             t.log.for_each_frame(floor, at, last, |f| {
                 delta.add_frame_after(f, start);
-                Ok(())
             })?;
             let delta = Arc::new(delta);
             self.replay_cache = Some((id, start, at, delta.clone()));
@@ -1126,7 +1147,7 @@ impl Store {
         fates: &dyn Fates,
     ) -> Result<Option<Row>> {
         self.prepare_read(id, at)?;
-        let parts = self.view_parts(id, at)?;
+        let parts = self.view_parts_for(id, at, Some(key))?;
         self.view(id, &parts, at, fates).get(key)
     }
 
@@ -1240,7 +1261,6 @@ impl Store {
         let mut touched = Delta::with_indexes(floor, &[]);
         t.log.for_each_frame(floor, to, last, |f| {
             touched.add_frame_after(f, from);
-            Ok(())
         })?;
         let parts_from = self.view_parts(id, from)?;
         let parts_to = self.view_parts(id, to)?;
