@@ -612,7 +612,19 @@ impl Store {
             if at >= t.base {
                 let base = t.base;
                 let snap = if base > 0 {
-                    Some(self.open_snapshot(id, base)?)
+                    match self.open_snapshot(id, base) {
+                        Ok(s) => Some(s),
+                        Err(Error::IoAt { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            // Pruned by another store between listing and opening: a newer
+                            // snapshot exists; list again and rebase on it.
+                            self.listed_at.remove(&id);
+                            self.refresh_table(id, at)?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     None
                 };

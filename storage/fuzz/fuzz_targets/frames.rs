@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = key_events(data, b"k");
     let _ = Decoder::new(data).op();
     let _ = Decoder::new(data).columns();
-    let mut pos = if data.len() >= SEGMENT_HEADER_LEN { SEGMENT_HEADER_LEN } else { 0 };
+    let mut pos = if data.len() >= SEGMENT_HEADER_LEN {
+        SEGMENT_HEADER_LEN
+    } else {
+        0
+    };
     while let FrameRead::Frame { payload, next } = read_frame(data, pos) {
         assert!(next > pos && next <= data.len());
         let _ = JournalRecord::decode(payload);
