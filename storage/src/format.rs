@@ -220,6 +220,20 @@ impl<'a> Decoder<'a> {
         Ok(cols)
     }
 
+    /// Skips a column list without allocating.
+    pub fn skip_columns(&mut self) -> DecodeResult<()> {
+        let n = self.count(2)?;
+        for _ in 0..n {
+            self.varint()?;
+            let len = self.varint()?;
+            if len > 0 {
+                let len = usize::try_from(len - 1).map_err(|_| "length too large")?;
+                self.bytes(len)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn op(&mut self) -> DecodeResult<Op> {
         match self.u8()? {
             OP_INSERT => Ok(Op::Insert(Row(self.columns()?))),
@@ -504,6 +518,49 @@ impl TableFrame {
     }
 }
 
+/// `(group_seq, xid, [(seq, op)])`: one key's events in one table frame.
+pub type KeyEvents = (Seq, u64, Vec<(Seq, Op)>);
+
+/// One key's events in a table frame payload: `(group_seq, xid, [(seq, op)])`, decoding
+/// only that key's ops and skipping the others without allocating. Checks the payload as
+/// strictly as [`TableFrame::decode`].
+pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
+    let mut d = Decoder::new(buf);
+    let group_seq = d.varint()?;
+    if group_seq == 0 {
+        return Err("group seq 0");
+    }
+    let xid = d.varint()?;
+    let n = d.count(3)?;
+    if n == 0 {
+        return Err("table frame without events");
+    }
+    let mut out = Vec::new();
+    let mut prev: Option<Seq> = None;
+    for _ in 0..n {
+        let seq = group_seq
+            .checked_add(d.varint()?)
+            .ok_or("event seq overflows")?;
+        if prev.is_some_and(|p| p >= seq) {
+            return Err("event seqs not strictly increasing");
+        }
+        prev = Some(seq);
+        if d.len_bytes()? == key {
+            out.push((seq, d.op()?));
+        } else {
+            match d.u8()? {
+                OP_INSERT | OP_PATCH => d.skip_columns()?,
+                OP_SOFT_DELETE => {}
+                _ => return Err("unknown op tag"),
+            }
+        }
+    }
+    if !d.is_empty() {
+        return Err("trailing bytes in table frame");
+    }
+    Ok((group_seq, xid, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,7 +713,17 @@ mod tests {
         );
         for cut in 0..out.len() {
             assert!(TableFrame::decode(&out[..cut]).is_err());
+            assert!(key_events(&out[..cut], b"k3").is_err());
         }
+        assert_eq!(
+            key_events(&out, b"k3"),
+            Ok((10, 99, vec![(13, Op::SoftDelete)]))
+        );
+        assert_eq!(
+            key_events(&out, b""),
+            Ok((10, 99, vec![(12, ops[1].clone())]))
+        );
+        assert_eq!(key_events(&out, b"nope"), Ok((10, 99, vec![])));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod error;
 pub mod format;
 mod group;
+mod hash;
 mod journal;
 mod log;
 mod snapshot;

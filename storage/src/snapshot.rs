@@ -24,8 +24,8 @@ const BLOCK_TARGET: usize = 64 << 10;
 /// zstd level: fast to write; snapshots are read far more than written, and decompression
 /// speed barely depends on the level.
 const ZSTD_LEVEL: i32 = 1;
-/// Decompressed row blocks kept per open snapshot.
-const CACHED_BLOCKS: usize = 8;
+/// Decompressed row blocks kept per open snapshot (64 KiB each).
+const CACHED_BLOCKS: usize = 16;
 
 #[derive(Clone, Debug)]
 struct BlockMeta {
@@ -38,6 +38,7 @@ struct BlockMeta {
 }
 
 type RowBlock = Arc<Vec<(Vec<u8>, Row)>>;
+type RawBlock = Arc<Vec<u8>>;
 
 /// A snapshot's bytes: mapped from its file, or held in memory (the fuzzer).
 enum Bytes {
@@ -63,7 +64,8 @@ pub(crate) struct Snapshot {
     pub seq: Seq,
     rows: Vec<BlockMeta>,
     indexes: HashMap<ColumnId, Vec<BlockMeta>>,
-    cache: Mutex<Vec<(usize, RowBlock)>>,
+    /// Recently decompressed row blocks, most recent first.
+    cache: Mutex<Vec<(usize, RawBlock)>>,
     /// Indexes this snapshot lacks, rebuilt from its rows on first use.
     rebuilt: Mutex<HashMap<ColumnId, IndexEntries>>,
 }
@@ -404,7 +406,22 @@ impl Snapshot {
         // Reserve the stated length up front only when the compressed size can justify it;
         // otherwise grow with what the decoder actually produces (bounded by raw_len + 1).
         let raw = if b.raw_len <= b.clen.saturating_mul(64) {
-            zstd::bulk::decompress(bytes, b.raw_len as usize).map_err(zerr)?
+            // One decompression context per thread: creating one per block was a large
+            // part of a point lookup.
+            thread_local! {
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            DCTX.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                slot.as_mut()
+                    .expect("just created")
+                    .decompress(bytes, b.raw_len as usize)
+            })
+            .map_err(zerr)?
         } else {
             let mut out = Vec::new();
             let mut dec = zstd::stream::read::Decoder::with_buffer(bytes).map_err(zerr)?;
@@ -431,7 +448,7 @@ impl Snapshot {
     }
 
     /// Row block `i`, decompressed (cached).
-    pub fn row_block(&self, i: usize) -> Result<RowBlock> {
+    fn raw_row_block(&self, i: usize) -> Result<RawBlock> {
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = cache.iter().position(|(j, _)| *j == i) {
@@ -440,27 +457,51 @@ impl Snapshot {
                 return Ok(hit.1);
             }
         }
-        let b = &self.rows[i];
-        let rows = decode_row_block(&self.raw_block(b)?)
-            .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
-        let rows = Arc::new(rows);
+        let raw = Arc::new(self.raw_block(&self.rows[i])?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(0, (i, rows.clone()));
+        cache.insert(0, (i, raw.clone()));
         cache.truncate(CACHED_BLOCKS);
-        Ok(rows)
+        Ok(raw)
     }
 
-    /// The row under `key`: one block decompressed at most.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Row>> {
+    /// Row block `i`, decoded (for scans, which read each block once).
+    pub fn row_block(&self, i: usize) -> Result<RowBlock> {
+        let b = &self.rows[i];
+        let raw = self.raw_block(b)?;
+        let rows =
+            decode_row_block(&raw).map_err(|d| Error::corruption(&self.path, b.offset, d))?;
+        Ok(Arc::new(rows))
+    }
+
+    /// Finds `key` in the one block that may hold it, decoding only its row.
+    fn find(&self, key: &[u8]) -> Result<Option<Row>> {
         let i = self.rows.partition_point(|b| b.first.as_slice() <= key);
         let Some(i) = i.checked_sub(1) else {
             return Ok(None);
         };
-        let block = self.row_block(i)?;
-        Ok(block
-            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            .ok()
-            .map(|j| block[j].1.clone()))
+        let raw = self.raw_row_block(i)?;
+        let found = (|| -> DecodeResult<Option<Row>> {
+            let mut d = Decoder::new(&raw);
+            while !d.is_empty() {
+                let k = d.len_bytes()?;
+                match k.cmp(key) {
+                    std::cmp::Ordering::Less => d.skip_columns()?,
+                    std::cmp::Ordering::Equal => return Ok(Some(Row(d.columns()?))),
+                    std::cmp::Ordering::Greater => return Ok(None),
+                }
+            }
+            Ok(None)
+        })();
+        found.map_err(|d| Error::corruption(&self.path, self.rows[i].offset, d))
+    }
+
+    /// The row under `key`: one block decompressed at most.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Row>> {
+        self.find(key)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.find(key)?.is_some())
     }
 
     /// Keys whose `column` value lies within `(lo, hi)`, from the index section or, when

@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    begin_frame, encode_table_frame, finish_frame, peek_group_seq, read_frame, FrameRead,
-    JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
+    begin_frame, encode_table_frame, finish_frame, key_events, peek_group_seq, read_frame,
+    FrameRead, JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
+    SEGMENT_HEADER_LEN,
 };
+use crate::hash::{FastMap, FastState};
 use crate::journal::Journal;
 use crate::log::{append_frames, recover_table_log, sync_dir, write_atomically, Frames, LogWriter};
 use crate::snapshot::{write_snapshot, Snapshot};
@@ -103,6 +105,9 @@ pub struct Store {
     snaps: HashMap<(TableId, Seq), Arc<Snapshot>>,
     /// Journal seq at which each table's snapshot directory was last listed.
     listed_at: HashMap<TableId, Seq>,
+    /// The last delta replayed for a past read: (table, snapshot seq, read seq). Repeated
+    /// reads at one past seq (a transaction reading "as of") replay once.
+    replay_cache: Option<(TableId, Seq, Seq, Arc<Delta>)>,
     stats: Stats,
 }
 
@@ -110,7 +115,7 @@ pub struct Store {
 /// a delta replayed from the log.
 struct ViewParts {
     snap: Option<Arc<Snapshot>>,
-    replayed: Option<Delta>,
+    replayed: Option<Arc<Delta>>,
 }
 
 /// The state of one table at one seq.
@@ -138,6 +143,29 @@ impl View<'_> {
             Some(Effect::Known(r)) => Ok(r),
             Some(e) => Ok(e.apply(base()?)),
             None => base(),
+        }
+    }
+
+    /// Whether `key` has a row, without materialising it.
+    fn exists(&self, key: &[u8]) -> Result<bool> {
+        let mut known = None;
+        if let Some(vs) = self.delta.keys.get(key) {
+            for v in vs.iter().take_while(|v| v.seq <= self.upto) {
+                if self.fates.fate(v.xid) != Fate::Committed {
+                    continue;
+                }
+                match v.op {
+                    Op::Insert(_) => known = Some(true),
+                    Op::SoftDelete => known = Some(false),
+                    // A patch keeps a live row live and a missing one missing.
+                    Op::Patch(_) => {}
+                }
+            }
+        }
+        match (known, &self.snap) {
+            (Some(b), _) => Ok(b),
+            (None, Some(s)) => s.contains(key),
+            (None, None) => Ok(false),
         }
     }
 
@@ -418,6 +446,7 @@ impl Store {
             tables: HashMap::new(),
             snaps: HashMap::new(),
             listed_at: HashMap::new(),
+            replay_cache: None,
             stats: Stats::default(),
         };
         let cut = writer.then_some(store.config.recovery);
@@ -540,7 +569,6 @@ impl Store {
         let after = delta.upto;
         t.log.for_each_frame(after, upto, last, |f| {
             delta.add_frame_after(f, base);
-            Ok(())
         })
     }
 
@@ -568,12 +596,35 @@ impl Store {
 
     /// Chooses the base of a read of table `id` at `at` (already refreshed).
     fn view_parts(&mut self, id: TableId, at: Seq) -> Result<ViewParts> {
+        self.view_parts_for(id, at, None)
+    }
+
+    /// [`Store::view_parts`], replaying only `only_key`'s events when a past read must
+    /// replay (a point lookup: other keys' ops are skipped undecoded).
+    fn view_parts_for(
+        &mut self,
+        id: TableId,
+        at: Seq,
+        only_key: Option<&[u8]>,
+    ) -> Result<ViewParts> {
         for _attempt in 0..3 {
             let t = &self.tables[&id];
             if at >= t.base {
                 let base = t.base;
                 let snap = if base > 0 {
-                    Some(self.open_snapshot(id, base)?)
+                    match self.open_snapshot(id, base) {
+                        Ok(s) => Some(s),
+                        Err(Error::IoAt { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            // Pruned by another store between listing and opening: a newer
+                            // snapshot exists; list again and rebase on it.
+                            self.listed_at.remove(&id);
+                            self.refresh_table(id, at)?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     None
                 };
@@ -605,15 +656,35 @@ impl Store {
             } else {
                 None
             };
+            if let Some((t, s, a, d)) = &self.replay_cache {
+                if (*t, *s, *a) == (id, start, at) {
+                    return Ok(ViewParts {
+                        snap,
+                        replayed: Some(d.clone()),
+                    });
+                }
+            }
             let floor = self.group_floor(start);
             let journal_last = self.journal.last_group_for_table.get(&id).copied();
             let t = self.tables.get_mut(&id).expect("loaded");
             let last = t.last_group(journal_last.as_ref());
             let mut delta = Delta::with_indexes(floor, &t.meta.indexes);
+            if let Some(key) = only_key {
+                t.log.for_each_payload(floor, at, last, |p| {
+                    let (group, xid, events) = key_events(p, key)?;
+                    delta.add_key_events(key, group, xid, events, start);
+                    Ok(())
+                })?;
+                return Ok(ViewParts {
+                    snap,
+                    replayed: Some(Arc::new(delta)),
+                });
+            }
             t.log.for_each_frame(floor, at, last, |f| {
                 delta.add_frame_after(f, start);
-                Ok(())
             })?;
+            let delta = Arc::new(delta);
+            self.replay_cache = Some((id, start, at, delta.clone()));
             return Ok(ViewParts {
                 snap,
                 replayed: Some(delta),
@@ -635,7 +706,7 @@ impl Store {
     ) -> View<'a> {
         View {
             snap: parts.snap.clone(),
-            delta: parts.replayed.as_ref().unwrap_or(&self.tables[&id].delta),
+            delta: parts.replayed.as_deref().unwrap_or(&self.tables[&id].delta),
             upto: at,
             fates,
         }
@@ -682,6 +753,7 @@ impl Store {
         }
         self.tables.remove(&id);
         self.listed_at.remove(&id);
+        self.replay_cache = None;
         Ok(())
     }
 
@@ -704,6 +776,7 @@ impl Store {
         self.tables.remove(&id);
         self.listed_at.remove(&id);
         self.snaps.retain(|(t, _), _| *t != id);
+        self.replay_cache = None;
         Ok(())
     }
 
@@ -749,6 +822,7 @@ impl Store {
         let mut stats = self.stats;
         write_atomically(&path, &bytes, durable, &mut stats)?;
         self.stats = stats;
+        self.replay_cache = None;
         let t = self.tables.get_mut(&id).expect("loaded");
         if present {
             t.delta.ensure_index(column);
@@ -807,15 +881,29 @@ impl Store {
             }
         }
         let judge = NotAborted(fates);
-        let mut live: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
+        let at = self.journal.last_seq();
+        let mut parts = HashMap::new();
+        for id in touched.difference(&missing) {
+            parts.insert(*id, self.view_parts(*id, at)?);
+        }
         let mut verdicts = Vec::with_capacity(txns.len());
-        for txn in txns {
-            let v = self.validate(txn, &missing, &mut live, &judge);
-            if all_or_nothing {
-                v?;
-                verdicts.push(Ok(()));
-            } else {
-                verdicts.push(v);
+        {
+            let views: HashMap<TableId, View<'_>> = parts
+                .iter()
+                .map(|(id, p)| (*id, self.view(*id, p, at, &judge)))
+                .collect();
+            let events: usize = txns.iter().map(|t| t.events.len()).sum();
+            let mut live: FastMap<(TableId, &[u8]), bool> =
+                FastMap::with_capacity_and_hasher(events, FastState::new());
+            let mut undo = Vec::new();
+            for txn in txns {
+                let v = validate(txn, &views, &mut live, &mut undo, &judge);
+                if all_or_nothing {
+                    v?;
+                    verdicts.push(Ok(()));
+                } else {
+                    verdicts.push(v);
+                }
             }
         }
 
@@ -845,16 +933,38 @@ impl Store {
             tables.sort_unstable();
             tables.dedup();
             for t in &tables {
-                let (buf, frames) = per_table.entry(*t).or_default();
+                let (buf, frames) = per_table.entry(*t).or_insert_with(|| {
+                    // Room for the whole batch's frames of this table, so the buffer never
+                    // moves while it grows.
+                    let estimate: usize = txns
+                        .iter()
+                        .flat_map(|x| x.events.iter())
+                        .filter(|e| e.table == *t)
+                        .map(|e| e.key.len() + encoded_op_estimate(&e.op))
+                        .sum();
+                    (
+                        Vec::with_capacity(estimate + 64 * txns.len()),
+                        Frames::new(),
+                    )
+                });
                 let start = begin_frame(buf);
-                let evs = txn
+                let numbered = txn
                     .events
                     .iter()
                     .enumerate()
-                    .filter(|(_, e)| e.table == *t)
-                    .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op))
-                    .collect::<Vec<_>>();
-                encode_table_frame(buf, first, txn.xid, evs.into_iter());
+                    .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op));
+                if tables.len() == 1 {
+                    encode_table_frame(buf, first, txn.xid, numbered);
+                } else {
+                    let evs: Vec<_> = txn
+                        .events
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.table == *t)
+                        .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op))
+                        .collect();
+                    encode_table_frame(buf, first, txn.xid, evs.into_iter());
+                }
                 finish_frame(buf, start);
                 frames.push((first, start..buf.len()));
             }
@@ -933,83 +1043,6 @@ impl Store {
             ));
         }
         Ok(results)
-    }
-
-    fn validate(
-        &mut self,
-        txn: &Txn,
-        missing: &BTreeSet<TableId>,
-        live: &mut HashMap<(TableId, Vec<u8>), bool>,
-        judge: &dyn Fates,
-    ) -> Result<()> {
-        if txn.events.is_empty() {
-            return Err(Error::InvalidTxn(
-                "a transaction needs at least one event".into(),
-            ));
-        }
-        let at = self.journal.last_seq();
-        let mut mine: HashMap<(TableId, Vec<u8>), bool> = HashMap::new();
-        let mut sizes: HashMap<TableId, usize> = HashMap::new();
-        for e in &txn.events {
-            if missing.contains(&e.table) {
-                return Err(Error::NoSuchTable(e.table));
-            }
-            let cols = match &e.op {
-                Op::Insert(r) => &r.0,
-                Op::Patch(p) => p,
-                Op::SoftDelete => &Vec::new(),
-            };
-            if !Row::is_well_formed(cols) {
-                return Err(Error::InvalidTxn(
-                    "columns must be sorted by id without duplicates".into(),
-                ));
-            }
-            // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
-            let size = e.key.len()
-                + 32
-                + cols
-                    .iter()
-                    .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
-                    .sum::<usize>();
-            let total = sizes.entry(e.table).or_insert(txn.role.len() + 64);
-            *total += size;
-            if *total > MAX_FRAME_LEN as usize {
-                return Err(Error::TooLarge(format!(
-                    "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
-                    e.table
-                )));
-            }
-            let id = (e.table, e.key.clone());
-            let is_live = match mine.get(&id).or_else(|| live.get(&id)) {
-                Some(l) => *l,
-                None => {
-                    let parts = self.view_parts(e.table, at)?;
-                    self.view(e.table, &parts, at, judge).get(&e.key)?.is_some()
-                }
-            };
-            match (&e.op, is_live) {
-                (Op::Insert(_), true) => {
-                    return Err(Error::KeyExists {
-                        table: e.table,
-                        key: e.key.clone(),
-                    })
-                }
-                (Op::Patch(_) | Op::SoftDelete, false) => {
-                    return Err(Error::KeyMissing {
-                        table: e.table,
-                        key: e.key.clone(),
-                    })
-                }
-                _ => {}
-            }
-            mine.insert(id, !matches!(e.op, Op::SoftDelete));
-        }
-        // A transaction already known to be aborted never makes a key live for the
-        // transactions after it.
-        if judge.fate(txn.xid) != Fate::Aborted {
-            live.extend(mine);
-        }
-        Ok(())
     }
 
     /// Makes sure the table's writer sits at the end of its log, cutting what a crashed
@@ -1138,7 +1171,7 @@ impl Store {
         fates: &dyn Fates,
     ) -> Result<Option<Row>> {
         self.prepare_read(id, at)?;
-        let parts = self.view_parts(id, at)?;
+        let parts = self.view_parts_for(id, at, Some(key))?;
         self.view(id, &parts, at, fates).get(key)
     }
 
@@ -1252,7 +1285,6 @@ impl Store {
         let mut touched = Delta::with_indexes(floor, &[]);
         t.log.for_each_frame(floor, to, last, |f| {
             touched.add_frame_after(f, from);
-            Ok(())
         })?;
         let parts_from = self.view_parts(id, from)?;
         let parts_to = self.view_parts(id, to)?;
@@ -1291,4 +1323,118 @@ impl Store {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// Earlier verdicts a transaction replaced in the live map, to put back if it fails.
+type Undo<'t> = Vec<((TableId, &'t [u8]), Option<bool>)>;
+
+/// Checks one transaction against the latest state (`views`, counting every group not
+/// aborted) and the live/dead verdicts of earlier transactions of the same append (`live`),
+/// then records its own verdicts in `live` (undone if it fails or is known aborted).
+fn validate<'t>(
+    txn: &'t Txn,
+    views: &HashMap<TableId, View<'_>>,
+    live: &mut FastMap<(TableId, &'t [u8]), bool>,
+    undo: &mut Undo<'t>,
+    judge: &dyn Fates,
+) -> Result<()> {
+    undo.clear();
+    let verdict = check_events(txn, views, live, undo);
+    // A transaction already known to be aborted never makes a key live for the
+    // transactions after it.
+    if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
+        for (id, prev) in undo.drain(..).rev() {
+            match prev {
+                Some(p) => live.insert(id, p),
+                None => live.remove(&id),
+            };
+        }
+    }
+    verdict
+}
+
+fn check_events<'t>(
+    txn: &'t Txn,
+    views: &HashMap<TableId, View<'_>>,
+    live: &mut FastMap<(TableId, &'t [u8]), bool>,
+    undo: &mut Undo<'t>,
+) -> Result<()> {
+    if txn.events.is_empty() {
+        return Err(Error::InvalidTxn(
+            "a transaction needs at least one event".into(),
+        ));
+    }
+    let mut sizes: Vec<(TableId, usize)> = Vec::new();
+    for e in &txn.events {
+        let Some(view) = views.get(&e.table) else {
+            return Err(Error::NoSuchTable(e.table));
+        };
+        let cols = match &e.op {
+            Op::Insert(r) => r.0.as_slice(),
+            Op::Patch(p) => p.as_slice(),
+            Op::SoftDelete => &[],
+        };
+        if !Row::is_well_formed(cols) {
+            return Err(Error::InvalidTxn(
+                "columns must be sorted by id without duplicates".into(),
+            ));
+        }
+        // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
+        let size = e.key.len()
+            + 32
+            + cols
+                .iter()
+                .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
+                .sum::<usize>();
+        let total = match sizes.iter_mut().find(|(t, _)| *t == e.table) {
+            Some((_, total)) => total,
+            None => {
+                sizes.push((e.table, txn.role.len() + 64));
+                &mut sizes.last_mut().expect("pushed").1
+            }
+        };
+        *total += size;
+        if *total > MAX_FRAME_LEN as usize {
+            return Err(Error::TooLarge(format!(
+                "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
+                e.table
+            )));
+        }
+        let id = (e.table, e.key.as_slice());
+        let is_live = match live.get(&id) {
+            Some(l) => *l,
+            None => view.exists(&e.key)?,
+        };
+        match (&e.op, is_live) {
+            (Op::Insert(_), true) => {
+                return Err(Error::KeyExists {
+                    table: e.table,
+                    key: e.key.clone(),
+                })
+            }
+            (Op::Patch(_) | Op::SoftDelete, false) => {
+                return Err(Error::KeyMissing {
+                    table: e.table,
+                    key: e.key.clone(),
+                })
+            }
+            _ => {}
+        }
+        let prev = live.insert(id, !matches!(e.op, Op::SoftDelete));
+        undo.push((id, prev));
+    }
+    Ok(())
+}
+
+/// An upper bound of an op's encoded size (tag, counts, ids, lengths, values).
+fn encoded_op_estimate(op: &Op) -> usize {
+    let cols = match op {
+        Op::Insert(r) => r.0.as_slice(),
+        Op::Patch(p) => p.as_slice(),
+        Op::SoftDelete => &[],
+    };
+    16 + cols
+        .iter()
+        .map(|(_, v)| 8 + v.as_ref().map_or(0, Vec::len))
+        .sum::<usize>()
 }

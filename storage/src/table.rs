@@ -44,6 +44,28 @@ impl Delta {
         }
     }
 
+    /// Adds one key's events of a frame (from [`crate::format::key_events`]) above `base`.
+    pub fn add_key_events(
+        &mut self,
+        key: &[u8],
+        group_seq: Seq,
+        xid: u64,
+        events: Vec<(Seq, Op)>,
+        base: Seq,
+    ) {
+        for (seq, op) in events {
+            if seq <= base {
+                continue;
+            }
+            self.index_op(key, &op);
+            self.keys
+                .entry(key.to_vec())
+                .or_default()
+                .push(Version { seq, xid, op });
+        }
+        self.upto = group_seq;
+    }
+
     /// Adds a frame's events with seqs above `base` (a group may straddle a snapshot seq).
     pub fn add_frame_after(&mut self, frame: TableFrame, base: Seq) {
         for (seq, key, op) in frame.events {
@@ -301,7 +323,22 @@ impl TableLog {
         after: Seq,
         upto: Seq,
         last: Seq,
-        mut f: impl FnMut(TableFrame) -> Result<()>,
+        mut f: impl FnMut(TableFrame),
+    ) -> Result<()> {
+        self.for_each_payload(after, upto, last, |p| {
+            f(TableFrame::decode(p)?);
+            Ok(())
+        })
+    }
+
+    /// Like [`TableLog::for_each_frame`], handing over each frame's payload undecoded; a
+    /// decoding error of `f` is corruption at that frame.
+    pub fn for_each_payload(
+        &mut self,
+        after: Seq,
+        upto: Seq,
+        last: Seq,
+        mut f: impl FnMut(&[u8]) -> crate::format::DecodeResult<()>,
     ) -> Result<()> {
         let want = upto.min(last);
         if want <= after {
@@ -345,9 +382,7 @@ impl TableLog {
                         return Ok(());
                     }
                     if g > after {
-                        let frame = TableFrame::decode(payload)
-                            .map_err(|d| Error::corruption(&seg.path, at, d))?;
-                        f(frame)?;
+                        f(payload).map_err(|d| Error::corruption(&seg.path, at, d))?;
                     }
                     if g == want {
                         return Ok(());

@@ -3,7 +3,8 @@
 #![no_main]
 
 use driftdb_storage::format::{
-    read_frame, Decoder, FrameRead, JournalRecord, SegmentHeader, TableFrame, SEGMENT_HEADER_LEN,
+    key_events, read_frame, Decoder, FrameRead, JournalRecord, SegmentHeader, TableFrame,
+    SEGMENT_HEADER_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -11,12 +12,18 @@ fuzz_target!(|data: &[u8]| {
     let _ = SegmentHeader::decode(data);
     let _ = JournalRecord::decode(data);
     let _ = TableFrame::decode(data);
+    let _ = key_events(data, b"k");
     let _ = Decoder::new(data).op();
     let _ = Decoder::new(data).columns();
-    let mut pos = if data.len() >= SEGMENT_HEADER_LEN { SEGMENT_HEADER_LEN } else { 0 };
+    let mut pos = if data.len() >= SEGMENT_HEADER_LEN {
+        SEGMENT_HEADER_LEN
+    } else {
+        0
+    };
     while let FrameRead::Frame { payload, next } = read_frame(data, pos) {
         assert!(next > pos && next <= data.len());
         let _ = JournalRecord::decode(payload);
+        let _ = key_events(payload, &[]);
         if let Ok(f) = TableFrame::decode(payload) {
             assert!(!f.events.is_empty());
         }

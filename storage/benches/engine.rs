@@ -1,0 +1,301 @@
+//! Criterion benches of the engine's hot paths. Figures and the command that produced them:
+//! `docs/benchmarks.md` (engine section).
+//!
+//! - append: one large batch (2,500 transactions x 20 events, about 6 MB) made durable,
+//!   against a plain sequential write + fdatasync of as many bytes to the same disk.
+//! - current state: scan of 100k rows, point lookup (snapshot + a 1k-event delta).
+//! - the past with 1M events of history: point lookup and scan at an old seq.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use driftdb_storage::*;
+
+const T: TableId = 1;
+
+fn key(i: u64) -> Vec<u8> {
+    format!("user-{i:010}").into_bytes()
+}
+
+/// About 100 bytes of column data.
+fn row(i: u64) -> Row {
+    Row(vec![
+        (1, Some(i.to_be_bytes().to_vec())),
+        (2, Some(format!("name number {i}").into_bytes())),
+        (3, Some(vec![b'x'; 64])),
+        (4, None),
+    ])
+}
+
+fn inserts(first: u64, txns: u64, per_txn: u64) -> Vec<Txn> {
+    (0..txns)
+        .map(|t| Txn {
+            xid: first + t,
+            commit_ts: 0,
+            role: "bench".into(),
+            events: (0..per_txn)
+                .map(|e| {
+                    let i = first + t * per_txn + e;
+                    Event {
+                        table: T,
+                        key: key(i),
+                        op: Op::Insert(row(i)),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn config(durability: Durability) -> Config {
+    Config {
+        durability,
+        ..Config::default()
+    }
+}
+
+/// A fresh store with its segments created (so the timed append only appends).
+fn fresh_store(dir: &std::path::Path) -> Store {
+    let mut s = Store::open(dir, config(Durability::Sync)).unwrap();
+    s.create_table(T).unwrap();
+    s.append(&inserts(u64::MAX / 2, 1, 1), &AllCommitted)
+        .unwrap();
+    s
+}
+
+fn bench_append(c: &mut Criterion) {
+    let (txns, per_txn) = (2_500u64, 20u64);
+    // Bytes one batch writes (table frames + journal frames).
+    let probe = tempfile::tempdir().unwrap();
+    let mut s = fresh_store(probe.path());
+    let before = s.stats().bytes_written;
+    s.append(&inserts(0, txns, per_txn), &AllCommitted).unwrap();
+    let bytes = s.stats().bytes_written - before;
+    drop(s);
+    eprintln!(
+        "append batch: {} events, {bytes} bytes written",
+        txns * per_txn
+    );
+
+    let mut g = c.benchmark_group("append");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("store_append_50k_events_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let mut s = fresh_store(dir.path());
+                let batch = inserts(0, txns, per_txn);
+                let t = Instant::now();
+                black_box(s.append(&batch, &AllCommitted).unwrap());
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.bench_function("raw_sequential_write_fdatasync_same_bytes", |b| {
+        let buf = vec![0x5au8; bytes as usize];
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("raw");
+                let mut f = std::fs::File::create(&path).unwrap();
+                f.write_all(&[0u8; 32]).unwrap();
+                f.sync_all().unwrap();
+                let t = Instant::now();
+                f.write_all(&buf).unwrap();
+                f.sync_data().unwrap();
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    // The CPU part alone: the same append without fdatasync.
+    g.bench_function("store_append_50k_events_nosync", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let mut s = Store::open(dir.path(), config(Durability::NoSync)).unwrap();
+                s.create_table(T).unwrap();
+                s.append(&inserts(u64::MAX / 2, 1, 1), &AllCommitted)
+                    .unwrap();
+                let batch = inserts(0, txns, per_txn);
+                let t = Instant::now();
+                black_box(s.append(&batch, &AllCommitted).unwrap());
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.throughput(Throughput::Elements(txns * per_txn));
+    g.bench_function("store_append_50k_events_fdatasync_events", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let mut s = fresh_store(dir.path());
+                let batch = inserts(0, txns, per_txn);
+                let t = Instant::now();
+                black_box(s.append(&batch, &AllCommitted).unwrap());
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn bench_current(c: &mut Criterion) {
+    let rows = 100_000u64;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), config(Durability::NoSync)).unwrap();
+    s.create_table(T).unwrap();
+    for chunk in 0..rows / 10_000 {
+        s.append(&inserts(chunk * 10_000, 1_000, 10), &AllCommitted)
+            .unwrap();
+    }
+    let snap_seq = s.current_seq().unwrap();
+    s.snapshot(T, snap_seq, &AllCommitted).unwrap();
+    // A delta of 1,000 patches after the snapshot.
+    let patches: Vec<Txn> = (0..1_000u64)
+        .map(|i| Txn {
+            xid: 10_000_000 + i,
+            commit_ts: 0,
+            role: "bench".into(),
+            events: vec![Event {
+                table: T,
+                key: key(i * 97 % rows),
+                op: Op::Patch(vec![(4, Some(b"patched".to_vec()))]),
+            }],
+        })
+        .collect();
+    s.append(&patches, &AllCommitted).unwrap();
+    let now = s.current_seq().unwrap();
+
+    let mut g = c.benchmark_group("current");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(rows));
+    g.bench_function("scan_100k_rows", |b| {
+        b.iter(|| {
+            let n = s
+                .scan(T, now, &AllCommitted)
+                .unwrap()
+                .try_fold(0u64, |n, r| r.map(|_| n + 1))
+                .unwrap();
+            assert_eq!(n, rows);
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    g.bench_function("point_lookup", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % rows;
+            black_box(s.get(T, &key(i), now, &AllCommitted).unwrap().unwrap());
+        })
+    });
+    g.finish();
+}
+
+fn bench_past(c: &mut Criterion) {
+    let keys = 100_000u64;
+    let total_events = 1_000_000u64;
+    let built = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(
+        dir.path(),
+        Config {
+            snapshots_kept: 10,
+            ..config(Durability::NoSync)
+        },
+    )
+    .unwrap();
+    s.create_table(T).unwrap();
+    for chunk in 0..keys / 10_000 {
+        s.append(&inserts(chunk * 10_000, 1_000, 10), &AllCommitted)
+            .unwrap();
+    }
+    let mut xid = 20_000_000u64;
+    while s.current_seq().unwrap() < total_events {
+        let at = s.current_seq().unwrap();
+        let batch: Vec<Txn> = (0..1_000u64)
+            .map(|t| {
+                xid += 1;
+                Txn {
+                    xid,
+                    commit_ts: 0,
+                    role: "bench".into(),
+                    events: (0..10u64)
+                        .map(|e| Event {
+                            table: T,
+                            key: key((at + t * 10 + e) * 7_919 % keys),
+                            op: Op::Patch(vec![(
+                                1,
+                                Some((at + t * 10 + e).to_be_bytes().to_vec()),
+                            )]),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        s.append(&batch, &AllCommitted).unwrap();
+        let now = s.current_seq().unwrap();
+        if now.is_multiple_of(100_000) {
+            s.snapshot(T, now, &AllCommitted).unwrap();
+        }
+    }
+    let old = 450_000; // 50k events past the snapshot at 400k
+    eprintln!(
+        "history: {} events, built in {:?}",
+        s.current_seq().unwrap(),
+        built.elapsed()
+    );
+
+    let mut g = c.benchmark_group("past_1m_events");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let mut i = 0u64;
+    g.bench_function("point_lookup_at_snapshot_seq_400k", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % keys;
+            black_box(s.get(T, &key(i), 400_000, &AllCommitted).unwrap().unwrap());
+        })
+    });
+    g.bench_function("point_lookup_at_seq_450k_50k_past_snapshot", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % keys;
+            black_box(s.get(T, &key(i), old, &AllCommitted).unwrap().unwrap());
+        })
+    });
+    // Each lookup at a different seq: the replay from the snapshot at 400k is not reused.
+    let mut j = 0u64;
+    g.bench_function("point_lookup_at_new_seq_near_450k_cold", |b| {
+        b.iter(|| {
+            j += 1;
+            i = (i + 7_919) % keys;
+            black_box(
+                s.get(T, &key(i), old - j % 1_000, &AllCommitted)
+                    .unwrap()
+                    .unwrap(),
+            );
+        })
+    });
+    g.throughput(Throughput::Elements(keys));
+    g.bench_function("scan_at_seq_450k_100k_rows", |b| {
+        b.iter(|| {
+            let n = s
+                .scan(T, old, &AllCommitted)
+                .unwrap()
+                .try_fold(0u64, |n, r| r.map(|_| n + 1))
+                .unwrap();
+            assert_eq!(n, keys);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_append, bench_current, bench_past);
+criterion_main!(benches);

@@ -1,0 +1,99 @@
+//! A fast hasher for the append path's per-batch maps of keys (SipHash dominated the
+//! validation of large batches). Seeded randomly per map, like `RandomState`, so that
+//! colliding keys cannot be chosen in advance.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+#[derive(Clone, Copy)]
+pub(crate) struct FastState(u64);
+
+impl FastState {
+    pub fn new() -> FastState {
+        FastState(RandomState::new().hash_one(0x5eed_u64))
+    }
+}
+
+impl Default for FastState {
+    fn default() -> FastState {
+        FastState::new()
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+pub(crate) struct FastHasher(u64);
+
+const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(MULTIPLIER);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let h = self.0;
+        (h ^ (h >> 32)).wrapping_mul(MULTIPLIER) ^ (h >> 29)
+    }
+}
+
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_keys_hash_apart_and_maps_work() {
+        let s = FastState::new();
+        let h = |b: &[u8]| {
+            let mut x = s.build_hasher();
+            std::hash::Hash::hash(b, &mut x);
+            x.finish()
+        };
+        assert_ne!(h(b"ab"), h(b"ab\0"));
+        assert_ne!(h(b"user-0000000001"), h(b"user-0000000002"));
+        assert_eq!(h(b"same"), h(b"same"));
+        let mut m: FastMap<(u64, &[u8]), bool> = FastMap::default();
+        for i in 0..1000u32 {
+            m.insert(
+                (1, Box::leak(i.to_string().into_boxed_str()).as_bytes()),
+                i % 2 == 0,
+            );
+        }
+        assert_eq!(m.len(), 1000);
+        assert_eq!(m.get(&(1, b"42".as_slice())), Some(&true));
+        assert_eq!(m.get(&(2, b"42".as_slice())), None);
+    }
+}
