@@ -26,6 +26,8 @@ for m in re.finditer(r"All (\d+) tests passed", text):
     p += int(m.group(1))
 for m in re.finditer(r"(\d+) of (\d+) tests failed", text):
     f += int(m.group(1)); p += int(m.group(2)) - int(m.group(1))
+# A fuzz target that ran its whole time without a crash.
+p += len(re.findall(r"^Done \d+ runs in \d+ second", text, re.M))
 print(p, f)
 PY
 }
@@ -84,6 +86,8 @@ step setup bash "$here/setup.sh"
 if [ ${#broken_steps[@]} -ne 0 ]; then echo "0 passed, 1 failed"; exit 1; fi
 step lint lint
 step engine cargo test -p driftdb-storage
+# A short bounded run of every fuzz target of the engine's decoders.
+step fuzz bash scripts/fuzz.sh "${DRIFTDB_FUZZ_SECONDS:-20}"
 for v in $VERSIONS; do
   step "pgrx-test-pg$v" cargo pgrx test "pg$v" --runas postgres --pgdata "$DRIFTDB_RUN/pgrx-test"
 done

@@ -13,6 +13,7 @@ mod drop;
 mod engine;
 mod error;
 mod fdw;
+mod history;
 mod shmem;
 mod timetravel;
 mod txn;

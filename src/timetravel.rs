@@ -13,7 +13,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// The stable seq: every transaction at or below it has finished.
-fn stable_seq() -> u64 {
+pub fn stable_seq() -> u64 {
     engine::read_point();
     shmem::STATE.share().stable_seq()
 }
@@ -55,7 +55,7 @@ fn drift_seq_at(at: pgrx::datum::TimestampWithTimeZone) -> i64 {
     seq_at(i64::from(at)) as i64
 }
 
-fn check_seq(seq: i64) -> u64 {
+pub fn check_seq(seq: i64) -> u64 {
     let current = stable_seq();
     if seq < 0 || seq as u64 > current {
         DriftError::SeqOutOfRange { seq, current }.report()
@@ -63,15 +63,14 @@ fn check_seq(seq: i64) -> u64 {
     seq as u64
 }
 
-/// The DriftDB table whose row type `fcinfo`'s first argument has, checked for SELECT.
-unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
+/// The DriftDB table `relid`, checked for SELECT exactly as a plain SELECT is: without it,
+/// nothing is learned, not even whether rows exist.
+pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
+    // SAFETY: catalog lookups and a relcache reference inside the transaction.
     unsafe {
-        let typid = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 0);
-        let relid = pg_sys::get_typ_typrelid(typid);
         if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
             DriftError::NotDriftRowType.report()
         }
-        // Exactly what a plain SELECT needs: without it, nothing is learned.
         if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
             != pg_sys::AclResult::ACLCHECK_OK
         {
@@ -85,6 +84,14 @@ unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
         let info = TableInfo::from_relation(rel);
         pg_sys::RelationClose(rel);
         info
+    }
+}
+
+/// The DriftDB table whose row type `fcinfo`'s first argument has, checked for SELECT.
+unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
+    unsafe {
+        let typid = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 0);
+        readable_table(pg_sys::get_typ_typrelid(typid))
     }
 }
 

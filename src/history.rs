@@ -1,0 +1,258 @@
+//! Who changed what and when: every event of a table (`drift_history`), and the difference
+//! between two points (`drift_diff`). Rows are jsonb objects keyed by column name, rendered
+//! by Postgres' own `row_to_json`.
+
+use crate::engine::{self, LatestFates};
+use crate::error::DriftError;
+use crate::fdw::table::TableInfo;
+use crate::timetravel::{check_seq, readable_table, stable_seq};
+use driftdb_storage::{Op, Row};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::ffi::CString;
+
+/// A jsonb datum of `row`, typed as the table.
+unsafe fn row_jsonb(info: &TableInfo, tupdesc: pg_sys::TupleDesc, row: &Row) -> pg_sys::Datum {
+    unsafe {
+        let natts = info.columns.len();
+        let mut values = vec![pg_sys::Datum::from(0usize); natts];
+        let mut nulls = vec![true; natts];
+        info.fill(row, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let tuple = pg_sys::heap_form_tuple(tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        let composite = pg_sys::heap_copy_tuple_as_datum(tuple, tupdesc);
+        let json = pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_ROW_TO_JSON_RECORD),
+            pg_sys::InvalidOid,
+            composite,
+        );
+        let text = pg_sys::text_to_cstring(json.cast_mut_ptr());
+        jsonb_from_cstr(text)
+    }
+}
+
+unsafe fn jsonb_from_cstr(text: *const std::ffi::c_char) -> pg_sys::Datum {
+    unsafe {
+        pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(text),
+        )
+    }
+}
+
+/// A `text[]` datum of `items`.
+unsafe fn text_array(items: &[String]) -> pg_sys::Datum {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    let literal = CString::new(format!("{{{}}}", quoted.join(","))).expect("no NUL in names");
+    unsafe {
+        pg_sys::OidFunctionCall3Coll(
+            pg_sys::Oid::from(pg_sys::F_ARRAY_IN),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(literal.as_ptr()),
+            pg_sys::Datum::from(pg_sys::TEXTOID),
+            pg_sys::Datum::from(-1i32),
+        )
+    }
+}
+
+/// The primary key of `row` as a jsonb object; for a table without one, the hidden row id
+/// in hex.
+unsafe fn key_jsonb(
+    info: &TableInfo,
+    tupdesc: pg_sys::TupleDesc,
+    key: &[u8],
+    row: &Row,
+) -> pg_sys::Datum {
+    unsafe {
+        if info.key.is_empty() {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let text = CString::new(format!("{{\"row_id\": \"{hex}\"}}")).expect("hex");
+            return jsonb_from_cstr(text.as_ptr());
+        }
+        let others: Vec<String> = info
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(pos, c)| !c.dropped && !info.key.contains(pos))
+            .map(|(_, c)| c.name.clone())
+            .collect();
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_JSONB_DELETE_JSONB__TEXT),
+            pg_sys::InvalidOid,
+            row_jsonb(info, tupdesc, row),
+            text_array(&others),
+        )
+    }
+}
+
+unsafe fn text_datum(s: &str) -> pg_sys::Datum {
+    let c = CString::new(s).expect("no NUL");
+    unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())) }
+}
+
+/// Sets up the result set of a RETURNS TABLE function; returns (result store, row desc).
+unsafe fn materialize(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> (*mut pg_sys::Tuplestorestate, pg_sys::TupleDesc) {
+    unsafe {
+        pg_sys::InitMaterializedSRF(fcinfo, 0);
+        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        ((*rsinfo).setResult, (*rsinfo).setDesc)
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_history() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `drift_history(regclass)`: every visible event of the table, oldest first.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    unsafe {
+        let Some(relid) = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0) else {
+            return pg_sys::Datum::from(0usize);
+        };
+        let info = readable_table(relid);
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let rowdesc = (*rel).rd_att;
+        let upto = stable_seq();
+        let (store, desc) = materialize(fcinfo);
+        let mut current: HashMap<Vec<u8>, Row> = HashMap::new();
+        let names: HashMap<u16, String> = info
+            .columns
+            .iter()
+            .map(|c| (c.id(), c.name.clone()))
+            .collect();
+        engine::with_store(|s| {
+            let events = match s.table_history(info.id, upto, &LatestFates) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => return Ok(()),
+                other => other?,
+            };
+            for e in events {
+                let e = e?;
+                let (op, row, changed) = match &e.op {
+                    Op::Insert(r) => {
+                        current.insert(e.key.clone(), r.clone());
+                        ("INSERT", r.clone(), None)
+                    }
+                    Op::Patch(cols) => {
+                        let mut r = current.remove(&e.key).unwrap_or_default();
+                        r.apply_patch(cols);
+                        current.insert(e.key.clone(), r.clone());
+                        let changed: Vec<String> = cols
+                            .iter()
+                            .map(|(c, _)| names.get(c).cloned().unwrap_or_else(|| format!("#{c}")))
+                            .collect();
+                        ("PATCH", r, Some(changed))
+                    }
+                    Op::SoftDelete => (
+                        "SOFT_DELETE",
+                        current.remove(&e.key).unwrap_or_default(),
+                        None,
+                    ),
+                };
+                let mut values = [pg_sys::Datum::from(0usize); 7];
+                let mut nulls = [false; 7];
+                values[0] = pg_sys::Datum::from(e.seq as i64);
+                values[1] = pg_sys::Datum::from(e.commit_ts);
+                values[2] = text_datum(op);
+                values[3] = row_jsonb(&info, rowdesc, &row);
+                match changed {
+                    Some(c) => values[4] = text_array(&c),
+                    None => nulls[4] = true,
+                }
+                values[5] = pg_sys::Datum::from(e.xid as i64);
+                let role = CString::new(e.role.clone()).unwrap_or_default();
+                values[6] = pg_sys::OidFunctionCall1Coll(
+                    pg_sys::Oid::from(pg_sys::F_NAMEIN),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(role.as_ptr()),
+                );
+                pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
+            Ok(())
+        });
+        pg_sys::RelationClose(rel);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_diff() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `drift_diff(regclass, from, to)`: rows added, changed and removed between two seqs.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_diff(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    unsafe {
+        let relid = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0);
+        let from = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1);
+        let to = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 2);
+        let (Some(relid), Some(from), Some(to)) = (relid, from, to) else {
+            DriftError::NullPoint.report()
+        };
+        let info = readable_table(relid);
+        let (from, to) = (check_seq(from), check_seq(to));
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let rowdesc = (*rel).rd_att;
+        let (store, desc) = materialize(fcinfo);
+        let changes = engine::with_store(|s| match s.changes(info.id, from, to, &LatestFates) {
+            Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
+            other => other,
+        });
+        for ch in changes {
+            let (kind, keyed) = match (&ch.before, &ch.after) {
+                (None, Some(a)) => ("added", a),
+                (Some(b), None) => ("removed", b),
+                (Some(_), Some(a)) => ("changed", a),
+                (None, None) => continue,
+            };
+            let mut values = [pg_sys::Datum::from(0usize); 4];
+            let mut nulls = [false; 4];
+            values[0] = key_jsonb(&info, rowdesc, &ch.key, keyed);
+            values[1] = text_datum(kind);
+            match &ch.before {
+                Some(b) => values[2] = row_jsonb(&info, rowdesc, b),
+                None => nulls[2] = true,
+            }
+            match &ch.after {
+                Some(a) => values[3] = row_jsonb(&info, rowdesc, a),
+                None => nulls[3] = true,
+            }
+            pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
+        pg_sys::RelationClose(rel);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION drift_history(table_name regclass)
+    RETURNS TABLE (seq bigint, committed_at timestamptz, op text, "row" jsonb,
+                   changed text[], txid xid8, role name)
+    VOLATILE PARALLEL RESTRICTED STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_history';
+COMMENT ON FUNCTION drift_history(regclass) IS
+    'Every event of a DriftDB table, oldest first, with who committed it and when';
+CREATE FUNCTION drift_diff(table_name regclass, from_seq bigint, to_seq bigint)
+    RETURNS TABLE (pk jsonb, change text, before jsonb, after jsonb)
+    VOLATILE PARALLEL RESTRICTED
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_diff';
+COMMENT ON FUNCTION drift_diff(regclass, bigint, bigint) IS
+    'Rows added, changed and removed between two seqs, with before and after';
+"#,
+    name = "drift_history_and_diff",
+);
