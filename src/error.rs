@@ -204,10 +204,10 @@ impl DriftError {
             ),
             DriftError::NotDriftRowType => ErrorReport::new(
                 ERRCODE_WRONG_OBJECT_TYPE,
-                "not a DriftDB table",
+                "drift_as_of needs the row type of a DriftDB table",
                 FUNC,
             )
-            .set_hint("drift_as_of takes a NULL of the table's row type, as in drift_as_of(NULL::users, 42); drift_history and drift_diff take the table."),
+            .set_hint("Pass a NULL of the table's row type, as in drift_as_of(NULL::users, 42)."),
             DriftError::DuplicateKey { relid, key } => {
                 let detail = crate::fdw::table::describe_key(relid, &key);
                 ErrorReport::new(

@@ -68,8 +68,8 @@ pub fn check_seq(seq: i64) -> u64 {
 pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
     // SAFETY: catalog lookups and a relcache reference inside the transaction.
     unsafe {
-        if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
-            DriftError::NotDriftRowType.report()
+        if !is_driftdb_table(relid) {
+            DriftError::NotDriftTable { relid }.report()
         }
         if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
             != pg_sys::AclResult::ACLCHECK_OK
@@ -91,7 +91,11 @@ pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
 unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
     unsafe {
         let typid = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 0);
-        readable_table(pg_sys::get_typ_typrelid(typid))
+        let relid = pg_sys::get_typ_typrelid(typid);
+        if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
+            DriftError::NotDriftRowType.report()
+        }
+        readable_table(relid)
     }
 }
 
