@@ -22,12 +22,14 @@ cluster_start "$BIN15" "$DEMO_DATA"
 psql_demo() { "$BIN15/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$DEMO_PORT" -U postgres "$@"; }
 # The demo database is rebuilt when the installed extension script or the demo data changed
 # (a new build may add functions); otherwise it is reused as it is.
-stamp=$(cat "$("$PG15_CONFIG" --sharedir)"/extension/driftdb--*.sql sql/demo.sql | md5sum | cut -d' ' -f1)
+# (The generated script's statements come in no fixed order, so its lines are sorted.)
+stamp=$( (sort "$("$PG15_CONFIG" --sharedir)"/extension/driftdb--*.sql; cat sql/demo.sql) \
+  | md5sum | cut -d' ' -f1)
 if [ "$(as_root cat "$DEMO_DATA/driftdb-demo.stamp" 2>/dev/null)" != "$stamp" ]; then
   say "creating database $DEMO_DB with the demo data"
   psql_demo -d postgres -c "DROP DATABASE IF EXISTS $DEMO_DB"
   psql_demo -d postgres -c "CREATE DATABASE $DEMO_DB"
-  psql_demo -d "$DEMO_DB" -f sql/demo.sql
+  psql_demo -d "$DEMO_DB" -f sql/demo.sql >/dev/null
   echo "$stamp" | as_root tee "$DEMO_DATA/driftdb-demo.stamp" >/dev/null
 fi
 
