@@ -67,6 +67,7 @@ pub enum DriftError {
     TimeInFuture,
     NullPoint,
     NotDriftRowType,
+    WriteInPast,
     DuplicateKey {
         relid: pg_sys::Oid,
         key: Vec<u8>,
@@ -208,6 +209,12 @@ impl DriftError {
                 FUNC,
             )
             .set_hint("Pass a NULL of the table's row type, as in drift_as_of(NULL::users, 42)."),
+            DriftError::WriteInPast => ErrorReport::new(
+                ERRCODE_READ_ONLY_SQL_TRANSACTION,
+                "cannot write DriftDB tables while driftdb.as_of is set",
+                FUNC,
+            )
+            .set_hint("The past is read-only: RESET driftdb.as_of to write."),
             DriftError::DuplicateKey { relid, key } => {
                 let detail = crate::fdw::table::describe_key(relid, &key);
                 ErrorReport::new(

@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 
 mod admin;
+mod asof;
 mod compat;
 mod datum;
 mod drop;
@@ -34,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     shmem::init();
     txn::init();
     drop::init();
+    asof::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

@@ -32,7 +32,7 @@ fn now_us() -> i64 {
 
 /// The last seq of the last transaction committed at or before `at`. Waits for
 /// transactions that are still committing and might have committed by then.
-fn seq_at(at: i64) -> u64 {
+pub fn seq_at(at: i64) -> u64 {
     if at > now_us() {
         DriftError::TimeInFuture.report()
     }

@@ -51,6 +51,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
             return;
         }
         txn::refuse_serializable();
+        crate::asof::refuse_writes();
         let info = TableInfo::from_relation((*rinfo).ri_RelationDesc);
         let mut ctid_attno = 0;
         if (*mtstate).operation != pg_sys::CmdType::CMD_INSERT {
@@ -76,6 +77,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
 ) {
     unsafe {
         txn::refuse_serializable();
+        crate::asof::refuse_writes();
         let info = TableInfo::from_relation((*rinfo).ri_RelationDesc);
         let state = ModifyState {
             info,

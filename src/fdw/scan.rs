@@ -1,8 +1,9 @@
 //! Executor callbacks of a scan: the table's state at the reader's view, with the
 //! transaction's own earlier writes laid over it.
 
+use crate::asof;
 use crate::datum;
-use crate::engine::{self, SnapshotFates};
+use crate::engine::{self, LatestFates, SnapshotFates};
 use crate::error::DriftError;
 use crate::fdw::pushdown::{self, Access};
 use crate::fdw::table::TableInfo;
@@ -20,22 +21,61 @@ pub struct Rows {
     own: Peekable<btree_map::IntoIter<Vec<u8>, Own>>,
 }
 
+/// Where a read looks: the present, through the statement's snapshot with the
+/// transaction's own earlier writes laid over it, or one point in the past
+/// (`driftdb.as_of`), where the commit log alone decides and own writes do not exist yet.
+pub struct View {
+    pub at: u64,
+    pub fates: Box<dyn Fates>,
+    own_upto: Option<pg_sys::CommandId>,
+}
+
+impl View {
+    /// # Safety
+    /// `snapshot` must be the running statement's MVCC snapshot.
+    pub unsafe fn new(snapshot: pg_sys::Snapshot) -> View {
+        match asof::past_point() {
+            Some(at) => View {
+                at,
+                fates: Box::new(LatestFates),
+                own_upto: None,
+            },
+            None => View {
+                at: engine::read_point(),
+                // SAFETY: the caller's snapshot outlives the read.
+                fates: Box::new(unsafe { SnapshotFates::new(snapshot) }),
+                own_upto: Some(unsafe { (*snapshot).curcid }),
+            },
+        }
+    }
+
+    /// The transaction's own changes visible to this read.
+    pub fn own_changes(
+        &self,
+        table: TableId,
+        only_key: Option<&[u8]>,
+        base: &mut dyn FnMut(&[u8]) -> Option<Row>,
+    ) -> btree_map::BTreeMap<Vec<u8>, Own> {
+        match self.own_upto {
+            Some(cid) => txn::own_changes(table, only_key, cid, false, base),
+            None => btree_map::BTreeMap::new(),
+        }
+    }
+}
+
 /// The rows under given keys (a pushed-down key lookup), in key order.
 fn lookup_rows(
     info: &TableInfo,
     snapshot: pg_sys::Snapshot,
     keys: &[Vec<u8>],
 ) -> Vec<(Vec<u8>, Row)> {
-    let at = engine::read_point();
     // SAFETY: the snapshot is the running statement's.
-    let fates = unsafe { SnapshotFates::new(snapshot) };
-    let curcid = unsafe { (*snapshot).curcid };
+    let view = unsafe { View::new(snapshot) };
     engine::with_store(|s| {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let base = visible_row(s, info.id, key, at, &fates)?;
-            let mut own =
-                txn::own_changes(info.id, Some(key), curcid, false, &mut |_| base.clone());
+            let base = visible_row(s, info.id, key, view.at, view.fates.as_ref())?;
+            let mut own = view.own_changes(info.id, Some(key), &mut |_| base.clone());
             let row = match own.remove(key) {
                 Some(Own::Row(r)) => Some(r),
                 Some(Own::Deleted) => None,
@@ -71,18 +111,17 @@ impl Rows {
     pub unsafe fn open(info: &TableInfo, snapshot: pg_sys::Snapshot) -> Rows {
         // The high-water mark is read after the snapshot was taken: groups past the
         // snapshot's horizon are then filtered out by the snapshot itself.
-        let at = engine::read_point();
-        let fates = unsafe { SnapshotFates::new(snapshot) };
-        let curcid = unsafe { (*snapshot).curcid };
+        let view = unsafe { View::new(snapshot) };
+        let (at, fates) = (view.at, view.fates.as_ref());
         engine::with_store(|s| {
-            let base = match s.scan(info.id, at, &fates) {
+            let base = match s.scan(info.id, at, fates) {
                 Ok(scan) => Some(scan.peekable()),
                 Err(driftdb_storage::Error::NoSuchTable(_)) => None,
                 Err(e) => return Err(e),
             };
             let mut failure = None;
-            let own = txn::own_changes(info.id, None, curcid, false, &mut |k| {
-                visible_row(s, info.id, k, at, &fates).unwrap_or_else(|e| {
+            let own = view.own_changes(info.id, None, &mut |k| {
+                visible_row(s, info.id, k, at, fates).unwrap_or_else(|e| {
                     failure = Some(e);
                     None
                 })
@@ -308,17 +347,16 @@ unsafe fn index_rows(
             let hi = bound(pushdown::HAS_HI, pushdown::HI_INCLUSIVE);
             (lo, hi)
         };
-        let at = engine::read_point();
-        let fates = SnapshotFates::new(snapshot);
-        let curcid = (*snapshot).curcid;
+        let view = View::new(snapshot);
+        let (at, fates) = (view.at, view.fates.as_ref());
         engine::with_store(|s| {
-            let found = match s.index_range(info.id, col.id(), lo, hi, at, &fates) {
+            let found = match s.index_range(info.id, col.id(), lo, hi, at, fates) {
                 Err(driftdb_storage::Error::NoSuchTable(_)) => Vec::new(),
                 other => other?,
             };
             let mut failure = None;
-            let own = txn::own_changes(info.id, None, curcid, false, &mut |k| {
-                visible_row(s, info.id, k, at, &fates).unwrap_or_else(|e| {
+            let own = view.own_changes(info.id, None, &mut |k| {
+                visible_row(s, info.id, k, at, fates).unwrap_or_else(|e| {
                     failure = Some(e);
                     None
                 })

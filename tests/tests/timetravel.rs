@@ -143,6 +143,24 @@ fn past_reads_equal_every_recorded_state() {
             "b as of {at} (commit {i})"
         );
     }
+    // Under SET driftdb.as_of, plain reads of both tables (and a join of them) see the
+    // recorded state of that point.
+    for (seq, at, a, b) in records.iter().step_by(3) {
+        for point in [seq.to_string(), at.clone()] {
+            reader
+                .batch_execute(&format!("SET driftdb.as_of = '{point}'"))
+                .unwrap();
+            assert_eq!(&state(&mut reader, "a"), a, "a under as_of {point}");
+            assert_eq!(&state(&mut reader, "b"), b, "b under as_of {point}");
+            let joined: i64 = reader
+                .query_one("SELECT count(*) FROM a JOIN b USING (id)", &[])
+                .unwrap()
+                .get(0);
+            let expected = a.iter().filter(|r| b.iter().any(|q| q.0 == r.0)).count() as i64;
+            assert_eq!(joined, expected, "join under as_of {point}");
+        }
+        reader.batch_execute("RESET driftdb.as_of").unwrap();
+    }
     // Past reads from inside a REPEATABLE READ transaction give the same answers.
     reader
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")

@@ -1,0 +1,99 @@
+//! `SET driftdb.as_of`: while set (to a seq or a timestamp), every read of a DriftDB table
+//! in the session sees that one point in the past, so joins, views and CTEs across tables
+//! are consistent; writes to DriftDB tables are refused. Empty turns it off. `SET LOCAL`
+//! works, as for any setting.
+
+use crate::error::DriftError;
+use crate::timetravel::{check_seq, seq_at};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::{CStr, CString};
+
+static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// What the setting says, parsed.
+enum Point {
+    Seq(i64),
+    Time(i64),
+}
+
+/// Parses a value: a non-negative integer is a seq, anything else must be a timestamptz.
+/// `None` for the empty string (off). Errors raise as Postgres errors.
+fn parse(value: &str) -> Option<Point> {
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if let Ok(seq) = v.parse::<i64>() {
+        return Some(Point::Seq(seq));
+    }
+    let c = CString::new(v).unwrap_or_default();
+    // SAFETY: timestamptz_in on a NUL-terminated string; a bad value raises an ERROR.
+    let ts = unsafe {
+        pg_sys::OidFunctionCall3Coll(
+            pg_sys::Oid::from(pg_sys::F_TIMESTAMPTZ_IN),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(c.as_ptr()),
+            pg_sys::Datum::from(pg_sys::InvalidOid),
+            pg_sys::Datum::from(-1i32),
+        )
+    };
+    Some(Point::Time(ts.value() as i64))
+}
+
+/// Rejects values that are neither empty, a seq, nor a timestamp, at SET time.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_as_of(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        let value = CStr::from_ptr(*newval).to_string_lossy().into_owned();
+        PgTryBuilder::new(|| match parse(&value) {
+            Some(Point::Seq(s)) => s >= 0,
+            _ => true,
+        })
+        .catch_others(|_| false)
+        .execute()
+    }
+}
+
+pub fn init() {
+    // SAFETY: the check hook is guarded and only parses its argument.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"driftdb.as_of",
+            c"Reads every DriftDB table as of this seq or timestamp ('' for the present).",
+            c"While set, DriftDB tables are read-only and every read sees that one point.",
+            &AS_OF,
+            GucContext::Userset,
+            GucFlags::default(),
+            Some(check_as_of),
+            None,
+            None,
+        );
+    }
+}
+
+/// The seq every DriftDB read sees while `driftdb.as_of` is set, `None` when it is not.
+pub fn past_point() -> Option<u64> {
+    let value = AS_OF.get()?;
+    match parse(&value.to_string_lossy())? {
+        Point::Seq(s) => Some(check_seq(s)),
+        Point::Time(t) => Some(seq_at(t)),
+    }
+}
+
+/// Writes are refused while the session reads the past.
+pub fn refuse_writes() {
+    if let Some(value) = AS_OF.get() {
+        if !value.to_string_lossy().trim().is_empty() {
+            DriftError::WriteInPast.report()
+        }
+    }
+}
