@@ -69,6 +69,18 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     }
 }
 
+/// Buffers one change to a row of this table in the transaction.
+fn push_event(info: &TableInfo, key: Vec<u8>, op: Op) {
+    txn::push(
+        info.relid,
+        Event {
+            table: info.id,
+            key,
+            op,
+        },
+    );
+}
+
 /// COPY FROM (and tuple routing) inserts through this instead of BeginForeignModify.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_insert(
@@ -197,14 +209,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         if !state.info.key.is_empty() {
             check_absent(&state.info, &key);
         }
-        txn::push(
-            state.info.relid,
-            Event {
-                table: state.info.id,
-                key,
-                op: Op::Insert(row),
-            },
-        );
+        push_event(&state.info, key, Op::Insert(row));
         slot
     }
 }
@@ -227,22 +232,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         if new_key != old_key {
             // The key changed: the old row leaves, a new one arrives.
             check_absent(info, &new_key);
-            txn::push(
-                info.relid,
-                Event {
-                    table: info.id,
-                    key: old_key,
-                    op: Op::SoftDelete,
-                },
-            );
-            txn::push(
-                info.relid,
-                Event {
-                    table: info.id,
-                    key: new_key,
-                    op: Op::Insert(new),
-                },
-            );
+            push_event(info, old_key, Op::SoftDelete);
+            push_event(info, new_key, Op::Insert(new));
             return slot;
         }
         let patch: Vec<_> = new
@@ -251,14 +242,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             .filter(|(c, v)| old.get(*c) != v.as_deref())
             .collect();
         if !patch.is_empty() {
-            txn::push(
-                info.relid,
-                Event {
-                    table: info.id,
-                    key: old_key,
-                    op: Op::Patch(patch),
-                },
-            );
+            push_event(info, old_key, Op::Patch(patch));
         }
         slot
     }
@@ -276,14 +260,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         let info = &state.info;
         let key = target_key(state, plan_slot);
         let old = row_to_change(info, &key);
-        txn::push(
-            info.relid,
-            Event {
-                table: info.id,
-                key,
-                op: Op::SoftDelete,
-            },
-        );
+        push_event(info, key, Op::SoftDelete);
         if !(*rinfo).ri_projectReturning.is_null() {
             info.store_row(slot, &old);
         }

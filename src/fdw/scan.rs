@@ -49,6 +49,26 @@ impl View {
         }
     }
 
+    /// The transaction's own changes to the whole table visible to this read, a PATCH
+    /// applied to the row this read sees in the store.
+    pub fn own_table_changes(
+        &self,
+        s: &mut Store,
+        info: &TableInfo,
+    ) -> driftdb_storage::Result<btree_map::BTreeMap<Vec<u8>, Own>> {
+        let mut failure = None;
+        let own = self.own_changes(info.id, None, &mut |k| {
+            visible_row(s, info.id, k, self.at, self.fates.as_ref()).unwrap_or_else(|e| {
+                failure = Some(e);
+                None
+            })
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(own),
+        }
+    }
+
     /// The transaction's own changes visible to this read.
     pub fn own_changes(
         &self,
@@ -119,16 +139,7 @@ impl Rows {
                 Err(driftdb_storage::Error::NoSuchTable(_)) => None,
                 Err(e) => return Err(e),
             };
-            let mut failure = None;
-            let own = view.own_changes(info.id, None, &mut |k| {
-                visible_row(s, info.id, k, at, fates).unwrap_or_else(|e| {
-                    failure = Some(e);
-                    None
-                })
-            });
-            if let Some(e) = failure {
-                return Err(e);
-            }
+            let own = view.own_table_changes(s, info)?;
             Ok(Rows {
                 base,
                 own: own.into_iter().peekable(),
@@ -354,16 +365,7 @@ unsafe fn index_rows(
                 Err(driftdb_storage::Error::NoSuchTable(_)) => Vec::new(),
                 other => other?,
             };
-            let mut failure = None;
-            let own = view.own_changes(info.id, None, &mut |k| {
-                visible_row(s, info.id, k, at, fates).unwrap_or_else(|e| {
-                    failure = Some(e);
-                    None
-                })
-            });
-            if let Some(e) = failure {
-                return Err(e);
-            }
+            let own = view.own_table_changes(s, info)?;
             let mut out: Vec<(Vec<u8>, Row)> = found
                 .into_iter()
                 .filter(|(k, _)| !own.contains_key(k))
