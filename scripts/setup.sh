@@ -27,7 +27,10 @@ step_apt() {
     as_root mkdir -p /etc/postgresql-common
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
   fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # --force-confold: keep the createcluster.conf written above when postgresql-common
+  # arrives with its own, instead of asking.
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
 }
 
 step_cargo_pgrx() {
