@@ -7,11 +7,12 @@
 
 use crate::compat;
 use crate::engine;
+use crate::error::DriftError;
 use crate::fdw::pushdown::{self, Access, Choice};
 use crate::fdw::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgList;
+use pgrx::{PgList, PgMemoryContexts};
 
 /// Rows assumed before ANALYZE has counted any (the planner's usual guess for a relation
 /// it knows nothing about).
@@ -41,6 +42,16 @@ unsafe fn choose(relid: pg_sys::Oid, rti: pg_sys::Index, quals: *mut pg_sys::Lis
             other => other,
         });
         pushdown::choose(&info, rti, quals, &indexes)
+    }
+}
+
+/// The choice GetForeignRelSize made for this relation.
+unsafe fn planned_choice<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a Choice {
+    unsafe {
+        match ((*baserel).fdw_private as *const Choice).as_ref() {
+            Some(c) => c,
+            None => DriftError::Internal("planning began without sizing the scan".into()).report(),
+        }
     }
 }
 
@@ -92,6 +103,11 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     unsafe {
         let c = choose(relid, (*baserel).relid, (*baserel).baserestrictinfo);
         let rows = estimate(baserel, c.access, &c.exprs);
+        // Kept for GetForeignPaths and GetForeignPlan: the choice reads the table's index
+        // list from disk. Freed with the planner's memory.
+        let kept = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(c);
+        (*baserel).fdw_private = kept.cast();
+        let c = &*kept;
         // A key lookup returns what it found; otherwise the quals' selectivity applies.
         (*baserel).rows = match c.access {
             Access::Full | Access::IndexEq | Access::IndexRange => {
@@ -113,10 +129,10 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
 pub unsafe extern "C-unwind" fn get_foreign_paths(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    relid: pg_sys::Oid,
+    _relid: pg_sys::Oid,
 ) {
     unsafe {
-        let c = choose(relid, (*baserel).relid, (*baserel).baserestrictinfo);
+        let c = planned_choice(baserel);
         // A full scan reads every row; the others fetch about the rows they return.
         let (startup, fetched, per_row) = match c.access {
             Access::Full => (
@@ -150,7 +166,7 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
 pub unsafe extern "C-unwind" fn get_foreign_plan(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    relid: pg_sys::Oid,
+    _relid: pg_sys::Oid,
     _best_path: *mut pg_sys::ForeignPath,
     tlist: *mut pg_sys::List,
     scan_clauses: *mut pg_sys::List,
@@ -163,9 +179,11 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 (*parse).commandType,
                 pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
             );
-        let c = choose(relid, (*baserel).relid, scan_clauses);
+        // The scan's quals are the relation's restrictions (DriftDB paths are never
+        // parameterized), which the choice was made from.
+        let c = planned_choice(baserel);
         let mut fdw_exprs = PgList::<pg_sys::Expr>::new();
-        for e in c.exprs {
+        for &e in &c.exprs {
             fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
         }
         // Every qual stays with Postgres, which checks it on each row returned.
