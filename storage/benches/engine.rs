@@ -57,19 +57,34 @@ fn config(durability: Durability) -> Config {
 }
 
 /// A fresh store with its segments created (so the timed append only appends).
-fn fresh_store(dir: &std::path::Path) -> Store {
-    let mut s = Store::open(dir, config(Durability::Sync)).unwrap();
+fn fresh_store(dir: &std::path::Path, durability: Durability) -> Store {
+    let mut s = Store::open(dir, config(durability)).unwrap();
     s.create_table(T).unwrap();
     s.append(&inserts(u64::MAX / 2, 1, 1), &AllCommitted)
         .unwrap();
     s
 }
 
+/// Time of `iters` appends of one batch, each into a fresh store, the batch built outside
+/// the timed part.
+fn timed_appends(iters: u64, txns: u64, per_txn: u64, durability: Durability) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = fresh_store(dir.path(), durability);
+        let batch = inserts(0, txns, per_txn);
+        let t = Instant::now();
+        black_box(s.append(&batch, &AllCommitted).unwrap());
+        total += t.elapsed();
+    }
+    total
+}
+
 fn bench_append(c: &mut Criterion) {
     let (txns, per_txn) = (2_500u64, 20u64);
     // Bytes one batch writes (table frames + journal frames).
     let probe = tempfile::tempdir().unwrap();
-    let mut s = fresh_store(probe.path());
+    let mut s = fresh_store(probe.path(), Durability::Sync);
     let before = s.stats().bytes_written;
     s.append(&inserts(0, txns, per_txn), &AllCommitted).unwrap();
     let bytes = s.stats().bytes_written - before;
@@ -83,18 +98,7 @@ fn bench_append(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("store_append_50k_events_fdatasync", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let mut s = fresh_store(dir.path());
-                let batch = inserts(0, txns, per_txn);
-                let t = Instant::now();
-                black_box(s.append(&batch, &AllCommitted).unwrap());
-                total += t.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync))
     });
     g.bench_function("raw_sequential_write_fdatasync_same_bytes", |b| {
         let buf = vec![0x5au8; bytes as usize];
@@ -116,36 +120,11 @@ fn bench_append(c: &mut Criterion) {
     });
     // The CPU part alone: the same append without fdatasync.
     g.bench_function("store_append_50k_events_nosync", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let mut s = Store::open(dir.path(), config(Durability::NoSync)).unwrap();
-                s.create_table(T).unwrap();
-                s.append(&inserts(u64::MAX / 2, 1, 1), &AllCommitted)
-                    .unwrap();
-                let batch = inserts(0, txns, per_txn);
-                let t = Instant::now();
-                black_box(s.append(&batch, &AllCommitted).unwrap());
-                total += t.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::NoSync))
     });
     g.throughput(Throughput::Elements(txns * per_txn));
     g.bench_function("store_append_50k_events_fdatasync_events", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let mut s = fresh_store(dir.path());
-                let batch = inserts(0, txns, per_txn);
-                let t = Instant::now();
-                black_box(s.append(&batch, &AllCommitted).unwrap());
-                total += t.elapsed();
-            }
-            total
-        })
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync))
     });
     g.finish();
 }
