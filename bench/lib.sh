@@ -8,6 +8,7 @@ BENCH_BIN=$("$PG15_CONFIG" --bindir)
 # bench_cluster NAME: a fresh release-built PG15 cluster with DriftDB, removed on exit.
 bench_cluster() {
   BENCH_DATA="$DRIFTDB_RUN/bench-$1"
+  pg_lock
   bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
   install_driftdb "$PG15_CONFIG" --release
   cluster_stop "$BENCH_BIN" "$BENCH_DATA" 2>/dev/null || true

@@ -17,6 +17,20 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { (cd / && as_root env -u RUST_BACKTRACE runuser -u postgres -- "$@"); }
 pg_bindir() { "$1" --bindir; }
 
+# pg_lock: holds an exclusive lock on this machine's Postgres installs until the calling
+# script exits, so that two `make test`/`make run`/`make bench` in different checkouts on
+# one machine never replace driftdb.so under each other's servers or share a port. The
+# lock is fd 9: everything that starts a long-lived process closes it (`9>&-`), or that
+# process would keep the lock after the script ends.
+pg_lock() {
+  exec 9>"${DRIFTDB_LOCK:-/tmp/driftdb-pg.lock}"
+  if ! flock -n 9; then
+    say "waiting for another DriftDB script using Postgres on this machine"
+    flock 9
+  fi
+}
+pg_unlock() { exec 9>&-; }
+
 # --- clusters ---------------------------------------------------------------------------
 # A cluster is a data directory under $DRIFTDB_RUN owned by postgres, listening on
 # 127.0.0.1:<port> and on a socket in its own directory, with DriftDB preloaded.
@@ -43,7 +57,7 @@ CONF
 cluster_start() {
   local bindir=$1 datadir=$2
   if as_postgres "$bindir/pg_ctl" -D "$datadir" status >/dev/null 2>&1; then return; fi
-  as_postgres "$bindir/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 start >/dev/null \
+  as_postgres "$bindir/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 start >/dev/null 9>&- \
     || { tail -20 "$datadir/server.log" >&2; die "could not start the cluster in $datadir"; }
 }
 

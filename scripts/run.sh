@@ -11,6 +11,7 @@ DEMO_DATA="$DRIFTDB_RUN/demo-15"
 DEMO_DB=drift_demo
 BIN15=$("$PG15_CONFIG" --bindir)
 
+pg_lock
 bash "$here/setup.sh"
 install_driftdb "$PG15_CONFIG" --release
 # Restart a running demo server so that it loads the new build.
@@ -33,6 +34,7 @@ if [ "$(as_root cat "$DEMO_DATA/driftdb-demo.stamp" 2>/dev/null)" != "$stamp" ];
   echo "$stamp" | as_root tee "$DEMO_DATA/driftdb-demo.stamp" >/dev/null
 fi
 
+pg_unlock
 connect="psql -h 127.0.0.1 -p $DEMO_PORT -U postgres $DEMO_DB"
 if [ -t 0 ] && [ -t 1 ]; then
   say "connected; \\q leaves psql, 'make stop' stops the server"

@@ -38,7 +38,7 @@ step() {
   local name=$1; shift
   local log="$LOGS/$name.log" t0=$SECONDS rc
   say "$name"
-  ( "$@" ) >"$log" 2>&1; rc=$?
+  ( "$@" ) >"$log" 2>&1 9>&-; rc=$?
   read -r p f < <(count_results "$log")
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   passed=$((passed + p)); failed=$((failed + f))
@@ -82,6 +82,7 @@ e2e() {
     cargo test -p driftdb-e2e -- --test-threads=2
 }
 
+pg_lock
 step setup bash "$here/setup.sh"
 if [ ${#broken_steps[@]} -ne 0 ]; then echo "0 passed, 1 failed"; exit 1; fi
 step lint lint
