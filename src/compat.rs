@@ -71,3 +71,16 @@ pub fn owns_relation(relid: pg_sys::Oid) -> bool {
         return pg_sys::object_ownercheck(pg_sys::RelationRelationId, relid, pg_sys::GetUserId());
     }
 }
+
+/// `XLogRegisterData` took `char *` and `int` before 16 and `const void *` and `uint32` since.
+///
+/// # Safety
+/// Between `XLogBeginInsert` and `XLogInsert`; `data` must stay valid until `XLogInsert`.
+pub unsafe fn xlog_register_data(data: &[u8]) {
+    unsafe {
+        #[cfg(feature = "pg15")]
+        pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as i32);
+        #[cfg(not(feature = "pg15"))]
+        pg_sys::XLogRegisterData(data.as_ptr() as *const std::ffi::c_void, data.len() as u32);
+    }
+}

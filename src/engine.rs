@@ -6,7 +6,8 @@
 
 use crate::error::DriftError;
 use crate::shmem;
-use driftdb_storage::{Config, Fate, Fates, Store, TableId};
+use crate::wal::PgWal;
+use driftdb_storage::{Config, Fate, Fates, OpenMode, Store, TableId, WriteAhead};
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ pub fn table_id(relid: pg_sys::Oid) -> TableId {
     (u64::from(db.to_u32()) << 32) | u64::from(relid.to_u32())
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     // SAFETY: DataDir is set before any backend runs SQL and never changes afterwards.
     let data = unsafe { CStr::from_ptr(pg_sys::DataDir) };
     PathBuf::from(data.to_string_lossy().into_owned()).join("driftdb")
@@ -39,18 +40,41 @@ pub fn read_point() -> u64 {
     shmem::high_water()
 }
 
-/// Runs `f` on this backend's store, opening it first if needed.
+/// Opens the store: as a writer whose every change is WAL-logged first, or, while the
+/// server is in recovery (a hot standby), as a reader (redo writes the files there).
+fn open_store() -> Store {
+    // SAFETY: a plain read of the server's recovery state.
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    let (config, wal): (Config, Option<Box<dyn WriteAhead + Send>>) = if in_recovery {
+        let config = Config {
+            mode: OpenMode::Reader,
+            ..Config::default()
+        };
+        (config, None)
+    } else {
+        (Config::default(), Some(Box::new(PgWal::new())))
+    };
+    Store::open_with(root(), config, wal).unwrap_or_else(|e| DriftError::Engine(e).report())
+}
+
+/// Runs `f` on this backend's store, opening it first if needed (and again as a writer
+/// once a standby has been promoted).
 pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -> R {
     STORE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
+        let promoted = slot.as_ref().is_some_and(|s| {
+            // SAFETY: a plain read of the server's recovery state.
+            s.config().mode == OpenMode::Reader && !unsafe { pg_sys::RecoveryInProgress() }
+        });
+        if slot.is_none() || promoted {
             let mut state = shmem::STATE.exclusive();
-            let mut store = Store::open(root(), Config::default())
+            let mut store = open_store();
+            let current = store
+                .current_seq()
                 .unwrap_or_else(|e| DriftError::Engine(e).report());
             if !state.initialized {
-                state.high_water = store
-                    .current_seq()
-                    .unwrap_or_else(|e| DriftError::Engine(e).report());
+                // Redo may have published groups already (a standby, or after a crash).
+                state.high_water = state.high_water.max(current);
                 state.initialized = true;
             }
             *slot = Some(store);

@@ -18,6 +18,7 @@ mod history;
 mod shmem;
 mod timetravel;
 mod txn;
+mod wal;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -33,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
         error::DriftError::NotPreloaded.report();
     }
     shmem::init();
+    wal::init();
     txn::init();
     drop::init();
     asof::init();
