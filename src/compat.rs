@@ -84,3 +84,16 @@ pub unsafe fn xlog_register_data(data: &[u8]) {
         pg_sys::XLogRegisterData(data.as_ptr() as *const std::ffi::c_void, data.len() as u32);
     }
 }
+
+/// The oldest xid the commit log still holds (`ShmemVariableCache` before 17,
+/// `TransamVariables` since).
+pub fn oldest_clog_xid() -> pg_sys::TransactionId {
+    // SAFETY: the shared transaction-state struct exists in every backend; the field is a
+    // plain 32-bit value that only moves forward.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        return (*pg_sys::ShmemVariableCache).oldestClogXid;
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        return (*pg_sys::TransamVariables).oldestClogXid;
+    }
+}

@@ -79,6 +79,10 @@ pub enum DriftError {
     },
     PrepareWithWrites,
     Serializable,
+    /// A transaction's fate is neither recorded by DriftDB nor in the commit log any more.
+    FateForgotten {
+        xid: u64,
+    },
     TooManyTargetRows,
     /// A stored value does not fit its column's type.
     CorruptValue {
@@ -239,6 +243,18 @@ impl DriftError {
                     rel_name(relid)
                 ))
             }
+            DriftError::FateForgotten { xid } => ErrorReport::new(
+                ERRCODE_DATA_CORRUPTED,
+                format!(
+                    "the fate of transaction {xid} is no longer known: DriftDB has not \
+                     recorded it and the commit log has been truncated past it"
+                ),
+                FUNC,
+            )
+            .set_hint(
+                "DriftDB's fates worker records each transaction's fate and holds back \
+                 freezing until it has; check that it runs (drift_health(), the server log).",
+            ),
             DriftError::PrepareWithWrites => ErrorReport::new(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 "cannot PREPARE a transaction that has written to DriftDB tables",

@@ -19,6 +19,7 @@ mod shmem;
 mod timetravel;
 mod txn;
 mod wal;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -35,6 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     shmem::init();
     wal::init();
+    worker::init();
     txn::init();
     drop::init();
     asof::init();

@@ -353,6 +353,8 @@ fn commit() {
         events: events.into_iter().map(|(e, _)| e).collect(),
     };
     engine::with_store(|store| {
+        // Old groups' fates come from DriftDB's own record, not the commit log.
+        engine::refresh_settled(store)?;
         let mut state = shmem::STATE.exclusive();
         // Wait for an in-flight slot: every slot is held only between an append and the
         // end of its transaction, which is short.

@@ -1229,8 +1229,10 @@ impl Store {
     /// Records the fate of every group whose transaction's full xid is below `below`, as
     /// `fates` decides it (the caller's commit log). Every transaction with an xid below
     /// `below` must have ended (an undecided one is [`Error::Undecided`] and nothing is
-    /// recorded). Returns the number of groups settled. Afterwards the caller's commit log
-    /// is never needed for those groups: [`SettledFates::fate`] answers.
+    /// recorded). Returns the number of groups settled; when it is 0 nothing is written
+    /// (no group has an xid in the range, so nothing will ever look one up). Afterwards the
+    /// caller's commit log is never needed for the settled groups: [`SettledFates::fate`]
+    /// answers.
     pub fn settle(&mut self, below: u64, fates: &dyn Fates) -> Result<usize> {
         self.require_writer()?;
         self.fates_log.refresh()?;
@@ -1269,6 +1271,13 @@ impl Store {
                 }
             }
             settled += 1;
+        }
+        if settled == 0 {
+            // No group has an xid in the newly settled range, so no reader will ever ask
+            // about those xids: there is nothing to record.
+            self.settle_pending = pending;
+            self.settle_scanned = total;
+            return Ok(0);
         }
         let rel = crate::settled::FATES_FILE.to_string();
         let mut ops = Vec::new();

@@ -761,8 +761,16 @@ fn settled_fates_answer_without_the_callers_commit_log() {
         9,
         "a failed settle records nothing"
     );
-    // Settling again below the mark is a no-op.
+    // Settling again below the mark is a no-op, and so is a range without groups.
     assert_eq!(s.settle(5, &fates).unwrap(), 0);
+    let len = std::fs::metadata(d.path().join("fates.log")).unwrap().len();
+    s.append(&[txn(20, vec![ins(T, "k20", &[(1, "x")])])], &fates)
+        .unwrap();
+    assert_eq!(s.settle(9, &fates).unwrap(), 0);
+    assert_eq!(
+        std::fs::metadata(d.path().join("fates.log")).unwrap().len(),
+        len
+    );
     fates.in_progress.clear();
     fates.aborted.insert(9);
     assert_eq!(s.settle(11, &fates).unwrap(), 2);

@@ -420,3 +420,104 @@ fn kill_9_at_random_moments_loses_no_acknowledged_commit() {
         "the writers committed too little to test anything"
     );
 }
+
+#[test]
+fn history_survives_freezing_and_commit_log_truncation() {
+    let cluster = Cluster::start(
+        "freeze",
+        &[
+            "autovacuum = off",
+            "vacuum_freeze_min_age = 0",
+            "vacuum_freeze_table_age = 0",
+        ],
+    );
+    let mut c = cluster.create_db("app");
+    schema(&mut c);
+    for i in 0..20 {
+        c.batch_execute(&format!(
+            "INSERT INTO users VALUES ({i}, 'n{i}', {i}); UPDATE users SET age = age + 1 WHERE id = {};",
+            i / 2
+        ))
+        .unwrap();
+    }
+    c.batch_execute("DELETE FROM users WHERE id % 5 = 0")
+        .unwrap();
+    let mid = one_i64(&mut c, "SELECT drift_current_seq()") / 2;
+    let read = |c: &mut Client| {
+        vec![
+            one_text(c, "SELECT json_agg(u ORDER BY id)::text FROM users u"),
+            one_text(
+                c,
+                "SELECT json_agg(h ORDER BY seq)::text FROM drift_history('users') h",
+            ),
+            one_text(
+                c,
+                &format!(
+                    "SELECT json_agg(u ORDER BY id)::text FROM drift_as_of(NULL::users, {mid}) u"
+                ),
+            ),
+            one_text(
+                c,
+                "SELECT json_agg(u ORDER BY id)::text FROM users u WHERE id = 7",
+            ),
+        ]
+    };
+    let before = read(&mut c);
+    let first_xid: i64 = c
+        .query_one(
+            "SELECT min(txid::text::bigint) FROM drift_history('users')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        first_xid < 1 << 20,
+        "DriftDB's first transactions are in pg_xact/0000"
+    );
+
+    // More than a commit-log segment's worth of transactions (2^20), then freeze every
+    // database so that Postgres truncates the commit log past DriftDB's transactions.
+    c.batch_execute(
+        "CREATE PROCEDURE burn(n int) LANGUAGE plpgsql AS $$ \
+         BEGIN FOR i IN 1..n LOOP PERFORM txid_current(); COMMIT; END LOOP; END $$",
+    )
+    .unwrap();
+    c.batch_execute("SET synchronous_commit = off").unwrap();
+    c.batch_execute("CALL burn(1100000)").unwrap();
+    // The fates worker settles within a second or so; give it time to advance past the
+    // burnt transactions before freezing.
+    std::thread::sleep(Duration::from_secs(3));
+    cluster
+        .connect("postgres")
+        .batch_execute("UPDATE pg_database SET datallowconn = true WHERE datname = 'template0'")
+        .unwrap();
+    for db in ["template0", "template1", "postgres", "app"] {
+        cluster
+            .connect(db)
+            .batch_execute("VACUUM (FREEZE)")
+            .unwrap_or_else(|e| panic!("VACUUM FREEZE in {db}: {e}"));
+    }
+    let clog0 = cluster.datadir.join("pg_xact/0000");
+    assert!(
+        !clog0.exists(),
+        "the commit log was not truncated (pg_xact/0000 is still there)"
+    );
+    assert!(cluster.datadir.join("driftdb/fates.log").exists());
+
+    // A new connection reads exactly what was there before.
+    drop(c);
+    let mut c = cluster.connect("app");
+    assert_eq!(read(&mut c), before);
+    // And after a restart (the store and its fates are read from disk again).
+    drop(c);
+    cluster.stop();
+    cluster.restart();
+    let mut c = cluster.connect("app");
+    assert_eq!(read(&mut c), before);
+    c.batch_execute("UPDATE users SET name = 'later' WHERE id = 1")
+        .unwrap();
+    assert_eq!(
+        one_text(&mut c, "SELECT name FROM users WHERE id = 1"),
+        "later"
+    );
+}
