@@ -308,7 +308,21 @@ fn engine_report(e: driftdb_storage::Error) -> ErrorReport {
             FUNC,
         )
         .set_detail(detail),
-        E::IoAt { .. } | E::Io(_) => ErrorReport::new(ERRCODE_IO_ERROR, e.to_string(), FUNC),
+        E::IoAt { ref source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            ErrorReport::new(
+                ERRCODE_DISK_FULL,
+                format!("DriftDB cannot write: {e}"),
+                FUNC,
+            )
+        }
+        E::IoAt { .. } | E::Io(_) | E::Broken(_) => {
+            ErrorReport::new(ERRCODE_IO_ERROR, e.to_string(), FUNC)
+        }
+        E::ReadOnly => ErrorReport::new(
+            ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "DriftDB's files are read-only during recovery (on a standby)",
+            FUNC,
+        ),
         E::TooLarge(what) => ErrorReport::new(
             ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("too large for DriftDB: {what}"),

@@ -293,11 +293,22 @@ pub trait WriteAhead {
     }
 }
 
+/// An I/O failure to inject, for tests of what the store does when the disk fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The `n`th WRITE from now (0 = the next) fails with ENOSPC, having written nothing.
+    FullDisk { n: usize },
+    /// The `n`th SYNC or SYNC_DIR from now fails with EIO (after its write went to the page
+    /// cache, as a failed fsync leaves it).
+    SyncFails { n: usize },
+}
+
 /// Applies file ops under one root, keeping recently written files open.
 pub struct Applier {
     root: PathBuf,
     durable: bool,
     files: HashMap<String, File>,
+    fault: Option<Fault>,
 }
 
 impl Applier {
@@ -307,6 +318,28 @@ impl Applier {
             root: root.into(),
             durable,
             files: HashMap::new(),
+            fault: None,
+        }
+    }
+
+    /// Makes a later op fail (tests only; see [`Fault`]).
+    pub fn inject(&mut self, fault: Fault) {
+        self.fault = Some(fault);
+    }
+
+    /// Counts down the injected fault for an op of kind `sync`; true if this op fails.
+    fn trips(&mut self, sync: bool) -> bool {
+        let n = match &mut self.fault {
+            Some(Fault::FullDisk { n }) if !sync => n,
+            Some(Fault::SyncFails { n }) if sync => n,
+            _ => return false,
+        };
+        if *n == 0 {
+            self.fault = None;
+            true
+        } else {
+            *n -= 1;
+            false
         }
     }
 
@@ -361,6 +394,12 @@ impl Applier {
                     bytes,
                 } => {
                     let abs = self.abs(path)?;
+                    if self.trips(false) {
+                        return Err(Error::IoAt {
+                            path: abs,
+                            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+                        });
+                    }
                     self.file(path)?.write_all_at(bytes, *offset).at(&abs)?;
                     stats.bytes_written += bytes.len() as u64;
                     touched.push(path);
@@ -448,6 +487,12 @@ impl Applier {
 
     fn sync_file(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
         let abs = self.abs(rel)?;
+        if self.trips(true) {
+            return Err(Error::IoAt {
+                path: abs,
+                source: std::io::Error::from_raw_os_error(5), // EIO
+            });
+        }
         if !abs.exists() {
             return Ok(());
         }
@@ -458,6 +503,12 @@ impl Applier {
 
     fn sync_dir(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
         let abs = self.abs(rel)?;
+        if self.trips(true) {
+            return Err(Error::IoAt {
+                path: abs,
+                source: std::io::Error::from_raw_os_error(5), // EIO
+            });
+        }
         match File::open(&abs) {
             Ok(d) => d.sync_all().at(&abs)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

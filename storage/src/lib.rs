@@ -19,7 +19,7 @@ mod table;
 mod types;
 
 pub use error::{Error, Result};
-pub use fileops::{Applier, Batch, FileOp, GroupMark, WriteAhead};
+pub use fileops::{Applier, Batch, Fault, FileOp, GroupMark, WriteAhead};
 pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use settled::SettledFates;

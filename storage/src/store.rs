@@ -115,6 +115,10 @@ pub struct Store {
     wal: Option<Box<dyn WriteAhead + Send>>,
     applier: Applier,
     fates_log: FatesLog,
+    /// Set when applying a batch failed: what reached the disk is unknown (a failed fsync
+    /// may have dropped the pages it could not write), so this store writes nothing more;
+    /// reopening recovers from what the files hold (and, in Postgres, from the WAL).
+    broken: Option<String>,
     /// Journal groups examined by `settle` so far, and those among them whose transactions
     /// were not yet below the settled xid.
     settle_scanned: usize,
@@ -457,6 +461,7 @@ impl Store {
             wal,
             applier: Applier::new(&root, config.durability == Durability::Sync),
             fates_log: FatesLog::new(&root),
+            broken: None,
             settle_scanned: 0,
             settle_pending: Vec::new(),
             journal: Journal::new(root.join("journal"), config.segment_size),
@@ -497,10 +502,14 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
+        if let Some(why) = &self.broken {
+            return Err(Error::Broken(why.clone()));
+        }
         if let Some(w) = self.wal.as_mut() {
             w.log(&ops, groups)?;
         }
         if let Err(e) = self.applier.apply(&ops, false, &mut self.stats) {
+            self.broken = Some(e.to_string());
             if let Some(w) = self.wal.as_mut() {
                 w.failed(&e);
             }
@@ -1481,6 +1490,11 @@ impl Store {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Makes a later file operation of this store fail (tests of disk failures).
+    pub fn inject_fault(&mut self, fault: crate::fileops::Fault) {
+        self.applier.inject(fault);
     }
 
     pub fn root(&self) -> &Path {
