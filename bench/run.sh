@@ -251,7 +251,7 @@ psql_b -c "DROP INDEX per_t_history_id"
 # CLIENTS clients, one statement per transaction: inserts into fresh tables (keys from a
 # sequence) and updates of random keys of the main tables, each client on its own keys
 # (id = client + 1 + CLIENTS * k). Clients never change one row at once: DriftDB's later
-# committer would get 40001, periods' "invalid row version" (2201H, which pgbench does not
+# committer would get 40001, periods' "invalid row version" (which pgbench does not
 # retry) and heap would wait. pgbench still retries 40001 (--max-tries) and the report
 # counts what failed.
 say "small transactions: $ROUNDS rounds of ${SECS}s per table, $CLIENTS clients"
