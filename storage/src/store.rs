@@ -115,6 +115,8 @@ pub struct Store {
     wal: Option<Box<dyn WriteAhead + Send>>,
     applier: Applier,
     fates_log: FatesLog,
+    /// Tables found without storage, with the journal's last seq when looked for.
+    missing: HashMap<TableId, Seq>,
     /// Set when applying a batch failed: what reached the disk is unknown (a failed fsync
     /// may have dropped the pages it could not write), so this store writes nothing more;
     /// reopening recovers from what the files hold (and, in Postgres, from the WAL).
@@ -462,6 +464,7 @@ impl Store {
             applier: Applier::new(&root, config.durability == Durability::Sync),
             fates_log: FatesLog::new(&root),
             broken: None,
+            missing: HashMap::new(),
             settle_scanned: 0,
             settle_pending: Vec::new(),
             journal: Journal::new(root.join("journal"), config.segment_size),
@@ -606,7 +609,20 @@ impl Store {
 
     fn load_table(&mut self, id: TableId) -> Result<&mut Table> {
         if !self.tables.contains_key(&id) {
-            let t = Table::load(self.table_dir(id), id)?;
+            // A table without storage stays without until a commit creates it, which moves
+            // the journal: until then, do not look for its directory again.
+            let last = self.journal.last_seq();
+            if self.missing.get(&id) == Some(&last) {
+                return Err(Error::NoSuchTable(id));
+            }
+            let t = match Table::load(self.table_dir(id), id) {
+                Err(Error::NoSuchTable(_)) => {
+                    self.missing.insert(id, last);
+                    return Err(Error::NoSuchTable(id));
+                }
+                other => other?,
+            };
+            self.missing.remove(&id);
             self.tables.insert(id, t);
         }
         Ok(self.tables.get_mut(&id).expect("just inserted"))
@@ -792,7 +808,11 @@ impl Store {
 
     /// Refreshes the journal and the table, and checks `at` against the current seq.
     fn prepare_read(&mut self, id: TableId, at: Seq) -> Result<()> {
-        self.journal.refresh(None)?;
+        // Groups at or below `at` never change: the journal needs reading only when the
+        // read goes past what this store has seen.
+        if at > self.journal.last_seq() {
+            self.journal.refresh(None)?;
+        }
         let current = self.journal.last_seq();
         if at > current {
             return Err(Error::SeqInFuture {
@@ -836,6 +856,7 @@ impl Store {
         }
         self.perform(ops, &[])?;
         self.tables.remove(&id);
+        self.missing.remove(&id);
         self.listed_at.remove(&id);
         self.replay_cache = None;
         Ok(())
@@ -864,6 +885,7 @@ impl Store {
         ops.push(FileOp::Remove { path: gone });
         self.perform(ops, &[])?;
         self.tables.remove(&id);
+        self.missing.remove(&id);
         self.listed_at.remove(&id);
         self.snaps.retain(|(t, _), _| *t != id);
         self.replay_cache = None;
@@ -1134,18 +1156,30 @@ impl Store {
 
     /// Makes sure the table's writer sits at the end of its log, cutting what a crashed
     /// writer left past the journal.
+    ///
+    /// Another store (another backend) may have appended since this one last did: its
+    /// frames are then accepted by reading just them (whole frames of groups the journal
+    /// has), instead of recovering the whole segment. Once the segment is full, another
+    /// store may already have started the next one, so the log is listed again (through
+    /// recovery) before this store starts one of its own.
     fn prepare_table_writer(&mut self, id: TableId) -> Result<()> {
-        let t = &self.tables[&id];
-        let current = match &t.writer {
-            Some(w) => fs::metadata(&w.path)
-                .map(|m| m.len() == w.len)
-                .unwrap_or(false),
-            None => false,
-        };
-        if !current {
-            self.recover_table(id)?;
+        let last_seq = self.journal.last_seq();
+        let segment_size = self.config.segment_size;
+        let t = self.tables.get_mut(&id).expect("refreshed");
+        if let Some(w) = &mut t.writer {
+            if let Ok(len) = fs::metadata(&w.path).map(|m| m.len()) {
+                if len < segment_size {
+                    if len == w.len {
+                        return Ok(());
+                    }
+                    if len > w.len && whole_frames_upto(&w.path, w.len, len, last_seq)? {
+                        w.len = len;
+                        return Ok(());
+                    }
+                }
+            }
         }
-        Ok(())
+        self.recover_table(id)
     }
 
     fn prepare_journal_writer(&mut self) -> Result<()> {
@@ -1621,6 +1655,27 @@ fn check_events<'t>(
 }
 
 /// An upper bound of an op's encoded size (tag, counts, ids, lengths, values).
+/// Whether the bytes of `path` from `from` to `to` are whole frames of groups at or below
+/// `last_seq` (what another store appended), read with one pread.
+fn whole_frames_upto(path: &Path, from: u64, to: u64, last_seq: Seq) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (to - from) as usize];
+    fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut buf, from))
+        .at(path)?;
+    let mut pos = 0;
+    while pos < buf.len() {
+        match read_frame(&buf, pos) {
+            FrameRead::Frame { payload, next } => match peek_group_seq(payload) {
+                Ok(g) if g <= last_seq => pos = next,
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 fn encoded_op_estimate(op: &Op) -> usize {
     let cols = match op {
         Op::Insert(r) => r.0.as_slice(),

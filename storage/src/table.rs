@@ -281,6 +281,10 @@ pub(crate) struct TableLog {
     pub dir: PathBuf,
     pub table: TableId,
     segs: Vec<Segment>,
+    /// Where the last read stopped: the first seq of its segment, the offset after the last
+    /// frame read, and that frame's group. A later read of groups after it starts there
+    /// instead of at the segment's start.
+    resume: Option<(Seq, usize, Seq)>,
 }
 
 impl TableLog {
@@ -289,6 +293,7 @@ impl TableLog {
             dir,
             table,
             segs: Vec::new(),
+            resume: None,
         }
     }
 
@@ -313,6 +318,7 @@ impl TableLog {
         for s in &mut self.segs {
             s.forget_map();
         }
+        self.resume = None;
     }
 
     /// Calls `f` on every frame whose group seq is in `(after, upto]`, in order. `last` is
@@ -354,6 +360,17 @@ impl TableLog {
             .saturating_sub(1);
         let mut pos = SEGMENT_HEADER_LEN;
         let mut prev_group = 0;
+        // Every frame before the resume point has a group at or below its group: when that
+        // is at or below `after`, nothing before it is wanted.
+        if let Some((seg_first, at, group)) = self.resume {
+            if group <= after {
+                if let Ok(j) = self.segs.binary_search_by_key(&seg_first, |s| s.first_seq) {
+                    if j >= i {
+                        (i, pos, prev_group) = (j, at, group);
+                    }
+                }
+            }
+        }
         loop {
             let Some(seg) = self.segs.get_mut(i) else {
                 return Err(Error::corruption(
@@ -383,6 +400,10 @@ impl TableLog {
                     }
                     if g > after {
                         f(payload).map_err(|d| Error::corruption(&seg.path, at, d))?;
+                    }
+                    let seg_first = seg.first_seq;
+                    if self.resume.is_none_or(|(_, _, r)| r <= g) {
+                        self.resume = Some((seg_first, next, g));
                     }
                     if g == want {
                         return Ok(());
