@@ -371,6 +371,10 @@ fn commit() {
             state = shmem::STATE.exclusive();
         };
         let now = store.current_seq()?;
+        // In key order: neighbouring keys share snapshot blocks (random order missed the
+        // block cache on every key).
+        let mut expect = expect;
+        expect.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((table, key), (relid, expected)) in expect {
             let current = match store.get(table, &key, now, &InFlightCommitted) {
                 Err(driftdb_storage::Error::NoSuchTable(_)) => None,

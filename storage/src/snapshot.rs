@@ -37,7 +37,15 @@ struct BlockMeta {
 }
 
 type RowBlock = Arc<Vec<(Vec<u8>, Row)>>;
-type RawBlock = Arc<Vec<u8>>;
+
+/// A decompressed row block kept for point lookups. The first lookup walks it (stopping at
+/// the key); the next ones find where each record starts, once, and binary-search: random
+/// lookups that miss the cache pay no more than before, lookups in key order (an UPDATE's
+/// rows) stop walking the same block again and again.
+struct IndexedBlock {
+    raw: Vec<u8>,
+    starts: std::sync::OnceLock<Vec<u32>>,
+}
 
 /// A snapshot's bytes: mapped from its file, or held in memory (the fuzzer).
 enum Bytes {
@@ -64,7 +72,7 @@ pub(crate) struct Snapshot {
     rows: Vec<BlockMeta>,
     indexes: HashMap<ColumnId, Vec<BlockMeta>>,
     /// Recently decompressed row blocks, most recent first.
-    cache: Mutex<Vec<(usize, RawBlock)>>,
+    cache: Mutex<Vec<(usize, Arc<IndexedBlock>)>>,
     /// Indexes this snapshot lacks, rebuilt from its rows on first use.
     rebuilt: Mutex<HashMap<ColumnId, IndexEntries>>,
 }
@@ -433,21 +441,25 @@ impl Snapshot {
         self.rows.len()
     }
 
-    /// Row block `i`, decompressed (cached).
-    fn raw_row_block(&self, i: usize) -> Result<RawBlock> {
+    /// Row block `i`, decompressed (cached), and whether it came from the cache.
+    fn indexed_row_block(&self, i: usize) -> Result<(Arc<IndexedBlock>, bool)> {
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = cache.iter().position(|(j, _)| *j == i) {
                 let hit = cache.remove(p);
                 cache.insert(0, hit.clone());
-                return Ok(hit.1);
+                return Ok((hit.1, true));
             }
         }
-        let raw = Arc::new(self.raw_block(&self.rows[i])?);
+        let raw = self.raw_block(&self.rows[i])?;
+        let block = Arc::new(IndexedBlock {
+            raw,
+            starts: std::sync::OnceLock::new(),
+        });
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(0, (i, raw.clone()));
+        cache.insert(0, (i, block.clone()));
         cache.truncate(CACHED_BLOCKS);
-        Ok(raw)
+        Ok((block, false))
     }
 
     /// Row block `i`, decoded (for scans, which read each block once).
@@ -465,15 +477,51 @@ impl Snapshot {
         let Some(i) = i.checked_sub(1) else {
             return Ok(None);
         };
-        let raw = self.raw_row_block(i)?;
+        let (block, cached) = self.indexed_row_block(i)?;
         let found = (|| -> DecodeResult<Option<Row>> {
-            let mut d = Decoder::new(&raw);
-            while !d.is_empty() {
-                let k = d.len_bytes()?;
-                match k.cmp(key) {
-                    std::cmp::Ordering::Less => d.skip_columns()?,
-                    std::cmp::Ordering::Equal => return Ok(Some(Row(d.columns()?))),
-                    std::cmp::Ordering::Greater => return Ok(None),
+            if !cached && block.starts.get().is_none() {
+                let mut d = Decoder::new(&block.raw);
+                while !d.is_empty() {
+                    let k = d.len_bytes()?;
+                    match k.cmp(key) {
+                        std::cmp::Ordering::Less => d.skip_columns()?,
+                        std::cmp::Ordering::Equal => return Ok(Some(Row(d.columns()?))),
+                        std::cmp::Ordering::Greater => return Ok(None),
+                    }
+                }
+                return Ok(None);
+            }
+            if block.starts.get().is_none() {
+                let mut starts = Vec::new();
+                let mut d = Decoder::new(&block.raw);
+                let mut prev: Option<&[u8]> = None;
+                while !d.is_empty() {
+                    starts.push(d.pos() as u32);
+                    let k = d.len_bytes()?;
+                    if prev.is_some_and(|p| p >= k) {
+                        return Err("keys of a row block not increasing");
+                    }
+                    prev = Some(k);
+                    d.skip_columns()?;
+                }
+                let _ = block.starts.set(starts);
+            }
+            let starts = block.starts.get().expect("set above");
+            let key_at = |start: u32| -> DecodeResult<&[u8]> {
+                Decoder::new(&block.raw[start as usize..]).len_bytes()
+            };
+            // Binary search over the record starts (keys were checked increasing).
+            let (mut lo, mut hi) = (0usize, starts.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match key_at(starts[mid])?.cmp(key) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => {
+                        let mut d = Decoder::new(&block.raw[starts[mid] as usize..]);
+                        d.len_bytes()?;
+                        return Ok(Some(Row(d.columns()?)));
+                    }
                 }
             }
             Ok(None)

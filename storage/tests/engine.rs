@@ -889,3 +889,33 @@ fn two_writers_taking_turns_across_segment_rollovers_keep_every_group_in_order()
     let mut fresh = Store::open(d.path(), small()).unwrap();
     assert_eq!(scan_all(&mut fresh, T, 60, &AllCommitted), expect);
 }
+
+#[test]
+fn point_lookups_in_a_snapshot_find_every_key_and_no_other() {
+    let (_d, mut s) = setup();
+    let rows: Vec<Event> = (0..3000u32)
+        .map(|i| ins(T, &format!("k{:06}", i * 2), &[(1, &format!("v{i}"))]))
+        .collect();
+    s.append(&[txn(1, rows)], &AllCommitted).unwrap();
+    let at = s.current_seq().unwrap();
+    s.snapshot(T, at, &AllCommitted).unwrap();
+    // Twice in key order (the second pass finds cached blocks), and once backwards: every
+    // present key is found with its row, every absent key between them is not.
+    for pass in 0..3 {
+        let order: Vec<u32> = if pass < 2 {
+            (0..6000).collect()
+        } else {
+            (0..6000).rev().collect()
+        };
+        for n in order {
+            let got = s
+                .get(T, format!("k{n:06}").as_bytes(), at, &AllCommitted)
+                .unwrap();
+            if n % 2 == 0 {
+                assert_eq!(got, Some(row(&[(1, &format!("v{}", n / 2))])), "k{n}");
+            } else {
+                assert_eq!(got, None, "k{n}");
+            }
+        }
+    }
+}
