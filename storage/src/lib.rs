@@ -15,6 +15,7 @@ mod snapshot;
 mod store;
 mod table;
 mod types;
+mod verify;
 
 pub use error::{Error, Result};
 pub use format::FORMAT_VERSION;
@@ -25,3 +26,4 @@ pub use types::{
     AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op, Row,
     Seq, Stats, TableId, Txn, Value,
 };
+pub use verify::{JournalReport, Problem, Problems, TableReport, Verifier, MAX_PROBLEMS};
