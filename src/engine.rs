@@ -26,7 +26,8 @@ pub fn table_id(relid: pg_sys::Oid) -> TableId {
     (u64::from(db.to_u32()) << 32) | u64::from(relid.to_u32())
 }
 
-fn root() -> PathBuf {
+/// The store's root directory, `$PGDATA/driftdb`.
+pub fn root() -> PathBuf {
     // SAFETY: DataDir is set before any backend runs SQL and never changes afterwards.
     let data = unsafe { CStr::from_ptr(pg_sys::DataDir) };
     PathBuf::from(data.to_string_lossy().into_owned()).join("driftdb")
