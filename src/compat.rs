@@ -71,3 +71,29 @@ pub fn owns_relation(relid: pg_sys::Oid) -> bool {
         return pg_sys::object_ownercheck(pg_sys::RelationRelationId, relid, pg_sys::GetUserId());
     }
 }
+
+/// `XLogRegisterData` took `char *` and `int` before 16 and `const void *` and `uint32` since.
+///
+/// # Safety
+/// Between `XLogBeginInsert` and `XLogInsert`; `data` must stay valid until `XLogInsert`.
+pub unsafe fn xlog_register_data(data: &[u8]) {
+    unsafe {
+        #[cfg(feature = "pg15")]
+        pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as i32);
+        #[cfg(not(feature = "pg15"))]
+        pg_sys::XLogRegisterData(data.as_ptr() as *const std::ffi::c_void, data.len() as u32);
+    }
+}
+
+/// The oldest xid the commit log still holds (`ShmemVariableCache` before 17,
+/// `TransamVariables` since).
+pub fn oldest_clog_xid() -> pg_sys::TransactionId {
+    // SAFETY: the shared transaction-state struct exists in every backend; the field is a
+    // plain 32-bit value that only moves forward.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        return (*pg_sys::ShmemVariableCache).oldestClogXid;
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        return (*pg_sys::TransamVariables).oldestClogXid;
+    }
+}

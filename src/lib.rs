@@ -19,6 +19,8 @@ mod shmem;
 mod timetravel;
 mod txn;
 mod verify;
+mod wal;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -34,6 +36,8 @@ pub extern "C-unwind" fn _PG_init() {
         error::DriftError::NotPreloaded.report();
     }
     shmem::init();
+    wal::init();
+    worker::init();
     txn::init();
     drop::init();
     asof::init();

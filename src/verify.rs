@@ -13,9 +13,20 @@ use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::history::{materialize, text_datum};
 use crate::timetravel::readable_table;
-use driftdb_storage::{Problems, Verifier};
+use driftdb_storage::{Fate, Fates, Problems, SettledFates, Verifier};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::sync::Arc;
+
+/// The fates snapshots are compared under: those the store recorded (read by the verifier
+/// itself, which needs no open store), then the commit log, as every read decides them.
+struct VerifyFates(Arc<SettledFates>);
+
+impl Fates for VerifyFates {
+    fn fate(&self, xid: u64) -> Fate {
+        self.0.fate(xid).unwrap_or_else(|| LatestFates.fate(xid))
+    }
+}
 
 /// Every DriftDB table of the current database, by OID.
 fn all_tables() -> Vec<pg_sys::Oid> {
@@ -110,9 +121,10 @@ pub unsafe extern "C-unwind" fn drift_verify(fcinfo: pg_sys::FunctionCallInfo) -
                 pg_sys::check_for_interrupts!();
             });
         let journal = verifier.journal().problems.clone();
+        let fates = VerifyFates(verifier.settled());
         for relid in tables {
             let report = verifier
-                .verify_table(engine::table_id(relid), &LatestFates)
+                .verify_table(engine::table_id(relid), &fates)
                 .unwrap_or_else(|e| DriftError::Engine(e).report());
             let ok = report.ok() && journal.is_empty();
             let mut values = [pg_sys::Datum::from(0usize); 4];

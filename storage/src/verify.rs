@@ -8,6 +8,7 @@
 //! - the journal: every segment header (magic, version, kind, CRC, first seq = name), every
 //!   frame (length, `!len`, CRC), every record (decodes, seqs contiguous from 1, commit times
 //!   strictly increasing). A torn tail of the last segment is not written yet, not damage.
+//!   And `fates.log`, as its readers check it.
 //! - a table's `meta` (CRC, decodes).
 //! - every segment of the table's log, every frame: header (as for the journal, kind 2, the
 //!   table's id), length and CRC, the payload decodes (event seqs strictly increasing within
@@ -46,6 +47,7 @@ use crate::format::{
     MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::log::list_segments;
+use crate::settled::{FatesLog, SettledFates};
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, TableMeta};
@@ -111,7 +113,8 @@ impl Problems {
     }
 }
 
-/// What verifying the journal found.
+/// What verifying the journal found (and the store's record of fates, `fates.log`, which
+/// every table's reads depend on too).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JournalReport {
     /// Journal frames (transaction groups) read and checked.
@@ -177,6 +180,8 @@ struct GroupRef {
 pub struct Verifier {
     root: PathBuf,
     journal: JournalReport,
+    /// The fates the store recorded (`fates.log`), as read when opened.
+    settled: Arc<SettledFates>,
     /// Per table (of those asked for), the groups the journal records for it, in seq order.
     groups: HashMap<TableId, Vec<GroupRef>>,
     /// The tables to be verified (`None`: any), whose groups are kept.
@@ -202,12 +207,30 @@ impl Verifier {
         let mut v = Verifier {
             root: root.to_path_buf(),
             journal: JournalReport::default(),
+            settled: Arc::default(),
             groups: HashMap::new(),
             wanted,
             progress: None,
         };
         v.journal = v.read_journal(None)?;
+        let mut fates = FatesLog::new(root);
+        match fates.refresh() {
+            Ok(()) => v.settled = fates.settled.clone(),
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail,
+            }) => v.journal.problems.add(&file, offset, detail),
+            Err(e) => return Err(e),
+        }
         Ok(v)
+    }
+
+    /// The fates the store recorded itself (`fates.log`), read when this verifier was
+    /// opened: a caller's [`Fates`] should answer from them first, as the store's readers
+    /// do, since the caller's commit log may have forgotten those transactions.
+    pub fn settled(&self) -> Arc<SettledFates> {
+        self.settled.clone()
     }
 
     /// Calls `f` regularly during long verifications (to let the caller check for a
@@ -217,7 +240,7 @@ impl Verifier {
         self
     }
 
-    /// What verifying the journal found.
+    /// What verifying the journal (and the store's record of fates, `fates.log`) found.
     pub fn journal(&self) -> &JournalReport {
         &self.journal
     }
@@ -1223,9 +1246,9 @@ impl SegmentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::write_snapshot;
+    use crate::snapshot::snapshot_bytes;
     use crate::store::{Config, Durability};
-    use crate::types::{AllCommitted, Event, Op, Stats, Txn};
+    use crate::types::{AllCommitted, Event, Op, Txn};
 
     fn row(v: &str) -> Row {
         Row(vec![(1, Some(v.as_bytes().to_vec()))])
@@ -1262,7 +1285,8 @@ mod tests {
             let rows = rows
                 .into_iter()
                 .map(|(k, r)| Ok((k.as_bytes().to_vec(), r)));
-            write_snapshot(&path, 7, seq, rows, &[1], false, &mut Stats::default()).unwrap();
+            let bytes = snapshot_bytes(&path, 7, seq, rows, &[1]).unwrap();
+            std::fs::write(&path, bytes).unwrap();
         };
         // Checksums are right; the rows are not the log's.
         rewrite(vec![("a", row("A")), ("b", row("b")), ("d", row("d"))]);

@@ -447,3 +447,25 @@ fn journal_damage_is_reported_at_its_frame() {
     assert!(t.ok(), "{t:?}");
     assert_eq!(t.frames, b.t_frames - 1);
 }
+
+#[test]
+fn the_recorded_fates_are_read_and_checked() {
+    let b = build();
+    let mut s = Store::open(&b.root, config()).unwrap();
+    let fates = FateSet::aborted([3]);
+    assert_eq!(s.settle(4, &fates).unwrap(), 3);
+    assert_eq!(s.settle(7, &fates).unwrap(), 3);
+    let v = Verifier::open(&b.root).unwrap();
+    assert!(v.journal().ok(), "{:?}", v.journal());
+    assert_eq!(*v.settled(), *s.settled().unwrap());
+    assert_eq!(v.settled().fate(3), Some(Fate::Aborted));
+    assert_eq!(v.settled().fate(6), Some(Fate::Committed));
+    assert_eq!(v.settled().fate(7), None);
+    // Damage of the first of its two frames is reported with the journal's problems.
+    let path = b.root.join("fates.log");
+    flip(&path, 14);
+    let v = Verifier::open(&b.root).unwrap();
+    let p = v.journal().problems.listed.first().expect("a problem");
+    assert_eq!((&p.file, p.offset), (&path, 0), "{p}");
+    assert_eq!(v.settled().below, 0);
+}
