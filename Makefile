@@ -1,6 +1,7 @@
 # DriftDB: two commands do everything on a fresh Debian 12 machine.
 #   make run   set up, build, start Postgres 15 with DriftDB and a demo database, open psql
 #   make test  set up, then run every test on PostgreSQL 15 and 18
+#   make bench DriftDB vs heap vs periods side by side; results into docs/benchmarks.md
 .PHONY: run stop test setup lint bench kill-test
 
 run:
@@ -11,6 +12,9 @@ stop:
 
 test:
 	@bash scripts/test.sh
+
+bench:
+	@bash bench/run.sh
 
 setup:
 	@bash scripts/setup.sh

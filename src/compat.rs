@@ -97,3 +97,30 @@ pub fn oldest_clog_xid() -> pg_sys::TransactionId {
         return (*pg_sys::TransamVariables).oldestClogXid;
     }
 }
+
+/// Requires SELECT of `cols` on the relation entry `rte` of `query`, as the parser would
+/// for a plain SELECT: on the entry itself before 16, in a permission-info entry since.
+///
+/// # Safety
+/// `rte` must be a relation entry of `query`'s range table, without permission info yet.
+pub unsafe fn require_select(
+    query: *mut pg_sys::Query,
+    rte: *mut pg_sys::RangeTblEntry,
+    cols: *mut pg_sys::Bitmapset,
+) {
+    unsafe {
+        #[cfg(feature = "pg15")]
+        {
+            let _ = query;
+            (*rte).requiredPerms = pg_sys::ACL_SELECT as pg_sys::AclMode;
+            (*rte).checkAsUser = pg_sys::InvalidOid;
+            (*rte).selectedCols = cols;
+        }
+        #[cfg(not(feature = "pg15"))]
+        {
+            let info = pg_sys::addRTEPermissionInfo(&raw mut (*query).rteperminfos, rte);
+            (*info).requiredPerms = pg_sys::ACL_SELECT as pg_sys::AclMode;
+            (*info).selectedCols = cols;
+        }
+    }
+}

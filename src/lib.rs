@@ -41,6 +41,7 @@ pub extern "C-unwind" fn _PG_init() {
     txn::init();
     drop::init();
     asof::init();
+    fdw::asof_call::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

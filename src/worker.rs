@@ -1,5 +1,7 @@
-//! The fates worker: records the fate of every DriftDB transaction group in DriftDB's own
-//! files, so that Postgres may truncate its commit log without making history unreadable.
+//! DriftDB's background worker. It records the fate of every DriftDB transaction group
+//! in DriftDB's own files, so that Postgres may truncate its commit log without making
+//! history unreadable, and it takes snapshots by policy (`driftdb.snapshot_events`,
+//! `driftdb.snapshot_bytes`), so that a cold reader loads a snapshot plus a short tail.
 //!
 //! Once a second (or when woken) it takes the oldest transaction still running; every
 //! transaction with an older xid has ended, and the group it appended (at `PRE_COMMIT`) is
@@ -13,17 +15,63 @@
 //! cannot freeze, and the commit log cannot be truncated, past a group not yet settled.
 
 use crate::engine;
+use crate::shmem;
 use driftdb_storage::{Fate, Fates};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::lwlock::PgLwLock;
+use pgrx::pg_shmem_init;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::shmem::PGRXSharedMemory;
 use std::time::Duration;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Registers the worker; only valid while preloading (checked by the caller).
+static SNAPSHOT_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+static SNAPSHOT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+
+/// What the worker reports about itself.
+#[derive(Clone, Copy, Default)]
+pub struct WorkerState {
+    pub pid: i32,
+    /// When it last woke (microseconds, Postgres' epoch).
+    pub beat: i64,
+    /// When it last took a snapshot (0: not since the server started).
+    pub last_snapshot_at: i64,
+}
+
+// SAFETY: plain old data, no pointers; lives in shared memory guarded by its LWLock.
+unsafe impl PGRXSharedMemory for WorkerState {}
+
+// SAFETY: the name is unique to DriftDB.
+pub static WORKER: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"driftdb_worker") };
+
+/// Registers the worker and its settings; only valid while preloading (checked by the
+/// caller).
 pub fn init() {
-    BackgroundWorkerBuilder::new("driftdb fates worker")
+    GucRegistry::define_int_guc(
+        c"driftdb.snapshot_events",
+        c"Events after a table's newest snapshot at which the worker takes a new one.",
+        c"0 turns the event policy off.",
+        &SNAPSHOT_EVENTS,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"driftdb.snapshot_bytes",
+        c"Log bytes after a table's newest snapshot at which the worker takes a new one.",
+        c"0 turns the byte policy off.",
+        &SNAPSHOT_BYTES,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_KB,
+    );
+    pg_shmem_init!(WORKER);
+    BackgroundWorkerBuilder::new("driftdb worker")
         .set_type("driftdb fates")
         .set_function("driftdb_fates_worker_main")
         .set_library("driftdb")
@@ -101,6 +149,46 @@ fn settle_once() {
     }
 }
 
+/// Takes a snapshot of every table whose events or log bytes since its newest snapshot
+/// reached the policy's thresholds.
+fn snapshot_by_policy() {
+    let events = SNAPSHOT_EVENTS.get().max(0) as u64;
+    let bytes = SNAPSHOT_BYTES.get().max(0) as u64 * 1024;
+    if events == 0 && bytes == 0 {
+        return;
+    }
+    let ids = match engine::try_with_store(|s| s.table_ids()) {
+        Ok(ids) => ids,
+        Err(e) => {
+            pgrx::warning!("driftdb: could not list tables for snapshots: {e}");
+            return;
+        }
+    };
+    for id in ids {
+        let due = engine::try_with_store(|s| s.since_snapshot(id))
+            .map(|(e, b)| (events > 0 && e >= events) || (bytes > 0 && b >= bytes));
+        if !matches!(due, Ok(true)) {
+            continue;
+        }
+        // Every group at or below the stable seq is decided.
+        let upto = shmem::stable_seq();
+        let done = engine::try_with_store(|s| {
+            engine::refresh_settled(s)?;
+            let _lock = shmem::SNAPSHOTS.exclusive();
+            s.snapshot(id, upto, &engine::LatestFates)
+        });
+        match done {
+            // SAFETY: reads the clock.
+            Ok(_) => WORKER.exclusive().last_snapshot_at = unsafe { pg_sys::GetCurrentTimestamp() },
+            // Dropped meanwhile, or a group still deciding: the next round sees.
+            Err(
+                driftdb_storage::Error::NoSuchTable(_) | driftdb_storage::Error::Undecided { .. },
+            ) => {}
+            Err(e) => pgrx::warning!("driftdb: could not snapshot table {id}: {e}"),
+        }
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
@@ -108,11 +196,21 @@ pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
     // A database connection puts the worker in the proc array, where its xmin counts.
     BackgroundWorker::connect_worker_to_spi(Some("postgres"), None);
     affect_all_horizons();
+    // SAFETY: this process's pid, set by the postmaster.
+    WORKER.exclusive().pid = unsafe { pg_sys::MyProcPid };
     while BackgroundWorker::wait_latch(Some(INTERVAL)) {
-        // SAFETY: a plain read of the server's recovery state.
-        if unsafe { pg_sys::RecoveryInProgress() } {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: rereads the configuration files, as any process does on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        // SAFETY: reads the clock and the server's recovery state.
+        let (now, in_recovery) =
+            unsafe { (pg_sys::GetCurrentTimestamp(), pg_sys::RecoveryInProgress()) };
+        WORKER.exclusive().beat = now;
+        if in_recovery {
             continue;
         }
         settle_once();
+        snapshot_by_policy();
     }
 }

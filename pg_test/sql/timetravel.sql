@@ -30,6 +30,41 @@ SELECT count(*) FROM drift_as_of(NULL::tt, '2000-01-01'::timestamptz);
 -- The result is typed as the table: columns by name, joins with the present.
 SELECT past.id, past.v AS was, now.v AS is
   FROM drift_as_of(NULL::tt, :s1) past LEFT JOIN tt now USING (id) ORDER BY id;
+-- A condition on the key or an indexed column of drift_as_of(...) is pushed down: the call
+-- is planned as a scan of the table at that point (EXPLAIN shows the access and the point).
+EXPLAIN (COSTS OFF) SELECT * FROM drift_as_of(NULL::tt, 3) WHERE id = 2;
+EXPLAIN (COSTS OFF) SELECT v FROM drift_as_of(NULL::tt, now()) WHERE id IN (1, 3);
+SELECT * FROM drift_as_of(NULL::tt, :s1) WHERE id = 2;
+SELECT * FROM drift_as_of(NULL::tt, :s2) WHERE id = 2;
+SELECT * FROM drift_as_of(NULL::tt, :s3) WHERE id = 1;
+SELECT * FROM drift_as_of(NULL::tt, :'t1'::timestamptz) WHERE id IN (1, 2) ORDER BY id;
+SELECT * FROM drift_as_of(NULL::tt, :s0) WHERE id = 1;
+-- Parameters, in a prepared statement, are evaluated when the scan starts.
+PREPARE past_v(bigint, int) AS SELECT v FROM drift_as_of(NULL::tt, $1) WHERE id = $2;
+EXECUTE past_v(:s1, 2);
+EXECUTE past_v(:s2, 2);
+EXECUTE past_v(:s3, 2);
+DEALLOCATE past_v;
+-- Indexed columns too.
+SELECT drift_create_index('tt', 'v');
+EXPLAIN (COSTS OFF) SELECT * FROM drift_as_of(NULL::tt, :s2) WHERE v = 'B';
+SELECT * FROM drift_as_of(NULL::tt, :s2) WHERE v = 'B';
+SELECT * FROM drift_as_of(NULL::tt, :s1) WHERE v = 'B';
+SELECT drift_drop_index('tt', 'v');
+-- In subqueries, CTEs and joins; the answers are the function's own (WITH ORDINALITY
+-- keeps the call a function, shown as a Function Scan).
+WITH past AS (SELECT * FROM drift_as_of(NULL::tt, :s1))
+SELECT v FROM past WHERE id = 1;
+SELECT now.id, (SELECT p.v FROM drift_as_of(NULL::tt, :s1) p WHERE p.id = now.id) AS was
+  FROM tt now ORDER BY id;
+EXPLAIN (COSTS OFF) SELECT * FROM drift_as_of(NULL::tt, 3) WITH ORDINALITY WHERE id = 2;
+SELECT count(*) AS points,
+       bool_and((SELECT array_agg(row(id, v) ORDER BY id) FROM drift_as_of(NULL::tt, s)
+                  WHERE id > 0)
+                IS NOT DISTINCT FROM
+                (SELECT array_agg(row(id, v) ORDER BY id)
+                   FROM drift_as_of(NULL::tt, s) WITH ORDINALITY WHERE id > 0)) AS same
+  FROM (VALUES (:s0), (:s1), (:s2), (:s2 + 1), (:s3)) AS points(s);
 -- Errors: the future, negative, NULL, not a DriftDB row type.
 -- (The two seq errors name the current seq, which depends on earlier tests: check their
 -- SQLSTATE only.)

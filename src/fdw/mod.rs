@@ -2,6 +2,7 @@
 //! the wrapper and the default server `drift`.
 
 mod analyze;
+pub mod asof_call;
 mod modify;
 pub mod options;
 mod plan;

@@ -3,11 +3,14 @@
 //! Primary-key equality and IN lists are answered by point lookups, indexed columns by
 //! index lookups and ranges (see `pushdown`); everything else reads the table's state.
 //! `fdw_private` holds only copyable nodes (plans are cached and copied):
-//! [is_target, access, indexed column, range flags].
+//! [is_target, access, indexed column, range flags, point]. A scan converted from a
+//! `drift_as_of` call (see `asof_call`) reads at its point: `point` says whether that is a
+//! seq or a time, and the point's expression follows the key values in `fdw_exprs`.
 
 use crate::compat;
 use crate::engine;
 use crate::error::DriftError;
+use crate::fdw::asof_call::{self, Point};
 use crate::fdw::pushdown::{self, Access, Choice};
 use crate::fdw::table::TableInfo;
 use pgrx::pg_sys;
@@ -186,6 +189,14 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         for &e in &c.exprs {
             fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
         }
+        let rte = *(*root).simple_rte_array.add((*baserel).relid as usize);
+        let point = match asof_call::point_of(rte) {
+            Some((e, kind)) => {
+                fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
+                kind
+            }
+            None => Point::Present,
+        };
         // Every qual stays with Postgres, which checks it on each row returned.
         let clauses = pg_sys::extract_actual_clauses(scan_clauses, false);
         let mut private = PgList::<pg_sys::Integer>::new();
@@ -193,6 +204,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         private.push(pg_sys::makeInteger(c.access as i32));
         private.push(pg_sys::makeInteger(c.column.into()));
         private.push(pg_sys::makeInteger(c.flags));
+        private.push(pg_sys::makeInteger(point as i32));
         pg_sys::make_foreignscan(
             tlist,
             clauses,
@@ -223,6 +235,14 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             Access::IndexRange => c"index range",
         };
         pg_sys::ExplainPropertyText(c"DriftDB Access".as_ptr(), text.as_ptr(), es);
+        let point = match Point::from_i32(private.get_ptr(4).map_or(0, |i| (*i).ival)) {
+            Point::Present => None,
+            Point::Seq => Some(c"drift_as_of seq"),
+            Point::Time => Some(c"drift_as_of time"),
+        };
+        if let Some(p) = point {
+            pg_sys::ExplainPropertyText(c"DriftDB As Of".as_ptr(), p.as_ptr(), es);
+        }
         if matches!(access, Access::IndexEq | Access::IndexRange) {
             let attno = private.get_ptr(2).map_or(0, |i| (*i).ival);
             let relid = (*(*node).ss.ss_currentRelation).rd_id;

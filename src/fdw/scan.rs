@@ -5,6 +5,7 @@ use crate::asof;
 use crate::datum;
 use crate::engine::{self, LatestFates, SnapshotFates};
 use crate::error::DriftError;
+use crate::fdw::asof_call::Point;
 use crate::fdw::pushdown::{self, Access};
 use crate::fdw::table::TableInfo;
 use crate::txn::{self, Own};
@@ -31,15 +32,20 @@ pub struct View {
 }
 
 impl View {
+    /// One point in the past: the commit log alone decides, own writes do not exist yet.
+    pub fn past(at: u64) -> View {
+        View {
+            at,
+            fates: Box::new(LatestFates),
+            own_upto: None,
+        }
+    }
+
     /// # Safety
     /// `snapshot` must be the running statement's MVCC snapshot.
     pub unsafe fn new(snapshot: pg_sys::Snapshot) -> View {
         match asof::past_point() {
-            Some(at) => View {
-                at,
-                fates: Box::new(LatestFates),
-                own_upto: None,
-            },
+            Some(at) => View::past(at),
             None => View {
                 at: engine::read_point(),
                 // SAFETY: the caller's snapshot outlives the read.
@@ -84,13 +90,7 @@ impl View {
 }
 
 /// The rows under given keys (a pushed-down key lookup), in key order.
-fn lookup_rows(
-    info: &TableInfo,
-    snapshot: pg_sys::Snapshot,
-    keys: &[Vec<u8>],
-) -> Vec<(Vec<u8>, Row)> {
-    // SAFETY: the snapshot is the running statement's.
-    let view = unsafe { View::new(snapshot) };
+fn lookup_rows(info: &TableInfo, view: &View, keys: &[Vec<u8>]) -> Vec<(Vec<u8>, Row)> {
     engine::with_store(|s| {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
@@ -124,14 +124,8 @@ pub fn visible_row(
 }
 
 impl Rows {
-    /// Opens the rows of `info` as seen by `snapshot`.
-    ///
-    /// # Safety
-    /// `snapshot` must be a live MVCC snapshot.
-    pub unsafe fn open(info: &TableInfo, snapshot: pg_sys::Snapshot) -> Rows {
-        // The high-water mark is read after the snapshot was taken: groups past the
-        // snapshot's horizon are then filtered out by the snapshot itself.
-        let view = unsafe { View::new(snapshot) };
+    /// Opens the rows of `info` as seen by `view`.
+    pub fn open(info: &TableInfo, view: &View) -> Rows {
         let (at, fates) = (view.at, view.fates.as_ref());
         engine::with_store(|s| {
             let base = match s.scan(info.id, at, fates) {
@@ -213,6 +207,10 @@ struct ScanState {
     /// Indexed column and range flags (`pushdown::HAS_LO`, ...) of an index scan.
     column: i16,
     flags: i32,
+    /// The point of a scan planned from a `drift_as_of` call, and its initialised
+    /// expression (kept out of `exprs`).
+    point: Point,
+    point_expr: *mut pg_sys::ExprState,
     rows: Option<Open>,
     /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
     target: Option<u32>,
@@ -256,15 +254,25 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let is_target = private.get_ptr(0).is_some_and(|i| (*i).ival != 0);
         let access = Access::from_i32(private.get_ptr(1).map_or(0, |i| (*i).ival));
         let info = TableInfo::from_relation((*node).ss.ss_currentRelation);
-        let exprs = pg_sys::ExecInitExprList((*plan).fdw_exprs, node.cast());
+        let mut exprs = pg_sys::ExecInitExprList((*plan).fdw_exprs, node.cast());
         let column = private.get_ptr(2).map_or(0, |i| (*i).ival) as i16;
         let flags = private.get_ptr(3).map_or(0, |i| (*i).ival);
+        let point = Point::from_i32(private.get_ptr(4).map_or(0, |i| (*i).ival));
+        let mut point_expr = std::ptr::null_mut();
+        if point != Point::Present {
+            let list = PgList::<pg_sys::ExprState>::from_pg(exprs);
+            let n = list.len();
+            point_expr = list.get_ptr(n - 1).expect("the point follows the keys");
+            exprs = pg_sys::list_truncate(pg_sys::list_copy(exprs), (n - 1) as i32);
+        }
         let state = ScanState {
             info,
             access,
             exprs,
             column,
             flags,
+            point,
+            point_expr,
             rows: None,
             target: is_target.then(txn::register_target_scan),
         };
@@ -283,14 +291,16 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         let slot = (*node).ss.ss_ScanTupleSlot;
         if state.rows.is_none() {
             let snapshot = (*(*node).ss.ps.state).es_snapshot;
+            let econtext = (*node).ss.ps.ps_ExprContext;
+            let view = scan_view(state, econtext, snapshot);
             state.rows = Some(match state.access {
-                Access::Full => Open::All(Box::new(Rows::open(&state.info, snapshot))),
-                Access::IndexEq | Access::IndexRange => Open::Listed(
-                    index_rows(state, (*node).ss.ps.ps_ExprContext, snapshot).into_iter(),
-                ),
+                Access::Full => Open::All(Box::new(Rows::open(&state.info, &view))),
+                Access::IndexEq | Access::IndexRange => {
+                    Open::Listed(index_rows(state, econtext, &view).into_iter())
+                }
                 Access::Key | Access::KeyIn => {
-                    let keys = lookup_keys(state, (*node).ss.ps.ps_ExprContext);
-                    Open::Listed(lookup_rows(&state.info, snapshot, &keys).into_iter())
+                    let keys = lookup_keys(state, econtext);
+                    Open::Listed(lookup_rows(&state.info, &view, &keys).into_iter())
                 }
             });
         }
@@ -317,7 +327,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
 unsafe fn index_rows(
     state: &ScanState,
     econtext: *mut pg_sys::ExprContext,
-    snapshot: pg_sys::Snapshot,
+    view: &View,
 ) -> Vec<(Vec<u8>, Row)> {
     use std::ops::Bound;
     unsafe {
@@ -358,7 +368,6 @@ unsafe fn index_rows(
             let hi = bound(pushdown::HAS_HI, pushdown::HI_INCLUSIVE);
             (lo, hi)
         };
-        let view = View::new(snapshot);
         let (at, fates) = (view.at, view.fates.as_ref());
         engine::with_store(|s| {
             let found = match s.index_range(info.id, col.id(), lo, hi, at, fates) {
@@ -376,6 +385,33 @@ unsafe fn index_rows(
             }));
             Ok(out)
         })
+    }
+}
+
+/// Where this scan reads: at the point of the `drift_as_of` call it was planned from,
+/// else as `View::new` says (the statement's snapshot, or `driftdb.as_of`).
+unsafe fn scan_view(
+    state: &ScanState,
+    econtext: *mut pg_sys::ExprContext,
+    snapshot: pg_sys::Snapshot,
+) -> View {
+    unsafe {
+        if state.point == Point::Present {
+            // The high-water mark is read after the snapshot was taken: groups past the
+            // snapshot's horizon are then filtered out by the snapshot itself.
+            return View::new(snapshot);
+        }
+        let mut isnull = false;
+        let d = pg_sys::ExecEvalExprSwitchContext(state.point_expr, econtext, &mut isnull);
+        if isnull {
+            DriftError::NullPoint.report()
+        }
+        engine::read_point();
+        let at = match state.point {
+            Point::Time => crate::timetravel::seq_at(d.value() as i64),
+            _ => crate::timetravel::check_seq(d.value() as i64),
+        };
+        View::past(at)
     }
 }
 

@@ -1241,6 +1241,23 @@ impl Store {
         Ok(upto)
     }
 
+    /// The events of table `id` after its newest snapshot (committed or not), and about
+    /// how many bytes of log they take: what a snapshot would save a cold reader.
+    pub fn since_snapshot(&mut self, id: TableId) -> Result<(u64, u64)> {
+        self.journal.refresh(None)?;
+        self.refresh_table(id, Seq::MAX)?;
+        let t = &self.tables[&id];
+        let mut events = 0u64;
+        let mut bytes = 0u64;
+        for (key, versions) in &t.delta.keys {
+            for v in versions.iter().filter(|v| v.seq > t.base) {
+                events += 1;
+                bytes += (key.len() + encoded_op_estimate(&v.op)) as u64;
+            }
+        }
+        Ok((events, bytes))
+    }
+
     // ------------------------------------------------------------------------------------
     // Settled fates
 

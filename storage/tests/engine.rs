@@ -807,3 +807,34 @@ fn settled_fates_answer_without_the_callers_commit_log() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+#[test]
+fn since_snapshot_counts_the_events_a_snapshot_would_cover() {
+    let (_d, mut s) = setup();
+    assert_eq!(s.since_snapshot(T).unwrap(), (0, 0));
+    for i in 0..10u64 {
+        s.append(
+            &[txn(i + 1, vec![ins(T, &format!("k{i}"), &[(1, "value")])])],
+            &AllCommitted,
+        )
+        .unwrap();
+    }
+    s.append(
+        &[txn(
+            20,
+            vec![patch(T, "k1", &[(1, Some("w"))]), del(T, "k2")],
+        )],
+        &AllCommitted,
+    )
+    .unwrap();
+    let (events, bytes) = s.since_snapshot(T).unwrap();
+    assert_eq!(events, 12);
+    assert!(bytes >= 12 * 2, "{bytes}");
+    let at = s.current_seq().unwrap();
+    s.snapshot(T, at, &AllCommitted).unwrap();
+    assert_eq!(s.since_snapshot(T).unwrap(), (0, 0));
+    s.append(&[txn(21, vec![ins(T, "new", &[(1, "v")])])], &AllCommitted)
+        .unwrap();
+    assert_eq!(s.since_snapshot(T).unwrap().0, 1);
+    assert_eq!(s.since_snapshot(U).unwrap(), (0, 0));
+}

@@ -1,0 +1,218 @@
+//! `FROM drift_as_of(NULL::t, point)` planned as a scan of `t` at that point, so that key
+//! and index conditions on the call are pushed down like on the table itself: a point
+//! lookup in the past reads one key, not the whole table.
+//!
+//! A planner hook finds, in the query and every subquery, a range-table function entry
+//! that is exactly one call of DriftDB's `drift_as_of` with a DriftDB table's row type as
+//! its first argument and a point that needs no row of the query (a constant, a parameter,
+//! `now() - interval ...`). The entry becomes a scan of the table: a relation entry with
+//! the SELECT privilege it needs checked as for a plain SELECT, and the point carried in
+//! the entry's `tablesample` (a clause no foreign-table path reads, which the planner keeps
+//! with the entry through subquery pull-up and preprocesses like any expression, and drops
+//! from the final plan). The table's columns are the function's result columns, dropped
+//! ones included, so every reference to the call's columns stays valid. The wrapper's
+//! planner callbacks find the point there and put it into the plan; the scan evaluates it
+//! when it starts. Any other use of `drift_as_of` (WITH ORDINALITY, ROWS FROM, a point
+//! that depends on another table's rows) is left to the function.
+
+use crate::drop::is_driftdb_table;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
+
+/// Installs the planner hook; called once from `_PG_init`.
+pub fn init() {
+    // SAFETY: hooks are installed once, while the library loads, keeping the previous one.
+    unsafe {
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    unsafe {
+        rewrite_calls(parse);
+        match PREV_PLANNER {
+            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        }
+    }
+}
+
+/// What a planned scan reads at: the present, or the point of a `drift_as_of` call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    Present = 0,
+    Seq = 1,
+    Time = 2,
+}
+
+impl Point {
+    pub fn from_i32(v: i32) -> Point {
+        match v {
+            1 => Point::Seq,
+            2 => Point::Time,
+            _ => Point::Present,
+        }
+    }
+}
+
+/// Whether `funcid` is one of the driftdb extension's `drift_as_of` functions.
+unsafe fn is_as_of_call(funcid: pg_sys::Oid) -> bool {
+    unsafe {
+        let name = pg_sys::get_func_name(funcid);
+        if name.is_null() || std::ffi::CStr::from_ptr(name).to_bytes() != b"drift_as_of" {
+            return false;
+        }
+        let ext = pg_sys::get_extension_oid(c"driftdb".as_ptr(), true);
+        ext != pg_sys::InvalidOid
+            && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, funcid) == ext
+    }
+}
+
+/// The DriftDB table and the point of an entry that is one plain `drift_as_of` call.
+unsafe fn as_of_call(
+    rte: *mut pg_sys::RangeTblEntry,
+) -> Option<(pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid)> {
+    // Returns (table, point, the drift_as_of function).
+    unsafe {
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_FUNCTION || (*rte).funcordinality {
+            return None;
+        }
+        let functions = pgrx::PgList::<pg_sys::RangeTblFunction>::from_pg((*rte).functions);
+        if functions.len() != 1 {
+            return None;
+        }
+        let f = functions.get_ptr(0)?;
+        let expr = (*f).funcexpr;
+        if expr.is_null() || (*expr).type_ != pg_sys::NodeTag::T_FuncExpr {
+            return None;
+        }
+        let call = expr as *mut pg_sys::FuncExpr;
+        let args = pgrx::PgList::<pg_sys::Node>::from_pg((*call).args);
+        if args.len() != 2 || !is_as_of_call((*call).funcid) {
+            return None;
+        }
+        let (row, point) = (args.get_ptr(0)?, args.get_ptr(1)?);
+        if (*row).type_ != pg_sys::NodeTag::T_Const {
+            return None;
+        }
+        let relid = pg_sys::get_typ_typrelid((*(row as *mut pg_sys::Const)).consttype);
+        if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
+            return None;
+        }
+        if pg_sys::contain_var_clause(point) || pg_sys::checkExprHasSubLink(point) {
+            return None;
+        }
+        Some((relid, point, (*call).funcid))
+    }
+}
+
+/// Turns the call entry into a scan of the table, carrying the point (see the module doc).
+unsafe fn convert(
+    query: *mut pg_sys::Query,
+    rte: *mut pg_sys::RangeTblEntry,
+    (relid, point, funcid): (pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid),
+) {
+    unsafe {
+        // A relation in a plan is locked from planning on, as the parser would have.
+        pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as _);
+        let sample = pg_sys::palloc0(std::mem::size_of::<pg_sys::TableSampleClause>())
+            as *mut pg_sys::TableSampleClause;
+        (*sample).type_ = pg_sys::NodeTag::T_TableSampleClause;
+        // The drift_as_of function itself marks the clause: it is no sampling method, so
+        // nothing can mistake the entry for a real TABLESAMPLE.
+        (*sample).tsmhandler = funcid;
+        (*sample).args = pgrx::PgList::<pg_sys::Node>::new().into_pg();
+        (*sample).args = pg_sys::lappend((*sample).args, point.cast());
+        (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
+        (*rte).relid = relid;
+        (*rte).relkind = pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
+        (*rte).rellockmode = pg_sys::AccessShareLock as _;
+        (*rte).inh = false;
+        (*rte).functions = std::ptr::null_mut();
+        (*rte).funcordinality = false;
+        (*rte).tablesample = sample;
+        // The whole row is read: SELECT on the table (or on every column), as for
+        // `SELECT * FROM t`.
+        let whole_row = pg_sys::bms_make_singleton(-pg_sys::FirstLowInvalidHeapAttributeNumber);
+        crate::compat::require_select(query, rte, whole_row);
+    }
+}
+
+/// The point a converted entry carries, with its type, if this relation entry is one.
+///
+/// # Safety
+/// `rte` must be a valid range-table entry.
+pub unsafe fn point_of(rte: *mut pg_sys::RangeTblEntry) -> Option<(*mut pg_sys::Expr, Point)> {
+    unsafe {
+        let sample = (*rte).tablesample;
+        if sample.is_null() || !is_as_of_call((*sample).tsmhandler) {
+            return None;
+        }
+        let args = pgrx::PgList::<pg_sys::Expr>::from_pg((*sample).args);
+        let e = args.get_ptr(0)?;
+        let kind = if pg_sys::exprType(e.cast()) == pg_sys::TIMESTAMPTZOID {
+            Point::Time
+        } else {
+            Point::Seq
+        };
+        Some((e, kind))
+    }
+}
+
+struct Walk {
+    queries: Vec<*mut pg_sys::Query>,
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, ctx: *mut std::ffi::c_void) -> bool {
+    unsafe {
+        if node.is_null() {
+            return false;
+        }
+        let walk = &mut *(ctx as *mut Walk);
+        match (*node).type_ {
+            pg_sys::NodeTag::T_Query => {
+                let q = node as *mut pg_sys::Query;
+                walk.queries.push(q);
+                let r = pg_sys::query_tree_walker(
+                    q,
+                    Some(walker),
+                    ctx,
+                    pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+                );
+                walk.queries.pop();
+                r
+            }
+            pg_sys::NodeTag::T_RangeTblEntry => {
+                let rte = node as *mut pg_sys::RangeTblEntry;
+                if let (Some(call), Some(&q)) = (as_of_call(rte), walk.queries.last()) {
+                    convert(q, rte, call);
+                }
+                false
+            }
+            _ => pg_sys::expression_tree_walker(node, Some(walker), ctx),
+        }
+    }
+}
+
+/// Converts every plain `drift_as_of` call entry in `parse` and its subqueries.
+unsafe fn rewrite_calls(parse: *mut pg_sys::Query) {
+    unsafe {
+        if parse.is_null() || (*parse).commandType == pg_sys::CmdType::CMD_UTILITY {
+            return;
+        }
+        let mut walk = Walk {
+            queries: Vec::new(),
+        };
+        walker(parse.cast(), (&raw mut walk).cast());
+    }
+}
