@@ -59,6 +59,7 @@ pub fn table_id(relid: pg_sys::Oid) -> TableId {
     (u64::from(db.to_u32()) << 32) | u64::from(relid.to_u32())
 }
 
+/// The store's root directory, `$PGDATA/driftdb`.
 pub fn root() -> PathBuf {
     // SAFETY: DataDir is set before any backend runs SQL and never changes afterwards.
     let data = unsafe { CStr::from_ptr(pg_sys::DataDir) };

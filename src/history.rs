@@ -89,13 +89,13 @@ unsafe fn key_jsonb(
     }
 }
 
-unsafe fn text_datum(s: &str) -> pg_sys::Datum {
+pub(crate) unsafe fn text_datum(s: &str) -> pg_sys::Datum {
     let c = CString::new(s).expect("no NUL");
     unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())) }
 }
 
 /// Sets up the result set of a RETURNS TABLE function; returns (result store, row desc).
-unsafe fn materialize(
+pub(crate) unsafe fn materialize(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> (*mut pg_sys::Tuplestorestate, pg_sys::TupleDesc) {
     unsafe {

@@ -18,6 +18,7 @@ mod history;
 mod shmem;
 mod timetravel;
 mod txn;
+mod verify;
 mod wal;
 mod worker;
 

@@ -17,6 +17,7 @@ mod snapshot;
 mod store;
 mod table;
 mod types;
+mod verify;
 
 pub use error::{Error, Result};
 pub use fileops::{Applier, Batch, Fault, FileOp, GroupMark, WriteAhead};
@@ -29,3 +30,4 @@ pub use types::{
     AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op, Row,
     Seq, Stats, TableId, Txn, Value,
 };
+pub use verify::{JournalReport, Problem, Problems, TableReport, Verifier, MAX_PROBLEMS};

@@ -63,6 +63,8 @@ impl std::ops::Deref for Bytes {
     }
 }
 type IndexEntries = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
+/// The decoded `(value, key)` entries of one index block.
+pub(crate) type IndexBlock = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// An open, verified snapshot file.
 pub(crate) struct Snapshot {
@@ -439,6 +441,37 @@ impl Snapshot {
 
     pub fn row_blocks(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Where row block `i` starts in the file, and the first key the directory gives it.
+    pub(crate) fn row_block_start(&self, i: usize) -> (u64, &[u8]) {
+        let b = &self.rows[i];
+        (b.offset, &b.first)
+    }
+
+    /// The columns this snapshot has an index section for, ascending.
+    pub(crate) fn index_columns(&self) -> Vec<ColumnId> {
+        let mut cols: Vec<ColumnId> = self.indexes.keys().copied().collect();
+        cols.sort_unstable();
+        cols
+    }
+
+    /// The number of blocks in `column`'s index section.
+    pub(crate) fn index_blocks(&self, column: ColumnId) -> usize {
+        self.indexes.get(&column).map_or(0, Vec::len)
+    }
+
+    /// Block `i` of `column`'s index section, decoded: its offset, the first value the
+    /// directory gives it, and its `(value, key)` entries.
+    pub(crate) fn index_block(
+        &self,
+        column: ColumnId,
+        i: usize,
+    ) -> Result<(u64, &[u8], IndexBlock)> {
+        let b = &self.indexes[&column][i];
+        let entries = decode_index_block(&self.raw_block(b)?)
+            .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
+        Ok((b.offset, &b.first, entries))
     }
 
     /// Row block `i`, decompressed (cached), and whether it came from the cache.

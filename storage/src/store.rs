@@ -110,6 +110,9 @@ pub struct Store {
     /// The last delta replayed for a past read: (table, snapshot seq, read seq). Repeated
     /// reads at one past seq (a transaction reading "as of") replay once.
     replay_cache: Option<(TableId, Seq, Seq, Arc<Delta>)>,
+    /// Tables whose log failed recovery when this writer opened (damage before the tail):
+    /// every read and append of one fails with that error; the other tables still work.
+    damaged: HashMap<TableId, Error>,
     stats: Stats,
     /// Where every change to the files is described before it is made, if anywhere.
     wal: Option<Box<dyn WriteAhead + Send>>,
@@ -445,7 +448,8 @@ impl Iterator for TableHistory<'_> {
 impl Store {
     /// Opens (creating in writer mode) the store under `root`. A writer recovers the files:
     /// torn tails are cut per `config.recovery`, table frames whose group is not in the
-    /// journal are cut, and any other damage is [`Error::Corruption`].
+    /// journal are cut, and any other damage is [`Error::Corruption`]: of the whole open for
+    /// the journal, of every later read and append of the table for a table log.
     pub fn open(root: impl AsRef<Path>, config: Config) -> Result<Store> {
         Store::open_with(root, config, None)
     }
@@ -475,6 +479,7 @@ impl Store {
             snaps: HashMap::new(),
             listed_at: HashMap::new(),
             replay_cache: None,
+            damaged: HashMap::new(),
             stats: Stats::default(),
         };
         if writer {
@@ -487,7 +492,13 @@ impl Store {
             store.perform(ops, &[])?;
             store.refresh_journal_writer()?;
             for id in store.table_ids()? {
-                store.recover_table(id)?;
+                match store.recover_table(id) {
+                    Ok(()) => {}
+                    Err(e @ Error::Corruption { .. }) => {
+                        store.damaged.insert(id, e);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         } else {
             store.journal.refresh(None)?;
@@ -640,6 +651,9 @@ impl Store {
     /// Brings one table's view up to the journal: snapshot list, rebase, and the log tail
     /// up to `upto` (frames past what a read needs are not touched).
     fn refresh_table(&mut self, id: TableId, upto: Seq) -> Result<()> {
+        if let Some(e) = self.damaged.get(&id) {
+            return Err(e.duplicate());
+        }
         let last_seq = self.journal.last_seq();
         self.load_table(id)?;
         if self.listed_at.get(&id) != Some(&last_seq) {
@@ -886,6 +900,7 @@ impl Store {
         self.perform(ops, &[])?;
         self.tables.remove(&id);
         self.missing.remove(&id);
+        self.damaged.remove(&id);
         self.listed_at.remove(&id);
         self.snaps.retain(|(t, _), _| *t != id);
         self.replay_cache = None;

@@ -204,8 +204,9 @@ fn journal_ahead_of_a_table_log_is_corruption() {
     for t in table_files(&b) {
         let root = scratch.path().join("x");
         copy_dir(&b.root, &root);
-        truncate(&root.join(t.strip_prefix(&b.root).unwrap()), b.before[&t]);
-        match Store::open(&root, cfg()) {
+        let tr = root.join(t.strip_prefix(&b.root).unwrap());
+        truncate(&tr, b.before[&t]);
+        match open_and_read(&root, &tr) {
             Err(Error::Corruption { file, .. }) => assert!(file.starts_with(root.join("tables"))),
             other => panic!("expected corruption, got {:?}", other.err()),
         }
@@ -277,6 +278,61 @@ fn frame_start(bytes: &[u8], pos: usize) -> Option<usize> {
     }
 }
 
+/// The table whose log `file` is; `None` for the journal.
+fn table_of(file: &Path) -> Option<TableId> {
+    let dir = file.parent()?;
+    if !dir.parent()?.ends_with("tables") {
+        return None;
+    }
+    dir.file_name()?.to_str()?.parse().ok()
+}
+
+/// Opens a writer on `root`, where `damaged` was damaged. Damage of the journal fails the
+/// open. Damage of a table log fails every read and append of that table, the other table
+/// still reads whole, and the failed append writes nothing.
+fn open_and_read(root: &Path, damaged: &Path) -> Result<()> {
+    let Some(t) = table_of(damaged) else {
+        return Store::open(root, cfg()).map(drop);
+    };
+    let mut s = Store::open(root, cfg()).expect("a damaged table log fails that table only");
+    let now = s.current_seq().unwrap();
+    let (other, rows) = if t == T { (U, 5) } else { (T, 6) };
+    assert_eq!(scan_all(&mut s, other, now, &AllCommitted).len(), rows);
+    let read = s.scan(t, now, &AllCommitted).map(|scan| scan.count());
+    let files = log_files(root);
+    let append = s.append(
+        &[txn(
+            8,
+            vec![ins(other, "new", &[(1, "x")]), ins(t, "new", &[(1, "x")])],
+        )],
+        &AllCommitted,
+    );
+    assert_eq!(log_files(root), files, "a failed append wrote to a log");
+    match (read, append) {
+        (
+            Err(Error::Corruption { file, offset, .. }),
+            Err(Error::Corruption {
+                file: f2,
+                offset: o2,
+                ..
+            }),
+        ) => {
+            assert_eq!((&file, offset), (&f2, o2), "read and append disagree");
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail: "as read".into(),
+            })
+        }
+        (read, append) => panic!(
+            "{}: read gave {:?}, append {:?}",
+            damaged.display(),
+            read.err(),
+            append.err()
+        ),
+    }
+}
+
 #[test]
 fn flipped_bytes_in_earlier_frames_are_corruption_at_their_frame() {
     let b = build();
@@ -300,7 +356,7 @@ fn flipped_bytes_in_earlier_frames_are_corruption_at_their_frame() {
             copy_dir(&b.root, &root);
             let fr = root.join(f.strip_prefix(&b.root).unwrap());
             std::fs::write(&fr, &bad).unwrap();
-            match Store::open(&root, cfg()) {
+            match open_and_read(&root, &fr) {
                 Err(Error::Corruption {
                     file,
                     offset,
