@@ -14,6 +14,7 @@ mod drop;
 mod engine;
 mod error;
 mod fdw;
+mod health;
 mod history;
 mod shmem;
 mod timetravel;
@@ -38,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     shmem::init();
     wal::init();
     worker::init();
+    health::init();
     txn::init();
     drop::init();
     asof::init();

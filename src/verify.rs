@@ -127,6 +127,7 @@ pub unsafe extern "C-unwind" fn drift_verify(fcinfo: pg_sys::FunctionCallInfo) -
                 .verify_table(engine::table_id(relid), &fates)
                 .unwrap_or_else(|e| DriftError::Engine(e).report());
             let ok = report.ok() && journal.is_empty();
+            crate::health::record_verification(engine::table_id(relid), ok);
             let mut values = [pg_sys::Datum::from(0usize); 4];
             let mut nulls = [false; 4];
             values[0] = pg_sys::Datum::from(relid.to_u32());

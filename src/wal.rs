@@ -51,6 +51,15 @@ pub fn init() {
     unsafe { pg_sys::RegisterCustomRmgr(RMGR_ID, rmgr) };
 }
 
+/// Whether DriftDB's resource manager is registered in this server.
+pub fn registered() -> bool {
+    // SAFETY: reads Postgres' table entry for our id (GetRmgr is a plain array access).
+    unsafe {
+        let entry = pg_sys::GetRmgr(RMGR_ID);
+        !entry.rm_name.is_null() && CStr::from_ptr(entry.rm_name) == RMGR_NAME
+    }
+}
+
 /// The write-ahead side of a backend's store: WAL records before the engine touches a
 /// file. Between `log` and `done` the backend is in a critical section: a failure to write
 /// DriftDB's files there is a PANIC, and recovery replays the records.

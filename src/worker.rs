@@ -47,6 +47,18 @@ unsafe impl PGRXSharedMemory for WorkerState {}
 // SAFETY: the name is unique to DriftDB.
 pub static WORKER: PgLwLock<WorkerState> = unsafe { PgLwLock::new(c"driftdb_worker") };
 
+/// Whether the worker is running and awake: its process exists and it woke within the
+/// last ten intervals.
+pub fn alive() -> bool {
+    let w = *WORKER.share();
+    if w.pid == 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; reads the clock.
+    let (exists, now) = unsafe { (libc::kill(w.pid, 0) == 0, pg_sys::GetCurrentTimestamp()) };
+    exists && now - w.beat < 10 * INTERVAL.as_micros() as i64
+}
+
 /// Registers the worker and its settings; only valid while preloading (checked by the
 /// caller).
 pub fn init() {
@@ -196,8 +208,14 @@ pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
     // A database connection puts the worker in the proc array, where its xmin counts.
     BackgroundWorker::connect_worker_to_spi(Some("postgres"), None);
     affect_all_horizons();
-    // SAFETY: this process's pid, set by the postmaster.
-    WORKER.exclusive().pid = unsafe { pg_sys::MyProcPid };
+    {
+        let mut w = WORKER.exclusive();
+        // SAFETY: this process's pid, set by the postmaster; reads the clock.
+        unsafe {
+            w.pid = pg_sys::MyProcPid;
+            w.beat = pg_sys::GetCurrentTimestamp();
+        }
+    }
     while BackgroundWorker::wait_latch(Some(INTERVAL)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: rereads the configuration files, as any process does on SIGHUP.
@@ -213,4 +231,8 @@ pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
         settle_once();
         snapshot_by_policy();
     }
+    // Exit code 1: the postmaster starts the worker again (after 5 s) unless the server is
+    // shutting down; a worker that exits with 0 is never restarted.
+    // SAFETY: ends this process the way Postgres processes end.
+    unsafe { pg_sys::proc_exit(1) };
 }

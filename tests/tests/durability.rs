@@ -375,6 +375,11 @@ fn kill_9_at_random_moments_loses_no_acknowledged_commit() {
         cluster.restart();
 
         let mut c = cluster.connect("app");
+        let verified: bool = c
+            .query_one("SELECT bool_and(ok) FROM drift_verify()", &[])
+            .unwrap()
+            .get(0);
+        assert!(verified, "cycle {cycle}: drift_verify found damage");
         let in_d: BTreeSet<i32> = c
             .query("SELECT id FROM d WHERE n = 1", &[])
             .unwrap()
