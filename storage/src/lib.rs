@@ -20,8 +20,11 @@ pub use error::{Error, Result};
 pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
-pub use store::{Config, Durability, OpenMode, RecoveryMode, Scan, Store, TableHistory};
+pub use store::{
+    Config, Durability, EventCount, OpenMode, RecoveryMode, Scan, SnapshotStats, Store,
+    TableHistory, TableStats,
+};
 pub use types::{
-    AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op, Row,
-    Seq, Stats, TableId, Txn, Value,
+    AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op,
+    Origin, Row, Seq, Stats, TableId, Txn, Value,
 };
