@@ -116,6 +116,16 @@ impl Store {
         })
     }
 
+    /// `(bytes, segments)` of the journal's segment files on disk.
+    pub fn journal_files(&mut self) -> Result<(u64, u64)> {
+        let (mut bytes, mut segments) = (0, 0);
+        for (_, path) in list_segments(&self.root.join("journal"))? {
+            bytes += fs::metadata(&path).at(&path)?.len();
+            segments += 1;
+        }
+        Ok((bytes, segments))
+    }
+
     /// Events of table `id` in committed groups with seqs in `(after, upto]`. Only the
     /// head of each frame is decoded, except for a group reaching past `upto`.
     fn count_events(
