@@ -71,3 +71,42 @@ pub fn owns_relation(relid: pg_sys::Oid) -> bool {
         return pg_sys::object_ownercheck(pg_sys::RelationRelationId, relid, pg_sys::GetUserId());
     }
 }
+
+/// Makes the current (sub)transaction's xid durable before DriftDB frames name it: writes
+/// a transactional logical message (prefix `driftdb`, no effect on redo) and flushes the
+/// WAL to it. Crash recovery advances the next xid past every xid it replays, so after a
+/// crash no later transaction can be given this xid and adopt frames its transaction left
+/// behind. `LogLogicalMessage` gained a `flush` argument in 17.
+pub fn make_xid_durable(what: &std::ffi::CStr) {
+    use std::ffi::c_char;
+    unsafe extern "C-unwind" {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        fn LogLogicalMessage(
+            prefix: *const c_char,
+            message: *const c_char,
+            size: usize,
+            transactional: bool,
+        ) -> pg_sys::XLogRecPtr;
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        fn LogLogicalMessage(
+            prefix: *const c_char,
+            message: *const c_char,
+            size: usize,
+            transactional: bool,
+            flush: bool,
+        ) -> pg_sys::XLogRecPtr;
+    }
+    // SAFETY: LogLogicalMessage (replication/message.h) copies the NUL-terminated prefix
+    // and `size` bytes of the message into a WAL record; an ERROR it raises is turned into
+    // a Rust panic at the boundary. XLogFlush takes the LSN it returned.
+    unsafe {
+        let bytes = what.to_bytes();
+        let lsn = pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            #[cfg(any(feature = "pg15", feature = "pg16"))]
+            return LogLogicalMessage(c"driftdb".as_ptr(), what.as_ptr(), bytes.len(), true);
+            #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+            return LogLogicalMessage(c"driftdb".as_ptr(), what.as_ptr(), bytes.len(), true, false);
+        });
+        pg_sys::XLogFlush(lsn);
+    }
+}

@@ -13,9 +13,12 @@ mod datum;
 mod drop;
 mod engine;
 mod error;
+mod export;
 mod fdw;
 mod history;
+mod schema;
 mod shmem;
+mod stats;
 mod timetravel;
 mod txn;
 
@@ -36,6 +39,9 @@ pub extern "C-unwind" fn _PG_init() {
     txn::init();
     drop::init();
     asof::init();
+    stats::init();
+    schema::init();
+    export::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

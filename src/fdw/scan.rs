@@ -33,8 +33,8 @@ pub struct View {
 impl View {
     /// # Safety
     /// `snapshot` must be the running statement's MVCC snapshot.
-    pub unsafe fn new(snapshot: pg_sys::Snapshot) -> View {
-        match asof::past_point() {
+    pub unsafe fn new(snapshot: pg_sys::Snapshot, table: TableId) -> View {
+        match asof::past_point(table) {
             Some(at) => View {
                 at,
                 fates: Box::new(LatestFates),
@@ -90,7 +90,7 @@ fn lookup_rows(
     keys: &[Vec<u8>],
 ) -> Vec<(Vec<u8>, Row)> {
     // SAFETY: the snapshot is the running statement's.
-    let view = unsafe { View::new(snapshot) };
+    let view = unsafe { View::new(snapshot, info.id) };
     engine::with_store(|s| {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
@@ -131,7 +131,7 @@ impl Rows {
     pub unsafe fn open(info: &TableInfo, snapshot: pg_sys::Snapshot) -> Rows {
         // The high-water mark is read after the snapshot was taken: groups past the
         // snapshot's horizon are then filtered out by the snapshot itself.
-        let view = unsafe { View::new(snapshot) };
+        let view = unsafe { View::new(snapshot, info.id) };
         let (at, fates) = (view.at, view.fates.as_ref());
         engine::with_store(|s| {
             let base = match s.scan(info.id, at, fates) {
@@ -358,7 +358,7 @@ unsafe fn index_rows(
             let hi = bound(pushdown::HAS_HI, pushdown::HI_INCLUSIVE);
             (lo, hi)
         };
-        let view = View::new(snapshot);
+        let view = View::new(snapshot, info.id);
         let (at, fates) = (view.at, view.fates.as_ref());
         engine::with_store(|s| {
             let found = match s.index_range(info.id, col.id(), lo, hi, at, fates) {
