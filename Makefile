@@ -1,7 +1,7 @@
 # DriftDB: two commands do everything on a fresh Debian 12 machine.
 #   make run   set up, build, start Postgres 15 with DriftDB and a demo database, open psql
 #   make test  set up, then run every test on PostgreSQL 15 and 18
-.PHONY: run stop test setup lint bench
+.PHONY: run stop test setup lint bench kill-test
 
 run:
 	@bash scripts/run.sh
@@ -14,6 +14,10 @@ test:
 
 setup:
 	@bash scripts/setup.sh
+
+# The long kill -9 run (make test runs 20 cycles; this runs 200 per version).
+kill-test:
+	@bash scripts/killtest.sh
 
 lint:
 	cargo fmt --all --check

@@ -6,6 +6,7 @@ use crate::drop::is_driftdb_table;
 use crate::engine;
 use crate::error::DriftError;
 use crate::fdw::table::TableInfo;
+use crate::shmem;
 use crate::txn::{self, Ddl};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -102,7 +103,11 @@ fn drift_snapshot(table_name: pg_sys::Oid) -> i64 {
     let info = owned_table(table_name);
     let upto = engine::read_point();
     loop {
-        let outcome = engine::try_with_store(|s| s.snapshot(info.id, upto, &engine::LatestFates));
+        let outcome = engine::try_with_store(|s| {
+            // One snapshot writer at a time; appends go on meanwhile.
+            let _lock = shmem::SNAPSHOTS.exclusive();
+            s.snapshot(info.id, upto, &engine::LatestFates)
+        });
         match outcome {
             Ok(seq) => return seq as i64,
             // Nothing was ever written: there is nothing to snapshot yet.

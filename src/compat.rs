@@ -72,41 +72,28 @@ pub fn owns_relation(relid: pg_sys::Oid) -> bool {
     }
 }
 
-/// Makes the current (sub)transaction's xid durable before DriftDB frames name it: writes
-/// a transactional logical message (prefix `driftdb`, no effect on redo) and flushes the
-/// WAL to it. Crash recovery advances the next xid past every xid it replays, so after a
-/// crash no later transaction can be given this xid and adopt frames its transaction left
-/// behind. `LogLogicalMessage` gained a `flush` argument in 17.
-pub fn make_xid_durable(what: &std::ffi::CStr) {
-    use std::ffi::c_char;
-    unsafe extern "C-unwind" {
-        #[cfg(any(feature = "pg15", feature = "pg16"))]
-        fn LogLogicalMessage(
-            prefix: *const c_char,
-            message: *const c_char,
-            size: usize,
-            transactional: bool,
-        ) -> pg_sys::XLogRecPtr;
-        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
-        fn LogLogicalMessage(
-            prefix: *const c_char,
-            message: *const c_char,
-            size: usize,
-            transactional: bool,
-            flush: bool,
-        ) -> pg_sys::XLogRecPtr;
-    }
-    // SAFETY: LogLogicalMessage (replication/message.h) copies the NUL-terminated prefix
-    // and `size` bytes of the message into a WAL record; an ERROR it raises is turned into
-    // a Rust panic at the boundary. XLogFlush takes the LSN it returned.
+/// `XLogRegisterData` took `char *` and `int` before 16 and `const void *` and `uint32` since.
+///
+/// # Safety
+/// Between `XLogBeginInsert` and `XLogInsert`; `data` must stay valid until `XLogInsert`.
+pub unsafe fn xlog_register_data(data: &[u8]) {
     unsafe {
-        let bytes = what.to_bytes();
-        let lsn = pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-            #[cfg(any(feature = "pg15", feature = "pg16"))]
-            return LogLogicalMessage(c"driftdb".as_ptr(), what.as_ptr(), bytes.len(), true);
-            #[cfg(not(any(feature = "pg15", feature = "pg16")))]
-            return LogLogicalMessage(c"driftdb".as_ptr(), what.as_ptr(), bytes.len(), true, false);
-        });
-        pg_sys::XLogFlush(lsn);
+        #[cfg(feature = "pg15")]
+        pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as i32);
+        #[cfg(not(feature = "pg15"))]
+        pg_sys::XLogRegisterData(data.as_ptr() as *const std::ffi::c_void, data.len() as u32);
+    }
+}
+
+/// The oldest xid the commit log still holds (`ShmemVariableCache` before 17,
+/// `TransamVariables` since).
+pub fn oldest_clog_xid() -> pg_sys::TransactionId {
+    // SAFETY: the shared transaction-state struct exists in every backend; the field is a
+    // plain 32-bit value that only moves forward.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        return (*pg_sys::ShmemVariableCache).oldestClogXid;
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        return (*pg_sys::TransamVariables).oldestClogXid;
     }
 }

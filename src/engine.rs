@@ -6,16 +6,49 @@
 
 use crate::error::DriftError;
 use crate::shmem;
-use driftdb_storage::{Config, Fate, Fates, Store, TableId};
+use crate::wal::PgWal;
+use driftdb_storage::{Config, Fate, Fates, OpenMode, SettledFates, Store, TableId, WriteAhead};
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 thread_local! {
     // Postgres backends are single-threaded; thread_local gives this process its handle.
     static STORE: RefCell<Option<Store>> = const { RefCell::new(None) };
+    // The fates DriftDB has recorded itself, as last read (see `refresh_settled`).
+    static SETTLED: RefCell<Arc<SettledFates>> = RefCell::new(Arc::default());
+}
+
+/// Reads the fates the store has recorded (`fates.log`, written by the fates worker), so
+/// that the fates below answer for old transactions without the commit log. Called once
+/// per statement (by [`read_point`]) and before each commit.
+pub fn refresh_settled(store: &mut Store) -> driftdb_storage::Result<()> {
+    let settled = store.settled()?;
+    SETTLED.with(|c| *c.borrow_mut() = settled);
+    Ok(())
+}
+
+/// The fate DriftDB recorded for `full`, if it is settled; otherwise the commit log must
+/// answer, and it must still know the transaction: one it has forgotten is an ERROR, never
+/// a guess.
+fn settled_fate(full: u64) -> Option<Fate> {
+    if let Some(f) = SETTLED.with(|c| c.borrow().fate(full)) {
+        return Some(f);
+    }
+    let xid = xid_of(full);
+    // SAFETY: reads the oldest xid the commit log still holds (it only moves forward) and
+    // compares xids with Postgres' wraparound-aware comparison.
+    let forgotten = unsafe {
+        pg_sys::TransactionIdIsNormal(xid)
+            && pg_sys::TransactionIdPrecedes(xid, crate::compat::oldest_clog_xid())
+    };
+    if forgotten {
+        DriftError::FateForgotten { xid: full }.report()
+    }
+    None
 }
 
 /// The engine's id for a foreign table: database and relation OIDs, so the cluster-wide
@@ -26,7 +59,7 @@ pub fn table_id(relid: pg_sys::Oid) -> TableId {
     (u64::from(db.to_u32()) << 32) | u64::from(relid.to_u32())
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     // SAFETY: DataDir is set before any backend runs SQL and never changes afterwards.
     let data = unsafe { CStr::from_ptr(pg_sys::DataDir) };
     PathBuf::from(data.to_string_lossy().into_owned()).join("driftdb")
@@ -35,22 +68,45 @@ fn root() -> PathBuf {
 /// The seq a reader may read up to: the published high-water mark. The store is opened
 /// first, because the first backend after a start publishes the mark when it opens it.
 pub fn read_point() -> u64 {
-    with_store(|_| Ok(()));
+    with_store(refresh_settled);
     shmem::high_water()
 }
 
-/// Runs `f` on this backend's store, opening it first if needed.
+/// Opens the store: as a writer whose every change is WAL-logged first, or, while the
+/// server is in recovery (a hot standby), as a reader (redo writes the files there).
+fn open_store() -> Store {
+    // SAFETY: a plain read of the server's recovery state.
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    let (config, wal): (Config, Option<Box<dyn WriteAhead + Send>>) = if in_recovery {
+        let config = Config {
+            mode: OpenMode::Reader,
+            ..Config::default()
+        };
+        (config, None)
+    } else {
+        (Config::default(), Some(Box::new(PgWal::new())))
+    };
+    Store::open_with(root(), config, wal).unwrap_or_else(|e| DriftError::Engine(e).report())
+}
+
+/// Runs `f` on this backend's store, opening it first if needed (and again as a writer
+/// once a standby has been promoted).
 pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -> R {
     STORE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
+        let promoted = slot.as_ref().is_some_and(|s| {
+            // SAFETY: a plain read of the server's recovery state.
+            s.config().mode == OpenMode::Reader && !unsafe { pg_sys::RecoveryInProgress() }
+        });
+        if slot.is_none() || promoted {
             let mut state = shmem::STATE.exclusive();
-            let mut store = Store::open(root(), Config::default())
+            let mut store = open_store();
+            let current = store
+                .current_seq()
                 .unwrap_or_else(|e| DriftError::Engine(e).report());
             if !state.initialized {
-                state.high_water = store
-                    .current_seq()
-                    .unwrap_or_else(|e| DriftError::Engine(e).report());
+                // Redo may have published groups already (a standby, or after a crash).
+                state.high_water = state.high_water.max(current);
                 state.initialized = true;
             }
             *slot = Some(store);
@@ -111,6 +167,8 @@ impl Fates for SnapshotFates {
                 Fate::Committed
             } else if pg_sys::XidInMVCCSnapshot(xid, self.snapshot) {
                 Fate::InProgress
+            } else if let Some(f) = settled_fate(full) {
+                f
             } else if pg_sys::TransactionIdDidCommit(xid) {
                 Fate::Committed
             } else {
@@ -133,6 +191,8 @@ impl Fates for LatestFates {
         unsafe {
             if pg_sys::TransactionIdIsCurrentTransactionId(xid) {
                 Fate::Committed
+            } else if let Some(f) = settled_fate(full) {
+                f
             } else if pg_sys::TransactionIdIsInProgress(xid) {
                 Fate::InProgress
             } else if pg_sys::TransactionIdDidCommit(xid) {

@@ -79,6 +79,10 @@ pub enum DriftError {
     },
     PrepareWithWrites,
     Serializable,
+    /// A transaction's fate is neither recorded by DriftDB nor in the commit log any more.
+    FateForgotten {
+        xid: u64,
+    },
     TooManyTargetRows,
     /// A stored value does not fit its column's type.
     CorruptValue {
@@ -261,6 +265,18 @@ impl DriftError {
                     rel_name(relid)
                 ))
             }
+            DriftError::FateForgotten { xid } => ErrorReport::new(
+                ERRCODE_DATA_CORRUPTED,
+                format!(
+                    "the fate of transaction {xid} is no longer known: DriftDB has not \
+                     recorded it and the commit log has been truncated past it"
+                ),
+                FUNC,
+            )
+            .set_hint(
+                "DriftDB's fates worker records each transaction's fate and holds back \
+                 freezing until it has; check that it runs (drift_health(), the server log).",
+            ),
             DriftError::PrepareWithWrites => ErrorReport::new(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 "cannot PREPARE a transaction that has written to DriftDB tables",
@@ -354,7 +370,21 @@ fn engine_report(e: driftdb_storage::Error) -> ErrorReport {
             FUNC,
         )
         .set_detail(detail),
-        E::IoAt { .. } | E::Io(_) => ErrorReport::new(ERRCODE_IO_ERROR, e.to_string(), FUNC),
+        E::IoAt { ref source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            ErrorReport::new(
+                ERRCODE_DISK_FULL,
+                format!("DriftDB cannot write: {e}"),
+                FUNC,
+            )
+        }
+        E::IoAt { .. } | E::Io(_) | E::Broken(_) => {
+            ErrorReport::new(ERRCODE_IO_ERROR, e.to_string(), FUNC)
+        }
+        E::ReadOnly => ErrorReport::new(
+            ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "DriftDB's files are read-only during recovery (on a standby)",
+            FUNC,
+        ),
         E::TooLarge(what) => ErrorReport::new(
             ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("too large for DriftDB: {what}"),

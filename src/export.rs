@@ -64,7 +64,7 @@ unsafe extern "C-unwind" fn xact_callback(
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             // The transaction's fate is in the commit log now.
             if let Some(slot) = IMPORT_SLOT.take() {
-                shmem::STATE.exclusive().inflight[slot] = 0;
+                shmem::STATE.exclusive().inflight[slot] = shmem::Inflight::default();
             }
         }
         _ => {}
@@ -297,8 +297,6 @@ struct Importer<'a> {
     batch: Vec<(Txn, Origin)>,
     batch_events: usize,
     imported: i64,
-    /// Whether a WAL record names `xid` yet (see `compat::make_xid_durable`).
-    xid_durable: bool,
 }
 
 impl Importer<'_> {
@@ -477,12 +475,9 @@ impl Importer<'_> {
         let (txns, origins): (Vec<Txn>, Vec<Origin>) =
             std::mem::take(&mut self.batch).into_iter().unzip();
         self.batch_events = 0;
-        if !self.xid_durable {
-            // WAL before the frames: their xid must never be reused after a crash.
-            crate::compat::make_xid_durable(c"import");
-            self.xid_durable = true;
-        }
         engine::with_store(|store| {
+            // Old groups' fates come from DriftDB's own record, as for a commit.
+            engine::refresh_settled(store)?;
             let mut state = shmem::STATE.exclusive();
             let held = IMPORT_SLOT.get();
             let slot = match held {
@@ -506,7 +501,10 @@ impl Importer<'_> {
                         let last = done.last().map_or(0, |c| c.last_seq);
                         state.high_water = state.high_water.max(last);
                         if held.is_none() {
-                            state.inflight[slot] = done[0].first_seq;
+                            state.inflight[slot] = shmem::Inflight {
+                                first_seq: done[0].first_seq,
+                                xid: done[0].xid as u32,
+                            };
                             IMPORT_SLOT.set(Some(slot));
                         }
                         return Ok(());
@@ -581,7 +579,6 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
         batch: Vec::new(),
         batch_events: 0,
         imported: 0,
-        xid_durable: false,
     };
     let source =
         Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::text", &[events.into()])
@@ -624,16 +621,6 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
     }
     importer.end_group();
     importer.flush();
-    if importer.imported > 0 {
-        // The import wrote no WAL of its own: without this, Postgres would flush its commit
-        // record lazily and a crash could lose an acknowledged import (see txn.rs).
-        // SAFETY: reads a GUC and sets the backend's force-sync flag.
-        unsafe {
-            if pg_sys::synchronous_commit > pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32 {
-                pg_sys::ForceSyncCommit();
-            }
-        }
-    }
     importer.imported
 }
 

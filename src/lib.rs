@@ -21,6 +21,8 @@ mod shmem;
 mod stats;
 mod timetravel;
 mod txn;
+mod wal;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -36,6 +38,8 @@ pub extern "C-unwind" fn _PG_init() {
         error::DriftError::NotPreloaded.report();
     }
     shmem::init();
+    wal::init();
+    worker::init();
     txn::init();
     drop::init();
     asof::init();

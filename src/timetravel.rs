@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 /// The stable seq: every transaction at or below it has finished.
 pub fn stable_seq() -> u64 {
     engine::read_point();
-    shmem::STATE.share().stable_seq()
+    shmem::stable_seq()
 }
 
 /// The stable seq you can read: every transaction at or below it has finished.

@@ -300,7 +300,7 @@ pub fn target_key(scan: u32, n: u64) -> Option<Vec<u8>> {
 /// stable seq.
 fn release_inflight() {
     if let Some(slot) = STATE.with(|s| s.borrow_mut().inflight_slot.take()) {
-        shmem::STATE.exclusive().inflight[slot] = 0;
+        shmem::STATE.exclusive().inflight[slot] = shmem::Inflight::default();
     }
 }
 
@@ -353,6 +353,8 @@ fn commit() {
         events: events.into_iter().map(|(e, _)| e).collect(),
     };
     engine::with_store(|store| {
+        // Old groups' fates come from DriftDB's own record, not the commit log.
+        engine::refresh_settled(store)?;
         let mut state = shmem::STATE.exclusive();
         // Wait for an in-flight slot: every slot is held only between an append and the
         // end of its transaction, which is short.
@@ -382,23 +384,16 @@ fn commit() {
         loop {
             match store.append(std::slice::from_ref(&txn), &LatestFates) {
                 Ok(done) => {
+                    // The append wrote WAL records under this transaction's xid, so Postgres
+                    // flushes the commit record synchronously (unless the user chose
+                    // synchronous_commit = off).
                     state.high_water = state.high_water.max(done[0].last_seq);
-                    state.inflight[slot] = done[0].first_seq;
+                    state.inflight[slot] = shmem::Inflight {
+                        first_seq: done[0].first_seq,
+                        xid: done[0].xid as u32,
+                    };
                     drop(state);
                     STATE.with(|s| s.borrow_mut().inflight_slot = Some(slot));
-                    // A transaction that wrote only DriftDB tables has written no WAL of
-                    // its own, and Postgres then flushes its commit record lazily, as for
-                    // synchronous_commit = off: a crash could lose an acknowledged commit
-                    // and with it the fate of these frames. Ask for the flush, unless the
-                    // user chose asynchronous commit.
-                    // SAFETY: reads a GUC and sets the backend's force-sync flag.
-                    unsafe {
-                        if pg_sys::synchronous_commit
-                            > pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32
-                        {
-                            pg_sys::ForceSyncCommit();
-                        }
-                    }
                     return Ok(());
                 }
                 // A table's storage is created by the first commit that writes to it.

@@ -43,6 +43,9 @@ pub enum Error {
     TooLarge(String),
     #[error("store opened read-only")]
     ReadOnly,
+    /// An earlier change to the files failed halfway; the store must be reopened.
+    #[error("an earlier write failed ({0}); reopen the store to recover")]
+    Broken(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -77,6 +80,7 @@ impl Error {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::Broken(why) => Error::Broken(why.clone()),
             Error::NoSuchTable(t) => Error::NoSuchTable(*t),
             Error::TableExists(t) => Error::TableExists(*t),
             Error::NoSuchIndex { table, column } => Error::NoSuchIndex {

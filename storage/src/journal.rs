@@ -3,7 +3,7 @@
 //! may be cut by a recovering writer; its contents are kept as a compact in-memory index.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -13,14 +13,15 @@ use crate::format::{
 };
 use crate::log::list_segments;
 use crate::store::RecoveryMode;
-use crate::types::{Origin, Seq, Stats, TableId};
+use crate::types::{Origin, Seq, TableId};
 
-/// One group of the journal, kept in memory (32 bytes per group).
+/// One group of the journal, kept in memory (40 bytes per group).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GroupInfo {
     pub first_seq: Seq,
     pub count: u64,
     pub commit_ts: i64,
+    pub xid: u64,
     pub role: u32,
 }
 
@@ -59,6 +60,8 @@ pub(crate) struct Journal {
     segment_size: u64,
     /// The open file of segment `cur`.
     file: Option<(usize, File)>,
+    /// A torn tail found by a writer's refresh: the segment and the length to cut it to.
+    pub torn_cut: Option<(PathBuf, u64)>,
 }
 
 impl Journal {
@@ -78,6 +81,7 @@ impl Journal {
             next_seq: 1,
             last_ts: None,
             file: None,
+            torn_cut: None,
         }
     }
 
@@ -107,9 +111,10 @@ impl Journal {
     }
 
     /// Reads the journal past what this process has seen. A torn tail of the last segment
-    /// is cut (`cut = Some(TolerateTornTail)`, writers only), reported (`Some(Strict)`), or
-    /// treated as not yet written (`None`: a writer may be mid-append).
-    pub fn refresh(&mut self, cut: Option<RecoveryMode>, stats: &mut Stats) -> Result<()> {
+    /// is to be cut (`cut = Some(TolerateTornTail)`, writers only: left in `torn_cut` for
+    /// the store to cut), reported (`Some(Strict)`), or treated as not yet written (`None`:
+    /// a writer may be mid-append).
+    pub fn refresh(&mut self, cut: Option<RecoveryMode>) -> Result<()> {
         if self.segs.is_empty() {
             self.segs = list_segments(&self.dir)?;
         }
@@ -206,10 +211,7 @@ impl Journal {
                         ))
                     }
                     Some(RecoveryMode::TolerateTornTail) => {
-                        let f = OpenOptions::new().write(true).open(&path).at(&path)?;
-                        f.set_len(self.off).at(&path)?;
-                        f.sync_data().at(&path)?;
-                        stats.fsyncs += 1;
+                        self.torn_cut = Some((path, self.off));
                         return Ok(());
                     }
                 },
@@ -266,6 +268,7 @@ impl Journal {
             first_seq: rec.first_seq,
             count: rec.count,
             commit_ts: rec.commit_ts,
+            xid: rec.xid,
             role,
         });
         self.next_seq = rec.first_seq + rec.count;

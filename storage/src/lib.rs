@@ -6,19 +6,23 @@
 //! distance from the nearest snapshot. See `docs/format.md` for the byte layout.
 
 mod error;
+pub mod fileops;
 pub mod format;
 mod group;
 mod hash;
 mod journal;
 mod log;
+mod settled;
 mod snapshot;
 mod store;
 mod table;
 mod types;
 
 pub use error::{Error, Result};
+pub use fileops::{Applier, Batch, Fault, FileOp, GroupMark, WriteAhead};
 pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
+pub use settled::SettledFates;
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{
     Config, Durability, EventCount, OpenMode, RecoveryMode, Scan, SnapshotStats, Store,

@@ -1,18 +1,17 @@
 //! Segmented append-only log files: naming, mapping, appending with rollover, and the
 //! recovery of a table log's tail. The journal uses the same segments (see `journal.rs`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fileops::{relative, replace_ops, FileOp};
 use crate::format::{peek_group_seq, read_frame, FrameRead, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::{Config, Durability, RecoveryMode};
-use crate::types::{Seq, Stats, TableId};
+use crate::types::{Seq, TableId};
 
 /// A segment's file name: its first seq, zero-padded so names sort like seqs.
 pub(crate) fn segment_file_name(first_seq: Seq) -> String {
@@ -41,37 +40,6 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
     }
     segs.sort();
     Ok(segs)
-}
-
-/// Makes a rename or unlink in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path, stats: &mut Stats) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
-    stats.fsyncs += 1;
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
-pub(crate) fn write_atomically(
-    path: &Path,
-    bytes: &[u8],
-    durable: bool,
-    stats: &mut Stats,
-) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).at(&tmp)?;
-    f.write_all(bytes).at(&tmp)?;
-    if durable {
-        f.sync_all().at(&tmp)?;
-        stats.fsyncs += 1;
-    }
-    drop(f);
-    fs::rename(&tmp, path).at(path)?;
-    if durable {
-        if let Some(dir) = path.parent() {
-            sync_dir(dir, stats)?;
-        }
-    }
-    Ok(())
 }
 
 /// Maps a whole file read-only.
@@ -144,32 +112,31 @@ impl Segment {
 /// Encoded frames: `(group_seq, byte range)` in one buffer.
 pub(crate) type Frames = Vec<(Seq, std::ops::Range<usize>)>;
 
-/// The open last segment of a log, which appends go to.
+/// Where appends to a log go: its last segment and that segment's length.
 pub(crate) struct LogWriter {
-    file: File,
     pub path: PathBuf,
+    /// `path` relative to the store's root, as file ops name it.
+    pub rel: String,
     pub len: u64,
 }
 
 impl LogWriter {
-    pub fn open(path: &Path, len: u64) -> Result<LogWriter> {
-        let file = OpenOptions::new().write(true).open(path).at(path)?;
-        Ok(LogWriter {
-            file,
+    pub fn at(root: &Path, path: &Path, len: u64) -> LogWriter {
+        LogWriter {
             path: path.to_path_buf(),
+            rel: relative(root, path),
             len,
-        })
+        }
     }
 
-    /// Creates a new segment holding only its header, atomically.
-    pub fn create(
-        dir: &Path,
-        kind: u8,
-        table: TableId,
+    /// Plans a new segment holding only its header, created atomically.
+    fn create(
+        root: &Path,
+        (dir, kind, table): (&Path, u8, TableId),
         first_seq: Seq,
         durable: bool,
-        stats: &mut Stats,
-    ) -> Result<LogWriter> {
+        ops: &mut Vec<FileOp>,
+    ) -> LogWriter {
         let path = dir.join(segment_file_name(first_seq));
         let header = SegmentHeader {
             kind,
@@ -177,38 +144,41 @@ impl LogWriter {
             first_seq,
         }
         .encode();
-        write_atomically(&path, &header, durable, stats)?;
-        LogWriter::open(&path, SEGMENT_HEADER_LEN as u64)
-    }
-
-    pub fn write(&mut self, bytes: &[u8], stats: &mut Stats) -> Result<()> {
-        self.file.write_all_at(bytes, self.len).at(&self.path)?;
-        self.len += bytes.len() as u64;
-        stats.bytes_written += bytes.len() as u64;
-        Ok(())
-    }
-
-    pub fn sync(&self, stats: &mut Stats) -> Result<()> {
-        self.file.sync_data().at(&self.path)?;
-        stats.fsyncs += 1;
-        Ok(())
+        let w = LogWriter::at(root, &path, SEGMENT_HEADER_LEN as u64);
+        replace_ops(&w.rel, header.to_vec(), durable, ops);
+        w
     }
 }
 
-/// Appends frames (each `(group_seq, byte range in buf)`, contiguous) to a log, rolling
-/// over to a new segment when the current one has reached the configured size. A full
-/// segment is synced before the next is created, so only the last segment can ever have a
-/// torn tail. The caller syncs the last segment.
-pub(crate) fn append_frames(
+/// Plans the appending of frames (each `(group_seq, byte range in buf)`, contiguous) to a
+/// log, rolling over to a new segment when the current one has reached the configured
+/// size. A full segment is synced before the next is created, so only the last segment can
+/// ever have a torn tail; the last segment is synced too when the store is durable.
+/// `writer` moves to where the frames end.
+pub(crate) fn plan_frames(
+    root: &Path,
     writer: &mut Option<LogWriter>,
-    (dir, kind, table): (&Path, u8, TableId),
+    log: (&Path, u8, TableId),
     buf: &[u8],
     frames: &[(Seq, std::ops::Range<usize>)],
     config: &Config,
-    stats: &mut Stats,
-) -> Result<()> {
+    ops: &mut Vec<FileOp>,
+) {
     let durable = config.durability == Durability::Sync;
     let mut pending: Option<std::ops::Range<usize>> = None;
+    let write = |w: &mut LogWriter, p: std::ops::Range<usize>, ops: &mut Vec<FileOp>| {
+        ops.push(FileOp::Write {
+            path: w.rel.clone(),
+            offset: w.len,
+            bytes: buf[p.clone()].to_vec(),
+        });
+        w.len += p.len() as u64;
+        if durable {
+            ops.push(FileOp::Sync {
+                path: w.rel.clone(),
+            });
+        }
+    };
     for (seq, range) in frames {
         let pending_len = pending.as_ref().map_or(0, |p| p.len()) as u64;
         let full = match writer {
@@ -219,15 +189,10 @@ pub(crate) fn append_frames(
             }
         };
         if full {
-            if let Some(w) = writer.as_mut() {
-                if let Some(p) = pending.take() {
-                    w.write(&buf[p], stats)?;
-                }
-                if durable {
-                    w.sync(stats)?;
-                }
+            if let (Some(w), Some(p)) = (writer.as_mut(), pending.take()) {
+                write(w, p, ops);
             }
-            *writer = Some(LogWriter::create(dir, kind, table, *seq, durable, stats)?);
+            *writer = Some(LogWriter::create(root, log, *seq, durable, ops));
         }
         pending = Some(match pending {
             Some(p) => p.start..range.end,
@@ -235,9 +200,8 @@ pub(crate) fn append_frames(
         });
     }
     if let (Some(w), Some(p)) = (writer.as_mut(), pending) {
-        w.write(&buf[p], stats)?;
+        write(w, p, ops);
     }
-    Ok(())
 }
 
 /// What recovery found at the end of a table log.
@@ -245,28 +209,35 @@ pub(crate) struct Recovered {
     pub writer: Option<LogWriter>,
     /// The group seq of the last frame kept in the last segment.
     pub last_group: Option<Seq>,
+    /// The cuts to make: segments to remove, the tail to truncate.
+    pub ops: Vec<FileOp>,
 }
 
-/// Brings a table log back to its last whole frame whose group is in the journal
+/// Plans bringing a table log back to its last whole frame whose group is in the journal
 /// (`group_seq <= last_seq`): removes segments that start after it, cuts frames after it,
 /// and cuts a torn tail (or reports it, under [`RecoveryMode::Strict`]). Damage before the
 /// tail is [`Error::Corruption`].
 pub(crate) fn recover_table_log(
+    root: &Path,
     dir: &Path,
     table: TableId,
     last_seq: Seq,
     mode: RecoveryMode,
     durable: bool,
-    stats: &mut Stats,
 ) -> Result<Recovered> {
+    let mut ops = Vec::new();
     let mut segs = list_segments(dir)?;
     while let Some((first, path)) = segs.last() {
         if *first <= last_seq {
             break;
         }
-        fs::remove_file(path).at(path)?;
+        ops.push(FileOp::Remove {
+            path: relative(root, path),
+        });
         if durable {
-            sync_dir(dir, stats)?;
+            ops.push(FileOp::SyncDir {
+                path: relative(root, dir),
+            });
         }
         segs.pop();
     }
@@ -274,6 +245,7 @@ pub(crate) fn recover_table_log(
         return Ok(Recovered {
             writer: None,
             last_group: None,
+            ops,
         });
     };
     let bytes = fs::read(&path).at(&path)?;
@@ -317,18 +289,21 @@ pub(crate) fn recover_table_log(
     };
     let len = match cut {
         Some(at) => {
-            let f = OpenOptions::new().write(true).open(&path).at(&path)?;
-            f.set_len(at as u64).at(&path)?;
+            let rel = relative(root, &path);
+            ops.push(FileOp::Truncate {
+                path: rel.clone(),
+                len: at as u64,
+            });
             if durable {
-                f.sync_data().at(&path)?;
-                stats.fsyncs += 1;
+                ops.push(FileOp::Sync { path: rel });
             }
             at as u64
         }
         None => bytes.len() as u64,
     };
     Ok(Recovered {
-        writer: Some(LogWriter::open(&path, len)?),
+        writer: Some(LogWriter::at(root, &path, len)),
         last_group,
+        ops,
     })
 }

@@ -2,8 +2,7 @@
 //! sorted records, with the table's secondary indexes beside the rows.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +16,8 @@ use crate::format::{
     SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC, SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN,
     SNAPSHOT_MAGIC,
 };
-use crate::log::{map_file, sync_dir};
-use crate::types::{ColumnId, Row, Seq, Stats, TableId};
+use crate::log::map_file;
+use crate::types::{ColumnId, Row, Seq, TableId};
 
 /// Raw bytes gathered before a block is compressed.
 const BLOCK_TARGET: usize = 64 << 10;
@@ -95,7 +94,7 @@ pub(crate) struct Snapshot {
 
 /// Streams records into compressed blocks of one section.
 struct BlockWriter<'a> {
-    out: &'a mut BufWriter<File>,
+    out: &'a mut Vec<u8>,
     hasher: &'a mut crc32fast::Hasher,
     pos: &'a mut u64,
     raw: Vec<u8>,
@@ -127,7 +126,7 @@ impl BlockWriter<'_> {
             return Ok(());
         };
         let compressed = zstd::bulk::compress(&self.raw, ZSTD_LEVEL).at(self.path)?;
-        self.out.write_all(&compressed).at(self.path)?;
+        self.out.extend_from_slice(&compressed);
         self.hasher.update(&compressed);
         self.blocks.push(BlockMeta {
             offset: *self.pos,
@@ -142,8 +141,9 @@ impl BlockWriter<'_> {
     }
 }
 
-/// Writes a snapshot of `rows` (sorted by key) with index sections for `indexes`, atomically:
-/// temp file, fsync, rename, fsync the directory.
+/// Encodes a snapshot of `rows` (sorted by key) with index sections for `indexes`; the store
+/// writes it atomically (temp file, sync, rename, sync the directory) through its file ops.
+/// `path` names the snapshot in errors.
 ///
 /// Layout (little-endian):
 /// ```text
@@ -157,17 +157,15 @@ impl BlockWriter<'_> {
 /// footer  = u64 dir_offset | u64 dir_len | u32 crc32(dir) | u32 crc32(bytes 0..dir_offset+dir_len) |
 ///           magic "DRIFTEND"
 /// ```
-pub(crate) fn write_snapshot(
+pub(crate) fn snapshot_bytes(
     path: &Path,
     table: TableId,
     seq: Seq,
     rows: impl Iterator<Item = Result<(Vec<u8>, Row)>>,
     indexes: &[ColumnId],
-    durable: bool,
-    stats: &mut Stats,
-) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).at(&tmp)?);
+) -> Result<Vec<u8>> {
+    let tmp = path;
+    let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut hasher = crc32fast::Hasher::new();
     let mut pos = 0u64;
 
@@ -179,7 +177,7 @@ pub(crate) fn write_snapshot(
     header.extend_from_slice(&seq.to_le_bytes());
     let crc = crc32fast::hash(&header);
     header.extend_from_slice(&crc.to_le_bytes());
-    out.write_all(&header).at(&tmp)?;
+    out.extend_from_slice(&header);
     hasher.update(&header);
     pos += header.len() as u64;
 
@@ -193,7 +191,7 @@ pub(crate) fn write_snapshot(
             raw: Vec::with_capacity(BLOCK_TARGET + 4096),
             first: None,
             blocks: Vec::new(),
-            path: &tmp,
+            path: tmp,
         };
         for item in rows {
             let (key, row) = item?;
@@ -238,7 +236,7 @@ pub(crate) fn write_snapshot(
             put_bytes(&mut dir, &b.first);
         }
     }
-    out.write_all(&dir).at(&tmp)?;
+    out.extend_from_slice(&dir);
     hasher.update(&dir);
     let mut footer = Vec::with_capacity(SNAPSHOT_FOOTER_LEN);
     footer.extend_from_slice(&pos.to_le_bytes());
@@ -246,20 +244,8 @@ pub(crate) fn write_snapshot(
     footer.extend_from_slice(&crc32fast::hash(&dir).to_le_bytes());
     footer.extend_from_slice(&hasher.finalize().to_le_bytes());
     footer.extend_from_slice(&SNAPSHOT_END_MAGIC);
-    out.write_all(&footer).at(&tmp)?;
-    let file = out.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
-    if durable {
-        file.sync_all().at(&tmp)?;
-        stats.fsyncs += 1;
-    }
-    drop(file);
-    std::fs::rename(&tmp, path).at(path)?;
-    if durable {
-        if let Some(dir) = path.parent() {
-            sync_dir(dir, stats)?;
-        }
-    }
-    Ok(())
+    out.extend_from_slice(&footer);
+    Ok(out)
 }
 
 fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<BlockMeta>)>> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fileops::{relative, replace_ops, Applier, FileOp, GroupMark, WriteAhead};
 use crate::format::{
     begin_frame, encode_table_frame, finish_frame, key_events, peek_group_seq, read_frame,
     FrameRead, JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
@@ -15,8 +16,9 @@ use crate::format::{
 };
 use crate::hash::{FastMap, FastState};
 use crate::journal::Journal;
-use crate::log::{append_frames, recover_table_log, sync_dir, write_atomically, Frames, LogWriter};
-use crate::snapshot::{write_snapshot, BlockCounters, Snapshot};
+use crate::log::{plan_frames, recover_table_log, Frames, LogWriter};
+use crate::settled::{encode_settlement, FatesLog, SettledFates};
+use crate::snapshot::{snapshot_bytes, BlockCounters, Snapshot};
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, Table, TableMeta};
 use crate::types::{
     Change, ColumnId, Committed, Fate, Fates, HistoryEntry, Op, Origin, Row, Seq, Stats, TableId,
@@ -114,6 +116,18 @@ pub struct Store {
     /// reads at one past seq (a transaction reading "as of") replay once.
     replay_cache: Option<(TableId, Seq, Seq, Arc<Delta>)>,
     stats: Stats,
+    /// Where every change to the files is described before it is made, if anywhere.
+    wal: Option<Box<dyn WriteAhead + Send>>,
+    applier: Applier,
+    fates_log: FatesLog,
+    /// Set when applying a batch failed: what reached the disk is unknown (a failed fsync
+    /// may have dropped the pages it could not write), so this store writes nothing more;
+    /// reopening recovers from what the files hold (and, in Postgres, from the WAL).
+    broken: Option<String>,
+    /// Journal groups examined by `settle` so far, and those among them whose transactions
+    /// were not yet below the settled xid.
+    settle_scanned: usize,
+    settle_pending: Vec<usize>,
     /// Block cache hits and misses of this store's snapshots (counted where they happen).
     block_counters: Arc<BlockCounters>,
 }
@@ -446,14 +460,25 @@ impl Store {
     /// torn tails are cut per `config.recovery`, table frames whose group is not in the
     /// journal are cut, and any other damage is [`Error::Corruption`].
     pub fn open(root: impl AsRef<Path>, config: Config) -> Result<Store> {
+        Store::open_with(root, config, None)
+    }
+
+    /// [`Store::open`] with a write-ahead log that is told every change to the files
+    /// (recovery's cuts included) before it is made.
+    pub fn open_with(
+        root: impl AsRef<Path>,
+        config: Config,
+        wal: Option<Box<dyn WriteAhead + Send>>,
+    ) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         let writer = config.mode == OpenMode::Writer;
-        if writer {
-            for d in [root.join("journal"), root.join("tables")] {
-                fs::create_dir_all(&d).at(&d)?;
-            }
-        }
         let mut store = Store {
+            wal,
+            applier: Applier::new(&root, config.durability == Durability::Sync),
+            fates_log: FatesLog::new(&root),
+            broken: None,
+            settle_scanned: 0,
+            settle_pending: Vec::new(),
             journal: Journal::new(root.join("journal"), config.segment_size),
             root,
             config,
@@ -465,18 +490,70 @@ impl Store {
             stats: Stats::default(),
             block_counters: Arc::default(),
         };
-        let cut = writer.then_some(store.config.recovery);
-        store.journal.refresh(cut, &mut store.stats)?;
         if writer {
+            let mut ops = Vec::new();
+            for d in ["journal", "tables"] {
+                if !store.root.join(d).is_dir() {
+                    ops.push(FileOp::MkDir { path: d.into() });
+                }
+            }
+            store.perform(ops, &[])?;
+            store.refresh_journal_writer()?;
             for id in store.table_ids()? {
                 store.recover_table(id)?;
             }
+        } else {
+            store.journal.refresh(None)?;
         }
         Ok(store)
     }
 
     fn durable(&self) -> bool {
         self.config.durability == Durability::Sync
+    }
+
+    /// Makes `ops` happen: described to the write-ahead log first (if the store has one),
+    /// then applied in order. `groups` are the transaction groups they make durable.
+    fn perform(&mut self, ops: Vec<FileOp>, groups: &[GroupMark]) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if let Some(why) = &self.broken {
+            return Err(Error::Broken(why.clone()));
+        }
+        if let Some(w) = self.wal.as_mut() {
+            w.log(&ops, groups)?;
+        }
+        if let Err(e) = self.applier.apply(&ops, false, &mut self.stats) {
+            self.broken = Some(e.to_string());
+            if let Some(w) = self.wal.as_mut() {
+                w.failed(&e);
+            }
+            return Err(e);
+        }
+        if let Some(w) = self.wal.as_mut() {
+            w.done();
+        }
+        Ok(())
+    }
+
+    /// Reads the journal as a writer: a torn tail is cut (or reported, per the recovery
+    /// mode).
+    fn refresh_journal_writer(&mut self) -> Result<()> {
+        self.journal.refresh(Some(self.config.recovery))?;
+        if let Some((path, len)) = self.journal.torn_cut.take() {
+            let rel = relative(&self.root, &path);
+            let mut ops = vec![FileOp::Truncate {
+                path: rel.clone(),
+                len,
+            }];
+            if self.durable() {
+                ops.push(FileOp::Sync { path: rel });
+            }
+            self.perform(ops, &[])?;
+            self.journal_writer = None;
+        }
+        Ok(())
     }
 
     fn table_dir(&self, id: TableId) -> PathBuf {
@@ -508,14 +585,15 @@ impl Store {
         let dir = self.table_dir(id);
         let last_seq = self.journal.last_seq();
         let durable = self.durable();
-        let rec = recover_table_log(
+        let mut rec = recover_table_log(
+            &self.root,
             &dir,
             id,
             last_seq,
             self.config.recovery,
             durable,
-            &mut self.stats,
         )?;
+        self.perform(std::mem::take(&mut rec.ops), &[])?;
         let journal_last = self.journal.last_group_for_table.get(&id).copied();
         let t = self.load_table(id)?;
         t.log.forget_maps();
@@ -738,7 +816,7 @@ impl Store {
 
     /// Refreshes the journal and the table, and checks `at` against the current seq.
     fn prepare_read(&mut self, id: TableId, at: Seq) -> Result<()> {
-        self.journal.refresh(None, &mut self.stats)?;
+        self.journal.refresh(None)?;
         let current = self.journal.last_seq();
         if at > current {
             return Err(Error::SeqInFuture {
@@ -755,26 +833,32 @@ impl Store {
     /// Creates an empty table.
     pub fn create_table(&mut self, id: TableId) -> Result<()> {
         self.require_writer()?;
-        self.journal.refresh(None, &mut self.stats)?;
+        self.journal.refresh(None)?;
         let dir = self.table_dir(id);
         if dir.exists() {
             return Err(Error::TableExists(id));
         }
-        let tmp = self.root.join("tables").join(format!(".tmp-{id}"));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).at(&tmp)?;
-        }
-        fs::create_dir(&tmp).at(&tmp)?;
+        let tmp = format!("tables/.tmp-{id}");
         let meta = TableMeta {
             created_seq: self.journal.last_seq(),
             indexes: Vec::new(),
         };
         let durable = self.durable();
-        write_atomically(&tmp.join("meta"), &meta.encode(), durable, &mut self.stats)?;
-        fs::rename(&tmp, &dir).at(&dir)?;
+        let mut ops = vec![
+            FileOp::Remove { path: tmp.clone() },
+            FileOp::MkDir { path: tmp.clone() },
+        ];
+        replace_ops(&format!("{tmp}/meta"), meta.encode(), durable, &mut ops);
+        ops.push(FileOp::Rename {
+            from: tmp,
+            to: relative(&self.root, &dir),
+        });
         if durable {
-            sync_dir(&self.root.join("tables"), &mut self.stats)?;
+            ops.push(FileOp::SyncDir {
+                path: "tables".into(),
+            });
         }
+        self.perform(ops, &[])?;
         self.tables.remove(&id);
         self.listed_at.remove(&id);
         self.replay_cache = None;
@@ -788,15 +872,21 @@ impl Store {
         if !dir.exists() {
             return Err(Error::NoSuchTable(id));
         }
-        let gone = self.root.join("tables").join(format!(".dropped-{id}"));
-        if gone.exists() {
-            fs::remove_dir_all(&gone).at(&gone)?;
-        }
-        fs::rename(&dir, &gone).at(&dir)?;
+        let gone = format!("tables/.dropped-{id}");
+        let mut ops = vec![
+            FileOp::Remove { path: gone.clone() },
+            FileOp::Rename {
+                from: relative(&self.root, &dir),
+                to: gone.clone(),
+            },
+        ];
         if self.durable() {
-            sync_dir(&self.root.join("tables"), &mut self.stats)?;
+            ops.push(FileOp::SyncDir {
+                path: "tables".into(),
+            });
         }
-        fs::remove_dir_all(&gone).at(&gone)?;
+        ops.push(FileOp::Remove { path: gone });
+        self.perform(ops, &[])?;
         self.tables.remove(&id);
         self.listed_at.remove(&id);
         self.snaps.retain(|(t, _), _| *t != id);
@@ -841,11 +931,11 @@ impl Store {
         } else {
             meta.indexes.retain(|c| *c != column);
         }
-        let path = t.dir.join("meta");
-        let bytes = meta.encode();
-        let mut stats = self.stats;
-        write_atomically(&path, &bytes, durable, &mut stats)?;
-        self.stats = stats;
+        let meta_path = t.dir.join("meta");
+        let path = relative(&self.root, &meta_path);
+        let mut ops = Vec::new();
+        replace_ops(&path, meta.encode(), durable, &mut ops);
+        self.perform(ops, &[])?;
         self.replay_cache = None;
         let t = self.tables.get_mut(&id).expect("loaded");
         if present {
@@ -900,8 +990,7 @@ impl Store {
         all_or_nothing: bool,
     ) -> Result<Vec<Result<Committed>>> {
         self.require_writer()?;
-        self.journal
-            .refresh(Some(self.config.recovery), &mut self.stats)?;
+        self.refresh_journal_writer()?;
         let touched: BTreeSet<TableId> = txns
             .iter()
             .flat_map(|t| t.events.iter().map(|e| e.table))
@@ -1029,46 +1118,44 @@ impl Store {
         }
 
         // Table frames first, synced; then the journal frames, synced: the commit point.
-        let durable = self.durable();
+        let mut ops = Vec::new();
         for (id, (buf, frames)) in &per_table {
             self.prepare_table_writer(*id)?;
             let t = self.tables.get_mut(id).expect("refreshed");
-            append_frames(
+            plan_frames(
+                &self.root,
                 &mut t.writer,
                 (&t.dir, KIND_TABLE, *id),
                 buf,
                 frames,
                 &self.config,
-                &mut self.stats,
-            )?;
-        }
-        if durable {
-            for id in per_table.keys() {
-                if let Some(w) = &self.tables[id].writer {
-                    w.sync(&mut self.stats)?;
-                }
-            }
+                &mut ops,
+            );
         }
         self.prepare_journal_writer()?;
         let jdir = self.journal.dir.clone();
-        append_frames(
+        plan_frames(
+            &self.root,
             &mut self.journal_writer,
             (&jdir, KIND_JOURNAL, 0),
             &jbuf,
             &jframes,
             &self.config,
-            &mut self.stats,
-        )?;
-        if durable {
-            if let Some(w) = &self.journal_writer {
-                w.sync(&mut self.stats)?;
-            }
+            &mut ops,
+        );
+        let groups: Vec<GroupMark> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(GroupMark::from)
+            .collect();
+        self.perform(ops, &groups)?;
+        if self.durable() {
             self.stats.sync_rounds += 1;
         }
         self.stats.appends += 1;
         self.stats.groups += jframes.len() as u64;
         self.stats.events += events;
-        self.journal.refresh(None, &mut self.stats)?;
+        self.journal.refresh(None)?;
         if self.journal.next_seq != next {
             return Err(Error::corruption(
                 &jdir,
@@ -1109,7 +1196,7 @@ impl Store {
         };
         if !ok {
             self.journal_writer = match tail {
-                Some((_, path, off)) => Some(LogWriter::open(&path, off)?),
+                Some((_, path, off)) => Some(LogWriter::at(&self.root, &path, off)),
                 None => None,
             };
         }
@@ -1129,8 +1216,7 @@ impl Store {
         }
         let parts = self.view_parts(id, upto)?;
         let durable = self.durable();
-        let mut stats = self.stats;
-        {
+        let bytes = {
             let view = self.view(id, &parts, upto, fates);
             for vs in view.delta.keys.values() {
                 for v in vs.iter().take_while(|v| v.seq <= upto) {
@@ -1145,35 +1231,121 @@ impl Store {
             }
             let t = &self.tables[&id];
             let path = t.dir.join(snapshot_file_name(upto));
-            write_snapshot(
-                &path,
-                id,
-                upto,
-                view.scan(),
-                &t.meta.indexes,
-                durable,
-                &mut stats,
-            )?;
-        }
-        self.stats = stats;
+            snapshot_bytes(&path, id, upto, view.scan(), &t.meta.indexes)?
+        };
         let dir = self.table_dir(id);
+        let rel_dir = relative(&self.root, &dir);
+        let mut ops = Vec::new();
+        replace_ops(
+            &format!("{rel_dir}/{}", snapshot_file_name(upto)),
+            bytes,
+            durable,
+            &mut ops,
+        );
+        // The oldest snapshots beyond the number kept go in the same batch.
         let mut snaps = list_snapshots(&dir)?;
+        snaps.push(upto);
+        snaps.sort_unstable();
+        snaps.dedup();
         while snaps.len() > self.config.snapshots_kept.max(1) {
             let old = snaps.remove(0);
-            let path = dir.join(snapshot_file_name(old));
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).at(&path),
-            }
+            ops.push(FileOp::Remove {
+                path: format!("{rel_dir}/{}", snapshot_file_name(old)),
+            });
             self.snaps.remove(&(id, old));
         }
         if durable {
-            sync_dir(&dir, &mut self.stats)?;
+            ops.push(FileOp::SyncDir { path: rel_dir });
         }
+        self.perform(ops, &[])?;
         self.tables.get_mut(&id).expect("loaded").snapshots = snaps;
         self.refresh_table(id, upto)?;
         Ok(upto)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Settled fates
+
+    /// The fates this store has recorded, as its files say now (see [`Store::settle`]).
+    pub fn settled(&mut self) -> Result<Arc<SettledFates>> {
+        self.fates_log.refresh()?;
+        Ok(self.fates_log.settled.clone())
+    }
+
+    /// Records the fate of every group whose transaction's full xid is below `below`, as
+    /// `fates` decides it (the caller's commit log). Every transaction with an xid below
+    /// `below` must have ended (an undecided one is [`Error::Undecided`] and nothing is
+    /// recorded). Returns the number of groups settled; when it is 0 nothing is written
+    /// (no group has an xid in the range, so nothing will ever look one up). Afterwards the
+    /// caller's commit log is never needed for the settled groups: [`SettledFates::fate`]
+    /// answers.
+    pub fn settle(&mut self, below: u64, fates: &dyn Fates) -> Result<usize> {
+        self.require_writer()?;
+        self.fates_log.refresh()?;
+        let prev = self.fates_log.settled.below;
+        if below <= prev {
+            return Ok(0);
+        }
+        self.journal.refresh(None)?;
+        let total = self.journal.groups.len();
+        let mut pending = Vec::new();
+        let mut aborted = Vec::new();
+        let mut settled = 0;
+        for i in self
+            .settle_pending
+            .iter()
+            .copied()
+            .chain(self.settle_scanned..total)
+        {
+            let g = self.journal.groups[i];
+            if g.xid < prev {
+                continue;
+            }
+            if g.xid >= below {
+                pending.push(i);
+                continue;
+            }
+            match fates.fate(g.xid) {
+                Fate::Committed => {}
+                Fate::Aborted => aborted.push(g.xid),
+                Fate::InProgress => {
+                    return Err(Error::Undecided {
+                        table: 0,
+                        seq: g.first_seq,
+                        xid: g.xid,
+                    })
+                }
+            }
+            settled += 1;
+        }
+        if settled == 0 {
+            // No group has an xid in the newly settled range, so no reader will ever ask
+            // about those xids: there is nothing to record.
+            self.settle_pending = pending;
+            self.settle_scanned = total;
+            return Ok(0);
+        }
+        let rel = crate::settled::FATES_FILE.to_string();
+        let mut ops = Vec::new();
+        if self.fates_log.torn {
+            ops.push(FileOp::Truncate {
+                path: rel.clone(),
+                len: self.fates_log.off,
+            });
+        }
+        ops.push(FileOp::Write {
+            path: rel.clone(),
+            offset: self.fates_log.off,
+            bytes: encode_settlement(below, &aborted),
+        });
+        if self.durable() {
+            ops.push(FileOp::Sync { path: rel });
+        }
+        self.perform(ops, &[])?;
+        self.settle_pending = pending;
+        self.settle_scanned = total;
+        self.fates_log.refresh()?;
+        Ok(settled)
     }
 
     // ------------------------------------------------------------------------------------
@@ -1181,14 +1353,14 @@ impl Store {
 
     /// The last committed seq (the journal's end).
     pub fn current_seq(&mut self) -> Result<Seq> {
-        self.journal.refresh(None, &mut self.stats)?;
+        self.journal.refresh(None)?;
         Ok(self.journal.last_seq())
     }
 
     /// The last seq of the last group committed at or before `ts` (microseconds); 0 if
     /// every group committed later.
     pub fn seq_at(&mut self, ts: i64) -> Result<Seq> {
-        self.journal.refresh(None, &mut self.stats)?;
+        self.journal.refresh(None)?;
         Ok(self.journal.seq_at(ts))
     }
 
@@ -1360,6 +1532,11 @@ impl Store {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Makes a later file operation of this store fail (tests of disk failures).
+    pub fn inject_fault(&mut self, fault: crate::fileops::Fault) {
+        self.applier.inject(fault);
     }
 
     pub fn root(&self) -> &Path {

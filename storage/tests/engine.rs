@@ -725,3 +725,85 @@ fn drop_and_recreate_table() {
     );
     assert_eq!(scan_all(&mut s, U, 3, &AllCommitted).len(), 1);
 }
+
+#[test]
+fn settled_fates_answer_without_the_callers_commit_log() {
+    let (d, mut s) = setup();
+    let mut fates = FateSet::default();
+    fates.aborted.insert(3);
+    fates.aborted.insert(7);
+    fates.in_progress.insert(9);
+    for xid in 1..=10u64 {
+        s.append(
+            &[txn(xid, vec![ins(T, &format!("k{xid}"), &[(1, "x")])])],
+            &fates,
+        )
+        .unwrap();
+    }
+    assert_eq!(*s.settled().unwrap(), SettledFates::default());
+    // Transaction 9 is still running: everything below it can be settled, not above.
+    assert_eq!(s.settle(9, &fates).unwrap(), 8);
+    let settled = s.settled().unwrap();
+    assert_eq!(settled.below, 9);
+    assert_eq!(
+        settled.aborted.iter().copied().collect::<Vec<_>>(),
+        vec![3, 7]
+    );
+    assert_eq!(settled.fate(7), Some(Fate::Aborted));
+    assert_eq!(settled.fate(8), Some(Fate::Committed));
+    assert_eq!(settled.fate(9), None);
+    assert!(matches!(
+        s.settle(11, &fates),
+        Err(Error::Undecided { xid: 9, .. })
+    ));
+    assert_eq!(
+        s.settled().unwrap().below,
+        9,
+        "a failed settle records nothing"
+    );
+    // Settling again below the mark is a no-op, and so is a range without groups.
+    assert_eq!(s.settle(5, &fates).unwrap(), 0);
+    let len = std::fs::metadata(d.path().join("fates.log")).unwrap().len();
+    s.append(&[txn(20, vec![ins(T, "k20", &[(1, "x")])])], &fates)
+        .unwrap();
+    assert_eq!(s.settle(9, &fates).unwrap(), 0);
+    assert_eq!(
+        std::fs::metadata(d.path().join("fates.log")).unwrap().len(),
+        len
+    );
+    fates.in_progress.clear();
+    fates.aborted.insert(9);
+    assert_eq!(s.settle(11, &fates).unwrap(), 2);
+
+    // Another store (a reader in another process) sees the same; a torn tail is ignored
+    // by readers and cut by the next settle; damage before the tail is corruption.
+    let mut r = Store::open(d.path(), reader_cfg()).unwrap();
+    let want = s.settled().unwrap();
+    assert_eq!(
+        want.aborted.iter().copied().collect::<Vec<_>>(),
+        vec![3, 7, 9]
+    );
+    assert_eq!(r.settled().unwrap(), want);
+    let path = d.path().join("fates.log");
+    let good = std::fs::read(&path).unwrap();
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[5, 0, 0]);
+    std::fs::write(&path, &torn).unwrap();
+    let mut r2 = Store::open(d.path(), reader_cfg()).unwrap();
+    assert_eq!(r2.settled().unwrap(), want);
+    s.append(&[txn(12, vec![ins(T, "k12", &[(1, "x")])])], &fates)
+        .unwrap();
+    assert_eq!(s.settle(13, &fates).unwrap(), 1);
+    assert_eq!(r2.settled().unwrap().below, 13);
+    let mut bad = std::fs::read(&path).unwrap();
+    bad[14] ^= 0x40;
+    std::fs::write(&path, &bad).unwrap();
+    let mut r3 = Store::open(d.path(), reader_cfg()).unwrap();
+    match r3.settled() {
+        Err(Error::Corruption { file, offset, .. }) => {
+            assert_eq!(file, path);
+            assert_eq!(offset, 0);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}

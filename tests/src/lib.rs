@@ -76,17 +76,7 @@ impl Cluster {
     pub fn start_with(name: &str, preload: bool, extra_conf: &[&str]) -> Cluster {
         let root = run_root();
         let datadir = root.join(format!("e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&datadir);
-        std::fs::create_dir_all(&datadir).unwrap();
-        if running_as_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&datadir)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of {}", datadir.display());
-        }
+        prepare_dir(&datadir);
         let d = datadir.to_str().unwrap();
         let out = pg_command(
             "initdb",
@@ -211,6 +201,101 @@ impl Cluster {
         self.pg_ctl_start();
     }
 
+    /// Takes a base backup of this cluster into `dir` (streaming the WAL it needs).
+    pub fn base_backup(&self, dir: &Path, standby: bool) {
+        prepare_dir(dir);
+        let port = self.port.to_string();
+        let mut args = vec![
+            "-D",
+            dir.to_str().unwrap(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        ];
+        if standby {
+            // standby.signal and primary_conninfo.
+            args.push("-R");
+        }
+        let out = pg_command("pg_basebackup", &args);
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A hot standby of this cluster, streaming from it, started and caught up.
+    pub fn standby(&self, name: &str) -> Cluster {
+        let datadir = run_root().join(format!("e2e-{name}-{}", std::process::id()));
+        self.base_backup(&datadir, true);
+        let c = Cluster::from_data(datadir, &["hot_standby = on"]);
+        self.wait_replayed(&c);
+        c
+    }
+
+    /// Starts a cluster on a data directory made by [`Cluster::base_backup`] (or a copy of
+    /// one), on a port of its own, with extra configuration lines.
+    pub fn from_data(datadir: PathBuf, extra_conf: &[&str]) -> Cluster {
+        let port = free_port();
+        let d = datadir.to_str().unwrap().to_string();
+        let mut conf = format!("\nport = {port}\nunix_socket_directories = '{d}'\n");
+        for line in extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&datadir.join("postgresql.conf"), &conf);
+        let c = Cluster { datadir, port };
+        c.pg_ctl_start();
+        c
+    }
+
+    /// Waits until `standby` has replayed everything this cluster has written so far.
+    pub fn wait_replayed(&self, standby: &Cluster) {
+        let lsn: String = self
+            .connect("postgres")
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .unwrap()
+            .get(0);
+        let mut s = standby.connect("postgres");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let caught_up: bool = s
+                .query_one(
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+                    &[&lsn],
+                )
+                .unwrap()
+                .get(0);
+            if caught_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "standby did not replay up to {lsn}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Promotes a standby to a primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        let d = self.datadir.to_str().unwrap();
+        let out = pg_command("pg_ctl", &["-D", d, "-w", "-t", "60", "promote"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.datadir.join("server.log")).unwrap_or_default()
     }
@@ -224,6 +309,57 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.datadir);
         }
     }
+}
+
+/// A fresh empty directory the postgres user owns.
+pub fn prepare_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    if running_as_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown of {}", dir.display());
+    }
+    // Postgres refuses a data directory others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// A scratch directory under the run root, removed when dropped.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> ScratchDir {
+        let dir = run_root().join(format!("e2e-{name}-{}", std::process::id()));
+        prepare_dir(&dir);
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Copies a directory tree (as root or as the owner), keeping the postgres user's
+/// ownership and modes.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
 }
 
 fn append(path: &Path, text: &str) {

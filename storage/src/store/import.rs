@@ -26,8 +26,7 @@ impl Store {
             ));
         }
         self.require_writer()?;
-        self.journal
-            .refresh(Some(self.config.recovery), &mut self.stats)?;
+        self.refresh_journal_writer()?;
         let mut last: HashMap<TableId, i64> = HashMap::new();
         for (txn, origin) in txns.iter().zip(origins) {
             if origin.commit_ts > txn.commit_ts {

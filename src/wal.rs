@@ -1,0 +1,283 @@
+//! DriftDB's WAL resource manager: every change to DriftDB's files is a WAL record first.
+//!
+//! The engine describes each change to its files as file operations (write these bytes at
+//! this offset, truncate, rename, remove, sync; see `driftdb_storage::fileops`) before it
+//! makes it. In a backend, [`PgWal`] turns each batch into WAL records of at most
+//! [`RECORD_MAX`] bytes, inside a critical section with the checkpoint held off
+//! (`DELAY_CHKPT_START`), flushes the WAL up to the last one, and only then lets the engine
+//! write and sync the files; the critical section ends after the sync. Redo applies the
+//! same operations to the files under `$PGDATA/driftdb` and syncs them before returning, so
+//! crash recovery, streaming standbys and point-in-time recovery rebuild DriftDB's files
+//! byte for byte. Redo is idempotent: a write overwrites at its offset, a rename whose
+//! source is gone and a removal of something missing are skipped.
+//!
+//! Records carry the transaction groups they made durable; redo publishes them (the
+//! high-water seq and the in-flight groups) so that a hot standby's readers see them.
+
+use crate::shmem;
+use driftdb_storage::{fileops, Applier, Batch, FileOp, GroupMark, Stats, WriteAhead};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+/// DriftDB's custom resource manager id (custom ids are 128..=255; 128 is reserved for
+/// experiments). Chosen for DriftDB; an extension that registers the same id makes the
+/// server refuse to start, with Postgres' own message naming both.
+pub const RMGR_ID: u8 = 171;
+/// The one record type: a batch of file operations.
+const XLOG_DRIFTDB_FILE_OPS: u8 = 0x10;
+/// Largest record payload DriftDB writes (Postgres 16 and later refuse records over about
+/// 1 GB, 15 cannot replay them; large writes are split across records).
+pub const RECORD_MAX: usize = 1 << 20;
+
+static RMGR_NAME: &CStr = c"driftdb";
+
+/// Registers the resource manager; only valid while preloading (checked by the caller).
+pub fn init() {
+    let rmgr = pg_sys::RmgrData {
+        rm_name: RMGR_NAME.as_ptr(),
+        rm_redo: Some(redo),
+        rm_desc: Some(desc),
+        rm_identify: Some(identify),
+        rm_startup: Some(startup),
+        ..Default::default()
+    };
+    // Postgres keeps the table entry for the life of the process; the struct is leaked so
+    // that its address stays valid whether or not the table copies it.
+    let rmgr = Box::leak(Box::new(rmgr));
+    // SAFETY: called from _PG_init while shared_preload_libraries is processed, as
+    // RegisterCustomRmgr requires; the callbacks are `#[pg_guard]` functions.
+    unsafe { pg_sys::RegisterCustomRmgr(RMGR_ID, rmgr) };
+}
+
+/// The write-ahead side of a backend's store: WAL records before the engine touches a
+/// file. Between `log` and `done` the backend is in a critical section: a failure to write
+/// DriftDB's files there is a PANIC, and recovery replays the records.
+pub struct PgWal {
+    in_critical: bool,
+}
+
+impl PgWal {
+    pub fn new() -> PgWal {
+        PgWal { in_critical: false }
+    }
+}
+
+/// Free space needed on the data directory's file system beyond the bytes a batch writes,
+/// so that a full disk is an ERROR before the critical section, not a PANIC inside it.
+const SPACE_MARGIN: u64 = 16 << 20;
+
+fn check_space(ops: &[FileOp]) -> driftdb_storage::Result<()> {
+    let need: u64 = ops.iter().map(FileOp::data_len).sum::<u64>() + SPACE_MARGIN;
+    // The data directory: DriftDB's own directory may not exist yet.
+    let root = crate::engine::root();
+    let root = root
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(root);
+    let free = free_bytes(&root).map_err(|e| driftdb_storage::Error::IoAt {
+        path: root.clone(),
+        source: e,
+    })?;
+    if free < need {
+        return Err(driftdb_storage::Error::IoAt {
+            path: root,
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{free} bytes free, {need} needed to write {} bytes safely",
+                    need - SPACE_MARGIN
+                ),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    let (free, _) = space(path)?;
+    Ok(free)
+}
+
+/// (free bytes for unprivileged writers, total bytes) of the file system holding `path`.
+pub fn space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs fills the struct for a NUL-terminated path; checked for failure.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize;
+    Ok((st.f_bavail * frsize, st.f_blocks * frsize))
+}
+
+impl WriteAhead for PgWal {
+    fn log(&mut self, ops: &[FileOp], groups: &[GroupMark]) -> driftdb_storage::Result<()> {
+        check_space(ops)?;
+        let records = fileops::encode_batches(ops, groups, RECORD_MAX);
+        // SAFETY: the critical section and the checkpoint delay are what Postgres' own
+        // WAL-logged changes use (START_CRIT_SECTION, MyProc->delayChkptFlags); MyProc is
+        // set in every backend that runs SQL. Each record's data stays alive until its
+        // XLogInsert returns.
+        unsafe {
+            pg_sys::CritSectionCount += 1;
+            (*pg_sys::MyProc).delayChkptFlags |= pg_sys::DELAY_CHKPT_START as i32;
+            self.in_critical = true;
+            let mut last = 0;
+            for rec in &records {
+                pg_sys::XLogBeginInsert();
+                crate::compat::xlog_register_data(rec);
+                last = pg_sys::XLogInsert(RMGR_ID, XLOG_DRIFTDB_FILE_OPS);
+            }
+            // WAL before data: the files are written only once their records are durable.
+            pg_sys::XLogFlush(last);
+        }
+        Ok(())
+    }
+
+    fn done(&mut self) {
+        if std::mem::take(&mut self.in_critical) {
+            // SAFETY: ends what `log` began, in the same backend.
+            unsafe {
+                (*pg_sys::MyProc).delayChkptFlags &= !(pg_sys::DELAY_CHKPT_START as i32);
+                pg_sys::CritSectionCount -= 1;
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &driftdb_storage::Error) {
+        if self.in_critical {
+            // The records are in the WAL but the files could not be written: only a
+            // restart, whose recovery replays the records, can make them agree.
+            ereport!(
+                PgLogLevel::PANIC,
+                PgSqlErrorCode::ERRCODE_IO_ERROR,
+                format!("driftdb: could not write DriftDB files after WAL-logging the change: {e}")
+            );
+        }
+    }
+}
+
+thread_local! {
+    // The startup process replays records one at a time on one thread.
+    static REDO: RefCell<Option<Applier>> = const { RefCell::new(None) };
+}
+
+/// The batch a record carries.
+///
+/// # Safety
+/// `record` must be the reader state Postgres passed to a resource manager callback.
+unsafe fn batch_of(record: *mut pg_sys::XLogReaderState) -> Result<Batch, String> {
+    // SAFETY: per the caller, `record` points at a decoded record; main_data is
+    // main_data_len bytes long (XLogRecGetData / XLogRecGetDataLen).
+    let (info, data) = unsafe {
+        let rec = (*record).record;
+        let info = (*rec).header.xl_info & pg_sys::XLR_RMGR_INFO_MASK as u8;
+        let len = (*rec).main_data_len as usize;
+        let data = if len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts((*rec).main_data as *const u8, len)
+        };
+        (info, data)
+    };
+    if info != XLOG_DRIFTDB_FILE_OPS {
+        return Err(format!("unknown DriftDB WAL record type {info:#x}"));
+    }
+    Batch::decode(data).map_err(|d| format!("damaged DriftDB WAL record: {d}"))
+}
+
+/// Start of recovery: publish what the files already hold (a base backup's copy, or the
+/// files a crash left), before redo publishes the groups it replays.
+#[pg_guard]
+unsafe extern "C-unwind" fn startup() {
+    let config = driftdb_storage::Config {
+        mode: driftdb_storage::OpenMode::Reader,
+        ..Default::default()
+    };
+    let current = driftdb_storage::Store::open(crate::engine::root(), config)
+        .and_then(|mut s| s.current_seq())
+        .unwrap_or_else(|e| error!("driftdb: could not read DriftDB's files before recovery: {e}"));
+    let mut state = shmem::STATE.exclusive();
+    state.high_water = state.high_water.max(current);
+    state.initialized = true;
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
+    // SAFETY: Postgres passes the record being replayed.
+    let batch = unsafe { batch_of(record) }.unwrap_or_else(|e| error!("driftdb: {e}"));
+    let result = REDO.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let applier = cell.get_or_insert_with(|| Applier::new(crate::engine::root(), true));
+        // Synced before returning: restartpoints do not know DriftDB's files.
+        applier.apply(&batch.ops, true, &mut Stats::default())
+    });
+    if let Err(e) = result {
+        error!("driftdb: could not replay a change to DriftDB's files: {e}");
+    }
+    if !batch.groups.is_empty() {
+        let mut state = shmem::STATE.exclusive();
+        if shmem::publish(&batch.groups, &mut state).is_none() {
+            drop(state);
+            error!(
+                "driftdb: more than {} DriftDB transactions in flight during replay",
+                shmem::INFLIGHT_SLOTS
+            );
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::XLogReaderState) {
+    // SAFETY: Postgres passes the record to describe.
+    let text = match unsafe { batch_of(record) } {
+        Ok(b) => describe(&b),
+        Err(e) => e,
+    };
+    let text = std::ffi::CString::new(text.replace('\0', " ")).expect("no NUL left");
+    // SAFETY: appends a NUL-terminated string to the buffer Postgres passed.
+    unsafe { pg_sys::appendStringInfoString(buf, text.as_ptr()) };
+}
+
+fn describe(b: &Batch) -> String {
+    let mut parts: Vec<String> = b
+        .ops
+        .iter()
+        .map(|op| match op {
+            FileOp::Write {
+                path,
+                offset,
+                bytes,
+            } => format!("write {path} @{offset} +{}", bytes.len()),
+            FileOp::Truncate { path, len } => format!("truncate {path} to {len}"),
+            FileOp::Sync { path } => format!("sync {path}"),
+            FileOp::SyncDir { path } => format!("syncdir {path}"),
+            FileOp::MkDir { path } => format!("mkdir {path}"),
+            FileOp::Rename { from, to } => format!("rename {from} {to}"),
+            FileOp::Remove { path } => format!("remove {path}"),
+        })
+        .collect();
+    for g in &b.groups {
+        parts.push(format!(
+            "group seqs {}..={} xid {}",
+            g.first_seq, g.last_seq, g.xid
+        ));
+    }
+    parts.join("; ")
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn identify(info: u8) -> *const std::ffi::c_char {
+    if info & pg_sys::XLR_RMGR_INFO_MASK as u8 == XLOG_DRIFTDB_FILE_OPS {
+        c"FILE_OPS".as_ptr()
+    } else {
+        std::ptr::null()
+    }
+}

@@ -1,0 +1,678 @@
+//! Every change the store makes to its files, described before it is made.
+//!
+//! The store never writes, truncates, renames or removes a file directly: it builds a list
+//! of [`FileOp`]s, hands it to its [`WriteAhead`] (when it has one) and then applies it with
+//! an [`Applier`]. A write-ahead log that records the list can replay it later with the same
+//! `Applier` and get the same bytes in the same files: this is how the Postgres layer
+//! WAL-logs DriftDB's files (crash recovery, standbys, point-in-time recovery).
+//!
+//! Applying is idempotent and tolerant of replay over a newer state: a write overwrites at
+//! its offset (creating the file and its directory if needed), a rename whose source is
+//! gone is skipped, a removal of something missing is a no-op.
+//!
+//! Encoding of a batch (one WAL record's payload), little-endian:
+//!
+//! ```text
+//! u8 version (1) | varint ngroups | ngroups x (varint first_seq | varint last_seq | varint xid) |
+//! varint nops | nops x op
+//! op = u8 tag | fields
+//!   1 WRITE     path | varint offset | varint len | len bytes
+//!   2 TRUNCATE  path | varint len
+//!   3 SYNC      path           (fdatasync a file)
+//!   4 SYNC_DIR  path           (fsync a directory)
+//!   5 MKDIR     path
+//!   6 RENAME    path (from) | path (to)
+//!   7 REMOVE    path           (a file or a whole directory)
+//! path = varint len | UTF-8 bytes, relative to the store's root, no `..`, not absolute
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{put_bytes, put_varint, DecodeResult, Decoder};
+use crate::types::{Committed, Seq, Stats};
+
+const BATCH_VERSION: u8 = 1;
+
+/// One change to one of the store's files. Paths are relative to the store's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// Writes `bytes` at `offset`, creating the file (and its directory) if missing.
+    Write {
+        path: String,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Cuts the file to `len` bytes (a missing file is left missing).
+    Truncate { path: String, len: u64 },
+    /// Makes the file's data durable (fdatasync).
+    Sync { path: String },
+    /// Makes the directory's entries durable (fsync).
+    SyncDir { path: String },
+    /// Creates the directory and its parents.
+    MkDir { path: String },
+    /// Renames a file or directory, replacing `to` (a directory with everything in it);
+    /// skipped when `from` is gone.
+    Rename { from: String, to: String },
+    /// Removes a file or a whole directory; nothing to remove is fine.
+    Remove { path: String },
+}
+
+impl FileOp {
+    /// Bytes this op will write to a file.
+    pub fn data_len(&self) -> u64 {
+        match self {
+            FileOp::Write { bytes, .. } => bytes.len() as u64,
+            _ => 0,
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let path = |p: &String| p.len() + 10;
+        1 + match self {
+            FileOp::Write { path: p, bytes, .. } => path(p) + 20 + bytes.len(),
+            FileOp::Truncate { path: p, .. } => path(p) + 10,
+            FileOp::Rename { from, to } => path(from) + path(to),
+            FileOp::Sync { path: p }
+            | FileOp::SyncDir { path: p }
+            | FileOp::MkDir { path: p }
+            | FileOp::Remove { path: p } => path(p),
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            FileOp::Write {
+                path,
+                offset,
+                bytes,
+            } => {
+                out.push(1);
+                put_bytes(out, path.as_bytes());
+                put_varint(out, *offset);
+                put_bytes(out, bytes);
+            }
+            FileOp::Truncate { path, len } => {
+                out.push(2);
+                put_bytes(out, path.as_bytes());
+                put_varint(out, *len);
+            }
+            FileOp::Sync { path } => {
+                out.push(3);
+                put_bytes(out, path.as_bytes());
+            }
+            FileOp::SyncDir { path } => {
+                out.push(4);
+                put_bytes(out, path.as_bytes());
+            }
+            FileOp::MkDir { path } => {
+                out.push(5);
+                put_bytes(out, path.as_bytes());
+            }
+            FileOp::Rename { from, to } => {
+                out.push(6);
+                put_bytes(out, from.as_bytes());
+                put_bytes(out, to.as_bytes());
+            }
+            FileOp::Remove { path } => {
+                out.push(7);
+                put_bytes(out, path.as_bytes());
+            }
+        }
+    }
+
+    fn decode(d: &mut Decoder<'_>) -> DecodeResult<FileOp> {
+        let tag = d.u8()?;
+        let path = |d: &mut Decoder<'_>| -> DecodeResult<String> {
+            let b = d.len_bytes()?;
+            let s = std::str::from_utf8(b).map_err(|_| "path is not UTF-8")?;
+            check_relative(s)?;
+            Ok(s.to_string())
+        };
+        Ok(match tag {
+            1 => FileOp::Write {
+                path: path(d)?,
+                offset: d.varint()?,
+                bytes: d.len_bytes()?.to_vec(),
+            },
+            2 => FileOp::Truncate {
+                path: path(d)?,
+                len: d.varint()?,
+            },
+            3 => FileOp::Sync { path: path(d)? },
+            4 => FileOp::SyncDir { path: path(d)? },
+            5 => FileOp::MkDir { path: path(d)? },
+            6 => FileOp::Rename {
+                from: path(d)?,
+                to: path(d)?,
+            },
+            7 => FileOp::Remove { path: path(d)? },
+            _ => return Err("unknown file op"),
+        })
+    }
+}
+
+/// A path inside the root: relative, made of plain names only.
+fn check_relative(path: &str) -> DecodeResult<()> {
+    let p = Path::new(path);
+    if path.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err("file op path is not a plain relative path");
+    }
+    Ok(())
+}
+
+/// The groups a batch of ops made durable: published to readers once applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupMark {
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+    pub xid: u64,
+}
+
+impl From<&Committed> for GroupMark {
+    fn from(c: &Committed) -> GroupMark {
+        GroupMark {
+            first_seq: c.first_seq,
+            last_seq: c.last_seq,
+            xid: c.xid,
+        }
+    }
+}
+
+/// A decoded batch: what one WAL record carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub groups: Vec<GroupMark>,
+    pub ops: Vec<FileOp>,
+}
+
+impl Batch {
+    pub fn decode(buf: &[u8]) -> DecodeResult<Batch> {
+        let mut d = Decoder::new(buf);
+        if d.u8()? != BATCH_VERSION {
+            return Err("unknown file op batch version");
+        }
+        let n = d.count(3)?;
+        let mut groups = Vec::with_capacity(n);
+        for _ in 0..n {
+            groups.push(GroupMark {
+                first_seq: d.varint()?,
+                last_seq: d.varint()?,
+                xid: d.varint()?,
+            });
+        }
+        let n = d.count(2)?;
+        let mut ops = Vec::with_capacity(n);
+        for _ in 0..n {
+            ops.push(FileOp::decode(&mut d)?);
+        }
+        if !d.is_empty() {
+            return Err("trailing bytes after file ops");
+        }
+        Ok(Batch { groups, ops })
+    }
+}
+
+/// Encodes `ops` as batches of at most about `max_len` bytes each (a write larger than that
+/// is split into several writes), in order; `groups` go with the last batch, so a replay
+/// publishes them only after every op before them was applied.
+pub fn encode_batches(ops: &[FileOp], groups: &[GroupMark], max_len: usize) -> Vec<Vec<u8>> {
+    let max_len = max_len.max(256);
+    let mut out = Vec::new();
+    let mut cur: Vec<FileOp> = Vec::new();
+    let mut cur_len = 0usize;
+    let flush = |cur: &mut Vec<FileOp>, groups: &[GroupMark], out: &mut Vec<Vec<u8>>| {
+        let mut buf = vec![BATCH_VERSION];
+        put_varint(&mut buf, groups.len() as u64);
+        for g in groups {
+            put_varint(&mut buf, g.first_seq);
+            put_varint(&mut buf, g.last_seq);
+            put_varint(&mut buf, g.xid);
+        }
+        put_varint(&mut buf, cur.len() as u64);
+        for op in cur.iter() {
+            op.encode(&mut buf);
+        }
+        out.push(buf);
+        cur.clear();
+    };
+    // Room for the header and the groups in every batch.
+    let overhead = 16 + groups.len() * 30;
+    let budget = max_len.saturating_sub(overhead).max(128);
+    for op in ops {
+        if let FileOp::Write {
+            path,
+            offset,
+            bytes,
+        } = op
+        {
+            let room = budget.saturating_sub(path.len() + 32);
+            if bytes.len() > room {
+                for (i, chunk) in bytes.chunks(room.max(64)).enumerate() {
+                    if !cur.is_empty() {
+                        flush(&mut cur, &[], &mut out);
+                    }
+                    cur.push(FileOp::Write {
+                        path: path.clone(),
+                        offset: offset + (i * room.max(64)) as u64,
+                        bytes: chunk.to_vec(),
+                    });
+                    cur_len = cur[0].encoded_len();
+                }
+                continue;
+            }
+        }
+        let len = op.encoded_len();
+        if !cur.is_empty() && cur_len + len > budget {
+            flush(&mut cur, &[], &mut out);
+            cur_len = 0;
+        }
+        cur.push(op.clone());
+        cur_len += len;
+    }
+    flush(&mut cur, groups, &mut out);
+    out
+}
+
+/// Records a batch of ops before the store applies it.
+///
+/// `log` is called with every change before any of it is made, and returns once the
+/// description is durable: after it returns, the changes must be made or replayed. `done`
+/// is called after they were all made. If applying fails in between, `failed` is called
+/// instead: a half-applied batch is the write-ahead log's to resolve (the Postgres layer is
+/// in a critical section there and PANICs, and its recovery replays the log).
+pub trait WriteAhead {
+    fn log(&mut self, ops: &[FileOp], groups: &[GroupMark]) -> Result<()>;
+    fn done(&mut self);
+    /// Applying a logged batch failed with `e` (the store returns the error afterwards).
+    fn failed(&mut self, e: &Error) {
+        let _ = e;
+    }
+}
+
+/// An I/O failure to inject, for tests of what the store does when the disk fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The `n`th WRITE from now (0 = the next) fails with ENOSPC, having written nothing.
+    FullDisk { n: usize },
+    /// The `n`th SYNC or SYNC_DIR from now fails with EIO (after its write went to the page
+    /// cache, as a failed fsync leaves it).
+    SyncFails { n: usize },
+}
+
+/// Applies file ops under one root, keeping recently written files open.
+pub struct Applier {
+    root: PathBuf,
+    durable: bool,
+    files: HashMap<String, File>,
+    fault: Option<Fault>,
+}
+
+impl Applier {
+    /// `durable = false` skips every sync (tests and benchmarks only).
+    pub fn new(root: impl Into<PathBuf>, durable: bool) -> Applier {
+        Applier {
+            root: root.into(),
+            durable,
+            files: HashMap::new(),
+            fault: None,
+        }
+    }
+
+    /// Makes a later op fail (tests only; see [`Fault`]).
+    pub fn inject(&mut self, fault: Fault) {
+        self.fault = Some(fault);
+    }
+
+    /// Counts down the injected fault for an op of kind `sync`; true if this op fails.
+    fn trips(&mut self, sync: bool) -> bool {
+        let n = match &mut self.fault {
+            Some(Fault::FullDisk { n }) if !sync => n,
+            Some(Fault::SyncFails { n }) if sync => n,
+            _ => return false,
+        };
+        if *n == 0 {
+            self.fault = None;
+            true
+        } else {
+            *n -= 1;
+            false
+        }
+    }
+
+    fn abs(&self, rel: &str) -> Result<PathBuf> {
+        check_relative(rel).map_err(|d| Error::InvalidTxn(format!("{d}: {rel:?}")))?;
+        Ok(self.root.join(rel))
+    }
+
+    fn file(&mut self, rel: &str) -> Result<&File> {
+        if !self.files.contains_key(rel) {
+            if self.files.len() >= 64 {
+                self.files.clear();
+            }
+            let path = self.abs(rel)?;
+            let open = || {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+            };
+            let f = match open() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = path.parent() {
+                        fs::create_dir_all(dir).at(dir)?;
+                    }
+                    open()
+                }
+                other => other,
+            }
+            .at(&path)?;
+            self.files.insert(rel.to_string(), f);
+        }
+        Ok(&self.files[rel])
+    }
+
+    /// Forgets open files at or under `rel` (renamed or removed).
+    fn forget(&mut self, rel: &str) {
+        self.files
+            .retain(|k, _| !(k == rel || k.starts_with(&format!("{rel}/"))));
+    }
+
+    /// Applies `ops` in order. With `sync_all`, every file and directory touched is made
+    /// durable at the end as well (a replay must not leave its writes to a later sync).
+    pub fn apply(&mut self, ops: &[FileOp], sync_all: bool, stats: &mut Stats) -> Result<()> {
+        let mut touched: Vec<&str> = Vec::new();
+        for op in ops {
+            match op {
+                FileOp::Write {
+                    path,
+                    offset,
+                    bytes,
+                } => {
+                    let abs = self.abs(path)?;
+                    if self.trips(false) {
+                        return Err(Error::IoAt {
+                            path: abs,
+                            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+                        });
+                    }
+                    self.file(path)?.write_all_at(bytes, *offset).at(&abs)?;
+                    stats.bytes_written += bytes.len() as u64;
+                    touched.push(path);
+                }
+                FileOp::Truncate { path, len } => {
+                    let abs = self.abs(path)?;
+                    match OpenOptions::new().write(true).open(&abs) {
+                        Ok(f) => f.set_len(*len).at(&abs)?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e).at(&abs),
+                    }
+                    touched.push(path);
+                }
+                FileOp::Sync { path } => {
+                    if self.durable {
+                        self.sync_file(path, stats)?;
+                    }
+                }
+                FileOp::SyncDir { path } => {
+                    if self.durable {
+                        self.sync_dir(path, stats)?;
+                    }
+                }
+                FileOp::MkDir { path } => {
+                    let abs = self.abs(path)?;
+                    fs::create_dir_all(&abs).at(&abs)?;
+                    touched.push(path);
+                }
+                FileOp::Rename { from, to } => {
+                    let (a, b) = (self.abs(from)?, self.abs(to)?);
+                    self.forget(from);
+                    self.forget(to);
+                    if !a.exists() {
+                        // Renamed before (a replay over a newer state): nothing to do.
+                        continue;
+                    }
+                    // A directory replaces a directory only when that one is removed
+                    // first. Replaying over a newer state can meet this: the records after
+                    // this one rebuild everything the removed directory held.
+                    if a.is_dir() && b.is_dir() {
+                        fs::remove_dir_all(&b).at(&b)?;
+                    }
+                    fs::rename(&a, &b).at(&b)?;
+                    touched.push(to);
+                }
+                FileOp::Remove { path } => {
+                    let abs = self.abs(path)?;
+                    self.forget(path);
+                    let r = match fs::symlink_metadata(&abs) {
+                        Ok(m) if m.is_dir() => fs::remove_dir_all(&abs),
+                        Ok(_) => fs::remove_file(&abs),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e).at(&abs),
+                    }
+                    touched.push(path);
+                }
+            }
+        }
+        if sync_all && self.durable {
+            touched.sort_unstable();
+            touched.dedup();
+            for rel in touched {
+                let abs = self.abs(rel)?;
+                match fs::symlink_metadata(&abs) {
+                    Ok(m) if m.is_dir() => self.sync_dir(rel, stats)?,
+                    Ok(_) => self.sync_file(rel, stats)?,
+                    Err(_) => {}
+                }
+                if let Some(parent) = Path::new(rel).parent().and_then(Path::to_str) {
+                    let parent = if parent.is_empty() { "." } else { parent };
+                    if self.root.join(parent).is_dir() {
+                        let dir = self.root.join(parent);
+                        File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
+                        stats.fsyncs += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_file(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
+        let abs = self.abs(rel)?;
+        if self.trips(true) {
+            return Err(Error::IoAt {
+                path: abs,
+                source: std::io::Error::from_raw_os_error(5), // EIO
+            });
+        }
+        if !abs.exists() {
+            return Ok(());
+        }
+        self.file(rel)?.sync_data().at(&abs)?;
+        stats.fsyncs += 1;
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
+        let abs = self.abs(rel)?;
+        if self.trips(true) {
+            return Err(Error::IoAt {
+                path: abs,
+                source: std::io::Error::from_raw_os_error(5), // EIO
+            });
+        }
+        match File::open(&abs) {
+            Ok(d) => d.sync_all().at(&abs)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).at(&abs),
+        }
+        stats.fsyncs += 1;
+        Ok(())
+    }
+}
+
+/// The path of `abs` relative to `root`, as a file op names it.
+pub(crate) fn relative(root: &Path, abs: &Path) -> String {
+    abs.strip_prefix(root)
+        .unwrap_or(abs)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Ops that replace `path` with `bytes` atomically: temp file, sync, rename, sync the
+/// directory.
+pub(crate) fn replace_ops(path: &str, bytes: Vec<u8>, durable: bool, ops: &mut Vec<FileOp>) {
+    let tmp = format!("{path}.tmp");
+    ops.push(FileOp::Remove { path: tmp.clone() });
+    ops.push(FileOp::Write {
+        path: tmp.clone(),
+        offset: 0,
+        bytes,
+    });
+    if durable {
+        ops.push(FileOp::Sync { path: tmp.clone() });
+    }
+    ops.push(FileOp::Rename {
+        from: tmp,
+        to: path.to_string(),
+    });
+    if durable {
+        ops.push(FileOp::SyncDir {
+            path: parent_of(path),
+        });
+    }
+}
+
+/// The directory holding `path` ("." for the root itself).
+pub(crate) fn parent_of(path: &str) -> String {
+    match Path::new(path).parent().and_then(Path::to_str) {
+        Some("") | None => ".".to_string(),
+        Some(p) => p.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<FileOp> {
+        vec![
+            FileOp::MkDir { path: "t/1".into() },
+            FileOp::Write {
+                path: "t/1/a.log".into(),
+                offset: 0,
+                bytes: (0..5000u32).map(|i| i as u8).collect(),
+            },
+            FileOp::Sync {
+                path: "t/1/a.log".into(),
+            },
+            FileOp::Write {
+                path: "t/1/b.tmp".into(),
+                offset: 3,
+                bytes: b"xyz".to_vec(),
+            },
+            FileOp::Rename {
+                from: "t/1/b.tmp".into(),
+                to: "t/1/b".into(),
+            },
+            FileOp::Truncate {
+                path: "t/1/a.log".into(),
+                len: 4000,
+            },
+            FileOp::SyncDir { path: "t/1".into() },
+            FileOp::Remove {
+                path: "t/gone".into(),
+            },
+        ]
+    }
+
+    fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    out.push((relative(root, &p), Vec::new()));
+                    stack.push(p);
+                } else {
+                    out.push((relative(root, &p), fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn batches_round_trip_and_replay_gives_the_same_files() {
+        let ops = sample();
+        let groups = [GroupMark {
+            first_seq: 5,
+            last_seq: 9,
+            xid: 77,
+        }];
+        let batches = encode_batches(&ops, &groups, 1024);
+        assert!(batches.len() > 1, "the 5000-byte write is split");
+        assert!(batches.iter().all(|b| b.len() <= 1024 + 64));
+        let decoded: Vec<Batch> = batches.iter().map(|b| Batch::decode(b).unwrap()).collect();
+        // Groups travel with the last batch only.
+        assert!(decoded[..decoded.len() - 1]
+            .iter()
+            .all(|b| b.groups.is_empty()));
+        assert_eq!(decoded.last().unwrap().groups, groups);
+
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let mut stats = Stats::default();
+        Applier::new(a.path(), true)
+            .apply(&ops, false, &mut stats)
+            .unwrap();
+        let mut replay = Applier::new(b.path(), true);
+        for d in &decoded {
+            replay.apply(&d.ops, true, &mut stats).unwrap();
+        }
+        assert_eq!(tree(a.path()), tree(b.path()));
+        let a_log = fs::read(a.path().join("t/1/a.log")).unwrap();
+        assert_eq!(a_log.len(), 4000);
+        assert_eq!(&fs::read(a.path().join("t/1/b")).unwrap(), b"\0\0\0xyz");
+
+        // Replaying everything again over the final state changes nothing.
+        for d in &decoded {
+            replay.apply(&d.ops, true, &mut stats).unwrap();
+        }
+        assert_eq!(tree(a.path()), tree(b.path()));
+    }
+
+    #[test]
+    fn decoding_refuses_paths_outside_the_root_and_garbage() {
+        for bad in ["../x", "/etc/passwd", "a/../../b", ""] {
+            let batch = encode_batches(
+                &[FileOp::Remove {
+                    path: bad.to_string(),
+                }],
+                &[],
+                4096,
+            );
+            assert!(Batch::decode(&batch[0]).is_err(), "{bad:?} accepted");
+        }
+        let good = encode_batches(&sample(), &[], 1 << 20).remove(0);
+        for cut in 0..good.len() {
+            assert!(
+                Batch::decode(&good[..cut]).is_err(),
+                "prefix {cut} accepted"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(Batch::decode(&trailing).is_err());
+    }
+}
