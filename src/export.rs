@@ -539,6 +539,12 @@ COMMENT ON FUNCTION drift_import(regclass, regclass) IS
 "
 )]
 fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
+    // SAFETY: both raise 25006 in a read-only transaction or on a standby, as Postgres does
+    // for its own writing commands.
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(c"drift_import()".as_ptr());
+        pg_sys::PreventCommandDuringRecovery(c"drift_import()".as_ptr());
+    }
     crate::asof::refuse_writes();
     txn::refuse_serializable();
     let info = owned_table(table_name);

@@ -5,8 +5,9 @@
 //!
 //! Each backend's engine counts its own work ([`driftdb_storage::Stats`]); after every call
 //! into the engine the backend adds what grew since its last report to counters in shared
-//! memory, so the server counters are the sum over all backends, current to their last
-//! engine call. They start at zero when the server starts.
+//! memory, so the server counters are the sum over all backends (DriftDB's fates worker
+//! included), current to their last engine call. They start at zero when the server
+//! starts. `drift_backend_stats()` shows the calling backend's own counts.
 
 use crate::engine::{self, LatestFates};
 use crate::fdw::table::TableInfo;
@@ -113,6 +114,28 @@ fn drift_server_stats() -> TableIterator<'static, (name!(name, String), name!(va
         .collect();
     rows.push(("journal_bytes".into(), journal_bytes as i64));
     rows.push(("journal_segments".into(), journal_segments as i64));
+    TableIterator::new(rows)
+}
+
+/// This backend's own counters since it started (the work of this session), named as the
+/// server counters.
+#[pg_extern(
+    volatile,
+    parallel_restricted,
+    sql = "
+CREATE FUNCTION drift_backend_stats() RETURNS TABLE (name text, value bigint)
+    VOLATILE PARALLEL RESTRICTED
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+COMMENT ON FUNCTION drift_backend_stats() IS
+    'Counters of the work this backend did since it started';
+"
+)]
+fn drift_backend_stats() -> TableIterator<'static, (name!(name, String), name!(value, i64))> {
+    let mine = engine::with_store(|s| Ok(s.stats()));
+    let rows: Vec<(String, i64)> = COUNTERS
+        .iter()
+        .map(|(name, figure, _)| (name.to_string(), figure(&mine) as i64))
+        .collect();
     TableIterator::new(rows)
 }
 
@@ -259,6 +282,8 @@ CREATE FUNCTION drift_stats()
     LANGUAGE sql AS $$
 SELECT 'server', NULL::regclass, s.name, s.value::numeric FROM drift_server_stats() s
 UNION ALL
+SELECT 'backend', NULL::regclass, b.name, b.value::numeric FROM drift_backend_stats() b
+UNION ALL
 SELECT 'table', t.relid::regclass, m.name, m.value
   FROM drift_table_stats() t
  CROSS JOIN LATERAL (VALUES
@@ -279,5 +304,5 @@ COMMENT ON FUNCTION drift_stats() IS
     'Server counters and per-table figures, one row per figure: (scope, table_name, name, value)';
 "#,
     name = "drift_tables_and_stats",
-    requires = [drift_server_stats, drift_table_stats],
+    requires = [drift_server_stats, drift_backend_stats, drift_table_stats],
 );

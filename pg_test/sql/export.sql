@@ -85,6 +85,11 @@ SELECT op, "row"->>'id' AS id, role FROM drift_history('ex_more') ORDER BY seq;
 INSERT INTO ex_again VALUES (5, 'plum', NULL, 3);
 SELECT drift_import('ex_again', 'ex_events');
 
+-- A read-only transaction (or a standby) cannot import (25006).
+BEGIN READ ONLY;
+SELECT drift_import('ex_again', 'ex_events');
+ROLLBACK;
+
 -- A table without a primary key: its hidden row ids are renumbered, history is the same.
 CREATE FOREIGN TABLE ex_log (msg text, n int) SERVER drift;
 INSERT INTO ex_log VALUES ('a', 1), ('b', 2);
