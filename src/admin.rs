@@ -12,7 +12,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// The table behind `relid`, checked to be a DriftDB table owned by the current user.
-fn owned_table(relid: pg_sys::Oid) -> TableInfo {
+pub(crate) fn owned_table(relid: pg_sys::Oid) -> TableInfo {
     // SAFETY: catalog lookups and a relcache reference inside the transaction.
     unsafe {
         if !is_driftdb_table(relid) {

@@ -4,7 +4,7 @@
 //! works, as for any setting.
 
 use crate::error::DriftError;
-use crate::timetravel::{check_seq, seq_at};
+use crate::timetravel::{check_seq, seq_at_table};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -80,12 +80,12 @@ pub fn init() {
     }
 }
 
-/// The seq every DriftDB read sees while `driftdb.as_of` is set, `None` when it is not.
-pub fn past_point() -> Option<u64> {
+/// The seq a read of `table` sees while `driftdb.as_of` is set, `None` when it is not.
+pub fn past_point(table: driftdb_storage::TableId) -> Option<u64> {
     let value = AS_OF.get()?;
     match parse(&value.to_string_lossy())? {
         Point::Seq(s) => Some(check_seq(s)),
-        Point::Time(t) => Some(seq_at(t)),
+        Point::Time(t) => Some(seq_at_table(table, t)),
     }
 }
 

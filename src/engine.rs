@@ -112,7 +112,10 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
             }
             *slot = Some(store);
         }
-        f(slot.as_mut().expect("opened above")).unwrap_or_else(|e| DriftError::Engine(e).report())
+        let store = slot.as_mut().expect("opened above");
+        let out = f(store);
+        crate::stats::publish(store.stats());
+        out.unwrap_or_else(|e| DriftError::Engine(e).report())
     })
 }
 

@@ -89,6 +89,28 @@ pub enum DriftError {
         column: String,
         detail: String,
     },
+    /// A schema change that would make stored rows read wrongly (or differently from what
+    /// Postgres would show for a heap table). `{table}` in the message names the table.
+    SchemaChange {
+        relid: pg_sys::Oid,
+        message: String,
+        detail: String,
+        hint: String,
+    },
+    /// Dropping a column of the primary key.
+    KeyColumnDrop {
+        relid: pg_sys::Oid,
+        column: String,
+    },
+    /// An import into a table that already has history (or pending writes).
+    ImportTargetNotEmpty {
+        relid: pg_sys::Oid,
+        why: String,
+    },
+    /// Import input that does not describe a valid history of the table.
+    BadImport {
+        detail: String,
+    },
     Engine(driftdb_storage::Error),
     Internal(String),
 }
@@ -278,6 +300,46 @@ impl DriftError {
             DriftError::CorruptValue { column, detail } => ErrorReport::new(
                 ERRCODE_DATA_CORRUPTED,
                 format!("stored value of column \"{column}\" is damaged"),
+                FUNC,
+            )
+            .set_detail(detail),
+            DriftError::SchemaChange {
+                relid,
+                message,
+                detail,
+                hint,
+            } => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                message.replace("{table}", &format!("DriftDB table \"{}\"", rel_name(relid))),
+                FUNC,
+            )
+            .set_detail(detail)
+            .set_hint(hint),
+            DriftError::KeyColumnDrop { relid, column } => ErrorReport::new(
+                ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop column \"{column}\": it is part of the primary key of DriftDB table \"{}\"",
+                    rel_name(relid)
+                ),
+                FUNC,
+            )
+            .set_detail("Every event of the table is stored under its key.")
+            .set_hint(
+                "To key the rows differently, create a new table and copy the rows with \
+                 INSERT ... SELECT.",
+            ),
+            DriftError::ImportTargetNotEmpty { relid, why } => ErrorReport::new(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "cannot import into DriftDB table \"{}\": {why}",
+                    rel_name(relid)
+                ),
+                FUNC,
+            )
+            .set_hint("Import into a new, empty table."),
+            DriftError::BadImport { detail } => ErrorReport::new(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                "the events to import are not a valid DriftDB history",
                 FUNC,
             )
             .set_detail(detail),

@@ -31,7 +31,7 @@ unsafe fn row_jsonb(info: &TableInfo, tupdesc: pg_sys::TupleDesc, row: &Row) -> 
     }
 }
 
-unsafe fn jsonb_from_cstr(text: *const std::ffi::c_char) -> pg_sys::Datum {
+pub(crate) unsafe fn jsonb_from_cstr(text: *const std::ffi::c_char) -> pg_sys::Datum {
     unsafe {
         pg_sys::OidFunctionCall1Coll(
             pg_sys::Oid::from(pg_sys::F_JSONB_IN),
@@ -126,9 +126,11 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
         let upto = stable_seq();
         let (store, desc) = materialize(fcinfo);
         let mut current: HashMap<Vec<u8>, Row> = HashMap::new();
+        // Dropped columns are not shown, as in the rows.
         let names: HashMap<u16, String> = info
             .columns
             .iter()
+            .filter(|c| !c.dropped)
             .map(|c| (c.id(), c.name.clone()))
             .collect();
         engine::with_store(|s| {
@@ -149,7 +151,7 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
                         current.insert(e.key.clone(), r.clone());
                         let changed: Vec<String> = cols
                             .iter()
-                            .map(|(c, _)| names.get(c).cloned().unwrap_or_else(|| format!("#{c}")))
+                            .filter_map(|(c, _)| names.get(c).cloned())
                             .collect();
                         ("PATCH", r, Some(changed))
                     }

@@ -13,10 +13,13 @@ mod datum;
 mod drop;
 mod engine;
 mod error;
+mod export;
 mod fdw;
 mod health;
 mod history;
+mod schema;
 mod shmem;
+mod stats;
 mod timetravel;
 mod txn;
 mod verify;
@@ -44,6 +47,9 @@ pub extern "C-unwind" fn _PG_init() {
     drop::init();
     asof::init();
     fdw::asof_call::init();
+    stats::init();
+    schema::init();
+    export::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

@@ -33,11 +33,25 @@ fn now_us() -> i64 {
 /// The last seq of the last transaction committed at or before `at`. Waits for
 /// transactions that are still committing and might have committed by then.
 pub fn seq_at(at: i64) -> u64 {
+    resolve_time(at, |s| s.seq_at(at))
+}
+
+/// The seq at which `table` is read as of `at`: [`seq_at`], or for a table with imported
+/// history, the last imported group committed at or before `at` where it came from, if
+/// later (see `Store::seq_at_for_table`).
+pub fn seq_at_table(table: driftdb_storage::TableId, at: i64) -> u64 {
+    resolve_time(at, |s| s.seq_at_for_table(table, at, &LatestFates))
+}
+
+fn resolve_time(
+    at: i64,
+    mut seq_of: impl FnMut(&mut driftdb_storage::Store) -> driftdb_storage::Result<u64>,
+) -> u64 {
     if at > now_us() {
         DriftError::TimeInFuture.report()
     }
     loop {
-        let seq = engine::with_store(|s| s.seq_at(at));
+        let seq = engine::with_store(&mut seq_of);
         if seq <= stable_seq() {
             return seq;
         }
@@ -179,7 +193,7 @@ pub unsafe extern "C-unwind" fn drift_as_of_time(
         let Some(at) = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1) else {
             DriftError::NullPoint.report()
         };
-        let seq = seq_at(at);
+        let seq = seq_at_table(info.id, at);
         return_rows_as_of(fcinfo, &info, seq);
         pg_sys::Datum::from(0usize)
     }

@@ -43,8 +43,8 @@ impl View {
 
     /// # Safety
     /// `snapshot` must be the running statement's MVCC snapshot.
-    pub unsafe fn new(snapshot: pg_sys::Snapshot) -> View {
-        match asof::past_point() {
+    pub unsafe fn new(snapshot: pg_sys::Snapshot, table: TableId) -> View {
+        match asof::past_point(table) {
             Some(at) => View::past(at),
             None => View {
                 at: engine::read_point(),
@@ -399,7 +399,7 @@ unsafe fn scan_view(
         if state.point == Point::Present {
             // The high-water mark is read after the snapshot was taken: groups past the
             // snapshot's horizon are then filtered out by the snapshot itself.
-            return View::new(snapshot);
+            return View::new(snapshot, state.info.id);
         }
         let mut isnull = false;
         let d = pg_sys::ExecEvalExprSwitchContext(state.point_expr, econtext, &mut isnull);
@@ -408,7 +408,7 @@ unsafe fn scan_view(
         }
         engine::read_point();
         let at = match state.point {
-            Point::Time => crate::timetravel::seq_at(d.value() as i64),
+            Point::Time => crate::timetravel::seq_at_table(state.info.id, d.value() as i64),
             _ => crate::timetravel::check_seq(d.value() as i64),
         };
         View::past(at)

@@ -160,7 +160,7 @@ impl TableInfo {
 }
 
 /// Splits a key made by [`TableInfo::key_of`] back into the stored bytes of its columns.
-fn split_key(info: &TableInfo, key: &[u8]) -> Option<Vec<Vec<u8>>> {
+pub fn split_key(info: &TableInfo, key: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut parts = Vec::new();
     let mut rest = key;
     for &pos in &info.key {

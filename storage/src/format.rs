@@ -5,7 +5,7 @@
 //! and never allocates more than the remaining input could justify (each count is checked
 //! against the bytes left before anything is reserved).
 
-use crate::types::{ColumnId, Op, Row, Seq, TableId, Value};
+use crate::types::{ColumnId, Op, Origin, Row, Seq, TableId, Value};
 
 /// First bytes of every log segment (journal and table logs).
 pub const SEGMENT_MAGIC: [u8; 8] = *b"DRIFTLOG";
@@ -31,6 +31,8 @@ pub const MAX_FRAME_LEN: u32 = 1 << 30;
 pub const OP_INSERT: u8 = 1;
 pub const OP_PATCH: u8 = 2;
 pub const OP_SOFT_DELETE: u8 = 3;
+/// Journal record extension tags (optional fields after the table list).
+pub const EXT_ORIGIN: u8 = 1;
 /// Snapshot header: `magic[8] | u16 version | u16 0 | u64 table | u64 seq | u32 crc32(bytes 0..28)`.
 pub const SNAPSHOT_HEADER_LEN: usize = 32;
 /// Snapshot footer: `u64 dir_offset | u64 dir_len | u32 crc32(dir) | u32 crc32(file before footer) | magic[8]`.
@@ -390,12 +392,16 @@ pub struct JournalRecord {
     pub role: String,
     /// Tables with events in the group, strictly increasing.
     pub tables: Vec<TableId>,
+    /// For a group written by an import: where it came from (the `EXT_ORIGIN` extension).
+    pub origin: Option<Origin>,
 }
 
 impl JournalRecord {
     /// Payload: `varint first_seq | varint count | zigzag-varint commit_ts | varint xid |
     /// varint len + role (UTF-8) | varint ntables | ntables x varint table` (tables strictly
-    /// increasing; count >= 1).
+    /// increasing; count >= 1), then optional extensions, each `u8 tag | body`:
+    /// `EXT_ORIGIN` = `varint xid | zigzag-varint commit_ts | varint len + role`. A record
+    /// without extensions is exactly the record of format 1 before extensions existed.
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_varint(out, self.first_seq);
         put_varint(out, self.count);
@@ -405,6 +411,12 @@ impl JournalRecord {
         put_varint(out, self.tables.len() as u64);
         for t in &self.tables {
             put_varint(out, *t);
+        }
+        if let Some(o) = &self.origin {
+            out.push(EXT_ORIGIN);
+            put_varint(out, o.xid);
+            put_varint_i64(out, o.commit_ts);
+            put_bytes(out, o.role.as_bytes());
         }
     }
 
@@ -429,8 +441,24 @@ impl JournalRecord {
             }
             tables.push(t);
         }
-        if !d.is_empty() {
-            return Err("trailing bytes in journal record");
+        let mut origin = None;
+        while !d.is_empty() {
+            match d.u8()? {
+                EXT_ORIGIN if origin.is_none() => {
+                    let xid = d.varint()?;
+                    let commit_ts = d.varint_i64()?;
+                    let role = std::str::from_utf8(d.len_bytes()?)
+                        .map_err(|_| "origin role is not UTF-8")?
+                        .to_owned();
+                    origin = Some(Origin {
+                        xid,
+                        commit_ts,
+                        role,
+                    });
+                }
+                EXT_ORIGIN => return Err("two origin extensions in journal record"),
+                _ => return Err("unknown journal record extension"),
+            }
         }
         Ok(JournalRecord {
             first_seq,
@@ -439,6 +467,7 @@ impl JournalRecord {
             xid,
             role,
             tables,
+            origin,
         })
     }
 }
@@ -670,13 +699,57 @@ mod tests {
             xid: 1 << 40,
             role: "alice".into(),
             tables: vec![1, 9, 300],
+            origin: None,
         };
         let mut out = Vec::new();
         r.encode(&mut out);
-        assert_eq!(JournalRecord::decode(&out), Ok(r));
+        assert_eq!(JournalRecord::decode(&out), Ok(r.clone()));
         for cut in 0..out.len() {
             assert!(JournalRecord::decode(&out[..cut]).is_err());
         }
+        // A record without extensions is byte for byte the original format-1 record.
+        let mut v1 = Vec::new();
+        for x in [7u64, 3] {
+            put_varint(&mut v1, x);
+        }
+        put_varint_i64(&mut v1, -5);
+        put_varint(&mut v1, 1 << 40);
+        put_bytes(&mut v1, b"alice");
+        for x in [3u64, 1, 9, 300] {
+            put_varint(&mut v1, x);
+        }
+        assert_eq!(out, v1);
+
+        let imported = JournalRecord {
+            origin: Some(Origin {
+                xid: 77,
+                commit_ts: -9,
+                role: "bob".into(),
+            }),
+            ..r
+        };
+        let mut out = Vec::new();
+        imported.encode(&mut out);
+        assert_eq!(&out[..v1.len()], &v1[..]);
+        assert_eq!(out[v1.len()], EXT_ORIGIN);
+        assert_eq!(JournalRecord::decode(&out), Ok(imported));
+        // Every proper prefix that cuts into the extension is refused, as are unknown and
+        // repeated extensions.
+        for cut in v1.len() + 1..out.len() {
+            assert!(JournalRecord::decode(&out[..cut]).is_err(), "cut {cut}");
+        }
+        let mut unknown = v1.clone();
+        unknown.push(9);
+        assert_eq!(
+            JournalRecord::decode(&unknown),
+            Err("unknown journal record extension")
+        );
+        let mut twice = out.clone();
+        twice.extend_from_slice(&out[v1.len()..]);
+        assert_eq!(
+            JournalRecord::decode(&twice),
+            Err("two origin extensions in journal record")
+        );
     }
 
     #[test]

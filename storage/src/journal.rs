@@ -13,7 +13,7 @@ use crate::format::{
 };
 use crate::log::list_segments;
 use crate::store::RecoveryMode;
-use crate::types::{Seq, TableId};
+use crate::types::{Origin, Seq, TableId};
 
 /// One group of the journal, kept in memory (40 bytes per group).
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +31,14 @@ impl GroupInfo {
     }
 }
 
+/// The imported groups of one table appended by one importing transaction, in seq order:
+/// `(original commit time, first seq, last seq)`.
+#[derive(Clone, Debug)]
+pub(crate) struct ImportRun {
+    pub xid: u64,
+    pub groups: Vec<(i64, Seq, Seq)>,
+}
+
 pub(crate) struct Journal {
     pub dir: PathBuf,
     segs: Vec<(Seq, PathBuf)>,
@@ -42,6 +50,11 @@ pub(crate) struct Journal {
     role_ids: HashMap<String, u32>,
     /// For each table, the first seq of the last group that touched it.
     pub last_group_for_table: HashMap<TableId, Seq>,
+    /// Origins of imported groups by first seq: `(xid, commit time, role index)`. Only
+    /// imported groups have one, so other groups cost nothing here.
+    origins: HashMap<Seq, (u64, i64, u32)>,
+    /// For each table that received imported groups: their runs, in seq order.
+    pub imported: HashMap<TableId, Vec<ImportRun>>,
     pub next_seq: Seq,
     pub last_ts: Option<i64>,
     segment_size: u64,
@@ -63,6 +76,8 @@ impl Journal {
             roles: Vec::new(),
             role_ids: HashMap::new(),
             last_group_for_table: HashMap::new(),
+            origins: HashMap::new(),
+            imported: HashMap::new(),
             next_seq: 1,
             last_ts: None,
             file: None,
@@ -204,16 +219,48 @@ impl Journal {
         }
     }
 
-    fn apply(&mut self, rec: JournalRecord) {
-        let role = match self.role_ids.get(&rec.role) {
+    fn intern_role(&mut self, role: String) -> u32 {
+        match self.role_ids.get(&role) {
             Some(id) => *id,
             None => {
                 let id = self.roles.len() as u32;
-                self.role_ids.insert(rec.role.clone(), id);
-                self.roles.push(rec.role);
+                self.role_ids.insert(role.clone(), id);
+                self.roles.push(role);
                 id
             }
-        };
+        }
+    }
+
+    /// Where an imported group came from; `None` for a group committed here.
+    pub fn origin(&self, g: &GroupInfo) -> Option<Origin> {
+        let (xid, commit_ts, role) = *self.origins.get(&g.first_seq)?;
+        Some(Origin {
+            xid,
+            commit_ts,
+            role: self.roles[role as usize].clone(),
+        })
+    }
+
+    fn apply(&mut self, rec: JournalRecord) {
+        let role = self.intern_role(rec.role);
+        if let Some(o) = rec.origin {
+            let orole = self.intern_role(o.role);
+            self.origins
+                .insert(rec.first_seq, (o.xid, o.commit_ts, orole));
+            let last = rec.first_seq + rec.count - 1;
+            for t in &rec.tables {
+                let runs = self.imported.entry(*t).or_default();
+                match runs.last_mut() {
+                    Some(r) if r.xid == rec.xid => {
+                        r.groups.push((o.commit_ts, rec.first_seq, last))
+                    }
+                    _ => runs.push(ImportRun {
+                        xid: rec.xid,
+                        groups: vec![(o.commit_ts, rec.first_seq, last)],
+                    }),
+                }
+            }
+        }
         for t in rec.tables {
             self.last_group_for_table.insert(t, rec.first_seq);
         }

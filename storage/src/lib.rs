@@ -25,9 +25,12 @@ pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use settled::SettledFates;
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
-pub use store::{Config, Durability, OpenMode, RecoveryMode, Scan, Store, TableHistory};
+pub use store::{
+    Config, Durability, EventCount, OpenMode, RecoveryMode, Scan, SnapshotStats, Store,
+    TableHistory, TableStats,
+};
 pub use types::{
-    AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op, Row,
-    Seq, Stats, TableId, Txn, Value,
+    AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op,
+    Origin, Row, Seq, Stats, TableId, Txn, Value,
 };
 pub use verify::{JournalReport, Problem, Problems, TableReport, Verifier, MAX_PROBLEMS};

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use memmap2::Mmap;
 
@@ -66,6 +67,24 @@ type IndexEntries = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
 /// The decoded `(value, key)` entries of one index block.
 pub(crate) type IndexBlock = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Hits and misses of the decompressed-block cache of point lookups, shared by the
+/// snapshots one store opens.
+#[derive(Debug, Default)]
+pub(crate) struct BlockCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl BlockCounters {
+    /// `(hits, misses)`.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// An open, verified snapshot file.
 pub(crate) struct Snapshot {
     pub path: PathBuf,
@@ -77,6 +96,10 @@ pub(crate) struct Snapshot {
     cache: Mutex<Vec<(usize, Arc<IndexedBlock>)>>,
     /// Indexes this snapshot lacks, rebuilt from its rows on first use.
     rebuilt: Mutex<HashMap<ColumnId, IndexEntries>>,
+    /// Where block cache hits and misses are counted, once a store set it.
+    counters: OnceLock<Arc<BlockCounters>>,
+    /// The number of rows, once counted.
+    rows_counted: OnceLock<u64>,
 }
 
 /// Streams records into compressed blocks of one section.
@@ -392,6 +415,8 @@ impl Snapshot {
             indexes,
             cache: Mutex::new(Vec::new()),
             rebuilt: Mutex::new(HashMap::new()),
+            counters: OnceLock::new(),
+            rows_counted: OnceLock::new(),
         })
     }
 
@@ -474,6 +499,50 @@ impl Snapshot {
         Ok((b.offset, &b.first, entries))
     }
 
+    /// Counts this snapshot's block cache hits and misses into `counters` from now on.
+    pub fn count_blocks_into(&self, counters: Arc<BlockCounters>) {
+        let _ = self.counters.set(counters);
+    }
+
+    /// The file's size in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// `(raw, compressed)` bytes of every block (rows and indexes), as its directory
+    /// records them.
+    pub fn block_bytes(&self) -> (u64, u64) {
+        self.rows
+            .iter()
+            .chain(self.indexes.values().flatten())
+            .fold((0, 0), |(r, c), b| (r + b.raw_len, c + b.clen))
+    }
+
+    /// The number of rows, counted once by walking every row block's keys (columns are
+    /// skipped undecoded).
+    pub fn row_count(&self) -> Result<u64> {
+        if let Some(n) = self.rows_counted.get() {
+            return Ok(*n);
+        }
+        let mut n = 0u64;
+        for b in &self.rows {
+            let raw = self.raw_block(b)?;
+            let counted = (|| -> DecodeResult<u64> {
+                let mut d = Decoder::new(&raw);
+                let mut k = 0;
+                while !d.is_empty() {
+                    d.len_bytes()?;
+                    d.skip_columns()?;
+                    k += 1;
+                }
+                Ok(k)
+            })();
+            n += counted.map_err(|d| Error::corruption(&self.path, b.offset, d))?;
+        }
+        let _ = self.rows_counted.set(n);
+        Ok(n)
+    }
+
     /// Row block `i`, decompressed (cached), and whether it came from the cache.
     fn indexed_row_block(&self, i: usize) -> Result<(Arc<IndexedBlock>, bool)> {
         {
@@ -481,8 +550,14 @@ impl Snapshot {
             if let Some(p) = cache.iter().position(|(j, _)| *j == i) {
                 let hit = cache.remove(p);
                 cache.insert(0, hit.clone());
+                if let Some(c) = self.counters.get() {
+                    c.hits.fetch_add(1, Ordering::Relaxed);
+                }
                 return Ok((hit.1, true));
             }
+        }
+        if let Some(c) = self.counters.get() {
+            c.misses.fetch_add(1, Ordering::Relaxed);
         }
         let raw = self.raw_block(&self.rows[i])?;
         let block = Arc::new(IndexedBlock {

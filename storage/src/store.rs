@@ -18,11 +18,16 @@ use crate::hash::{FastMap, FastState};
 use crate::journal::Journal;
 use crate::log::{plan_frames, recover_table_log, Frames, LogWriter};
 use crate::settled::{encode_settlement, FatesLog, SettledFates};
-use crate::snapshot::{snapshot_bytes, Snapshot};
+use crate::snapshot::{snapshot_bytes, BlockCounters, Snapshot};
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, Table, TableMeta};
 use crate::types::{
-    Change, ColumnId, Committed, Fate, Fates, HistoryEntry, Op, Row, Seq, Stats, TableId, Txn,
+    Change, ColumnId, Committed, Fate, Fates, HistoryEntry, Op, Origin, Row, Seq, Stats, TableId,
+    Txn,
 };
+
+mod import;
+mod inspect;
+pub use inspect::{EventCount, SnapshotStats, TableStats};
 
 /// What recovery does with damage at the very end of the last segment of a log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +133,8 @@ pub struct Store {
     /// were not yet below the settled xid.
     settle_scanned: usize,
     settle_pending: Vec<usize>,
+    /// Block cache hits and misses of this store's snapshots (counted where they happen).
+    block_counters: Arc<BlockCounters>,
 }
 
 /// The parts of a read at one seq: a base snapshot and, when the live delta does not fit,
@@ -424,7 +431,15 @@ impl Iterator for TableHistory<'_> {
                     format!("group {} is not in the journal", frame.group_seq),
                 )));
             };
-            let role = self.journal.role(group).to_owned();
+            // An imported group shows where it came from; its own xid only decides its fate.
+            let (commit_ts, xid, role) = match self.journal.origin(group) {
+                Some(o) => (o.commit_ts, o.xid, o.role),
+                None => (
+                    group.commit_ts,
+                    frame.xid,
+                    self.journal.role(group).to_owned(),
+                ),
+            };
             let entries: Vec<HistoryEntry> = frame
                 .events
                 .into_iter()
@@ -433,8 +448,8 @@ impl Iterator for TableHistory<'_> {
                 })
                 .map(|(seq, key, op)| HistoryEntry {
                     seq,
-                    commit_ts: group.commit_ts,
-                    xid: frame.xid,
+                    commit_ts,
+                    xid,
                     role: role.clone(),
                     key,
                     op,
@@ -481,6 +496,7 @@ impl Store {
             replay_cache: None,
             damaged: HashMap::new(),
             stats: Stats::default(),
+            block_counters: Arc::default(),
         };
         if writer {
             let mut ops = Vec::new();
@@ -675,9 +691,13 @@ impl Store {
         let delta = &mut t.delta;
         let base = t.base;
         let after = delta.upto;
-        t.log.for_each_frame(after, upto, last, |f| {
+        let mut applied = 0;
+        let read = t.log.for_each_frame(after, upto, last, |f| {
+            applied += f.events.iter().filter(|e| e.0 > base).count() as u64;
             delta.add_frame_after(f, base);
-        })
+        });
+        self.stats.tail_events += applied;
+        read
     }
 
     fn open_snapshot(&mut self, id: TableId, seq: Seq) -> Result<Arc<Snapshot>> {
@@ -686,6 +706,7 @@ impl Store {
         }
         let path = self.table_dir(id).join(snapshot_file_name(seq));
         let s = Arc::new(Snapshot::open(&path, id)?);
+        s.count_blocks_into(self.block_counters.clone());
         if s.seq != seq {
             return Err(Error::corruption(
                 &path,
@@ -766,6 +787,7 @@ impl Store {
             };
             if let Some((t, s, a, d)) = &self.replay_cache {
                 if (*t, *s, *a) == (id, start, at) {
+                    self.stats.replay_cache_hits += 1;
                     return Ok(ViewParts {
                         snap,
                         replayed: Some(d.clone()),
@@ -783,6 +805,7 @@ impl Store {
                     delta.add_key_events(key, group, xid, events, start);
                     Ok(())
                 })?;
+                self.stats.count_replay(&delta);
                 return Ok(ViewParts {
                     snap,
                     replayed: Some(Arc::new(delta)),
@@ -791,6 +814,7 @@ impl Store {
             t.log.for_each_frame(floor, at, last, |f| {
                 delta.add_frame_after(f, start);
             })?;
+            self.stats.count_replay(&delta);
             let delta = Arc::new(delta);
             self.replay_cache = Some((id, start, at, delta.clone()));
             return Ok(ViewParts {
@@ -990,6 +1014,18 @@ impl Store {
         fates: &dyn Fates,
         all_or_nothing: bool,
     ) -> Result<Vec<Result<Committed>>> {
+        self.append_with_origins(txns, &[], fates, all_or_nothing)
+    }
+
+    /// [`Store::append_batch`], recording `origins[i]` (when given) in the journal record of
+    /// `txns[i]` (imports, see `store/import.rs`).
+    fn append_with_origins(
+        &mut self,
+        txns: &[Txn],
+        origins: &[Origin],
+        fates: &dyn Fates,
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<Committed>>> {
         self.require_writer()?;
         self.refresh_journal_writer()?;
         let touched: BTreeSet<TableId> = txns
@@ -1041,7 +1077,7 @@ impl Store {
         let mut jframes = Vec::new();
         let mut results = Vec::with_capacity(txns.len());
         let mut events = 0u64;
-        for (txn, verdict) in txns.iter().zip(verdicts) {
+        for (i, (txn, verdict)) in txns.iter().zip(verdicts).enumerate() {
             if let Err(e) = verdict {
                 results.push(Err(e));
                 continue;
@@ -1102,6 +1138,7 @@ impl Store {
                 xid: txn.xid,
                 role: txn.role.clone(),
                 tables,
+                origin: origins.get(i).cloned(),
             }
             .encode(&mut jbuf);
             finish_frame(&mut jbuf, start);
@@ -1551,7 +1588,12 @@ impl Store {
 
     /// Counters of the work this store did.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let (hits, misses) = self.block_counters.get();
+        Stats {
+            block_cache_hits: hits,
+            block_cache_misses: misses,
+            ..self.stats
+        }
     }
 
     pub fn config(&self) -> &Config {

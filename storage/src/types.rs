@@ -185,4 +185,40 @@ pub struct Stats {
     pub fsyncs: u64,
     /// Rounds of syncs that made one batch durable (one per append call).
     pub sync_rounds: u64,
+    /// Reads before the newest snapshot that replayed the table's log (each one missed the
+    /// replay cache).
+    pub replays: u64,
+    /// Events those replays applied.
+    pub replayed_events: u64,
+    /// The most events one replay applied.
+    pub longest_replay: u64,
+    /// Reads before the newest snapshot served by the replay cache instead.
+    pub replay_cache_hits: u64,
+    /// Events read from table logs' tails into this store's in-memory state of the present.
+    pub tail_events: u64,
+    /// Point lookups that found their snapshot block decompressed in the block cache, and
+    /// those that had to decompress it.
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+}
+
+impl Stats {
+    /// Counts one replay of a table's log that built `delta`.
+    pub(crate) fn count_replay(&mut self, delta: &crate::table::Delta) {
+        let events: u64 = delta.keys.values().map(|vs| vs.len() as u64).sum();
+        self.replays += 1;
+        self.replayed_events += events;
+        self.longest_replay = self.longest_replay.max(events);
+    }
+}
+
+/// Where an imported group came from: the transaction, commit time and role it had in the
+/// store it was exported from. Its own xid (which decides its fate) and commit time are
+/// those of the importing transaction; history shows these instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub xid: u64,
+    /// Microseconds, as `Txn::commit_ts`.
+    pub commit_ts: i64,
+    pub role: String,
 }

@@ -1,0 +1,644 @@
+//! Moving a table with its whole history (pg_dump does not dump foreign tables' data).
+//!
+//! `drift_export(t)` returns every event of a table as a row: its seq, commit time,
+//! transaction, role, op, the key and the columns the event stored, as JSON objects of the
+//! values' text forms (`COPY (SELECT * FROM drift_export('t')) TO STDOUT` moves them
+//! through the client). `drift_import(t, events)` reads such rows back from a relation
+//! into an empty table:
+//!
+//! - The imported events are appended under the importing (sub)transaction's xid, so they
+//!   become visible exactly when it commits; a rolled-back import leaves nothing visible.
+//! - Each exported transaction becomes one group here with new seqs (seqs are per
+//!   cluster), in the same order. The journal records where it came from (original xid,
+//!   commit time and role), so `drift_history` shows the same times, transactions and
+//!   roles, and `drift_as_of(t, time)` (and `driftdb.as_of`) reads the table as of its
+//!   original times: the last imported group committed at or before the time.
+//! - Values are read back with the target columns' input functions, by column name.
+//!   Hidden row ids of tables without a primary key are renumbered.
+
+use crate::admin::owned_table;
+use crate::datum::{self, Column};
+use crate::engine::{self, LatestFates};
+use crate::error::DriftError;
+use crate::fdw::table::{split_key, TableInfo};
+use crate::history::{jsonb_from_cstr, materialize, text_datum};
+use crate::schema::has_history;
+use crate::shmem;
+use crate::timetravel::{readable_table, stable_seq};
+use crate::txn;
+use driftdb_storage::{Event, Op, Origin, Row, Txn};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use serde_json::{Map, Value};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString};
+
+/// Imported groups are appended in batches of about this many events, each one append
+/// (and one round of syncs).
+const BATCH_EVENTS: usize = 10_000;
+
+thread_local! {
+    /// The shared in-flight slot this transaction's imported groups hold until it ends.
+    static IMPORT_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Registers the transaction callback that releases the in-flight slot; called once
+/// from `_PG_init`.
+pub fn init() {
+    // SAFETY: registering a static callback with Postgres during library load.
+    unsafe { pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if IMPORT_SLOT.get().is_some() => {
+            DriftError::PrepareWithWrites.report()
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            // The transaction's fate is in the commit log now.
+            if let Some(slot) = IMPORT_SLOT.take() {
+                shmem::STATE.exclusive().inflight[slot] = shmem::Inflight::default();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// How one column's values are written out and read back.
+struct ColumnIo {
+    col: Column,
+    typmod: i32,
+    output: pg_sys::Oid,
+    input: pg_sys::Oid,
+    ioparam: pg_sys::Oid,
+}
+
+/// The live columns of a table with their type's I/O functions, by column id.
+fn column_io(info: &TableInfo) -> HashMap<u16, ColumnIo> {
+    // SAFETY: reads the relation's tuple descriptor and the type catalog inside the
+    // transaction.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(info.relid);
+        let tupdesc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
+        let typmods: Vec<i32> = tupdesc.iter().map(|a| a.atttypmod).collect();
+        pg_sys::RelationClose(rel);
+        info.columns
+            .iter()
+            .zip(typmods)
+            .filter(|(c, _)| !c.dropped)
+            .map(|(c, typmod)| {
+                let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+                pg_sys::getTypeOutputInfo(c.typid, &mut output, &mut varlena);
+                let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+                pg_sys::getTypeInputInfo(c.typid, &mut input, &mut ioparam);
+                (
+                    c.id(),
+                    ColumnIo {
+                        col: c.clone(),
+                        typmod,
+                        output,
+                        input,
+                        ioparam,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+impl ColumnIo {
+    /// The text form of a stored value.
+    fn text(&self, stored: &[u8]) -> String {
+        // SAFETY: the bytes were stored for this column's type; the output function gets
+        // a datum of that type.
+        unsafe {
+            let d = datum::decode(&self.col, stored).unwrap_or_else(|e| e.report());
+            let out = pg_sys::OidOutputFunctionCall(self.output, d);
+            CStr::from_ptr(out).to_string_lossy().into_owned()
+        }
+    }
+
+    /// The stored bytes of a value given in text form (the type's input function checks
+    /// it, and its modifier).
+    fn stored(&self, text: &str) -> Vec<u8> {
+        let c = CString::new(text).unwrap_or_else(|_| {
+            DriftError::BadImport {
+                detail: format!(
+                    "A value of column \"{}\" contains a NUL byte.",
+                    self.col.name
+                ),
+            }
+            .report()
+        });
+        // SAFETY: the input function of the column's type parses a NUL-terminated string
+        // (raising an ERROR on bad input); its datum is of that type.
+        unsafe {
+            let d = pg_sys::OidInputFunctionCall(
+                self.input,
+                c.as_ptr().cast_mut(),
+                self.ioparam,
+                self.typmod,
+            );
+            datum::encode(&self.col, d)
+        }
+    }
+}
+
+/// `{"column": "text form" | null, ...}` of the columns an event stored.
+fn columns_json(cols: &HashMap<u16, ColumnIo>, stored: &[(u16, driftdb_storage::Value)]) -> Value {
+    let mut obj = Map::new();
+    for (id, value) in stored {
+        // Values of dropped columns are not exported: nothing could read them back.
+        let Some(io) = cols.get(id) else { continue };
+        let v = match value {
+            Some(bytes) => Value::String(io.text(bytes)),
+            None => Value::Null,
+        };
+        obj.insert(io.col.name.clone(), v);
+    }
+    Value::Object(obj)
+}
+
+/// The key of an event: `{"key column": "text form", ...}`, or `{"row_id": "hex"}` for a
+/// table without a primary key.
+fn key_json(info: &TableInfo, cols: &HashMap<u16, ColumnIo>, key: &[u8]) -> Value {
+    let mut obj = Map::new();
+    if info.key.is_empty() {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        obj.insert("row_id".into(), Value::String(hex));
+        return Value::Object(obj);
+    }
+    let Some(parts) = split_key(info, key) else {
+        DriftError::CorruptValue {
+            column: "primary key".into(),
+            detail: "A stored key does not split into the key columns.".into(),
+        }
+        .report()
+    };
+    for (&pos, stored) in info.key.iter().zip(parts) {
+        let io = &cols[&info.columns[pos].id()];
+        obj.insert(io.col.name.clone(), Value::String(io.text(&stored)));
+    }
+    Value::Object(obj)
+}
+
+/// A jsonb datum of a JSON value.
+unsafe fn jsonb(v: &Value) -> pg_sys::Datum {
+    let text = CString::new(v.to_string()).expect("JSON text has no NUL");
+    unsafe { jsonb_from_cstr(text.as_ptr()) }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_export() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `drift_export(regclass)`: every event of the table, oldest first, as rows that
+/// `drift_import` reads back.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    unsafe {
+        let Some(relid) = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0) else {
+            return pg_sys::Datum::from(0usize);
+        };
+        let info = readable_table(relid);
+        let cols = column_io(&info);
+        let upto = stable_seq();
+        let (store, desc) = materialize(fcinfo);
+        let per_row = pg_sys::AllocSetContextCreateExtended(
+            pg_sys::CurrentMemoryContext,
+            c"driftdb export row".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        engine::with_store(|s| {
+            let events = match s.table_history(info.id, upto, &LatestFates) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => return Ok(()),
+                other => other?,
+            };
+            for e in events {
+                let e = e?;
+                let old = pg_sys::MemoryContextSwitchTo(per_row);
+                let (op, data) = match &e.op {
+                    Op::Insert(r) => ("INSERT", Some(columns_json(&cols, &r.0))),
+                    Op::Patch(c) => ("PATCH", Some(columns_json(&cols, c))),
+                    Op::SoftDelete => ("SOFT_DELETE", None),
+                };
+                let mut values = [pg_sys::Datum::from(0usize); 7];
+                let mut nulls = [false; 7];
+                values[0] = pg_sys::Datum::from(e.seq as i64);
+                values[1] = pg_sys::Datum::from(e.commit_ts);
+                values[2] = pg_sys::Datum::from(e.xid as i64);
+                let role = CString::new(e.role.clone()).unwrap_or_default();
+                values[3] = pg_sys::OidFunctionCall1Coll(
+                    pg_sys::Oid::from(pg_sys::F_NAMEIN),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(role.as_ptr()),
+                );
+                values[4] = text_datum(op);
+                values[5] = jsonb(&key_json(&info, &cols, &e.key));
+                match &data {
+                    Some(d) => values[6] = jsonb(d),
+                    None => nulls[6] = true,
+                }
+                pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                pg_sys::MemoryContextSwitchTo(old);
+                pg_sys::MemoryContextReset(per_row);
+            }
+            Ok(())
+        });
+        pg_sys::MemoryContextDelete(per_row);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+fn bad(detail: String) -> ! {
+    DriftError::BadImport { detail }.report()
+}
+
+/// One event row read from the relation being imported.
+struct Row7 {
+    seq: i64,
+    committed_at: i64,
+    txid: u64,
+    role: String,
+    op: String,
+    key: Option<Value>,
+    data: Option<Value>,
+}
+
+/// Builds the groups of an import and appends them in batches.
+struct Importer<'a> {
+    info: &'a TableInfo,
+    cols: HashMap<u16, ColumnIo>,
+    by_name: HashMap<String, u16>,
+    /// The importing (sub)transaction's xid, the role importing, and when it started.
+    xid: u64,
+    role: String,
+    now: i64,
+    /// New hidden row ids for the exported ones, for tables without a primary key.
+    row_ids: HashMap<String, Vec<u8>>,
+    /// The keys live after the events read so far (the table starts empty).
+    live: HashSet<Vec<u8>>,
+    last_seq: Option<i64>,
+    /// The group being read: its origin and its events.
+    group: Option<(Origin, Vec<Event>)>,
+    batch: Vec<(Txn, Origin)>,
+    batch_events: usize,
+    imported: i64,
+}
+
+impl Importer<'_> {
+    fn push(&mut self, r: Row7) {
+        if self.last_seq.is_some_and(|l| r.seq <= l) {
+            bad(format!(
+                "Seqs must increase, but seq {} follows seq {}.",
+                r.seq,
+                self.last_seq.unwrap_or(0)
+            ));
+        }
+        self.last_seq = Some(r.seq);
+        if r.committed_at > self.now {
+            bad(format!(
+                "The event at seq {} was committed after this import began.",
+                r.seq
+            ));
+        }
+        let same_group = self.group.as_ref().is_some_and(|(o, _)| {
+            o.xid == r.txid && o.commit_ts == r.committed_at && o.role == r.role
+        });
+        if !same_group {
+            let previous = self.group.as_ref().map(|(o, _)| o.commit_ts);
+            if previous.is_some_and(|p| p >= r.committed_at) {
+                bad(format!(
+                    "The transaction at seq {} was not committed after the one before it.",
+                    r.seq
+                ));
+            }
+            self.end_group();
+            self.group = Some((
+                Origin {
+                    xid: r.txid,
+                    commit_ts: r.committed_at,
+                    role: r.role.clone(),
+                },
+                Vec::new(),
+            ));
+        }
+        let event = self.event(&r);
+        self.group.as_mut().expect("started").1.push(event);
+        self.imported += 1;
+    }
+
+    /// The columns of `data` (an object of text forms or nulls), sorted by id.
+    fn columns(&self, seq: i64, data: Option<&Value>) -> Vec<(u16, driftdb_storage::Value)> {
+        let Some(Value::Object(obj)) = data else {
+            bad(format!("The event at seq {seq} has no object of columns."));
+        };
+        let mut pairs = Vec::with_capacity(obj.len());
+        for (name, v) in obj {
+            let Some(id) = self.by_name.get(name) else {
+                bad(format!(
+                    "The event at seq {seq} sets column \"{name}\", which the table does not have."
+                ));
+            };
+            let stored = match v {
+                Value::Null => None,
+                Value::String(s) => Some(self.cols[id].stored(s)),
+                _ => bad(format!(
+                    "The event at seq {seq} gives column \"{name}\" a value that is not a string."
+                )),
+            };
+            pairs.push((*id, stored));
+        }
+        Row::from_pairs(pairs).0
+    }
+
+    /// The stored key of an event given by its key object.
+    fn key(&mut self, r: &Row7, insert: bool) -> Vec<u8> {
+        let Some(Value::Object(obj)) = &r.key else {
+            bad(format!("The event at seq {} has no key object.", r.seq));
+        };
+        if self.info.key.is_empty() {
+            let Some(Value::String(id)) = obj.get("row_id") else {
+                bad(format!("The event at seq {} has no row_id.", r.seq));
+            };
+            if let Some(k) = self.row_ids.get(id) {
+                if insert {
+                    bad(format!("Row id {id} is inserted twice (seq {}).", r.seq));
+                }
+                return k.clone();
+            }
+            if !insert {
+                bad(format!("Row id {id} at seq {} was never inserted.", r.seq));
+            }
+            let k = txn::hidden_rowid();
+            self.row_ids.insert(id.clone(), k.clone());
+            return k;
+        }
+        let mut key = Vec::new();
+        for &pos in &self.info.key {
+            let io = &self.cols[&self.info.columns[pos].id()];
+            let Some(Value::String(text)) = obj.get(&io.col.name) else {
+                bad(format!(
+                    "The key of the event at seq {} lacks column \"{}\".",
+                    r.seq, io.col.name
+                ));
+            };
+            datum::push_key_part(&io.col, &io.stored(text), &mut key);
+        }
+        key
+    }
+
+    fn event(&mut self, r: &Row7) -> Event {
+        let (key, op) = match r.op.as_str() {
+            "INSERT" => {
+                let row = Row(self.columns(r.seq, r.data.as_ref()));
+                let key = self.key(r, true);
+                if !self.info.key.is_empty() && self.info.key_of(&row) != key {
+                    bad(format!(
+                        "The key of the event at seq {} is not its row's.",
+                        r.seq
+                    ));
+                }
+                (key, Op::Insert(row))
+            }
+            "PATCH" => {
+                let cols = self.columns(r.seq, r.data.as_ref());
+                (self.key(r, false), Op::Patch(cols))
+            }
+            "SOFT_DELETE" => (self.key(r, false), Op::SoftDelete),
+            other => bad(format!("Unknown op \"{other}\" at seq {}.", r.seq)),
+        };
+        let was_live = if matches!(op, Op::SoftDelete) {
+            self.live.remove(&key)
+        } else if matches!(op, Op::Insert(_)) {
+            !self.live.insert(key.clone())
+        } else {
+            self.live.contains(&key)
+        };
+        if was_live == matches!(op, Op::Insert(_)) {
+            let what = if was_live {
+                "inserts a row that exists"
+            } else {
+                "changes a row that does not exist"
+            };
+            bad(format!(
+                "The event at seq {} {what}: {}.",
+                r.seq,
+                crate::fdw::table::describe_key(self.info.relid, &key)
+            ));
+        }
+        Event {
+            table: self.info.id,
+            key,
+            op,
+        }
+    }
+
+    fn end_group(&mut self) {
+        let Some((origin, events)) = self.group.take() else {
+            return;
+        };
+        self.batch_events += events.len();
+        self.batch.push((
+            Txn {
+                xid: self.xid,
+                commit_ts: self.now,
+                role: self.role.clone(),
+                events,
+            },
+            origin,
+        ));
+        if self.batch_events >= BATCH_EVENTS {
+            self.flush();
+        }
+    }
+
+    /// Appends the batch under the append lock, as a commit does, holding an in-flight
+    /// slot from the first batch until the transaction ends.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let (txns, origins): (Vec<Txn>, Vec<Origin>) =
+            std::mem::take(&mut self.batch).into_iter().unzip();
+        self.batch_events = 0;
+        engine::with_store(|store| {
+            // Old groups' fates come from DriftDB's own record, as for a commit.
+            engine::refresh_settled(store)?;
+            let mut state = shmem::STATE.exclusive();
+            let held = IMPORT_SLOT.get();
+            let slot = match held {
+                Some(s) => s,
+                None => loop {
+                    if let Some(slot) = state.claim_slot() {
+                        break slot;
+                    }
+                    drop(state);
+                    // SAFETY: sleeps one millisecond, interruptible by Postgres as usual.
+                    unsafe {
+                        pg_sys::pg_usleep(1000);
+                        pg_sys::check_for_interrupts!();
+                    }
+                    state = shmem::STATE.exclusive();
+                },
+            };
+            loop {
+                match store.append_imported(&txns, &origins, &LatestFates) {
+                    Ok(done) => {
+                        let last = done.last().map_or(0, |c| c.last_seq);
+                        state.high_water = state.high_water.max(last);
+                        if held.is_none() {
+                            state.inflight[slot] = shmem::Inflight {
+                                first_seq: done[0].first_seq,
+                                xid: done[0].xid as u32,
+                            };
+                            IMPORT_SLOT.set(Some(slot));
+                        }
+                        return Ok(());
+                    }
+                    Err(driftdb_storage::Error::NoSuchTable(t)) => store.create_table(t)?,
+                    Err(
+                        e @ (driftdb_storage::Error::KeyExists { .. }
+                        | driftdb_storage::Error::KeyMissing { .. }
+                        | driftdb_storage::Error::InvalidTxn(_)),
+                    ) => {
+                        drop(state);
+                        bad(e.to_string())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+    }
+}
+
+/// Imports the events `drift_export` wrote (read from `events`, any relation with its
+/// columns) into the empty DriftDB table `table_name`; returns how many. Owner only.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    sql = "
+CREATE FUNCTION drift_import(table_name regclass, events regclass) RETURNS bigint
+    VOLATILE PARALLEL UNSAFE STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
+COMMENT ON FUNCTION drift_import(regclass, regclass) IS
+    'Imports the history drift_export wrote into an empty DriftDB table, keeping its times';
+"
+)]
+fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
+    // SAFETY: both raise 25006 in a read-only transaction or on a standby, as Postgres does
+    // for its own writing commands.
+    unsafe {
+        pg_sys::PreventCommandIfReadOnly(c"drift_import()".as_ptr());
+        pg_sys::PreventCommandDuringRecovery(c"drift_import()".as_ptr());
+    }
+    crate::asof::refuse_writes();
+    txn::refuse_serializable();
+    let info = owned_table(table_name);
+    // SAFETY: takes the lock that keeps writers out until the transaction ends (readers
+    // go on), and reads backend state: the xid (assigned now) and the role.
+    let (xid, role, now) = unsafe {
+        pg_sys::LockRelationOid(table_name, pg_sys::ExclusiveLock as pg_sys::LOCKMODE);
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
+        (
+            pg_sys::GetCurrentFullTransactionId().value,
+            CStr::from_ptr(name).to_string_lossy().into_owned(),
+            pg_sys::GetCurrentTimestamp(),
+        )
+    };
+    if has_history(&info) {
+        DriftError::ImportTargetNotEmpty {
+            relid: table_name,
+            why: "it has history, or this transaction wrote to it".into(),
+        }
+        .report()
+    }
+    let cols = column_io(&info);
+    let by_name = cols
+        .iter()
+        .map(|(id, io)| (io.col.name.clone(), *id))
+        .collect();
+    let mut importer = Importer {
+        info: &info,
+        cols,
+        by_name,
+        xid,
+        role,
+        now,
+        row_ids: HashMap::new(),
+        live: HashSet::new(),
+        last_seq: None,
+        group: None,
+        batch: Vec::new(),
+        batch_events: 0,
+        imported: 0,
+    };
+    let source =
+        Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::text", &[events.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| DriftError::Internal("naming the events relation".into()).report());
+    let query = format!(
+        "SELECT seq, committed_at, txid::text, role::text, op, key, data FROM {source} ORDER BY seq"
+    );
+    let read = Spi::connect(|client| -> Result<(), pgrx::spi::Error> {
+        let mut cursor = client.try_open_cursor(query.as_str(), &[])?;
+        loop {
+            let rows = cursor.fetch(1000)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                let need = |what: &str| -> ! { bad(format!("An event has no {what}.")) };
+                let r = Row7 {
+                    seq: row.get::<i64>(1)?.unwrap_or_else(|| need("seq")),
+                    committed_at: row
+                        .get::<pgrx::datum::TimestampWithTimeZone>(2)?
+                        .map(i64::from)
+                        .unwrap_or_else(|| need("committed_at")),
+                    txid: row
+                        .get::<String>(3)?
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .unwrap_or_else(|| need("txid")),
+                    role: row.get::<String>(4)?.unwrap_or_else(|| need("role")),
+                    op: row.get::<String>(5)?.unwrap_or_else(|| need("op")),
+                    key: row.get::<pgrx::JsonB>(6)?.map(|j| j.0),
+                    data: row.get::<pgrx::JsonB>(7)?.map(|j| j.0),
+                };
+                importer.push(r);
+            }
+        }
+    });
+    if let Err(e) = read {
+        DriftError::Internal(format!("reading the events to import: {e}")).report()
+    }
+    importer.end_group();
+    importer.flush();
+    importer.imported
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION drift_export(table_name regclass)
+    RETURNS TABLE (seq bigint, committed_at timestamptz, txid xid8, role name, op text,
+                   key jsonb, data jsonb)
+    VOLATILE PARALLEL RESTRICTED STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_export';
+COMMENT ON FUNCTION drift_export(regclass) IS
+    'Every event of a DriftDB table, oldest first, in the form drift_import reads back';
+"#,
+    name = "drift_export",
+);

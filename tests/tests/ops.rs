@@ -1,0 +1,351 @@
+//! Operating DriftDB: a table's whole history moved between two real clusters through the
+//! client (COPY out of drift_export, COPY into a staging table, drift_import), and the
+//! server counters and table figures checked against what was done and what is on disk.
+
+use driftdb_e2e::{Client, Cluster};
+use std::io::{Read, Write};
+
+/// xorshift64*: a small deterministic generator, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const TABLE: &str = "CREATE FOREIGN TABLE items (id int NOT NULL, name text, qty int, \
+                     price numeric(10,2), tags text[], seen timestamptz, doc jsonb) \
+                     SERVER drift OPTIONS (primary_key 'id')";
+
+/// Every column of every row, as text, in key order.
+type State = Vec<String>;
+
+fn rows(c: &mut Client, from: &str) -> State {
+    c.query(&format!("SELECT t::text FROM {from} t ORDER BY id"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// drift_history without the seq, which is per cluster: one text per event, in seq order.
+fn history(c: &mut Client) -> Vec<String> {
+    c.query(
+        "SELECT (committed_at, op, \"row\", changed, txid, role)::text \
+           FROM drift_history('items') ORDER BY seq",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+fn as_of(c: &mut Client, at: &str) -> State {
+    rows(c, &format!("drift_as_of(NULL::items, '{at}'::timestamptz)"))
+}
+
+fn random_statement(rng: &mut Rng) -> String {
+    let id = rng.below(15);
+    match rng.below(5) {
+        0 | 1 => format!(
+            "INSERT INTO items VALUES ({id}, 'item \"{}\"\t{}', {}, {}.{:02}, \
+             '{{a,\"b c\",NULL}}', now(), '{{\"k\": [{}, null]}}')",
+            rng.below(100),
+            rng.below(9),
+            rng.below(50),
+            rng.below(1000),
+            rng.below(100),
+            rng.below(9)
+        ),
+        2 => format!(
+            "UPDATE items SET qty = qty + {} WHERE id = {id}",
+            rng.below(5) + 1
+        ),
+        3 => format!("UPDATE items SET name = NULL, doc = '[]' WHERE id = {id}"),
+        _ => format!("DELETE FROM items WHERE id = {id}"),
+    }
+}
+
+#[test]
+fn history_moves_between_clusters_with_identical_answers() {
+    let source = Cluster::start("export-src", &[]);
+    let mut setup = source.create_db("app");
+    setup
+        .batch_execute(&format!(
+            "{TABLE}; CREATE ROLE alice; CREATE ROLE bob; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON items TO alice, bob"
+        ))
+        .unwrap();
+    let mut conns: Vec<Client> = (0..3).map(|_| source.connect("app")).collect();
+    conns[1].batch_execute("SET ROLE alice").unwrap();
+    conns[2].batch_execute("SET ROLE bob").unwrap();
+    let mut rng = Rng(0xfeed_0007_0003_0001);
+    // (time just after the commit, state) after every commit.
+    let mut records: Vec<(String, State)> = Vec::new();
+    let mut tries = 0;
+    while records.len() < 30 {
+        tries += 1;
+        assert!(tries < 300, "the workload stopped committing");
+        let c = &mut conns[rng.below(3) as usize];
+        c.batch_execute("BEGIN").unwrap();
+        let mut ok = true;
+        for _ in 0..(1 + rng.below(3)) {
+            if c.batch_execute(&random_statement(&mut rng)).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if !ok || rng.below(6) == 0 {
+            c.batch_execute("ROLLBACK").unwrap();
+            continue;
+        }
+        c.batch_execute("COMMIT").unwrap();
+        let at: String = setup
+            .query_one("SELECT clock_timestamp()::text", &[])
+            .unwrap()
+            .get(0);
+        records.push((at, rows(&mut setup, "items")));
+    }
+    let before_all: String = setup
+        .query_one(
+            "SELECT (min(committed_at) - interval '1 second')::text FROM drift_history('items')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let source_history = history(&mut setup);
+    for op in ["INSERT", "PATCH", "SOFT_DELETE"] {
+        assert!(
+            source_history.iter().any(|e| e.contains(op)),
+            "no {op} in {source_history:?}"
+        );
+    }
+
+    // Out through the client.
+    let mut exported = Vec::new();
+    setup
+        .copy_out("COPY (SELECT * FROM drift_export('items') ORDER BY seq) TO STDOUT")
+        .unwrap()
+        .read_to_end(&mut exported)
+        .unwrap();
+
+    // In, on another cluster.
+    let target = Cluster::start("export-dst", &[]);
+    let mut t = target.create_db("app");
+    t.batch_execute(&format!(
+        "{TABLE}; CREATE TABLE staging (seq bigint, committed_at timestamptz, txid xid8, \
+         role name, op text, key jsonb, data jsonb)"
+    ))
+    .unwrap();
+    let mut w = t.copy_in("COPY staging FROM STDIN").unwrap();
+    w.write_all(&exported).unwrap();
+    w.finish().unwrap();
+    // An import that is rolled back, or whose transaction dies in a crash, leaves nothing.
+    t.batch_execute("BEGIN; SELECT drift_import('items', 'staging'); ROLLBACK")
+        .unwrap();
+    assert!(history(&mut t).is_empty());
+    t.batch_execute("BEGIN; SELECT drift_import('items', 'staging')")
+        .unwrap();
+    target.crash();
+    target.restart();
+    let mut t = target.connect("app");
+    assert!(
+        history(&mut t).is_empty(),
+        "an uncommitted import survived a crash"
+    );
+    // A hot standby of the target receives the import through the WAL.
+    let standby = target.standby("export-standby");
+    let n: i64 = t
+        .query_one("SELECT drift_import('items', 'staging')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n as usize, source_history.len());
+    // The committed import survives kill -9.
+    target.crash();
+    target.restart();
+    let mut t = target.connect("app");
+
+    // drift_history: every column but the seq is the same, in the same order.
+    assert_eq!(history(&mut t), source_history);
+    target.wait_replayed(&standby);
+    let mut s = standby.connect("app");
+    assert_eq!(history(&mut s), source_history);
+    for (at, state) in records.iter().step_by(5) {
+        assert_eq!(&as_of(&mut s, at), state, "standby as of {at}");
+    }
+    let err = s
+        .batch_execute("SELECT drift_import('items', 'staging')")
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("25006"), "{err}");
+    let seqs_increase: bool = t
+        .query_one(
+            "SELECT bool_and(seq > prev) FROM (SELECT seq, lag(seq, 1, 0::bigint) \
+             OVER (ORDER BY seq) AS prev FROM drift_history('items')) s",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(seqs_increase);
+    // drift_as_of at every recorded point, at every commit time and before the first:
+    // the same rows on both clusters, and the rows recorded on the source then.
+    for (i, (at, state)) in records.iter().enumerate() {
+        assert_eq!(&as_of(&mut t, at), state, "as of {at} (commit {i})");
+        assert_eq!(&as_of(&mut setup, at), state, "source as of {at}");
+    }
+    let times: Vec<String> = setup
+        .query(
+            "SELECT DISTINCT committed_at::text FROM drift_history('items')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for at in times.iter().chain([&before_all]) {
+        assert_eq!(as_of(&mut t, at), as_of(&mut setup, at), "as of {at}");
+    }
+    assert!(as_of(&mut t, &before_all).is_empty());
+    assert_eq!(rows(&mut t, "items"), rows(&mut setup, "items"));
+    // Under driftdb.as_of too.
+    let (at, state) = &records[records.len() / 2];
+    t.batch_execute(&format!("SET driftdb.as_of = '{at}'"))
+        .unwrap();
+    assert_eq!(&rows(&mut t, "items"), state);
+    t.batch_execute("RESET driftdb.as_of").unwrap();
+    // The imported table takes new writes, after its history.
+    t.batch_execute("DELETE FROM items; INSERT INTO items (id) VALUES (1000)")
+        .unwrap();
+    assert_eq!(history(&mut t)[..source_history.len()], source_history[..]);
+    assert_eq!(rows(&mut t, "items").len(), 1);
+}
+
+/// Sizes of the `.log` files in a directory, read from the file system.
+fn log_files(dir: &std::path::Path) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".log") {
+            bytes += e.metadata().unwrap().len();
+            n += 1;
+        }
+    }
+    (bytes, n)
+}
+
+fn server_stat(c: &mut Client, name: &str) -> i64 {
+    c.query_one(
+        "SELECT value FROM drift_server_stats() WHERE name = $1",
+        &[&name],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn my_stat(c: &mut Client, name: &str) -> i64 {
+    c.query_one(
+        "SELECT value FROM drift_backend_stats() WHERE name = $1",
+        &[&name],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn counters_sum_over_backends_and_figures_match_the_files() {
+    let cluster = Cluster::start("stats", &[]);
+    let mut admin = cluster.create_db("app");
+    admin
+        .batch_execute(
+            "CREATE FOREIGN TABLE m (id int NOT NULL, v text) SERVER drift \
+             OPTIONS (primary_key 'id'); INSERT INTO m VALUES (0, 'first')",
+        )
+        .unwrap();
+    let id: i64 = admin
+        .query_one(
+            "SELECT ((SELECT oid FROM pg_database WHERE datname = 'app')::bigint << 32) \
+                    | 'm'::regclass::oid::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let driftdb = cluster.datadir.join("driftdb");
+    let table_dir = driftdb.join("tables").join(id.to_string());
+    let files_before = log_files(&table_dir).0 + log_files(&driftdb.join("journal")).0;
+    let before: Vec<i64> = ["appends", "events_appended", "bytes_written"]
+        .iter()
+        .map(|n| server_stat(&mut admin, n))
+        .collect();
+    // Two backends, each 6 transactions of 5 rows, at the same time; each reports the
+    // bytes it wrote itself.
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let port = cluster.port;
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(
+                    &format!("host=127.0.0.1 port={port} user=postgres dbname=app"),
+                    postgres::NoTls,
+                )
+                .unwrap();
+                let mine = |c: &mut Client| {
+                    ["appends", "events_appended", "bytes_written"].map(|n| my_stat(c, n))
+                };
+                let start = mine(&mut c);
+                for k in 0..6 {
+                    let first = 1 + w * 1000 + k * 5;
+                    c.batch_execute(&format!(
+                        "INSERT INTO m SELECT g, 'v' || g FROM generate_series({first}, {}) g",
+                        first + 4
+                    ))
+                    .unwrap();
+                }
+                let end = mine(&mut c);
+                [0, 1, 2].map(|i| end[i] - start[i])
+            })
+        })
+        .collect();
+    let done: Vec<[i64; 3]> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+    for d in &done {
+        assert_eq!((d[0], d[1]), (6, 30), "each backend counts its own appends");
+    }
+    // The bytes both backends wrote are exactly what the table log and the journal grew by
+    // (the file system says so).
+    let files_after = log_files(&table_dir).0 + log_files(&driftdb.join("journal")).0;
+    assert_eq!((done[0][2] + done[1][2]) as u64, files_after - files_before);
+    // A third backend sees the sum of both in the server counters (DriftDB's background
+    // worker writes its own file, but appends nothing).
+    let mut reader = cluster.connect("app");
+    assert_eq!(server_stat(&mut reader, "appends") - before[0], 12);
+    assert_eq!(server_stat(&mut reader, "events_appended") - before[1], 60);
+    assert!(server_stat(&mut reader, "bytes_written") - before[2] >= done[0][2] + done[1][2]);
+    reader
+        .batch_execute("DELETE FROM m WHERE id % 2 = 0")
+        .unwrap();
+    let row = reader
+        .query_one(
+            "SELECT events, live_rows, log_bytes, segments, (SELECT count(*) FROM m) \
+               FROM drift_tables WHERE table_name = 'm'::regclass",
+            &[],
+        )
+        .unwrap();
+    let (events, live, log_bytes, segments, counted): (i64, i64, i64, i32, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    // 61 inserts, then 31 deletes (id 0 and the 30 even ones).
+    assert_eq!((events, live, counted), (92, 30, 30));
+    let (bytes, files) = log_files(&table_dir);
+    assert_eq!((log_bytes as u64, segments as usize), (bytes, files));
+    let (journal, jfiles) = log_files(&driftdb.join("journal"));
+    assert_eq!(server_stat(&mut reader, "journal_bytes") as u64, journal);
+    assert_eq!(
+        server_stat(&mut reader, "journal_segments") as usize,
+        jfiles
+    );
+}
