@@ -45,3 +45,21 @@ SELECT v FROM pc WHERE a = 1 AND b = 'y';
 EXPLAIN (COSTS OFF) SELECT v FROM pc WHERE a = 1;
 SELECT v FROM pc WHERE a = 1 ORDER BY v;
 DROP FOREIGN TABLE p, pc;
+-- Before ANALYZE, the planner gets the engine's estimate of a table's rows (its snapshot's
+-- rows plus the inserts and minus the deletes after it), not a fixed guess.
+CREATE FOREIGN TABLE est (id int NOT NULL) SERVER drift OPTIONS (primary_key 'id');
+CREATE FUNCTION plan_rows(q text) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE j json;
+BEGIN
+  EXECUTE 'EXPLAIN (FORMAT JSON) ' || q INTO j;
+  RETURN (j->0->'Plan'->>'Plan Rows')::float8;
+END $$;
+INSERT INTO est SELECT generate_series(1, 500);
+SELECT plan_rows('SELECT * FROM est') AS after_insert;
+SELECT drift_snapshot('est') > 0 AS snapshotted;
+DELETE FROM est WHERE id <= 100;
+INSERT INTO est VALUES (1000), (1001);
+SELECT plan_rows('SELECT * FROM est') AS after_changes;
+SELECT count(*) FROM est;
+DROP FUNCTION plan_rows(text);
+DROP FOREIGN TABLE est;

@@ -17,8 +17,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts};
 
-/// Rows assumed before ANALYZE has counted any (the planner's usual guess for a relation
-/// it knows nothing about).
+/// Rows assumed for a table that has none yet, as far as the engine can tell (the
+/// planner's usual guess for a relation it knows nothing about).
 const ROWS_UNKNOWN: f64 = 1000.0;
 /// Rows assumed for an IN list whose length is only known at execution.
 const ROWS_IN_LIST: f64 = 10.0;
@@ -104,6 +104,17 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     relid: pg_sys::Oid,
 ) {
     unsafe {
+        if (*baserel).tuples <= 0.0 {
+            // Never analyzed: the engine's own estimate of the table's rows.
+            let id = engine::table_id(relid);
+            let rows = engine::with_store(|s| match s.estimate_rows(id) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(0),
+                other => other,
+            });
+            if rows > 0 {
+                (*baserel).tuples = rows as f64;
+            }
+        }
         let c = choose(relid, (*baserel).relid, (*baserel).baserestrictinfo);
         let rows = estimate(baserel, c.access, &c.exprs);
         // Kept for GetForeignPaths and GetForeignPlan: the choice reads the table's index

@@ -919,3 +919,44 @@ fn point_lookups_in_a_snapshot_find_every_key_and_no_other() {
         }
     }
 }
+
+#[test]
+fn estimate_rows_follows_inserts_and_deletes_around_a_snapshot() {
+    let (_d, mut s) = setup();
+    assert!(matches!(s.estimate_rows(99), Err(Error::NoSuchTable(99))));
+    assert_eq!(s.estimate_rows(T).unwrap(), 0);
+    let rows: Vec<Event> = (0..100)
+        .map(|i| ins(T, &format!("k{i:03}"), &[(1, "v")]))
+        .collect();
+    s.append(&[txn(1, rows)], &AllCommitted).unwrap();
+    assert_eq!(s.estimate_rows(T).unwrap(), 100);
+    let at = s.current_seq().unwrap();
+    s.snapshot(T, at, &AllCommitted).unwrap();
+    assert_eq!(s.estimate_rows(T).unwrap(), 100);
+    s.append(
+        &[txn(
+            2,
+            vec![
+                del(T, "k000"),
+                del(T, "k001"),
+                ins(T, "new", &[(1, "v")]),
+                patch(T, "k002", &[(1, Some("w"))]),
+            ],
+        )],
+        &AllCommitted,
+    )
+    .unwrap();
+    s.append(
+        &[txn(3, vec![ins(T, "k000", &[(1, "back")])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    // 100 - 2 deleted + 1 new + 1 re-inserted.
+    assert_eq!(s.estimate_rows(T).unwrap(), 100);
+    s.append(
+        &[txn(4, vec![ins(T, "gone", &[(1, "v")]), del(T, "gone")])],
+        &AllCommitted,
+    )
+    .unwrap();
+    assert_eq!(s.estimate_rows(T).unwrap(), 100);
+}

@@ -10,7 +10,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::Decoder;
 use crate::log::list_segments;
 use crate::table::{effect, list_snapshots, Effect};
-use crate::types::{ColumnId, Fate, Fates, Seq, TableId};
+use crate::types::{ColumnId, Fate, Fates, Op, Seq, TableId};
 
 /// The newest snapshot of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +114,33 @@ impl Store {
             snapshot,
             indexes,
         })
+    }
+
+    /// About how many rows table `id` has now, for a planner: its newest snapshot's row
+    /// count (counted once per open snapshot) plus the keys inserted after it, minus those
+    /// deleted, by each key's first and last event (transactions still running or aborted
+    /// count as if committed). Cheap, never exact.
+    pub fn estimate_rows(&mut self, id: TableId) -> Result<u64> {
+        self.journal.refresh(None)?;
+        let at = self.journal.last_seq();
+        self.refresh_table(id, at)?;
+        let parts = self.view_parts(id, at)?;
+        let mut rows = match &parts.snap {
+            Some(s) => s.row_count()? as i64,
+            None => 0,
+        };
+        for versions in self.tables[&id].delta.keys.values() {
+            let (Some(first), Some(last)) = (versions.first(), versions.last()) else {
+                continue;
+            };
+            match (&first.op, &last.op) {
+                (Op::Insert(_), Op::SoftDelete) => {}
+                (Op::Insert(_), _) => rows += 1,
+                (_, Op::SoftDelete) => rows -= 1,
+                _ => {}
+            }
+        }
+        Ok(rows.max(0) as u64)
     }
 
     /// `(bytes, segments)` of the journal's segment files on disk.
