@@ -105,14 +105,14 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
 ) {
     unsafe {
         if (*baserel).tuples <= 0.0 {
-            // Never analyzed: the engine's own estimate of the table's rows.
+            // Never analyzed: the engine's own estimate of the table's rows. It is only
+            // advice: a table it cannot read (no storage yet, or damaged, which the scan
+            // itself reports) keeps the default guess, and planning goes on.
             let id = engine::table_id(relid);
-            let rows = engine::with_store(|s| match s.estimate_rows(id) {
-                Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(0),
-                other => other,
-            });
-            if rows > 0 {
-                (*baserel).tuples = rows as f64;
+            if let Ok(rows) = engine::try_with_store(|s| s.estimate_rows(id)) {
+                if rows > 0 {
+                    (*baserel).tuples = rows as f64;
+                }
             }
         }
         let c = choose(relid, (*baserel).relid, (*baserel).baserestrictinfo);
