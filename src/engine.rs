@@ -59,11 +59,16 @@ pub fn table_id(relid: pg_sys::Oid) -> TableId {
     (u64::from(db.to_u32()) << 32) | u64::from(relid.to_u32())
 }
 
-/// The store's root directory, `$PGDATA/driftdb`.
-pub fn root() -> PathBuf {
+/// The server's data directory.
+pub fn data_dir() -> PathBuf {
     // SAFETY: DataDir is set before any backend runs SQL and never changes afterwards.
     let data = unsafe { CStr::from_ptr(pg_sys::DataDir) };
-    PathBuf::from(data.to_string_lossy().into_owned()).join("driftdb")
+    PathBuf::from(data.to_string_lossy().into_owned())
+}
+
+/// The store's root directory, `$PGDATA/driftdb`.
+pub fn root() -> PathBuf {
+    data_dir().join("driftdb")
 }
 
 /// The seq a reader may read up to: the published high-water mark. The store is opened

@@ -91,11 +91,8 @@ fn drift_health() -> TableIterator<
         name!(tables_failing_verify, i32),
     ),
 > {
+    let data = crate::engine::data_dir();
     let root = crate::engine::root();
-    let data = root
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or(root.clone());
     let (free, total) = wal::space(&data).unwrap_or_else(|e| {
         crate::error::DriftError::Internal(format!("statvfs {}: {e}", data.display())).report()
     });

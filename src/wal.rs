@@ -80,12 +80,8 @@ const SPACE_MARGIN: u64 = 16 << 20;
 fn check_space(ops: &[FileOp]) -> driftdb_storage::Result<()> {
     let need: u64 = ops.iter().map(FileOp::data_len).sum::<u64>() + SPACE_MARGIN;
     // The data directory: DriftDB's own directory may not exist yet.
-    let root = crate::engine::root();
-    let root = root
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or(root);
-    let free = free_bytes(&root).map_err(|e| driftdb_storage::Error::IoAt {
+    let root = crate::engine::data_dir();
+    let (free, _) = space(&root).map_err(|e| driftdb_storage::Error::IoAt {
         path: root.clone(),
         source: e,
     })?;
@@ -102,12 +98,6 @@ fn check_space(ops: &[FileOp]) -> driftdb_storage::Result<()> {
         });
     }
     Ok(())
-}
-
-/// Free bytes for unprivileged writers on the file system holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
-    let (free, _) = space(path)?;
-    Ok(free)
 }
 
 /// (free bytes for unprivileged writers, total bytes) of the file system holding `path`.

@@ -551,6 +551,17 @@ pub(crate) fn replace_ops(path: &str, bytes: Vec<u8>, durable: bool, ops: &mut V
     }
 }
 
+/// Ops that cut `path` to `len` bytes, durably when `durable`.
+pub(crate) fn truncate_ops(path: String, len: u64, durable: bool, ops: &mut Vec<FileOp>) {
+    ops.push(FileOp::Truncate {
+        path: path.clone(),
+        len,
+    });
+    if durable {
+        ops.push(FileOp::Sync { path });
+    }
+}
+
 /// The directory holding `path` ("." for the root itself).
 pub(crate) fn parent_of(path: &str) -> String {
     match Path::new(path).parent().and_then(Path::to_str) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fileops::{relative, replace_ops, FileOp};
+use crate::fileops::{relative, replace_ops, truncate_ops, FileOp};
 use crate::format::{peek_group_seq, read_frame, FrameRead, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::store::{Config, Durability, RecoveryMode};
 use crate::types::{Seq, TableId};
@@ -289,14 +289,7 @@ pub(crate) fn recover_table_log(
     };
     let len = match cut {
         Some(at) => {
-            let rel = relative(root, &path);
-            ops.push(FileOp::Truncate {
-                path: rel.clone(),
-                len: at as u64,
-            });
-            if durable {
-                ops.push(FileOp::Sync { path: rel });
-            }
+            truncate_ops(relative(root, &path), at as u64, durable, &mut ops);
             at as u64
         }
         None => bytes.len() as u64,

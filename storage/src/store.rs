@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fileops::{relative, replace_ops, Applier, FileOp, GroupMark, WriteAhead};
+use crate::fileops::{relative, replace_ops, truncate_ops, Applier, FileOp, GroupMark, WriteAhead};
 use crate::format::{
     begin_frame, encode_table_frame, finish_frame, key_events, peek_group_seq, read_frame,
     FrameRead, JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
@@ -556,14 +556,8 @@ impl Store {
     fn refresh_journal_writer(&mut self) -> Result<()> {
         self.journal.refresh(Some(self.config.recovery))?;
         if let Some((path, len)) = self.journal.torn_cut.take() {
-            let rel = relative(&self.root, &path);
-            let mut ops = vec![FileOp::Truncate {
-                path: rel.clone(),
-                len,
-            }];
-            if self.durable() {
-                ops.push(FileOp::Sync { path: rel });
-            }
+            let mut ops = Vec::new();
+            truncate_ops(relative(&self.root, &path), len, self.durable(), &mut ops);
             self.perform(ops, &[])?;
             self.journal_writer = None;
         }
