@@ -24,6 +24,7 @@ use pgrx::pg_shmem_init;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -132,10 +133,25 @@ fn affect_all_horizons() {
     }
 }
 
+/// The mark this process holds the horizon at (0: none yet). It only moves forward: a
+/// VACUUM that computed its horizon from a later mark may already have frozen up to it.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// Holds the horizon at `full`, or where it is when that is later.
 fn hold_horizon(full: u64) {
+    let held = HELD.fetch_max(full, Ordering::Relaxed).max(full);
     // SAFETY: a 32-bit store of this process's own xmin, which horizon computations read
     // without a lock; the worker runs no transaction that would reset it.
-    unsafe { (*pg_sys::MyProc).xmin = pg_sys::TransactionId::from(full as u32) };
+    unsafe { (*pg_sys::MyProc).xmin = pg_sys::TransactionId::from(held as u32) };
+}
+
+/// Holds the horizon at the settled mark on disk, before anything else.
+fn hold_settled() {
+    match engine::try_with_store(|s| s.settled()) {
+        Ok(settled) if settled.below > 0 => hold_horizon(settled.below),
+        Ok(_) => {}
+        Err(e) => pgrx::warning!("driftdb: could not read the settled transaction fates: {e}"),
+    }
 }
 
 fn settle_once() {
@@ -147,15 +163,9 @@ fn settle_once() {
         )
     };
     let below = full_xid(oldest, next);
-    let done = engine::try_with_store(|s| {
-        let settled = s.settled()?;
-        // Hold what is not settled yet before looking at it.
-        if settled.below > 0 {
-            hold_horizon(settled.below);
-        }
-        s.settle(below, &EndedFates)
-    });
-    match done {
+    // The mark on disk only moves when a group was settled: a round with nothing to settle
+    // releases the horizon to `below` without writing, so the process keeps its own mark.
+    match engine::try_with_store(|s| s.settle(below, &EndedFates)) {
         Ok(_) => hold_horizon(below),
         Err(e) => pgrx::warning!("driftdb: could not record transaction fates: {e}"),
     }
@@ -208,6 +218,7 @@ pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
     // A database connection puts the worker in the proc array, where its xmin counts.
     BackgroundWorker::connect_worker_to_spi(Some("postgres"), None);
     affect_all_horizons();
+    hold_settled();
     {
         let mut w = WORKER.exclusive();
         // SAFETY: this process's pid, set by the postmaster; reads the clock.
