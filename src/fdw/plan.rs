@@ -3,7 +3,9 @@
 //! Primary-key equality and IN lists are answered by point lookups, indexed columns by
 //! index lookups and ranges (see `pushdown`); everything else reads the table's state.
 //! `fdw_private` holds only copyable nodes (plans are cached and copied):
-//! [is_target, access, indexed column, range flags, point]. A scan converted from a
+//! [is_target, access, indexed column, range flags, point, needed...]. `needed` is -1 when
+//! the scan must fill every column, else the count of needed attnums followed by them
+//! (see [`needed_attrs`]). A scan converted from a
 //! `drift_as_of` call (see `asof_call`) reads at its point: `point` says whether that is a
 //! seq or a time, and the point's expression follows the key values in `fdw_exprs`.
 
@@ -216,6 +218,15 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         private.push(pg_sys::makeInteger(c.column.into()));
         private.push(pg_sys::makeInteger(c.flags));
         private.push(pg_sys::makeInteger(point as i32));
+        match needed_attrs(baserel) {
+            None => private.push(pg_sys::makeInteger(-1)),
+            Some(attrs) => {
+                private.push(pg_sys::makeInteger(attrs.len() as i32));
+                for a in attrs {
+                    private.push(pg_sys::makeInteger(a));
+                }
+            }
+        }
         pg_sys::make_foreignscan(
             tlist,
             clauses,
@@ -227,6 +238,62 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             outer_plan,
         )
     }
+}
+
+/// The attnums a scan of `baserel` must fill, or `None` for all of them: those the rest of
+/// the plan reads (the relation's target list, which holds a whole-row Var when an UPDATE
+/// or a row trigger needs the old row) and those of every qual (Postgres checks each on
+/// the rows returned). The other columns are returned as NULL without being decoded, as
+/// postgres_fdw fetches only these columns.
+///
+/// # Safety
+/// `baserel` must be a base relation being planned.
+unsafe fn needed_attrs(baserel: *mut pg_sys::RelOptInfo) -> Option<Vec<i32>> {
+    unsafe {
+        let relid = (*baserel).relid;
+        let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+        pg_sys::pull_varattnos((*(*baserel).reltarget).exprs.cast(), relid, &mut attrs);
+        for rinfo in PgList::<pg_sys::RestrictInfo>::from_pg((*baserel).baserestrictinfo).iter_ptr()
+        {
+            pg_sys::pull_varattnos((*rinfo).clause.cast(), relid, &mut attrs);
+        }
+        let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
+        if pg_sys::bms_is_member(-offset, attrs) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut x = -1;
+        loop {
+            x = pg_sys::bms_next_member(attrs, x);
+            if x < 0 {
+                break;
+            }
+            // System columns (negative attnums) are not DriftDB's to fill.
+            if x + offset > 0 {
+                out.push(x + offset);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The needed attnums a plan made by [`get_foreign_plan`] records, as a flag per
+/// attribute (`natts` of them), or `None` for all.
+pub fn needed_from_private(private: &PgList<pg_sys::Integer>, natts: usize) -> Option<Vec<bool>> {
+    // SAFETY: the list holds Integer nodes, made by get_foreign_plan.
+    let at = |i: usize| private.get_ptr(i).map(|p| unsafe { (*p).ival });
+    let n = at(5)?;
+    if n < 0 {
+        return None;
+    }
+    let mut needed = vec![false; natts];
+    for i in 0..n as usize {
+        let attno = at(6 + i)?;
+        if let Some(flag) = needed.get_mut(attno as usize - 1) {
+            *flag = true;
+        }
+    }
+    Some(needed)
 }
 
 #[pg_guard]

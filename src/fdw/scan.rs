@@ -7,19 +7,47 @@ use crate::engine::{self, LatestFates, SnapshotFates};
 use crate::error::DriftError;
 use crate::fdw::asof_call::Point;
 use crate::fdw::pushdown::{self, Access};
-use crate::fdw::table::TableInfo;
+use crate::fdw::table::{Columns, TableInfo};
 use crate::txn::{self, Own};
-use driftdb_storage::{Fates, Row, Store, TableId};
+use driftdb_storage::{Fates, Row, RowRef, Store, TableId};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts};
+use std::cmp::Ordering;
 use std::collections::btree_map;
 use std::iter::Peekable;
 
 /// The rows a scan returns, in key order: the engine's state merged with own changes.
 pub struct Rows {
-    base: Option<Peekable<driftdb_storage::Scan>>,
+    view: View,
+    base: Option<driftdb_storage::Scan>,
     own: Peekable<btree_map::IntoIter<Vec<u8>, Own>>,
+    /// The own row returned last.
+    current: Option<(Vec<u8>, Row)>,
+}
+
+/// One row of a scan: the engine's (borrowed from its buffer) or one held here.
+pub enum ScanRow<'a> {
+    Stored(RowRef<'a>),
+    Held(&'a [u8], &'a Row),
+}
+
+impl ScanRow<'_> {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ScanRow::Stored(r) => r.key,
+            ScanRow::Held(k, _) => k,
+        }
+    }
+}
+
+impl Columns for ScanRow<'_> {
+    fn column(&self, id: driftdb_storage::ColumnId) -> Option<&[u8]> {
+        match self {
+            ScanRow::Stored(r) => r.get(id),
+            ScanRow::Held(_, r) => r.get(id),
+        }
+    }
 }
 
 /// Where a read looks: the present, through the statement's snapshot with the
@@ -125,76 +153,82 @@ pub fn visible_row(
 
 impl Rows {
     /// Opens the rows of `info` as seen by `view`.
-    pub fn open(info: &TableInfo, view: &View) -> Rows {
-        let (at, fates) = (view.at, view.fates.as_ref());
+    pub fn open(info: &TableInfo, view: View) -> Rows {
         engine::with_store(|s| {
-            let base = match s.scan(info.id, at, fates) {
-                Ok(scan) => Some(scan.peekable()),
+            let base = match s.scan_rows(info.id, view.at) {
+                Ok(scan) => Some(scan),
                 Err(driftdb_storage::Error::NoSuchTable(_)) => None,
                 Err(e) => return Err(e),
             };
             let own = view.own_table_changes(s, info)?;
             Ok(Rows {
+                view,
                 base,
                 own: own.into_iter().peekable(),
+                current: None,
             })
         })
     }
-}
 
-impl Iterator for Rows {
-    type Item = (Vec<u8>, Row);
-
-    fn next(&mut self) -> Option<(Vec<u8>, Row)> {
-        loop {
-            let base_key = match self.base.as_mut().and_then(|b| b.peek()) {
-                Some(Ok((k, _))) => Some(k.clone()),
-                Some(Err(_)) => {
-                    let Some(Err(e)) = self.base.as_mut().and_then(|b| b.next()) else {
-                        unreachable!("peeked an error")
-                    };
-                    DriftError::Engine(e).report()
-                }
+    /// The next row in key order.
+    fn next(&mut self) -> Option<ScanRow<'_>> {
+        enum Take {
+            Base,
+            Own,
+        }
+        let fates = self.view.fates.as_ref();
+        let take = loop {
+            let order = match self.base.as_mut().and_then(|b| b.next_row(fates)) {
+                Some(Err(e)) => DriftError::Engine(e).report(),
+                Some(Ok(r)) => Some(match self.own.peek() {
+                    None => Ordering::Less,
+                    Some((o, _)) => r.key.cmp(o.as_slice()),
+                }),
                 None => None,
             };
-            let own_key = self.own.peek().map(|(k, _)| k);
-            let take_own = match (&base_key, own_key) {
-                (None, None) => return None,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(b), Some(o)) => {
-                    if b == o {
-                        // Own change replaces the base row.
-                        self.base.as_mut().and_then(|b| b.next());
-                    }
-                    o <= b
+            match order {
+                Some(Ordering::Less) => {
+                    self.base.as_mut().expect("read from").unread();
+                    break Take::Base;
                 }
-            };
-            if take_own {
-                match self.own.next() {
-                    Some((k, Own::Row(r))) => return Some((k, r)),
-                    Some((_, Own::Deleted)) => continue,
-                    None => return None,
+                // The own change replaces the base row, which stays read.
+                Some(Ordering::Equal) => {}
+                Some(Ordering::Greater) => self.base.as_mut().expect("read from").unread(),
+                None if self.own.peek().is_none() => return None,
+                None => {}
+            }
+            match self.own.next() {
+                Some((k, Own::Row(r))) => {
+                    self.current = Some((k, r));
+                    break Take::Own;
                 }
+                Some((_, Own::Deleted)) => continue,
+                None => unreachable!("an own change was peeked"),
             }
-            match self.base.as_mut().and_then(|b| b.next()) {
-                Some(Ok(kr)) => return Some(kr),
-                _ => return None,
-            }
+        };
+        match take {
+            Take::Base => match self.base.as_mut().and_then(|b| b.next_row(fates)) {
+                Some(Ok(r)) => Some(ScanRow::Stored(r)),
+                _ => unreachable!("the row was read before"),
+            },
+            Take::Own => self.current.as_ref().map(|(k, r)| ScanRow::Held(k, r)),
         }
     }
 }
 
 enum Open {
     All(Box<Rows>),
-    Listed(std::vec::IntoIter<(Vec<u8>, Row)>),
+    Listed(std::vec::IntoIter<(Vec<u8>, Row)>, Option<(Vec<u8>, Row)>),
 }
 
 impl Open {
-    fn next(&mut self) -> Option<(Vec<u8>, Row)> {
+    fn next(&mut self) -> Option<ScanRow<'_>> {
         match self {
             Open::All(r) => r.next(),
-            Open::Listed(l) => l.next(),
+            Open::Listed(rows, current) => {
+                *current = rows.next();
+                current.as_ref().map(|(k, r)| ScanRow::Held(k, r))
+            }
         }
     }
 }
@@ -212,6 +246,8 @@ struct ScanState {
     point: Point,
     point_expr: *mut pg_sys::ExprState,
     rows: Option<Open>,
+    /// The attributes to fill (by position), or `None` for all (see `plan::needed_attrs`).
+    needed: Option<Vec<bool>>,
     /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
     target: Option<u32>,
 }
@@ -265,7 +301,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             point_expr = list.get_ptr(n - 1).expect("the point follows the keys");
             exprs = pg_sys::list_truncate(pg_sys::list_copy(exprs), (n - 1) as i32);
         }
+        let needed = crate::fdw::plan::needed_from_private(&private, info.columns.len());
         let state = ScanState {
+            needed,
             info,
             access,
             exprs,
@@ -294,21 +332,21 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             let econtext = (*node).ss.ps.ps_ExprContext;
             let view = scan_view(state, econtext, snapshot);
             state.rows = Some(match state.access {
-                Access::Full => Open::All(Box::new(Rows::open(&state.info, &view))),
+                Access::Full => Open::All(Box::new(Rows::open(&state.info, view))),
                 Access::IndexEq | Access::IndexRange => {
-                    Open::Listed(index_rows(state, econtext, &view).into_iter())
+                    Open::Listed(index_rows(state, econtext, &view).into_iter(), None)
                 }
                 Access::Key | Access::KeyIn => {
                     let keys = lookup_keys(state, econtext);
-                    Open::Listed(lookup_rows(&state.info, &view, &keys).into_iter())
+                    Open::Listed(lookup_rows(&state.info, &view, &keys).into_iter(), None)
                 }
             });
         }
         match state.rows.as_mut().expect("opened").next() {
-            Some((key, row)) => {
-                state.info.store_row(slot, &row);
+            Some(row) => {
+                state.info.store_some(slot, &row, state.needed.as_deref());
                 if let Some(scan) = state.target {
-                    let n = txn::record_target_key(scan, key);
+                    let n = txn::record_target_key(scan, row.key().to_vec());
                     (*slot).tts_tid = ctid_for(scan, n);
                 }
                 slot

@@ -6,7 +6,7 @@ use crate::engine;
 use crate::error::DriftError;
 use crate::fdw::options;
 use crate::txn;
-use driftdb_storage::{Row, TableId};
+use driftdb_storage::{ColumnId, Row, RowRef, TableId};
 use pgrx::pg_sys;
 use pgrx::PgList;
 
@@ -126,10 +126,27 @@ impl TableInfo {
     /// # Safety
     /// Both arrays must have one entry per attribute; runs in the memory context the
     /// values should live in.
-    pub unsafe fn fill(&self, row: &Row, values: *mut pg_sys::Datum, nulls: *mut bool) {
+    pub unsafe fn fill(&self, row: &impl Columns, values: *mut pg_sys::Datum, nulls: *mut bool) {
+        unsafe { self.fill_some(row, values, nulls, None) }
+    }
+
+    /// [`TableInfo::fill`], decoding only the attributes flagged in `needed` (all when it
+    /// is `None`); the others are NULL.
+    ///
+    /// # Safety
+    /// As [`TableInfo::fill`].
+    pub unsafe fn fill_some(
+        &self,
+        row: &impl Columns,
+        values: *mut pg_sys::Datum,
+        nulls: *mut bool,
+        needed: Option<&[bool]>,
+    ) {
         unsafe {
             for (i, col) in self.columns.iter().enumerate() {
-                let stored = if col.dropped { None } else { row.get(col.id()) };
+                let wanted =
+                    !col.dropped && needed.is_none_or(|n| n.get(i).copied().unwrap_or(true));
+                let stored = if wanted { row.column(col.id()) } else { None };
                 match stored {
                     Some(bytes) => {
                         let d = datum::decode(col, bytes).unwrap_or_else(|e| e.report());
@@ -150,12 +167,44 @@ impl TableInfo {
     /// # Safety
     /// `slot` must have this table's tuple descriptor; runs in the memory context the
     /// values should live in.
-    pub unsafe fn store_row(&self, slot: *mut pg_sys::TupleTableSlot, row: &Row) {
+    pub unsafe fn store_row(&self, slot: *mut pg_sys::TupleTableSlot, row: &impl Columns) {
+        unsafe { self.store_some(slot, row, None) }
+    }
+
+    /// [`TableInfo::store_row`] with only the `needed` attributes decoded (see
+    /// [`TableInfo::fill_some`]).
+    ///
+    /// # Safety
+    /// As [`TableInfo::store_row`].
+    pub unsafe fn store_some(
+        &self,
+        slot: *mut pg_sys::TupleTableSlot,
+        row: &impl Columns,
+        needed: Option<&[bool]>,
+    ) {
         unsafe {
             pg_sys::ExecClearTuple(slot);
-            self.fill(row, (*slot).tts_values, (*slot).tts_isnull);
+            self.fill_some(row, (*slot).tts_values, (*slot).tts_isnull, needed);
             pg_sys::ExecStoreVirtualTuple(slot);
         }
+    }
+}
+
+/// A row's stored column values, wherever the row is held.
+pub trait Columns {
+    /// The stored bytes of `id`, `None` when NULL or absent.
+    fn column(&self, id: ColumnId) -> Option<&[u8]>;
+}
+
+impl Columns for Row {
+    fn column(&self, id: ColumnId) -> Option<&[u8]> {
+        self.get(id)
+    }
+}
+
+impl Columns for RowRef<'_> {
+    fn column(&self, id: ColumnId) -> Option<&[u8]> {
+        self.get(id)
     }
 }
 

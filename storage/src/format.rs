@@ -115,24 +115,29 @@ impl<'a> Decoder<'a> {
         Decoder { buf, pos: 0 }
     }
 
+    #[inline]
     pub fn pos(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.pos == self.buf.len()
     }
 
+    #[inline]
     pub fn u8(&mut self) -> DecodeResult<u8> {
         let b = *self.buf.get(self.pos).ok_or("truncated")?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     pub fn bytes(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
         if n > self.remaining() {
             return Err("length exceeds input");
@@ -161,7 +166,19 @@ impl<'a> Decoder<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     pub fn varint(&mut self) -> DecodeResult<u64> {
+        // Most varints (column ids, short lengths) are one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> DecodeResult<u64> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = self.u8()?;
@@ -191,6 +208,7 @@ impl<'a> Decoder<'a> {
         Ok(n)
     }
 
+    #[inline]
     pub fn len_bytes(&mut self) -> DecodeResult<&'a [u8]> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| "length too large")?;
@@ -220,6 +238,31 @@ impl<'a> Decoder<'a> {
             cols.push((c, self.value()?));
         }
         Ok(cols)
+    }
+
+    /// Reads a column list, handing each value to `f` borrowed from the input.
+    pub fn column_refs(
+        &mut self,
+        mut f: impl FnMut(ColumnId, Option<&'a [u8]>),
+    ) -> DecodeResult<()> {
+        let n = self.count(2)?;
+        let mut last: Option<ColumnId> = None;
+        for _ in 0..n {
+            let c = ColumnId::try_from(self.varint()?).map_err(|_| "column id overflows u16")?;
+            if last.is_some_and(|l| l >= c) {
+                return Err("column ids not strictly increasing");
+            }
+            last = Some(c);
+            let len = self.varint()?;
+            let v = if len == 0 {
+                None
+            } else {
+                let len = usize::try_from(len - 1).map_err(|_| "length too large")?;
+                Some(self.bytes(len)?)
+            };
+            f(c, v);
+        }
+        Ok(())
     }
 
     /// Skips a column list without allocating.

@@ -26,8 +26,8 @@ pub use group::GroupCommitter;
 pub use settled::SettledFates;
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{
-    Config, Durability, EventCount, OpenMode, RecoveryMode, Scan, SnapshotStats, Store,
-    TableHistory, TableStats,
+    ColumnsOf, Config, Durability, EventCount, OpenMode, RecoveryMode, RowRef, Scan, ScanRows,
+    SnapshotStats, Store, TableHistory, TableStats,
 };
 pub use types::{
     AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op,

@@ -570,6 +570,13 @@ impl Snapshot {
         Ok((block, false))
     }
 
+    /// Row block `i` decompressed, with its offset in the file (for scans, which read each
+    /// block once).
+    pub fn row_block_raw(&self, i: usize) -> Result<(u64, Vec<u8>)> {
+        let b = &self.rows[i];
+        Ok((b.offset, self.raw_block(b)?))
+    }
+
     /// Row block `i`, decoded (for scans, which read each block once).
     pub fn row_block(&self, i: usize) -> Result<RowBlock> {
         let b = &self.rows[i];

@@ -27,7 +27,9 @@ use crate::types::{
 
 mod import;
 mod inspect;
+mod scan;
 pub use inspect::{EventCount, SnapshotStats, TableStats};
+pub use scan::{ColumnsOf, RowRef, Scan, ScanRows};
 
 /// What recovery does with damage at the very end of the last segment of a log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +149,7 @@ struct ViewParts {
 /// The state of one table at one seq.
 struct View<'a> {
     snap: Option<Arc<Snapshot>>,
-    delta: &'a Delta,
+    delta: &'a Arc<Delta>,
     upto: Seq,
     fates: &'a dyn Fates,
 }
@@ -196,20 +198,7 @@ impl View<'_> {
     }
 
     fn scan(&self) -> Scan {
-        let overlay: BTreeMap<Vec<u8>, Effect> = self
-            .delta
-            .keys
-            .iter()
-            .filter_map(|(k, vs)| effect(vs, self.upto, self.fates).map(|e| (k.clone(), e)))
-            .collect();
-        Scan {
-            snap: self.snap.clone(),
-            next_block: 0,
-            rows: Arc::new(Vec::new()),
-            pos: 0,
-            overlay: overlay.into_iter().peekable(),
-            done: false,
-        }
+        Scan::new(self.snap.clone(), self.delta.clone(), self.upto)
     }
 
     fn index_range(
@@ -269,78 +258,6 @@ impl View<'_> {
         }
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         Ok(out.into_iter().map(|(_, k, r)| (k, r)).collect())
-    }
-}
-
-/// The rows of a table at one seq, in key order. Snapshot blocks are decompressed one at a
-/// time as the scan reaches them.
-pub struct Scan {
-    snap: Option<Arc<Snapshot>>,
-    next_block: usize,
-    rows: Arc<Vec<(Vec<u8>, Row)>>,
-    pos: usize,
-    overlay: std::iter::Peekable<std::collections::btree_map::IntoIter<Vec<u8>, Effect>>,
-    done: bool,
-}
-
-impl Iterator for Scan {
-    type Item = Result<(Vec<u8>, Row)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if self.pos >= self.rows.len() {
-                if let Some(s) = &self.snap {
-                    if self.next_block < s.row_blocks() {
-                        match s.row_block(self.next_block) {
-                            Ok(b) => {
-                                self.rows = b;
-                                self.pos = 0;
-                                self.next_block += 1;
-                                continue;
-                            }
-                            Err(e) => {
-                                self.done = true;
-                                return Some(Err(e));
-                            }
-                        }
-                    }
-                }
-            }
-            let snap_key = self.rows.get(self.pos).map(|(k, _)| k.as_slice());
-            let order = match (snap_key, self.overlay.peek()) {
-                (None, None) => {
-                    self.done = true;
-                    return None;
-                }
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(s), Some((o, _))) => s.cmp(o.as_slice()),
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    let item = self.rows[self.pos].clone();
-                    self.pos += 1;
-                    return Some(Ok(item));
-                }
-                std::cmp::Ordering::Equal => {
-                    let base = self.rows[self.pos].1.clone();
-                    self.pos += 1;
-                    let (k, e) = self.overlay.next().expect("peeked");
-                    if let Some(r) = e.apply(Some(base)) {
-                        return Some(Ok((k, r)));
-                    }
-                }
-                std::cmp::Ordering::Greater => {
-                    let (k, e) = self.overlay.next().expect("peeked");
-                    if let Some(r) = e.apply(None) {
-                        return Some(Ok((k, r)));
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -677,8 +594,9 @@ impl Store {
         let journal_last = self.journal.last_group_for_table.get(&id).copied();
         let t = self.tables.get_mut(&id).expect("loaded");
         if newest > t.base {
-            t.delta.rebase(newest);
-            t.delta.upto = t.delta.upto.max(floor);
+            let delta = Arc::make_mut(&mut t.delta);
+            delta.rebase(newest);
+            delta.upto = delta.upto.max(floor);
             t.base = newest;
         }
         let last = t.last_group(journal_last.as_ref());
@@ -688,7 +606,8 @@ impl Store {
         let mut applied = 0;
         let read = t.log.for_each_frame(after, upto, last, |f| {
             applied += f.events.iter().filter(|e| e.0 > base).count() as u64;
-            delta.add_frame_after(f, base);
+            // A scan may hold the delta: copied on the first change, not before.
+            Arc::make_mut(delta).add_frame_after(f, base);
         });
         self.stats.tail_events += applied;
         read
@@ -832,7 +751,7 @@ impl Store {
     ) -> View<'a> {
         View {
             snap: parts.snap.clone(),
-            delta: parts.replayed.as_deref().unwrap_or(&self.tables[&id].delta),
+            delta: parts.replayed.as_ref().unwrap_or(&self.tables[&id].delta),
             upto: at,
             fates,
         }
@@ -941,7 +860,7 @@ impl Store {
         let t = self.load_table(id)?;
         let meta = TableMeta::load(&t.dir)?;
         for c in &meta.indexes {
-            t.delta.ensure_index(*c);
+            Arc::make_mut(&mut t.delta).ensure_index(*c);
         }
         t.meta = meta;
         Ok(t.meta.indexes.clone())
@@ -970,9 +889,9 @@ impl Store {
         self.replay_cache = None;
         let t = self.tables.get_mut(&id).expect("loaded");
         if present {
-            t.delta.ensure_index(column);
+            Arc::make_mut(&mut t.delta).ensure_index(column);
         } else {
-            t.delta.drop_index(column);
+            Arc::make_mut(&mut t.delta).drop_index(column);
         }
         t.meta = meta;
         Ok(())
@@ -1274,7 +1193,7 @@ impl Store {
             }
             let t = &self.tables[&id];
             let path = t.dir.join(snapshot_file_name(upto));
-            snapshot_bytes(&path, id, upto, view.scan(), &t.meta.indexes)?
+            snapshot_bytes(&path, id, upto, view.scan().rows(fates), &t.meta.indexes)?
         };
         let dir = self.table_dir(id);
         let rel_dir = relative(&self.root, &dir);
@@ -1425,10 +1344,20 @@ impl Store {
     }
 
     /// The rows of table `id` as of seq `at`, in key order.
-    pub fn scan(&mut self, id: TableId, at: Seq, fates: &dyn Fates) -> Result<Scan> {
+    pub fn scan<'f>(&mut self, id: TableId, at: Seq, fates: &'f dyn Fates) -> Result<ScanRows<'f>> {
+        Ok(self.scan_rows(id, at)?.rows(fates))
+    }
+
+    /// The rows of table `id` as of seq `at`, in key order, read without allocating per
+    /// row ([`Scan::next_row`]).
+    pub fn scan_rows(&mut self, id: TableId, at: Seq) -> Result<Scan> {
         self.prepare_read(id, at)?;
         let parts = self.view_parts(id, at)?;
-        Ok(self.view(id, &parts, at, fates).scan())
+        let delta = match parts.replayed {
+            Some(d) => d,
+            None => self.tables[&id].delta.clone(),
+        };
+        Ok(Scan::new(parts.snap, delta, at))
     }
 
     /// The row under `key` in table `id` as of seq `at`.
@@ -1481,7 +1410,7 @@ impl Store {
             if !t.meta.indexes.contains(&column) {
                 return Err(Error::NoSuchIndex { table: id, column });
             }
-            t.delta.ensure_index(column);
+            Arc::make_mut(&mut t.delta).ensure_index(column);
         }
         let parts = self.view_parts(id, at)?;
         self.view(id, &parts, at, fates).index_range(column, lo, hi)

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
@@ -458,7 +459,7 @@ pub(crate) struct Table {
     pub snapshots: Vec<Seq>,
     /// The newest snapshot's seq (0: none): the base of `delta`.
     pub base: Seq,
-    pub delta: Delta,
+    pub delta: Arc<Delta>,
 }
 
 impl Table {
@@ -475,7 +476,7 @@ impl Table {
             writer: None,
             snapshots: Vec::new(),
             base: 0,
-            delta,
+            delta: Arc::new(delta),
         })
     }
 
