@@ -50,6 +50,9 @@ pub(crate) struct Journal {
     role_ids: HashMap<String, u32>,
     /// For each table, the first seq of the last group that touched it.
     pub last_group_for_table: HashMap<TableId, Seq>,
+    /// For each table, the first seqs of every group that touched it, ascending: a table
+    /// log missing one of them is damaged, even where its own frames look whole.
+    table_groups: HashMap<TableId, Vec<Seq>>,
     /// Origins of imported groups by first seq: `(xid, commit time, role index)`. Only
     /// imported groups have one, so other groups cost nothing here.
     origins: HashMap<Seq, (u64, i64, u32)>,
@@ -65,6 +68,13 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
+    /// The first seqs of the groups that touched `table` after `created` (those at or
+    /// before it belong to an older table of the same id), ascending.
+    pub fn groups_of(&self, table: TableId, created: Seq) -> &[Seq] {
+        let all = self.table_groups.get(&table).map_or(&[][..], Vec::as_slice);
+        &all[all.partition_point(|g| *g <= created)..]
+    }
+
     pub fn new(dir: PathBuf, segment_size: u64) -> Journal {
         Journal {
             segment_size,
@@ -76,6 +86,7 @@ impl Journal {
             roles: Vec::new(),
             role_ids: HashMap::new(),
             last_group_for_table: HashMap::new(),
+            table_groups: HashMap::new(),
             origins: HashMap::new(),
             imported: HashMap::new(),
             next_seq: 1,
@@ -263,6 +274,7 @@ impl Journal {
         }
         for t in rec.tables {
             self.last_group_for_table.insert(t, rec.first_seq);
+            self.table_groups.entry(t).or_default().push(rec.first_seq);
         }
         self.groups.push(GroupInfo {
             first_seq: rec.first_seq,

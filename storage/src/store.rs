@@ -264,6 +264,9 @@ impl View<'_> {
 /// Every visible event of a table, oldest first (see [`Store::table_history`]).
 pub struct TableHistory<'a> {
     journal: &'a Journal,
+    /// The table's groups in the journal, and the next one whose frame must come.
+    groups: &'a [Seq],
+    next_group: usize,
     fates: &'a dyn Fates,
     maps: Vec<(PathBuf, Arc<memmap2::Mmap>)>,
     seg: usize,
@@ -292,6 +295,19 @@ impl TableHistory<'_> {
                 FrameRead::Frame { payload, next } => {
                     let at = self.pos as u64;
                     let g = peek_group_seq(payload).map_err(|d| Error::corruption(path, at, d))?;
+                    match self.groups.get(self.next_group) {
+                        Some(&e) if e == g => self.next_group += 1,
+                        Some(&e) if e < g && e <= self.want => {
+                            return Err(Error::corruption(
+                                path,
+                                at,
+                                format!(
+                                    "table log has no frame of group {e}, which the journal records (a segment is missing)"
+                                ),
+                            ))
+                        }
+                        _ => {}
+                    }
                     if g > self.want {
                         return Ok(None);
                     }
@@ -591,7 +607,6 @@ impl Store {
         }
         let newest = self.tables[&id].snapshots.last().copied().unwrap_or(0);
         let floor = self.group_floor(newest);
-        let journal_last = self.journal.last_group_for_table.get(&id).copied();
         let t = self.tables.get_mut(&id).expect("loaded");
         if newest > t.base {
             let delta = Arc::make_mut(&mut t.delta);
@@ -599,12 +614,12 @@ impl Store {
             delta.upto = delta.upto.max(floor);
             t.base = newest;
         }
-        let last = t.last_group(journal_last.as_ref());
+        let groups = self.journal.groups_of(id, t.meta.created_seq);
         let delta = &mut t.delta;
         let base = t.base;
         let after = delta.upto;
         let mut applied = 0;
-        let read = t.log.for_each_frame(after, upto, last, |f| {
+        let read = t.log.for_each_frame(after, upto, groups, |f| {
             applied += f.events.iter().filter(|e| e.0 > base).count() as u64;
             // A scan may hold the delta: copied on the first change, not before.
             Arc::make_mut(delta).add_frame_after(f, base);
@@ -708,12 +723,11 @@ impl Store {
                 }
             }
             let floor = self.group_floor(start);
-            let journal_last = self.journal.last_group_for_table.get(&id).copied();
             let t = self.tables.get_mut(&id).expect("loaded");
-            let last = t.last_group(journal_last.as_ref());
+            let groups = self.journal.groups_of(id, t.meta.created_seq);
             let mut delta = Delta::with_indexes(floor, &t.meta.indexes);
             if let Some(key) = only_key {
-                t.log.for_each_payload(floor, at, last, |p| {
+                t.log.for_each_payload(floor, at, groups, |p| {
                     let (group, xid, events) = key_events(p, key)?;
                     delta.add_key_events(key, group, xid, events, start);
                     Ok(())
@@ -724,7 +738,7 @@ impl Store {
                     replayed: Some(Arc::new(delta)),
                 });
             }
-            t.log.for_each_frame(floor, at, last, |f| {
+            t.log.for_each_frame(floor, at, groups, |f| {
                 delta.add_frame_after(f, start);
             })?;
             self.stats.count_replay(&delta);
@@ -1447,12 +1461,14 @@ impl Store {
         fates: &'a dyn Fates,
     ) -> Result<TableHistory<'a>> {
         self.prepare_read(id, upto)?;
-        let journal_last = self.journal.last_group_for_table.get(&id).copied();
         let t = self.tables.get_mut(&id).expect("loaded");
-        let last = t.last_group(journal_last.as_ref());
+        let groups = self.journal.groups_of(id, t.meta.created_seq);
+        let last = groups.last().copied().unwrap_or(0);
         let maps = t.log.all_maps()?;
         Ok(TableHistory {
             journal: &self.journal,
+            groups,
+            next_group: 0,
             fates,
             maps,
             seg: 0,
@@ -1477,11 +1493,10 @@ impl Store {
         let (from, to) = (from.min(to), from.max(to));
         self.prepare_read(id, to)?;
         let floor = self.group_floor(from);
-        let journal_last = self.journal.last_group_for_table.get(&id).copied();
         let t = self.tables.get_mut(&id).expect("loaded");
-        let last = t.last_group(journal_last.as_ref());
+        let groups = self.journal.groups_of(id, t.meta.created_seq);
         let mut touched = Delta::with_indexes(floor, &[]);
-        t.log.for_each_frame(floor, to, last, |f| {
+        t.log.for_each_frame(floor, to, groups, |f| {
             touched.add_frame_after(f, from);
         })?;
         let parts_from = self.view_parts(id, from)?;

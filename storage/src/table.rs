@@ -329,10 +329,10 @@ impl TableLog {
         &mut self,
         after: Seq,
         upto: Seq,
-        last: Seq,
+        groups: &[Seq],
         mut f: impl FnMut(TableFrame),
     ) -> Result<()> {
-        self.for_each_payload(after, upto, last, |p| {
+        self.for_each_payload(after, upto, groups, |p| {
             f(TableFrame::decode(p)?);
             Ok(())
         })
@@ -344,9 +344,10 @@ impl TableLog {
         &mut self,
         after: Seq,
         upto: Seq,
-        last: Seq,
+        groups: &[Seq],
         mut f: impl FnMut(&[u8]) -> crate::format::DecodeResult<()>,
     ) -> Result<()> {
+        let last = groups.last().copied().unwrap_or(0);
         let want = upto.min(last);
         if want <= after {
             return Ok(());
@@ -370,6 +371,24 @@ impl TableLog {
                         (i, pos, prev_group) = (j, at, group);
                     }
                 }
+            }
+        }
+        // A group the journal records for this table between two frames read (or before
+        // the first) whose frame is not there: its segment is missing.
+        let gap = |dir: &Path, lo: Seq, hi: Seq| -> Result<()> {
+            let k = groups.partition_point(|g| *g < lo);
+            match groups.get(k) {
+                Some(&g) if g < hi && g <= want => Err(Error::corruption(
+                    dir,
+                    0,
+                    format!("table log has no frame of group {g}, which the journal records (a segment is missing)"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        if let Some(seg) = self.segs.get(i) {
+            if prev_group == 0 && seg.first_seq > start {
+                gap(&self.dir, start, seg.first_seq)?;
             }
         }
         loop {
@@ -429,6 +448,7 @@ impl TableLog {
                     }
                     i += 1;
                     pos = SEGMENT_HEADER_LEN;
+                    gap(&self.dir, prev_group.max(after) + 1, self.segs[i].first_seq)?;
                 }
                 FrameRead::Torn(detail) | FrameRead::Bad(detail) => {
                     return Err(Error::corruption(&seg.path, pos as u64, detail));

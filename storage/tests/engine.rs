@@ -1051,3 +1051,66 @@ fn scans_merge_many_blocks_with_the_delta() {
         assert_eq!(n, want.len());
     }
 }
+
+/// A segment missing from the middle of a table log (or its first one) is damage: every
+/// read that needs its groups fails naming the table's log, and none returns the rows of
+/// the segments that are left as if they were the whole table.
+#[test]
+fn a_missing_segment_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        segment_size: 300,
+        ..cfg()
+    };
+    {
+        let mut s = Store::open(dir.path(), config.clone()).unwrap();
+        s.create_table(T).unwrap();
+        for i in 0..40u64 {
+            s.append(
+                &[txn(
+                    i + 1,
+                    vec![ins(T, &format!("k{i:02}"), &[(1, "some value bytes")])],
+                )],
+                &AllCommitted,
+            )
+            .unwrap();
+        }
+    }
+    let tdir = dir.path().join("tables").join(T.to_string());
+    let mut segs: Vec<_> = std::fs::read_dir(&tdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 4, "{} segments", segs.len());
+    let is_missing = |e: Error| match e {
+        Error::Corruption { detail, .. } => detail.contains("a segment is missing"),
+        other => panic!("expected corruption, got {other}"),
+    };
+    for victim in [segs[2].clone(), segs[0].clone()] {
+        let keep = std::fs::read(&victim).unwrap();
+        std::fs::remove_file(&victim).unwrap();
+        let mut s = Store::open(dir.path(), config.clone()).unwrap();
+        assert!(is_missing(
+            s.scan(T, 40, &AllCommitted).err().expect("a scan fails")
+        ));
+        assert!(is_missing(
+            s.scan(T, 30, &AllCommitted)
+                .err()
+                .expect("a past scan fails")
+        ));
+        assert!(is_missing(
+            s.get(T, b"k39", 40, &AllCommitted)
+                .expect_err("a lookup fails")
+        ));
+        let history = s
+            .table_history(T, 40, &AllCommitted)
+            .and_then(|h| h.collect::<Result<Vec<_>>>());
+        assert!(is_missing(history.expect_err("history fails")));
+        drop(s);
+        std::fs::write(&victim, keep).unwrap();
+        let mut s = Store::open(dir.path(), config.clone()).unwrap();
+        assert_eq!(scan_all(&mut s, T, 40, &AllCommitted).len(), 40);
+    }
+}

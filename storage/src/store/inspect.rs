@@ -163,13 +163,12 @@ impl Store {
         fates: &dyn Fates,
     ) -> Result<u64> {
         let floor = self.group_floor(after);
-        let journal_last = self.journal.last_group_for_table.get(&id).copied();
         let journal = &self.journal;
         let t = self.tables.get_mut(&id).expect("prepared");
-        let last = t.last_group(journal_last.as_ref());
+        let groups = journal.groups_of(id, t.meta.created_seq);
         let mut decided: HashMap<u64, Fate> = HashMap::new();
         let mut n = 0u64;
-        t.log.for_each_payload(floor, upto, last, |p| {
+        t.log.for_each_payload(floor, upto, groups, |p| {
             let mut d = Decoder::new(p);
             let group = d.varint()?;
             let xid = d.varint()?;
