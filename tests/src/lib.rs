@@ -168,20 +168,27 @@ impl Cluster {
     pub fn crash(&self) {
         let pidfile = std::fs::read_to_string(self.datadir.join("postmaster.pid")).unwrap();
         let pid = pidfile.lines().next().unwrap().trim().to_string();
+        let signal = |sig: &str, p: &str| {
+            Command::new("kill")
+                .args([sig, p])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        // Stopped first, the postmaster starts no process while its children are listed
+        // and killed; a child may still exit on its own meanwhile (that kill then fails).
+        assert!(signal("-STOP", &pid), "kill -STOP {pid}");
         let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
-        let mut pids = vec![pid];
-        pids.extend(
-            String::from_utf8_lossy(&children.stdout)
-                .split_whitespace()
-                .map(String::from),
-        );
-        let ok = Command::new("kill")
-            .arg("-9")
-            .args(&pids)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -9 {pids:?}");
+        let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        for p in &pids {
+            signal("-9", p);
+        }
+        assert!(signal("-9", &pid), "kill -9 {pid}");
+        pids.push(pid);
         // Wait until every one of them is gone, so the restart finds no survivors.
         let deadline = Instant::now() + Duration::from_secs(30);
         while pids
