@@ -9,6 +9,7 @@ use crate::timetravel::{check_seq, readable_table, stable_seq};
 use driftdb_storage::{Op, Row};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 use std::collections::HashMap;
 use std::ffi::CString;
 
@@ -133,6 +134,9 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
             .filter(|c| !c.dropped)
             .map(|c| (c.id(), c.name.clone()))
             .collect();
+        // What rendering one event allocates (the row's tuple, its JSON text, the jsonb) is
+        // freed once the tuplestore holds its copy: memory stays flat over any history.
+        let mut per_row = PgMemoryContexts::new("drift_history row");
         engine::with_store(|s| {
             let events = match s.table_history(info.id, upto, &LatestFates) {
                 Err(driftdb_storage::Error::NoSuchTable(_)) => return Ok(()),
@@ -163,22 +167,26 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
                 };
                 let mut values = [pg_sys::Datum::from(0usize); 7];
                 let mut nulls = [false; 7];
-                values[0] = pg_sys::Datum::from(e.seq as i64);
-                values[1] = pg_sys::Datum::from(e.commit_ts);
-                values[2] = text_datum(op);
-                values[3] = row_jsonb(&info, rowdesc, &row);
-                match changed {
-                    Some(c) => values[4] = text_array(&c),
-                    None => nulls[4] = true,
-                }
-                values[5] = pg_sys::Datum::from(e.xid as i64);
-                let role = CString::new(e.role.clone()).unwrap_or_default();
-                values[6] = pg_sys::OidFunctionCall1Coll(
-                    pg_sys::Oid::from(pg_sys::F_NAMEIN),
-                    pg_sys::InvalidOid,
-                    pg_sys::Datum::from(role.as_ptr()),
-                );
+                per_row.switch_to(|_| {
+                    values[0] = pg_sys::Datum::from(e.seq as i64);
+                    values[1] = pg_sys::Datum::from(e.commit_ts);
+                    values[2] = text_datum(op);
+                    values[3] = row_jsonb(&info, rowdesc, &row);
+                    match changed {
+                        Some(c) => values[4] = text_array(&c),
+                        None => nulls[4] = true,
+                    }
+                    values[5] = pg_sys::Datum::from(e.xid as i64);
+                    let role = CString::new(e.role.clone()).unwrap_or_default();
+                    values[6] = pg_sys::OidFunctionCall1Coll(
+                        pg_sys::Oid::from(pg_sys::F_NAMEIN),
+                        pg_sys::InvalidOid,
+                        pg_sys::Datum::from(role.as_ptr()),
+                    );
+                });
+                // The tuplestore copies the values into its own memory.
                 pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                per_row.reset();
             }
             Ok(())
         });
@@ -214,6 +222,8 @@ pub unsafe extern "C-unwind" fn drift_diff(fcinfo: pg_sys::FunctionCallInfo) -> 
             Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
             other => other,
         });
+        // Freed after each row, once the tuplestore holds its copy (as in drift_history).
+        let mut per_row = PgMemoryContexts::new("drift_diff row");
         for ch in changes {
             let (kind, keyed) = match (&ch.before, &ch.after) {
                 (None, Some(a)) => ("added", a),
@@ -223,17 +233,20 @@ pub unsafe extern "C-unwind" fn drift_diff(fcinfo: pg_sys::FunctionCallInfo) -> 
             };
             let mut values = [pg_sys::Datum::from(0usize); 4];
             let mut nulls = [false; 4];
-            values[0] = key_jsonb(&info, rowdesc, &ch.key, keyed);
-            values[1] = text_datum(kind);
-            match &ch.before {
-                Some(b) => values[2] = row_jsonb(&info, rowdesc, b),
-                None => nulls[2] = true,
-            }
-            match &ch.after {
-                Some(a) => values[3] = row_jsonb(&info, rowdesc, a),
-                None => nulls[3] = true,
-            }
+            per_row.switch_to(|_| {
+                values[0] = key_jsonb(&info, rowdesc, &ch.key, keyed);
+                values[1] = text_datum(kind);
+                match &ch.before {
+                    Some(b) => values[2] = row_jsonb(&info, rowdesc, b),
+                    None => nulls[2] = true,
+                }
+                match &ch.after {
+                    Some(a) => values[3] = row_jsonb(&info, rowdesc, a),
+                    None => nulls[3] = true,
+                }
+            });
             pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            per_row.reset();
         }
         pg_sys::RelationClose(rel);
         pg_sys::Datum::from(0usize)

@@ -241,27 +241,32 @@ fn reopen_keeps_everything() {
     assert_eq!(c[0].commit_ts, 99_001);
 }
 
-#[test]
-fn segments_roll_over_and_old_seqs_stay_readable() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store under `dir` with 300-byte segments whose table T got `n` rows, one transaction
+/// each (keys k00, k01, ...): many table and journal segments. Returns its config.
+fn small_segments(dir: &std::path::Path, n: u64) -> Config {
     let config = Config {
         segment_size: 300,
         ..cfg()
     };
-    {
-        let mut s = Store::open(dir.path(), config.clone()).unwrap();
-        s.create_table(T).unwrap();
-        for i in 0..60u64 {
-            s.append(
-                &[txn(
-                    i + 1,
-                    vec![ins(T, &format!("k{i:02}"), &[(1, "some value bytes")])],
-                )],
-                &AllCommitted,
-            )
-            .unwrap();
-        }
+    let mut s = Store::open(dir, config.clone()).unwrap();
+    s.create_table(T).unwrap();
+    for i in 0..n {
+        s.append(
+            &[txn(
+                i + 1,
+                vec![ins(T, &format!("k{i:02}"), &[(1, "some value bytes")])],
+            )],
+            &AllCommitted,
+        )
+        .unwrap();
     }
+    config
+}
+
+#[test]
+fn segments_roll_over_and_old_seqs_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(dir.path(), 60);
     let segs = std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
         .unwrap()
         .filter(|e| {
@@ -1058,24 +1063,7 @@ fn scans_merge_many_blocks_with_the_delta() {
 #[test]
 fn a_missing_segment_is_reported_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        segment_size: 300,
-        ..cfg()
-    };
-    {
-        let mut s = Store::open(dir.path(), config.clone()).unwrap();
-        s.create_table(T).unwrap();
-        for i in 0..40u64 {
-            s.append(
-                &[txn(
-                    i + 1,
-                    vec![ins(T, &format!("k{i:02}"), &[(1, "some value bytes")])],
-                )],
-                &AllCommitted,
-            )
-            .unwrap();
-        }
-    }
+    let config = small_segments(dir.path(), 40);
     let tdir = dir.path().join("tables").join(T.to_string());
     let mut segs: Vec<_> = std::fs::read_dir(&tdir)
         .unwrap()
