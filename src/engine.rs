@@ -9,7 +9,7 @@ use crate::shmem;
 use crate::wal::PgWal;
 use driftdb_storage::{Config, Fate, Fates, OpenMode, SettledFates, Store, TableId, WriteAhead};
 use pgrx::pg_sys;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::path::PathBuf;
@@ -20,14 +20,24 @@ thread_local! {
     static STORE: RefCell<Option<Store>> = const { RefCell::new(None) };
     // The fates DriftDB has recorded itself, as last read (see `refresh_settled`).
     static SETTLED: RefCell<Arc<SettledFates>> = RefCell::new(Arc::default());
+    // The count of settlements (`shmem::fates_generation`) SETTLED was read at; `None`
+    // until read from this backend's store.
+    static SETTLED_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Reads the fates the store has recorded (`fates.log`, written by the fates worker), so
-/// that the fates below answer for old transactions without the commit log. Called once
-/// per statement (by [`read_point`]) and before each commit.
+/// that the fates below answer for old transactions without the commit log. Called by
+/// [`read_point`] and before each commit; reads the file only when a settlement (or redo)
+/// changed it since this backend last read it.
 pub fn refresh_settled(store: &mut Store) -> driftdb_storage::Result<()> {
+    // Read before the file: a settlement that lands after this read moves the count again.
+    let generation = shmem::fates_generation();
+    if SETTLED_AT.get() == Some(generation) {
+        return Ok(());
+    }
     let settled = store.settled()?;
     SETTLED.with(|c| *c.borrow_mut() = settled);
+    SETTLED_AT.set(Some(generation));
     Ok(())
 }
 
@@ -116,6 +126,7 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
                 state.initialized = true;
             }
             *slot = Some(store);
+            SETTLED_AT.set(None);
         }
         let store = slot.as_mut().expect("opened above");
         let out = f(store);

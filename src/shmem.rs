@@ -2,10 +2,12 @@
 //! high-water seq (the last seq whose frames are fully written and synced), and the groups
 //! appended whose transactions have not finished yet.
 
+use pgrx::atomics::PgAtomic;
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Groups that can be between their append and the end of their transaction at once. On a
 /// primary that is at most one per backend; on a standby, redo registers every group it
@@ -110,10 +112,28 @@ pub static STATE: PgLwLock<Shared> = unsafe { PgLwLock::new(c"driftdb_append") }
 // SAFETY: the name is unique to DriftDB.
 pub static SNAPSHOTS: PgLwLock<bool> = unsafe { PgLwLock::new(c"driftdb_snapshot") };
 
+/// Counts the changes to the record of settled fates (`fates.log`): the fates worker
+/// bumps it after each settlement, redo after each replayed change of DriftDB's files. A
+/// backend rereads the record only when the count moved since it last read it.
+// SAFETY: the name is unique to DriftDB.
+pub static FATES_GENERATION: PgAtomic<AtomicU64> =
+    unsafe { PgAtomic::new(c"driftdb_fates_generation") };
+
 /// Requests the shared memory; only valid while preloading (checked by the caller).
 pub fn init() {
     pg_shmem_init!(STATE);
     pg_shmem_init!(SNAPSHOTS);
+    pg_shmem_init!(FATES_GENERATION);
+}
+
+/// The count of changes to the settled fates so far.
+pub fn fates_generation() -> u64 {
+    FATES_GENERATION.get().load(Ordering::SeqCst)
+}
+
+/// Records that the settled fates changed (after the change is in the file).
+pub fn fates_changed() {
+    FATES_GENERATION.get().fetch_add(1, Ordering::SeqCst);
 }
 
 /// The last seq every reader may look at.

@@ -11,7 +11,7 @@
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::shmem;
-use driftdb_storage::{Event, Fate, Fates, Op, Row, TableId, Txn};
+use driftdb_storage::{Event, FastMap, Fate, Fates, Op, Row, TableId, Txn};
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +31,7 @@ struct State {
     /// the transaction did to one row must not scan all it did (a million-row INSERT
     /// checks every key).
     by_table: HashMap<TableId, Vec<usize>>,
-    by_key: HashMap<(TableId, Vec<u8>), Vec<usize>>,
+    by_key: HashMap<TableId, FastMap<Vec<u8>, Vec<usize>>>,
     /// The shared in-flight slot this transaction's appended group holds until the
     /// transaction ends.
     inflight_slot: Option<usize>,
@@ -68,7 +68,9 @@ impl State {
         for (pos, p) in self.pending.iter().enumerate() {
             self.by_table.entry(p.event.table).or_default().push(pos);
             self.by_key
-                .entry((p.event.table, p.event.key.clone()))
+                .entry(p.event.table)
+                .or_default()
+                .entry(p.event.key.clone())
                 .or_default()
                 .push(pos);
         }
@@ -120,7 +122,9 @@ pub fn push(relid: pg_sys::Oid, event: Event) {
         let pos = s.pending.len();
         s.by_table.entry(event.table).or_default().push(pos);
         s.by_key
-            .entry((event.table, event.key.clone()))
+            .entry(event.table)
+            .or_default()
+            .entry(event.key.clone())
             .or_default()
             .push(pos);
         s.pending.push(Pending {
@@ -240,7 +244,7 @@ pub fn own_changes(
         let s = s.borrow();
         let mut out: BTreeMap<Vec<u8>, Own> = BTreeMap::new();
         let positions = match only_key {
-            Some(k) => s.by_key.get(&(table, k.to_vec())),
+            Some(k) => s.by_key.get(&table).and_then(|m| m.get(k)),
             None => s.by_table.get(&table),
         };
         for &pos in positions.map(Vec::as_slice).unwrap_or_default() {

@@ -221,6 +221,11 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     if let Err(e) = result {
         error!("driftdb: could not replay a change to DriftDB's files: {e}");
     }
+    // A settlement replayed: readers of this standby reread the record.
+    let fates = driftdb_storage::FATES_FILE;
+    if batch.ops.iter().any(|op| matches!(op, FileOp::Write { path, .. } | FileOp::Truncate { path, .. } if path == fates)) {
+        shmem::fates_changed();
+    }
     if !batch.groups.is_empty() {
         let mut state = shmem::STATE.exclusive();
         if shmem::publish(&batch.groups, &mut state).is_none() {

@@ -166,7 +166,14 @@ fn settle_once() {
     // The mark on disk only moves when a group was settled: a round with nothing to settle
     // releases the horizon to `below` without writing, so the process keeps its own mark.
     match engine::try_with_store(|s| s.settle(below, &EndedFates)) {
-        Ok(_) => hold_horizon(below),
+        Ok(settled) => {
+            // Backends reread the record before they can need it: before the horizon
+            // moves past what was just settled.
+            if settled > 0 {
+                shmem::fates_changed();
+            }
+            hold_horizon(below)
+        }
         Err(e) => pgrx::warning!("driftdb: could not record transaction fates: {e}"),
     }
 }

@@ -1,12 +1,13 @@
-//! A fast hasher for the append path's per-batch maps of keys (SipHash dominated the
-//! validation of large batches). Seeded randomly per map, like `RandomState`, so that
-//! colliding keys cannot be chosen in advance.
+//! A fast hasher for maps of keys: the append path's per-batch maps and the extension's
+//! record of a transaction's own writes (SipHash dominated both for large batches).
+//! Seeded randomly per map, like `RandomState`, so that colliding keys cannot be chosen in
+//! advance.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 #[derive(Clone, Copy)]
-pub(crate) struct FastState(u64);
+pub struct FastState(u64);
 
 impl FastState {
     pub fn new() -> FastState {
@@ -28,7 +29,7 @@ impl BuildHasher for FastState {
     }
 }
 
-pub(crate) struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -75,7 +76,7 @@ impl Hasher for FastHasher {
     }
 }
 
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
+pub type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
 
 #[cfg(test)]
 mod tests {

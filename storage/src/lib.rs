@@ -23,7 +23,8 @@ pub use error::{Error, Result};
 pub use fileops::{Applier, Batch, Fault, FileOp, GroupMark, WriteAhead};
 pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
-pub use settled::SettledFates;
+pub use hash::{FastMap, FastState};
+pub use settled::{SettledFates, FATES_FILE};
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{
     ColumnsOf, Config, Durability, EventCount, OpenMode, RecoveryMode, RowRef, Scan, ScanRows,

@@ -20,7 +20,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::{begin_frame, finish_frame, put_varint, read_frame, Decoder, FrameRead};
 use crate::types::Fate;
 
-pub(crate) const FATES_FILE: &str = "fates.log";
+/// The record of settled fates, relative to the store's root.
+pub const FATES_FILE: &str = "fates.log";
 
 /// The recorded fates: every xid below `below` has ended; those in `aborted` aborted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -530,7 +530,10 @@ fn history_survives_freezing_and_commit_log_truncation() {
     }
     assert!(cluster.datadir.join("driftdb/fates.log").exists());
 
-    // A new connection reads exactly what was there before.
+    // The connection that wrote, open all along, reads exactly what was there before
+    // (it rereads the settled fates the worker recorded since its last read)...
+    assert_eq!(read(&mut c), before);
+    // ...and so does a new one.
     drop(c);
     let mut c = cluster.connect("app");
     assert_eq!(read(&mut c), before);
