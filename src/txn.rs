@@ -390,7 +390,7 @@ fn commit() {
             }
         }
         loop {
-            match store.append(std::slice::from_ref(&txn), &LatestFates) {
+            match store.append_unsynced(std::slice::from_ref(&txn), &LatestFates) {
                 Ok(done) => {
                     // The append wrote WAL records under this transaction's xid, so Postgres
                     // flushes the commit record synchronously (unless the user chose
@@ -402,6 +402,10 @@ fn commit() {
                     };
                     drop(state);
                     STATE.with(|s| s.borrow_mut().inflight_slot = Some(slot));
+                    // The frames are in the WAL (flushed) and written; they are synced
+                    // after the lock is released, so the next committer appends while this
+                    // one syncs (its checkpoint delay holds until then).
+                    store.finish_append()?;
                     return Ok(());
                 }
                 // A table's storage is created by the first commit that writes to it.

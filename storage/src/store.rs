@@ -137,6 +137,12 @@ pub struct Store {
     settle_pending: Vec<usize>,
     /// Block cache hits and misses of this store's snapshots (counted where they happen).
     block_counters: Arc<BlockCounters>,
+    /// Set for the next append by [`Store::append_unsynced`]: its syncs wait for
+    /// [`Store::finish_append`].
+    defer_syncs: bool,
+    /// The syncs of the last append, when deferred; the write-ahead's batch stays open
+    /// (`WriteAhead::done` not called) until they are done.
+    pending_syncs: Vec<FileOp>,
 }
 
 /// The parts of a read at one seq: a base snapshot and, when the live delta does not fit,
@@ -416,6 +422,8 @@ impl Store {
             applier: Applier::new(&root, config.durability == Durability::Sync),
             fates_log: FatesLog::new(&root),
             broken: None,
+            defer_syncs: false,
+            pending_syncs: Vec::new(),
             missing: HashMap::new(),
             settle_scanned: 0,
             settle_pending: Vec::new(),
@@ -462,6 +470,7 @@ impl Store {
     /// Makes `ops` happen: described to the write-ahead log first (if the store has one),
     /// then applied in order. `groups` are the transaction groups they make durable.
     fn perform(&mut self, ops: Vec<FileOp>, groups: &[GroupMark]) -> Result<()> {
+        self.finish_append()?;
         if ops.is_empty() {
             return Ok(());
         }
@@ -471,7 +480,60 @@ impl Store {
         if let Some(w) = self.wal.as_mut() {
             w.log(&ops, groups)?;
         }
-        if let Err(e) = self.applier.apply(&ops, false, &mut self.stats) {
+        // Deferred only behind a write-ahead log: a crash before the syncs is repaired by
+        // replaying it (without one, the journal could reach the disk before the table
+        // frames it commits).
+        let (now, later): (Vec<FileOp>, Vec<FileOp>) = if self.defer_syncs && self.wal.is_some() {
+            ops.into_iter()
+                .partition(|op| !matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. }))
+        } else {
+            (ops, Vec::new())
+        };
+        if let Err(e) = self.applier.apply(&now, false, &mut self.stats) {
+            self.broken = Some(e.to_string());
+            if let Some(w) = self.wal.as_mut() {
+                w.failed(&e);
+            }
+            return Err(e);
+        }
+        if !later.is_empty() {
+            self.pending_syncs = later;
+            return Ok(());
+        }
+        if let Some(w) = self.wal.as_mut() {
+            w.done();
+        }
+        Ok(())
+    }
+
+    /// Like [`Store::append`], but returns once the frames are written (to the page cache)
+    /// and WAL-logged, before they are synced: the caller may release its append lock, so
+    /// that the next appender writes while this one syncs, and must then call
+    /// [`Store::finish_append`] (any other change to the files calls it first). Only a
+    /// store with a write-ahead log defers (a crash before the syncs is repaired by replay:
+    /// the WAL holds every byte, flushed before the files were written); without one this
+    /// is [`Store::append`]. The write-ahead's batch stays open until the syncs are done
+    /// (in Postgres: the critical section, and the checkpoint held off).
+    pub fn append_unsynced(&mut self, txns: &[Txn], fates: &dyn Fates) -> Result<Vec<Committed>> {
+        self.defer_syncs = true;
+        let out = self.append(txns, fates);
+        self.defer_syncs = false;
+        if out.is_err() {
+            // Written but failed afterwards (reading the journal back): sync now, so that
+            // the caller's error leaves no batch open.
+            self.finish_append()?;
+        }
+        out
+    }
+
+    /// Syncs what the last [`Store::append_unsynced`] wrote, and closes its write-ahead
+    /// batch. Nothing to do after any other call.
+    pub fn finish_append(&mut self) -> Result<()> {
+        if self.pending_syncs.is_empty() {
+            return Ok(());
+        }
+        let syncs = std::mem::take(&mut self.pending_syncs);
+        if let Err(e) = self.applier.apply(&syncs, false, &mut self.stats) {
             self.broken = Some(e.to_string());
             if let Some(w) = self.wal.as_mut() {
                 w.failed(&e);

@@ -233,3 +233,54 @@ fn a_replay_cut_anywhere_recovers_to_a_whole_group() {
         assert_eq!(files(dir.path()), files(copy.path()), "cut {cut}");
     }
 }
+
+/// An append whose syncs are deferred: written and logged when it returns, its batch still
+/// open (the syncs pending) until `finish_append`, which any other change to the files
+/// calls first; the reads see it at once and the replay gives the same files. Without a
+/// write-ahead log nothing is deferred.
+#[test]
+fn deferred_syncs_keep_the_batch_open_until_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::default();
+    let config = Config {
+        durability: Durability::Sync,
+        ..Config::default()
+    };
+    let mut s = Store::open_with(dir.path(), config.clone(), Some(Box::new(rec.clone()))).unwrap();
+    s.create_table(7).unwrap();
+    assert_eq!(*rec.logged_not_done.lock().unwrap(), 0);
+    let syncs = |s: &Store| s.stats().fsyncs;
+    let before = syncs(&s);
+    s.append_unsynced(&[txn(1, vec![ins(7, "a", &[(1, "x")])])], &AllCommitted)
+        .unwrap();
+    assert_eq!(
+        *rec.logged_not_done.lock().unwrap(),
+        1,
+        "open until finished"
+    );
+    assert_eq!(syncs(&s), before, "no sync before finish_append");
+    assert_eq!(scan_all(&mut s, 7, 1, &AllCommitted).len(), 1);
+    s.finish_append().unwrap();
+    assert_eq!(*rec.logged_not_done.lock().unwrap(), 0);
+    assert!(syncs(&s) >= before + 2, "table log and journal synced");
+    s.finish_append().unwrap();
+
+    // Another change finishes a pending append first.
+    s.append_unsynced(&[txn(2, vec![ins(7, "b", &[(1, "y")])])], &AllCommitted)
+        .unwrap();
+    s.append(&[txn(3, vec![ins(7, "c", &[(1, "z")])])], &AllCommitted)
+        .unwrap();
+    assert_eq!(*rec.logged_not_done.lock().unwrap(), 0);
+    let replica = tempfile::tempdir().unwrap();
+    replay(replica.path(), &rec.batches.lock().unwrap());
+    assert_eq!(files(replica.path()), files(dir.path()));
+
+    // Without a write-ahead log the syncs are not deferred.
+    let plain = tempfile::tempdir().unwrap();
+    let mut p = Store::open(plain.path(), config).unwrap();
+    p.create_table(7).unwrap();
+    let before = syncs(&p);
+    p.append_unsynced(&[txn(1, vec![ins(7, "a", &[(1, "x")])])], &AllCommitted)
+        .unwrap();
+    assert!(syncs(&p) >= before + 2);
+}
