@@ -21,7 +21,7 @@ use crate::datum::{self, Column};
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::fdw::table::{split_key, TableInfo};
-use crate::history::{jsonb_from_cstr, materialize, text_datum};
+use crate::history::{jsonb_from_cstr, materialize, name_datum, text_datum};
 use crate::schema::has_history;
 use crate::shmem;
 use crate::timetravel::{readable_table, stable_seq};
@@ -240,12 +240,7 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
                 values[0] = pg_sys::Datum::from(e.seq as i64);
                 values[1] = pg_sys::Datum::from(e.commit_ts);
                 values[2] = pg_sys::Datum::from(e.xid as i64);
-                let role = CString::new(e.role.clone()).unwrap_or_default();
-                values[3] = pg_sys::OidFunctionCall1Coll(
-                    pg_sys::Oid::from(pg_sys::F_NAMEIN),
-                    pg_sys::InvalidOid,
-                    pg_sys::Datum::from(role.as_ptr()),
-                );
+                values[3] = name_datum(&e.role);
                 values[4] = text_datum(op);
                 values[5] = jsonb(&key_json(&info, &cols, &e.key));
                 match &data {
@@ -478,22 +473,10 @@ impl Importer<'_> {
         engine::with_store(|store| {
             // Old groups' fates come from DriftDB's own record, as for a commit.
             engine::refresh_settled(store)?;
-            let mut state = shmem::STATE.exclusive();
             let held = IMPORT_SLOT.get();
-            let slot = match held {
-                Some(s) => s,
-                None => loop {
-                    if let Some(slot) = state.claim_slot() {
-                        break slot;
-                    }
-                    drop(state);
-                    // SAFETY: sleeps one millisecond, interruptible by Postgres as usual.
-                    unsafe {
-                        pg_sys::pg_usleep(1000);
-                        pg_sys::check_for_interrupts!();
-                    }
-                    state = shmem::STATE.exclusive();
-                },
+            let (mut state, slot) = match held {
+                Some(s) => (shmem::STATE.exclusive(), s),
+                None => shmem::lock_with_slot(),
             };
             loop {
                 match store.append_imported(&txns, &origins, &LatestFates) {

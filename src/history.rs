@@ -95,6 +95,18 @@ pub(crate) unsafe fn text_datum(s: &str) -> pg_sys::Datum {
     unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())) }
 }
 
+/// A `name` datum of `s` (a role name; one with a NUL is empty, as no role can have it).
+pub(crate) unsafe fn name_datum(s: &str) -> pg_sys::Datum {
+    let c = CString::new(s).unwrap_or_default();
+    unsafe {
+        pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_NAMEIN),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(c.as_ptr()),
+        )
+    }
+}
+
 /// Sets up the result set of a RETURNS TABLE function; returns (result store, row desc).
 pub(crate) unsafe fn materialize(
     fcinfo: pg_sys::FunctionCallInfo,
@@ -177,12 +189,7 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
                         None => nulls[4] = true,
                     }
                     values[5] = pg_sys::Datum::from(e.xid as i64);
-                    let role = CString::new(e.role.clone()).unwrap_or_default();
-                    values[6] = pg_sys::OidFunctionCall1Coll(
-                        pg_sys::Oid::from(pg_sys::F_NAMEIN),
-                        pg_sys::InvalidOid,
-                        pg_sys::Datum::from(role.as_ptr()),
-                    );
+                    values[6] = name_datum(&e.role);
                 });
                 // The tuplestore copies the values into its own memory.
                 pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());

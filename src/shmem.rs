@@ -136,6 +136,24 @@ pub fn fates_changed() {
     FATES_GENERATION.get().fetch_add(1, Ordering::SeqCst);
 }
 
+/// Takes the append lock with a free in-flight slot, waiting for one: every slot is held
+/// only between an append and the end of its transaction, which is short.
+pub fn lock_with_slot() -> (pgrx::lwlock::PgLwLockExclusiveGuard<'static, Shared>, usize) {
+    let mut state = STATE.exclusive();
+    loop {
+        if let Some(slot) = state.claim_slot() {
+            return (state, slot);
+        }
+        drop(state);
+        // SAFETY: sleeps one millisecond, interruptible by Postgres as usual.
+        unsafe {
+            pg_sys::pg_usleep(1000);
+            pg_sys::check_for_interrupts!();
+        }
+        state = STATE.exclusive();
+    }
+}
+
 /// The last seq every reader may look at.
 pub fn high_water() -> u64 {
     STATE.share().high_water

@@ -359,21 +359,7 @@ fn commit() {
     engine::with_store(|store| {
         // Old groups' fates come from DriftDB's own record, not the commit log.
         engine::refresh_settled(store)?;
-        let mut state = shmem::STATE.exclusive();
-        // Wait for an in-flight slot: every slot is held only between an append and the
-        // end of its transaction, which is short.
-        let slot = loop {
-            if let Some(slot) = state.claim_slot() {
-                break slot;
-            }
-            drop(state);
-            // SAFETY: sleeps one millisecond, interruptible by Postgres as usual.
-            unsafe {
-                pg_sys::pg_usleep(1000);
-                pg_sys::check_for_interrupts!();
-            }
-            state = shmem::STATE.exclusive();
-        };
+        let (mut state, slot) = shmem::lock_with_slot();
         let now = store.current_seq()?;
         // In key order: neighbouring keys share snapshot blocks (random order missed the
         // block cache on every key).
