@@ -2,7 +2,8 @@
 //! `docs/benchmarks.md` (engine section).
 //!
 //! - append: one large batch (2,500 transactions x 20 events, about 6 MB) made durable,
-//!   against a plain sequential write + fdatasync of as many bytes to the same disk.
+//!   against a plain sequential write + fdatasync of as many bytes to the same disk; keys
+//!   rising (a bulk load by a serial key) or scattered.
 //! - current state: scan of 100k rows, point lookup (snapshot + a 1k-event delta).
 //! - the past with 1M events of history: point lookup and scan at an old seq.
 
@@ -56,23 +57,51 @@ fn config(durability: Durability) -> Config {
     }
 }
 
-/// A fresh store with its segments created (so the timed append only appends).
+/// A fresh store with its segments created (so the timed append only appends), holding
+/// one row whose key sorts before every key of the batches.
 fn fresh_store(dir: &std::path::Path, durability: Durability) -> Store {
     let mut s = Store::open(dir, config(durability)).unwrap();
     s.create_table(T).unwrap();
-    s.append(&inserts(u64::MAX / 2, 1, 1), &AllCommitted)
-        .unwrap();
+    let mut first = inserts(u64::MAX / 2, 1, 1);
+    first[0].events[0].key = b"user-".to_vec();
+    s.append(&first, &AllCommitted).unwrap();
     s
 }
 
+/// [`inserts`] from 0 with the keys scattered: event `i` gets key `i * 7919 mod n` (7919
+/// is prime and does not divide `n`, so every key is used once), so that validation
+/// cannot take the rising-keys path.
+fn scattered_inserts(txns: u64, per_txn: u64) -> Vec<Txn> {
+    let n = txns * per_txn;
+    let mut batch = inserts(0, txns, per_txn);
+    for (i, e) in batch
+        .iter_mut()
+        .flat_map(|t| t.events.iter_mut())
+        .enumerate()
+    {
+        e.key = key(i as u64 * 7919 % n);
+    }
+    batch
+}
+
 /// Time of `iters` appends of one batch, each into a fresh store, the batch built outside
-/// the timed part.
-fn timed_appends(iters: u64, txns: u64, per_txn: u64, durability: Durability) -> Duration {
+/// the timed part (keys rising, or scattered).
+fn timed_appends(
+    iters: u64,
+    txns: u64,
+    per_txn: u64,
+    durability: Durability,
+    scattered: bool,
+) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let dir = tempfile::tempdir().unwrap();
         let mut s = fresh_store(dir.path(), durability);
-        let batch = inserts(0, txns, per_txn);
+        let batch = if scattered {
+            scattered_inserts(txns, per_txn)
+        } else {
+            inserts(0, txns, per_txn)
+        };
         let t = Instant::now();
         black_box(s.append(&batch, &AllCommitted).unwrap());
         total += t.elapsed();
@@ -98,7 +127,7 @@ fn bench_append(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("store_append_50k_events_fdatasync", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync))
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync, false))
     });
     g.bench_function("raw_sequential_write_fdatasync_same_bytes", |b| {
         let buf = vec![0x5au8; bytes as usize];
@@ -120,11 +149,15 @@ fn bench_append(c: &mut Criterion) {
     });
     // The CPU part alone: the same append without fdatasync.
     g.bench_function("store_append_50k_events_nosync", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::NoSync))
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::NoSync, false))
+    });
+    // Keys in no order: every INSERT is looked up in the batch's key map.
+    g.bench_function("store_append_50k_scattered_keys_fdatasync", |b| {
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync, true))
     });
     g.throughput(Throughput::Elements(txns * per_txn));
     g.bench_function("store_append_50k_events_fdatasync_events", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync))
+        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync, false))
     });
     g.finish();
 }

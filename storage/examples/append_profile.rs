@@ -1,8 +1,11 @@
-//! Repeats the append bench's batch (2,500 transactions x 20 INSERTs into a fresh store,
-//! no sync) for profiling: `cargo run --release -p driftdb-storage --example append_profile`
-//! under `perf record`. Prints the mean time of the appends alone.
+//! Repeats the append bench's batch (2,500 transactions x 20 INSERTs into a fresh store)
+//! for profiling: `cargo run --release -p driftdb-storage --example append_profile
+//! [rounds] [sync]` under `perf record`. Prints the mean time of the appends alone; with
+//! `sync`, the appends are durable and each is followed by a plain write + fdatasync of as
+//! many bytes to a fresh file in the same directory, timed the same way (the raw disk).
 
 use driftdb_storage::*;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -10,43 +13,95 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(40);
+    let sync = std::env::args().nth(2).as_deref() == Some("sync");
     let mut total = Duration::ZERO;
+    let mut raw = Duration::ZERO;
+    // FRESH: each round builds its batch anew (as the criterion bench does), in memory the
+    // last round freed; otherwise one batch, laid out in order, serves every round.
+    let fresh = std::env::var_os("FRESH").is_some();
+    let mut kept = batch();
     for _ in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(
             dir.path(),
             Config {
-                durability: Durability::NoSync,
+                durability: if sync {
+                    Durability::Sync
+                } else {
+                    Durability::NoSync
+                },
                 ..Config::default()
             },
         )
         .unwrap();
         s.create_table(1).unwrap();
-        let batch: Vec<Txn> = (0..2500u64)
-            .map(|t| Txn {
-                xid: t + 1,
-                commit_ts: 0,
-                role: "bench".into(),
-                events: (0..20u64)
-                    .map(|e| {
-                        let i = t * 20 + e;
-                        Event {
-                            table: 1,
-                            key: format!("user-{i:010}").into_bytes(),
-                            op: Op::Insert(Row(vec![
-                                (1, Some(i.to_be_bytes().to_vec())),
-                                (2, Some(format!("name number {i}").into_bytes())),
-                                (3, Some(vec![b'x'; 64])),
-                                (4, None),
-                            ])),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+        // As the bench does: the segments exist, and one row sorts before the batch.
+        let mut first = batch_of(1, 1);
+        first[0].events[0].key = b"user-".to_vec();
+        s.append(&first, &AllCommitted).unwrap();
+        if fresh {
+            drop(std::mem::take(&mut kept));
+            kept = batch();
+        }
+        let batch = &kept;
+        let before = s.stats().bytes_written;
         let t = Instant::now();
-        s.append(&batch, &AllCommitted).unwrap();
+        s.append(batch, &AllCommitted).unwrap();
         total += t.elapsed();
+        if sync {
+            let bytes = vec![0x5au8; (s.stats().bytes_written - before) as usize];
+            let mut f = std::fs::File::create(dir.path().join("raw")).unwrap();
+            f.write_all(&[0u8; 32]).unwrap();
+            f.sync_all().unwrap();
+            let t = Instant::now();
+            f.write_all(&bytes).unwrap();
+            f.sync_data().unwrap();
+            raw += t.elapsed();
+        }
     }
     println!("mean append: {:?}", total / rounds);
+    if sync {
+        println!(
+            "mean raw write + fdatasync: {:?} (append at {:.0}% of the raw bandwidth)",
+            raw / rounds,
+            100.0 * raw.as_secs_f64() / total.as_secs_f64()
+        );
+    }
+}
+
+/// 2,500 transactions x 20 INSERTs of about 100 bytes of column data each, keys rising
+/// (with SCATTER set: in no order, as the bench's scattered batch).
+fn batch() -> Vec<Txn> {
+    let mut b = batch_of(2500, 20);
+    if std::env::var_os("SCATTER").is_some() {
+        for (i, e) in b.iter_mut().flat_map(|t| t.events.iter_mut()).enumerate() {
+            e.key = format!("user-{:010}", i as u64 * 7919 % 50_000).into_bytes();
+        }
+    }
+    b
+}
+
+fn batch_of(txns: u64, per_txn: u64) -> Vec<Txn> {
+    (0..txns)
+        .map(|t| Txn {
+            xid: t + 1,
+            commit_ts: 0,
+            role: "bench".into(),
+            events: (0..per_txn)
+                .map(|e| {
+                    let i = t * per_txn + e;
+                    Event {
+                        table: 1,
+                        key: format!("user-{i:010}").into_bytes(),
+                        op: Op::Insert(Row(vec![
+                            (1, Some(i.to_be_bytes().to_vec())),
+                            (2, Some(format!("name number {i}").into_bytes())),
+                            (3, Some(vec![b'x'; 64])),
+                            (4, None),
+                        ])),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }

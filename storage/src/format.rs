@@ -50,6 +50,7 @@ pub type DecodeResult<T> = std::result::Result<T, &'static str>;
 // Primitive encoding
 
 /// Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last byte.
+#[inline]
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -64,12 +65,14 @@ pub fn put_varint_i64(out: &mut Vec<u8>, v: i64) {
 }
 
 /// `varint len | bytes`.
+#[inline]
 pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
 /// `varint 0` for NULL, else `varint (len + 1) | bytes`.
+#[inline]
 pub fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         None => put_varint(out, 0),
@@ -81,6 +84,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// `varint n | n x (varint column | value)`, columns strictly increasing.
+#[inline]
 pub fn put_columns(out: &mut Vec<u8>, cols: &[(ColumnId, Value)]) {
     put_varint(out, cols.len() as u64);
     for (c, v) in cols {
@@ -90,6 +94,7 @@ pub fn put_columns(out: &mut Vec<u8>, cols: &[(ColumnId, Value)]) {
 }
 
 /// `u8 tag | body`: INSERT = 1 + columns, PATCH = 2 + columns, SOFT_DELETE = 3.
+#[inline]
 pub fn put_op(out: &mut Vec<u8>, op: &Op) {
     match op {
         Op::Insert(row) => {
@@ -439,6 +444,35 @@ pub struct JournalRecord {
     pub origin: Option<Origin>,
 }
 
+/// Encodes a journal record payload from borrowed parts (see [`JournalRecord::encode`]).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_journal_record(
+    out: &mut Vec<u8>,
+    first_seq: Seq,
+    count: u64,
+    commit_ts: i64,
+    xid: u64,
+    role: &str,
+    tables: &[TableId],
+    origin: Option<&Origin>,
+) {
+    put_varint(out, first_seq);
+    put_varint(out, count);
+    put_varint_i64(out, commit_ts);
+    put_varint(out, xid);
+    put_bytes(out, role.as_bytes());
+    put_varint(out, tables.len() as u64);
+    for t in tables {
+        put_varint(out, *t);
+    }
+    if let Some(o) = origin {
+        out.push(EXT_ORIGIN);
+        put_varint(out, o.xid);
+        put_varint_i64(out, o.commit_ts);
+        put_bytes(out, o.role.as_bytes());
+    }
+}
+
 impl JournalRecord {
     /// Payload: `varint first_seq | varint count | zigzag-varint commit_ts | varint xid |
     /// varint len + role (UTF-8) | varint ntables | ntables x varint table` (tables strictly
@@ -446,21 +480,16 @@ impl JournalRecord {
     /// `EXT_ORIGIN` = `varint xid | zigzag-varint commit_ts | varint len + role`. A record
     /// without extensions is exactly the record of format 1 before extensions existed.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, self.first_seq);
-        put_varint(out, self.count);
-        put_varint_i64(out, self.commit_ts);
-        put_varint(out, self.xid);
-        put_bytes(out, self.role.as_bytes());
-        put_varint(out, self.tables.len() as u64);
-        for t in &self.tables {
-            put_varint(out, *t);
-        }
-        if let Some(o) = &self.origin {
-            out.push(EXT_ORIGIN);
-            put_varint(out, o.xid);
-            put_varint_i64(out, o.commit_ts);
-            put_bytes(out, o.role.as_bytes());
-        }
+        encode_journal_record(
+            out,
+            self.first_seq,
+            self.count,
+            self.commit_ts,
+            self.xid,
+            &self.role,
+            &self.tables,
+            self.origin.as_ref(),
+        );
     }
 
     pub fn decode(buf: &[u8]) -> DecodeResult<JournalRecord> {
@@ -528,7 +557,8 @@ pub struct TableFrame {
     pub events: Vec<(Seq, Vec<u8>, Op)>,
 }
 
-/// Encodes a table frame payload from borrowed parts.
+/// Encodes a table frame payload of `count` events from borrowed parts. Stops, returning
+/// false, as soon as the payload passes `limit` bytes (the caller then cuts `out` back).
 ///
 /// Payload: `varint group_seq | varint xid | varint n | n x (varint seq - group_seq |
 /// varint len + key | op)`, where op is `u8 tag | body` (see [`put_op`]) and the seqs are
@@ -537,16 +567,23 @@ pub fn encode_table_frame<'a>(
     out: &mut Vec<u8>,
     group_seq: Seq,
     xid: u64,
-    events: impl ExactSizeIterator<Item = (Seq, &'a [u8], &'a Op)>,
-) {
+    count: usize,
+    events: impl Iterator<Item = (Seq, &'a [u8], &'a Op)>,
+    limit: usize,
+) -> bool {
+    let start = out.len();
     put_varint(out, group_seq);
     put_varint(out, xid);
-    put_varint(out, events.len() as u64);
+    put_varint(out, count as u64);
     for (seq, key, op) in events {
         put_varint(out, seq - group_seq);
         put_bytes(out, key);
         put_op(out, op);
+        if out.len() - start > limit {
+            return false;
+        }
     }
+    true
 }
 
 /// The group seq of a table frame payload, without decoding the rest.
@@ -804,17 +841,19 @@ mod tests {
         ];
         let keys: [&[u8]; 3] = [b"k1", b"", b"k3"];
         let mut out = Vec::new();
-        encode_table_frame(
+        assert!(encode_table_frame(
             &mut out,
             10,
             99,
+            3,
             [
                 (10, keys[0], &ops[0]),
                 (12, keys[1], &ops[1]),
                 (13, keys[2], &ops[2]),
             ]
             .into_iter(),
-        );
+            usize::MAX,
+        ));
         let f = TableFrame::decode(&out).unwrap();
         assert_eq!(f.group_seq, 10);
         assert_eq!(f.xid, 99);

@@ -153,32 +153,39 @@ impl LogWriter {
 /// Plans the appending of frames (each `(group_seq, byte range in buf)`, contiguous) to a
 /// log, rolling over to a new segment when the current one has reached the configured
 /// size. A full segment is synced before the next is created, so only the last segment can
-/// ever have a torn tail; the last segment is synced too when the store is durable.
-/// `writer` moves to where the frames end.
+/// ever have a torn tail; with `sync_last`, the segment the frames end in is synced too
+/// (even when there are no frames) when the store is durable. `writer` moves to where the
+/// frames end. A write of the whole of `buf` takes it without copying.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_frames(
     root: &Path,
     writer: &mut Option<LogWriter>,
     log: (&Path, u8, TableId),
-    buf: &[u8],
+    buf: Vec<u8>,
     frames: &[(Seq, std::ops::Range<usize>)],
     config: &Config,
+    sync_last: bool,
     ops: &mut Vec<FileOp>,
 ) {
     let durable = config.durability == Durability::Sync;
-    let mut pending: Option<std::ops::Range<usize>> = None;
-    let write = |w: &mut LogWriter, p: std::ops::Range<usize>, ops: &mut Vec<FileOp>| {
+    let mut buf = Some(buf);
+    let mut write = |w: &mut LogWriter, p: std::ops::Range<usize>, ops: &mut Vec<FileOp>| {
+        let whole = buf
+            .as_ref()
+            .is_some_and(|b| p.start == 0 && p.end == b.len());
+        let bytes = if whole {
+            buf.take().expect("checked")
+        } else {
+            buf.as_ref().expect("a whole-buffer write is the only one")[p.clone()].to_vec()
+        };
         ops.push(FileOp::Write {
             path: w.rel.clone(),
             offset: w.len,
-            bytes: buf[p.clone()].to_vec(),
+            bytes,
         });
         w.len += p.len() as u64;
-        if durable {
-            ops.push(FileOp::Sync {
-                path: w.rel.clone(),
-            });
-        }
     };
+    let mut pending: Option<std::ops::Range<usize>> = None;
     for (seq, range) in frames {
         let pending_len = pending.as_ref().map_or(0, |p| p.len()) as u64;
         let full = match writer {
@@ -191,6 +198,11 @@ pub(crate) fn plan_frames(
         if full {
             if let (Some(w), Some(p)) = (writer.as_mut(), pending.take()) {
                 write(w, p, ops);
+                if durable {
+                    ops.push(FileOp::Sync {
+                        path: w.rel.clone(),
+                    });
+                }
             }
             *writer = Some(LogWriter::create(root, log, *seq, durable, ops));
         }
@@ -199,8 +211,15 @@ pub(crate) fn plan_frames(
             None => range.clone(),
         });
     }
-    if let (Some(w), Some(p)) = (writer.as_mut(), pending) {
-        write(w, p, ops);
+    if let Some(w) = writer.as_mut() {
+        if let Some(p) = pending {
+            write(w, p, ops);
+        }
+        if durable && sync_last {
+            ops.push(FileOp::Sync {
+                path: w.rel.clone(),
+            });
+        }
     }
 }
 

@@ -100,6 +100,8 @@ pub(crate) struct Snapshot {
     counters: OnceLock<Arc<BlockCounters>>,
     /// The number of rows, once counted.
     rows_counted: OnceLock<u64>,
+    /// The largest key, once read.
+    last_key: OnceLock<Option<Vec<u8>>>,
 }
 
 /// Streams records into compressed blocks of one section.
@@ -417,6 +419,7 @@ impl Snapshot {
             rebuilt: Mutex::new(HashMap::new()),
             counters: OnceLock::new(),
             rows_counted: OnceLock::new(),
+            last_key: OnceLock::new(),
         })
     }
 
@@ -541,6 +544,30 @@ impl Snapshot {
         }
         let _ = self.rows_counted.set(n);
         Ok(n)
+    }
+
+    /// The largest key, read once from the last row block (`None`: no rows).
+    pub fn last_key(&self) -> Result<Option<&[u8]>> {
+        if let Some(k) = self.last_key.get() {
+            return Ok(k.as_deref());
+        }
+        let last = match self.rows.last() {
+            None => None,
+            Some(b) => {
+                let raw = self.raw_block(b)?;
+                let found = (|| -> DecodeResult<Option<Vec<u8>>> {
+                    let mut d = Decoder::new(&raw);
+                    let mut key = None;
+                    while !d.is_empty() {
+                        key = Some(d.len_bytes()?);
+                        d.skip_columns()?;
+                    }
+                    Ok(key.map(<[u8]>::to_vec))
+                })();
+                found.map_err(|d| Error::corruption(&self.path, b.offset, d))?
+            }
+        };
+        Ok(self.last_key.get_or_init(|| last).as_deref())
     }
 
     /// Row block `i`, decompressed (cached), and whether it came from the cache.

@@ -1,7 +1,7 @@
 //! The store: one root directory holding the journal and every table's files, with the
 //! append path (seqs, frames, syncs), recovery on open, and reads at any seq.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -10,21 +10,18 @@ use std::sync::Arc;
 use crate::error::{Error, IoContext, Result};
 use crate::fileops::{relative, replace_ops, truncate_ops, Applier, FileOp, GroupMark, WriteAhead};
 use crate::format::{
-    begin_frame, encode_table_frame, finish_frame, key_events, peek_group_seq, read_frame,
-    FrameRead, JournalRecord, TableFrame, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
-    SEGMENT_HEADER_LEN,
+    key_events, peek_group_seq, read_frame, FrameRead, TableFrame, SEGMENT_HEADER_LEN,
 };
-use crate::hash::{FastMap, FastState};
 use crate::journal::Journal;
-use crate::log::{plan_frames, recover_table_log, Frames, LogWriter};
+use crate::log::{recover_table_log, LogWriter};
 use crate::settled::{encode_settlement, FatesLog, SettledFates};
 use crate::snapshot::{snapshot_bytes, BlockCounters, Snapshot};
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, Table, TableMeta};
 use crate::types::{
-    Change, ColumnId, Committed, Fate, Fates, HistoryEntry, Op, Origin, Row, Seq, Stats, TableId,
-    Txn,
+    Change, ColumnId, Committed, Fate, Fates, HistoryEntry, Op, Row, Seq, Stats, TableId, Txn,
 };
 
+mod append;
 mod import;
 mod inspect;
 mod scan;
@@ -155,7 +152,7 @@ struct ViewParts {
 /// The state of one table at one seq.
 struct View<'a> {
     snap: Option<Arc<Snapshot>>,
-    delta: &'a Arc<Delta>,
+    delta: Arc<Delta>,
     upto: Seq,
     fates: &'a dyn Fates,
 }
@@ -201,6 +198,23 @@ impl View<'_> {
             (None, Some(s)) => s.contains(key),
             (None, None) => Ok(false),
         }
+    }
+
+    /// Whether every key of the table (live or not) sorts before `key`: then `key` has no
+    /// row. Reads the snapshot's last key once.
+    fn all_keys_below(&self, key: &[u8]) -> Result<bool> {
+        if self
+            .delta
+            .keys
+            .last_key_value()
+            .is_some_and(|(k, _)| k.as_slice() >= key)
+        {
+            return Ok(false);
+        }
+        Ok(match &self.snap {
+            Some(s) => s.last_key()?.is_none_or(|k| k < key),
+            None => true,
+        })
     }
 
     fn scan(&self) -> Scan {
@@ -470,6 +484,11 @@ impl Store {
     /// Makes `ops` happen: described to the write-ahead log first (if the store has one),
     /// then applied in order. `groups` are the transaction groups they make durable.
     fn perform(&mut self, ops: Vec<FileOp>, groups: &[GroupMark]) -> Result<()> {
+        self.perform_ref(&ops, groups)
+    }
+
+    /// [`Store::perform`] of borrowed ops (the caller reuses their buffers).
+    fn perform_ref(&mut self, ops: &[FileOp], groups: &[GroupMark]) -> Result<()> {
         self.finish_append()?;
         if ops.is_empty() {
             return Ok(());
@@ -478,26 +497,31 @@ impl Store {
             return Err(Error::Broken(why.clone()));
         }
         if let Some(w) = self.wal.as_mut() {
-            w.log(&ops, groups)?;
+            w.log(ops, groups)?;
         }
         // Deferred only behind a write-ahead log: a crash before the syncs is repaired by
         // replaying it (without one, the journal could reach the disk before the table
         // frames it commits).
-        let (now, later): (Vec<FileOp>, Vec<FileOp>) = if self.defer_syncs && self.wal.is_some() {
-            ops.into_iter()
-                .partition(|op| !matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. }))
+        let defer = self.defer_syncs && self.wal.is_some();
+        let is_sync = |op: &FileOp| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. });
+        let applied = if defer {
+            self.pending_syncs = ops.iter().filter(|op| is_sync(op)).cloned().collect();
+            ops.iter().filter(|op| !is_sync(op)).try_for_each(|op| {
+                self.applier
+                    .apply(std::slice::from_ref(op), false, &mut self.stats)
+            })
         } else {
-            (ops, Vec::new())
+            self.applier.apply(ops, false, &mut self.stats)
         };
-        if let Err(e) = self.applier.apply(&now, false, &mut self.stats) {
+        if let Err(e) = applied {
+            self.pending_syncs.clear();
             self.broken = Some(e.to_string());
             if let Some(w) = self.wal.as_mut() {
                 w.failed(&e);
             }
             return Err(e);
         }
-        if !later.is_empty() {
-            self.pending_syncs = later;
+        if !self.pending_syncs.is_empty() {
             return Ok(());
         }
         if let Some(w) = self.wal.as_mut() {
@@ -818,16 +842,13 @@ impl Store {
         ))
     }
 
-    fn view<'a>(
-        &'a self,
-        id: TableId,
-        parts: &'a ViewParts,
-        at: Seq,
-        fates: &'a dyn Fates,
-    ) -> View<'a> {
+    fn view<'f>(&self, id: TableId, parts: &ViewParts, at: Seq, fates: &'f dyn Fates) -> View<'f> {
         View {
             snap: parts.snap.clone(),
-            delta: parts.replayed.as_ref().unwrap_or(&self.tables[&id].delta),
+            delta: parts
+                .replayed
+                .clone()
+                .unwrap_or_else(|| self.tables[&id].delta.clone()),
             upto: at,
             fates,
         }
@@ -978,267 +999,6 @@ impl Store {
             OpenMode::Writer => Ok(()),
             OpenMode::Reader => Err(Error::ReadOnly),
         }
-    }
-
-    // ------------------------------------------------------------------------------------
-    // Append
-
-    /// Appends transaction groups as one unit of durability: each table's frames, synced,
-    /// then the journal frames, synced (the commit point). Assigns consecutive seqs and
-    /// strictly increasing commit timestamps (`max(requested, last + 1)`).
-    ///
-    /// Validation, against the latest state counting every group that `fates` does not
-    /// call aborted (plus the earlier events of this call): an INSERT needs its key absent
-    /// ([`Error::KeyExists`]), a PATCH or SOFT_DELETE needs it live ([`Error::KeyMissing`]).
-    /// If any transaction fails validation nothing is written.
-    pub fn append(&mut self, txns: &[Txn], fates: &dyn Fates) -> Result<Vec<Committed>> {
-        self.append_batch(txns, fates, true)?.into_iter().collect()
-    }
-
-    /// Like [`Store::append`], but a transaction that fails validation gets its own error
-    /// and the others are still appended (the group committer's batches).
-    pub(crate) fn append_batch(
-        &mut self,
-        txns: &[Txn],
-        fates: &dyn Fates,
-        all_or_nothing: bool,
-    ) -> Result<Vec<Result<Committed>>> {
-        self.append_with_origins(txns, &[], fates, all_or_nothing)
-    }
-
-    /// [`Store::append_batch`], recording `origins[i]` (when given) in the journal record of
-    /// `txns[i]` (imports, see `store/import.rs`).
-    fn append_with_origins(
-        &mut self,
-        txns: &[Txn],
-        origins: &[Origin],
-        fates: &dyn Fates,
-        all_or_nothing: bool,
-    ) -> Result<Vec<Result<Committed>>> {
-        self.require_writer()?;
-        self.refresh_journal_writer()?;
-        let touched: BTreeSet<TableId> = txns
-            .iter()
-            .flat_map(|t| t.events.iter().map(|e| e.table))
-            .collect();
-        let mut missing = BTreeSet::new();
-        for id in &touched {
-            match self.refresh_table(*id, Seq::MAX) {
-                Ok(()) => {}
-                Err(Error::NoSuchTable(_)) => {
-                    missing.insert(*id);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let judge = NotAborted(fates);
-        let at = self.journal.last_seq();
-        let mut parts = HashMap::new();
-        for id in touched.difference(&missing) {
-            parts.insert(*id, self.view_parts(*id, at)?);
-        }
-        let mut verdicts = Vec::with_capacity(txns.len());
-        {
-            let views: HashMap<TableId, View<'_>> = parts
-                .iter()
-                .map(|(id, p)| (*id, self.view(*id, p, at, &judge)))
-                .collect();
-            let events: usize = txns.iter().map(|t| t.events.len()).sum();
-            let mut live: FastMap<(TableId, &[u8]), bool> =
-                FastMap::with_capacity_and_hasher(events, FastState::new());
-            let mut undo = Vec::new();
-            for txn in txns {
-                let v = validate(txn, &views, &mut live, &mut undo, &judge);
-                if all_or_nothing {
-                    v?;
-                    verdicts.push(Ok(()));
-                } else {
-                    verdicts.push(v);
-                }
-            }
-        }
-
-        // Assign seqs and timestamps, encode every frame.
-        let mut next = self.journal.next_seq;
-        let mut last_ts = self.journal.last_ts;
-        let mut per_table: BTreeMap<TableId, (Vec<u8>, Frames)> = BTreeMap::new();
-        let mut jbuf = Vec::new();
-        let mut jframes = Vec::new();
-        let mut results = Vec::with_capacity(txns.len());
-        let mut events = 0u64;
-        for (i, (txn, verdict)) in txns.iter().zip(verdicts).enumerate() {
-            if let Err(e) = verdict {
-                results.push(Err(e));
-                continue;
-            }
-            let first = next;
-            let n = txn.events.len() as u64;
-            next += n;
-            events += n;
-            let ts = match last_ts {
-                Some(l) => txn.commit_ts.max(l.saturating_add(1)),
-                None => txn.commit_ts,
-            };
-            last_ts = Some(ts);
-            let mut tables: Vec<TableId> = txn.events.iter().map(|e| e.table).collect();
-            tables.sort_unstable();
-            tables.dedup();
-            for t in &tables {
-                let (buf, frames) = per_table.entry(*t).or_insert_with(|| {
-                    // Room for the whole batch's frames of this table, so the buffer never
-                    // moves while it grows.
-                    let estimate: usize = txns
-                        .iter()
-                        .flat_map(|x| x.events.iter())
-                        .filter(|e| e.table == *t)
-                        .map(|e| e.key.len() + encoded_op_estimate(&e.op))
-                        .sum();
-                    (
-                        Vec::with_capacity(estimate + 64 * txns.len()),
-                        Frames::new(),
-                    )
-                });
-                let start = begin_frame(buf);
-                let numbered = txn
-                    .events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op));
-                if tables.len() == 1 {
-                    encode_table_frame(buf, first, txn.xid, numbered);
-                } else {
-                    let evs: Vec<_> = txn
-                        .events
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| e.table == *t)
-                        .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op))
-                        .collect();
-                    encode_table_frame(buf, first, txn.xid, evs.into_iter());
-                }
-                finish_frame(buf, start);
-                frames.push((first, start..buf.len()));
-            }
-            let start = begin_frame(&mut jbuf);
-            JournalRecord {
-                first_seq: first,
-                count: n,
-                commit_ts: ts,
-                xid: txn.xid,
-                role: txn.role.clone(),
-                tables,
-                origin: origins.get(i).cloned(),
-            }
-            .encode(&mut jbuf);
-            finish_frame(&mut jbuf, start);
-            jframes.push((first, start..jbuf.len()));
-            results.push(Ok(Committed {
-                xid: txn.xid,
-                first_seq: first,
-                last_seq: next - 1,
-                commit_ts: ts,
-            }));
-        }
-        if jframes.is_empty() {
-            return Ok(results);
-        }
-
-        // Table frames first, synced; then the journal frames, synced: the commit point.
-        let mut ops = Vec::new();
-        for (id, (buf, frames)) in &per_table {
-            self.prepare_table_writer(*id)?;
-            let t = self.tables.get_mut(id).expect("refreshed");
-            plan_frames(
-                &self.root,
-                &mut t.writer,
-                (&t.dir, KIND_TABLE, *id),
-                buf,
-                frames,
-                &self.config,
-                &mut ops,
-            );
-        }
-        self.prepare_journal_writer()?;
-        let jdir = self.journal.dir.clone();
-        plan_frames(
-            &self.root,
-            &mut self.journal_writer,
-            (&jdir, KIND_JOURNAL, 0),
-            &jbuf,
-            &jframes,
-            &self.config,
-            &mut ops,
-        );
-        let groups: Vec<GroupMark> = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(GroupMark::from)
-            .collect();
-        self.perform(ops, &groups)?;
-        if self.durable() {
-            self.stats.sync_rounds += 1;
-        }
-        self.stats.appends += 1;
-        self.stats.groups += jframes.len() as u64;
-        self.stats.events += events;
-        self.journal.refresh(None)?;
-        if self.journal.next_seq != next {
-            return Err(Error::corruption(
-                &jdir,
-                0,
-                format!(
-                    "journal ends at seq {} after appending up to {}",
-                    self.journal.next_seq, next
-                ),
-            ));
-        }
-        Ok(results)
-    }
-
-    /// Makes sure the table's writer sits at the end of its log, cutting what a crashed
-    /// writer left past the journal.
-    ///
-    /// Another store (another backend) may have appended since this one last did: its
-    /// frames are then accepted by reading just them (whole frames of groups the journal
-    /// has), instead of recovering the whole segment. Once the segment is full, another
-    /// store may already have started the next one, so the log is listed again (through
-    /// recovery) before this store starts one of its own.
-    fn prepare_table_writer(&mut self, id: TableId) -> Result<()> {
-        let last_seq = self.journal.last_seq();
-        let segment_size = self.config.segment_size;
-        let t = self.tables.get_mut(&id).expect("refreshed");
-        if let Some(w) = &mut t.writer {
-            if let Ok(len) = fs::metadata(&w.path).map(|m| m.len()) {
-                if len < segment_size {
-                    if len == w.len {
-                        return Ok(());
-                    }
-                    if len > w.len && whole_frames_upto(&w.path, w.len, len, last_seq)? {
-                        w.len = len;
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        self.recover_table(id)
-    }
-
-    fn prepare_journal_writer(&mut self) -> Result<()> {
-        let tail = self
-            .journal
-            .tail()
-            .map(|(f, p, off)| (f, p.to_path_buf(), off));
-        let ok = match (&self.journal_writer, &tail) {
-            (Some(w), Some((_, p, off))) => w.path == *p && w.len == *off,
-            _ => false,
-        };
-        if !ok {
-            self.journal_writer = match tail {
-                Some((_, path, off)) => Some(LogWriter::at(&self.root, &path, off)),
-                None => None,
-            };
-        }
-        Ok(())
     }
 
     // ------------------------------------------------------------------------------------
@@ -1610,129 +1370,7 @@ impl Store {
     }
 }
 
-/// Earlier verdicts a transaction replaced in the live map, to put back if it fails.
-type Undo<'t> = Vec<((TableId, &'t [u8]), Option<bool>)>;
-
-/// Checks one transaction against the latest state (`views`, counting every group not
-/// aborted) and the live/dead verdicts of earlier transactions of the same append (`live`),
-/// then records its own verdicts in `live` (undone if it fails or is known aborted).
-fn validate<'t>(
-    txn: &'t Txn,
-    views: &HashMap<TableId, View<'_>>,
-    live: &mut FastMap<(TableId, &'t [u8]), bool>,
-    undo: &mut Undo<'t>,
-    judge: &dyn Fates,
-) -> Result<()> {
-    undo.clear();
-    let verdict = check_events(txn, views, live, undo);
-    // A transaction already known to be aborted never makes a key live for the
-    // transactions after it.
-    if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
-        for (id, prev) in undo.drain(..).rev() {
-            match prev {
-                Some(p) => live.insert(id, p),
-                None => live.remove(&id),
-            };
-        }
-    }
-    verdict
-}
-
-fn check_events<'t>(
-    txn: &'t Txn,
-    views: &HashMap<TableId, View<'_>>,
-    live: &mut FastMap<(TableId, &'t [u8]), bool>,
-    undo: &mut Undo<'t>,
-) -> Result<()> {
-    if txn.events.is_empty() {
-        return Err(Error::InvalidTxn(
-            "a transaction needs at least one event".into(),
-        ));
-    }
-    let mut sizes: Vec<(TableId, usize)> = Vec::new();
-    for e in &txn.events {
-        let Some(view) = views.get(&e.table) else {
-            return Err(Error::NoSuchTable(e.table));
-        };
-        let cols = match &e.op {
-            Op::Insert(r) => r.0.as_slice(),
-            Op::Patch(p) => p.as_slice(),
-            Op::SoftDelete => &[],
-        };
-        if !Row::is_well_formed(cols) {
-            return Err(Error::InvalidTxn(
-                "columns must be sorted by id without duplicates".into(),
-            ));
-        }
-        // An upper bound of the encoded size, so no frame can exceed MAX_FRAME_LEN.
-        let size = e.key.len()
-            + 32
-            + cols
-                .iter()
-                .map(|(_, v)| v.as_ref().map_or(0, Vec::len) + 16)
-                .sum::<usize>();
-        let total = match sizes.iter_mut().find(|(t, _)| *t == e.table) {
-            Some((_, total)) => total,
-            None => {
-                sizes.push((e.table, txn.role.len() + 64));
-                &mut sizes.last_mut().expect("pushed").1
-            }
-        };
-        *total += size;
-        if *total > MAX_FRAME_LEN as usize {
-            return Err(Error::TooLarge(format!(
-                "the events of one transaction for table {} exceed {MAX_FRAME_LEN} bytes",
-                e.table
-            )));
-        }
-        let id = (e.table, e.key.as_slice());
-        let is_live = match live.get(&id) {
-            Some(l) => *l,
-            None => view.exists(&e.key)?,
-        };
-        match (&e.op, is_live) {
-            (Op::Insert(_), true) => {
-                return Err(Error::KeyExists {
-                    table: e.table,
-                    key: e.key.clone(),
-                })
-            }
-            (Op::Patch(_) | Op::SoftDelete, false) => {
-                return Err(Error::KeyMissing {
-                    table: e.table,
-                    key: e.key.clone(),
-                })
-            }
-            _ => {}
-        }
-        let prev = live.insert(id, !matches!(e.op, Op::SoftDelete));
-        undo.push((id, prev));
-    }
-    Ok(())
-}
-
 /// An upper bound of an op's encoded size (tag, counts, ids, lengths, values).
-/// Whether the bytes of `path` from `from` to `to` are whole frames of groups at or below
-/// `last_seq` (what another store appended), read with one pread.
-fn whole_frames_upto(path: &Path, from: u64, to: u64, last_seq: Seq) -> Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (to - from) as usize];
-    fs::File::open(path)
-        .and_then(|f| f.read_exact_at(&mut buf, from))
-        .at(path)?;
-    let mut pos = 0;
-    while pos < buf.len() {
-        match read_frame(&buf, pos) {
-            FrameRead::Frame { payload, next } => match peek_group_seq(payload) {
-                Ok(g) if g <= last_seq => pos = next,
-                _ => return Ok(false),
-            },
-            _ => return Ok(false),
-        }
-    }
-    Ok(true)
-}
-
 fn encoded_op_estimate(op: &Op) -> usize {
     let cols = match op {
         Op::Insert(r) => r.0.as_slice(),

@@ -1102,3 +1102,140 @@ fn a_missing_segment_is_reported_not_skipped() {
         assert_eq!(scan_all(&mut s, T, 40, &AllCommitted).len(), 40);
     }
 }
+
+/// INSERTs whose keys rise above everything the table and the batch hold are checked with
+/// one comparison each, not a lookup: every verdict must still come out as the lookups'
+/// would, and a failed or aborted transaction must take its keys back.
+#[test]
+fn keys_inserted_in_rising_order_are_checked_like_any_other() {
+    let (_d, mut s) = setup();
+    s.append(&[txn(1, vec![ins(T, "m", &[(1, "m")])])], &AllCommitted)
+        .unwrap();
+    // Above the table: "n", "p" rise; then events on them and below them.
+    s.append(
+        &[
+            txn(2, vec![ins(T, "n", &[(1, "n")]), ins(T, "p", &[(1, "p")])]),
+            txn(3, vec![patch(T, "n", &[(1, Some("n2"))])]),
+            txn(4, vec![del(T, "p"), ins(T, "p", &[(1, "p2")])]),
+            txn(5, vec![ins(T, "a", &[(1, "a")]), ins(T, "q", &[(1, "q")])]),
+        ],
+        &AllCommitted,
+    )
+    .unwrap();
+    let at = s.current_seq().unwrap();
+    assert_eq!(
+        scan_all(&mut s, T, at, &AllCommitted),
+        vec![
+            ("a".to_string(), row(&[(1, "a")])),
+            ("m".to_string(), row(&[(1, "m")])),
+            ("n".to_string(), row(&[(1, "n2")])),
+            ("p".to_string(), row(&[(1, "p2")])),
+            ("q".to_string(), row(&[(1, "q")])),
+        ]
+    );
+    // A key inserted earlier in the same call, in rising order, exists for later ones.
+    for dup in ["r", "s"] {
+        let got = s.append(
+            &[
+                txn(6, vec![ins(T, "r", &[]), ins(T, "s", &[])]),
+                txn(7, vec![ins(T, dup, &[])]),
+            ],
+            &AllCommitted,
+        );
+        assert!(matches!(got, Err(Error::KeyExists { key, .. }) if key == dup.as_bytes()));
+    }
+    // The table's largest key and keys below it go through the lookups.
+    for (key, exists) in [("q", true), ("m", true), ("b", false)] {
+        let got = s.append(&[txn(6, vec![ins(T, key, &[])])], &AllCommitted);
+        assert_eq!(got.is_err(), exists, "{key}");
+    }
+    // An aborted transaction's rising keys are not live for the next ones.
+    let aborted = FateSet::aborted([8]);
+    s.append(
+        &[
+            txn(8, vec![ins(T, "x", &[(1, "lost")]), ins(T, "y", &[])]),
+            txn(9, vec![ins(T, "x", &[(1, "kept")])]),
+        ],
+        &aborted,
+    )
+    .unwrap();
+    let at = s.current_seq().unwrap();
+    assert_eq!(
+        s.get(T, b"x", at, &aborted).unwrap(),
+        Some(row(&[(1, "kept")]))
+    );
+    assert_eq!(s.get(T, b"y", at, &aborted).unwrap(), None);
+    // Above a snapshot's last key, and at it.
+    s.snapshot(T, at, &aborted).unwrap();
+    let mut fresh = Store::open(s.root(), cfg()).unwrap();
+    assert!(matches!(
+        fresh.append(&[txn(10, vec![ins(T, "x", &[])])], &aborted),
+        Err(Error::KeyExists { .. })
+    ));
+    fresh
+        .append(&[txn(10, vec![ins(T, "z", &[(1, "z")])])], &aborted)
+        .unwrap();
+    let at = fresh.current_seq().unwrap();
+    assert_eq!(
+        fresh.get(T, b"z", at, &aborted).unwrap(),
+        Some(row(&[(1, "z")]))
+    );
+}
+
+/// A batch of several megabytes is written out in chunks while it is encoded: when a later
+/// transaction then fails, what was written is cut again, and the next append and a
+/// reopened store see exactly the groups the journal committed.
+#[test]
+fn a_large_batch_that_fails_late_leaves_nothing_behind() {
+    let (dir, mut s) = setup();
+    s.append(
+        &[txn(1, vec![ins(T, "k-first", &[(1, "x")])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    let log_bytes = |d: &std::path::Path| -> u64 {
+        std::fs::read_dir(d.join("tables").join(T.to_string()))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before = log_bytes(dir.path());
+    let value = "v".repeat(1000);
+    let big: Vec<Txn> = (0..400u64)
+        .map(|t| {
+            txn(
+                t + 2,
+                (0..10)
+                    .map(|e| ins(T, &format!("k-{:06}", t * 10 + e), &[(1, &value)]))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut failing = big.clone();
+    failing.push(txn(500, vec![ins(T, "k-first", &[])]));
+    assert!(matches!(
+        s.append(&failing, &AllCommitted),
+        Err(Error::KeyExists { .. })
+    ));
+    assert_eq!(s.current_seq().unwrap(), 1);
+    assert_eq!(log_bytes(dir.path()), before, "the written chunks are cut");
+    s.append(&big, &AllCommitted).unwrap();
+    s.append(&[txn(600, vec![ins(T, "k-last", &[])])], &AllCommitted)
+        .unwrap();
+    drop(s);
+    let mut s = Store::open(dir.path(), cfg()).unwrap();
+    let at = s.current_seq().unwrap();
+    assert_eq!(at, 4002);
+    let rows = scan_all(&mut s, T, at, &AllCommitted);
+    assert_eq!(rows.len(), 4002);
+    assert_eq!(rows[0], ("k-000000".to_string(), row(&[(1, &value)])));
+    assert_eq!(rows[4000].0, "k-first");
+    assert_eq!(rows[4001].0, "k-last");
+    let report = Verifier::open(dir.path())
+        .unwrap()
+        .verify_table(T, &AllCommitted)
+        .unwrap();
+    assert!(report.ok(), "{report:?}");
+}

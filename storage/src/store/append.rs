@@ -1,0 +1,672 @@
+//! The append path: seqs, validation, frames, writes and syncs.
+//!
+//! One pass over a batch: each transaction is validated and then encoded at once, while
+//! its events are still in the cache (a batch of many small heap objects costs a cache
+//! miss per object each time it is walked). A store without a write-ahead log writes a
+//! large batch's table frames out in chunks as they fill, so that the disk works on them
+//! while the rest is encoded; the syncs and the journal frames (the commit point) follow
+//! the last chunk. Frames past the journal are never read, and a failed batch cuts them
+//! again before it returns.
+
+use std::fs;
+use std::hash::BuildHasher;
+use std::path::Path;
+
+use super::{NotAborted, Store, View};
+use crate::error::{Error, IoContext, Result};
+use crate::fileops::{FileOp, GroupMark};
+use crate::format::{
+    begin_frame, encode_journal_record, encode_table_frame, finish_frame, peek_group_seq,
+    read_frame, FrameRead, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
+};
+use crate::hash::FastState;
+use crate::log::{plan_frames, Frames, LogWriter};
+use crate::types::{ColumnId, Committed, Fate, Fates, Op, Origin, Row, Seq, TableId, Txn, Value};
+use hashbrown::hash_table::{self, HashTable};
+
+/// Table frames are written out once this many bytes of them are encoded (stores without
+/// a write-ahead log): large enough that each write is one cheap call, small enough that
+/// the buffer stays in the cache and the disk starts early.
+const CHUNK: usize = 1 << 20;
+
+/// The largest frame payload, as a length.
+const LIMIT: usize = MAX_FRAME_LEN as usize;
+
+/// A validated and encoded batch: the journal frames, each transaction's result, the
+/// number of events and the seq after the last.
+struct Encoded {
+    jbuf: Vec<u8>,
+    jframes: Frames,
+    results: Vec<Result<Committed>>,
+    events: u64,
+    next: Seq,
+}
+
+/// What a transaction changed in the verdicts, to take back if it fails.
+enum Step {
+    /// A key's slot and the verdict it had before.
+    Verdict(usize, Option<bool>),
+    /// A key pushed on the ascending list of table `checks[i]`.
+    Ascending(usize),
+}
+
+/// Whether each key the batch has touched so far is live after the transactions checked
+/// so far (`None`: not yet decided by one of them, the table's state decides).
+///
+/// A hash table of 4-byte slot numbers into `keys`, not of the keys themselves, so that
+/// the table of a large batch stays small; a slot is never removed (a verdict taken back
+/// becomes `None` again).
+struct Verdicts<'t> {
+    slots: HashTable<u32>,
+    keys: Vec<(TableId, &'t [u8])>,
+    live: Vec<Option<bool>>,
+    hasher: FastState,
+    /// The room to make on first use: the batch's events.
+    room: usize,
+}
+
+impl<'t> Verdicts<'t> {
+    fn new(room: usize) -> Verdicts<'t> {
+        Verdicts {
+            slots: HashTable::new(),
+            keys: Vec::new(),
+            live: Vec::new(),
+            hasher: FastState::new(),
+            room,
+        }
+    }
+
+    /// The slot of `key`, made if new.
+    fn slot(&mut self, key: (TableId, &'t [u8])) -> usize {
+        if self.slots.capacity() == 0 {
+            let (room, hasher) = (self.room, &self.hasher);
+            let keys = &self.keys;
+            self.slots
+                .reserve(room, |s| hasher.hash_one(keys[*s as usize]));
+        }
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        let entry = self.slots.entry(
+            hasher.hash_one(key),
+            |s| keys[*s as usize] == key,
+            |s| hasher.hash_one(keys[*s as usize]),
+        );
+        match entry {
+            hash_table::Entry::Occupied(o) => *o.get() as usize,
+            hash_table::Entry::Vacant(v) => {
+                let slot = self.keys.len();
+                v.insert(slot as u32);
+                self.keys.push(key);
+                self.live.push(None);
+                slot
+            }
+        }
+    }
+}
+
+/// One table's part of validation: its latest state, and the INSERTs of the batch whose
+/// keys came in increasing order above every key the table has and every key the batch
+/// touched before them. Those need no lookup: bulk loads by a serial, time-ordered or
+/// otherwise increasing key (the usual kind) are checked with one comparison per row,
+/// like a B-tree's fast path for its rightmost leaf. Any other event goes through
+/// [`Verdicts`].
+struct TableCheck<'t, 'f> {
+    id: TableId,
+    view: View<'f>,
+    /// The largest key an event of the batch has touched (kept when taken back).
+    seen_max: Option<&'t [u8]>,
+    /// The keys inserted in increasing order (so sorted): live unless [`Verdicts`] says
+    /// otherwise.
+    ascending: Vec<&'t [u8]>,
+    /// Every key of the table sorts below `seen_max` (once true, stays true).
+    above_table: bool,
+}
+
+impl TableCheck<'_, '_> {
+    /// Whether an INSERT of `key` goes on the ascending list: `key` is above every key
+    /// touched so far and every key of the table.
+    fn ascends(&mut self, key: &[u8]) -> Result<bool> {
+        if self.seen_max.is_some_and(|m| m >= key) {
+            return Ok(false);
+        }
+        if !self.above_table {
+            self.above_table = self.view.all_keys_below(key)?;
+        }
+        Ok(self.above_table)
+    }
+
+    /// Whether `key` is live before the transaction being checked, when no verdict of the
+    /// batch says.
+    fn exists(&self, key: &[u8]) -> Result<bool> {
+        if self.ascending.binary_search(&key).is_ok() {
+            return Ok(true);
+        }
+        self.view.exists(key)
+    }
+}
+
+/// One table's encoded frames not yet written.
+struct TableOut {
+    id: TableId,
+    buf: Vec<u8>,
+    frames: Frames,
+    /// Frames of this batch already written (the table's file needs its sync at the end).
+    written: bool,
+}
+
+impl Store {
+    /// Appends transaction groups as one unit of durability: each table's frames, synced,
+    /// then the journal frames, synced (the commit point). Assigns consecutive seqs and
+    /// strictly increasing commit timestamps (`max(requested, last + 1)`).
+    ///
+    /// Validation, against the latest state counting every group that `fates` does not
+    /// call aborted (plus the earlier events of this call): an INSERT needs its key absent
+    /// ([`Error::KeyExists`]), a PATCH or SOFT_DELETE needs it live ([`Error::KeyMissing`]).
+    /// If any transaction fails validation nothing is written.
+    pub fn append(&mut self, txns: &[Txn], fates: &dyn Fates) -> Result<Vec<Committed>> {
+        self.append_batch(txns, fates, true)?.into_iter().collect()
+    }
+
+    /// Like [`Store::append`], but a transaction that fails validation gets its own error
+    /// and the others are still appended (the group committer's batches).
+    pub(crate) fn append_batch(
+        &mut self,
+        txns: &[Txn],
+        fates: &dyn Fates,
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<Committed>>> {
+        self.append_with_origins(txns, &[], fates, all_or_nothing)
+    }
+
+    /// [`Store::append_batch`], recording `origins[i]` (when given) in the journal record of
+    /// `txns[i]` (imports, see `store/import.rs`).
+    pub(super) fn append_with_origins(
+        &mut self,
+        txns: &[Txn],
+        origins: &[Origin],
+        fates: &dyn Fates,
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<Committed>>> {
+        self.require_writer()?;
+        self.refresh_journal_writer()?;
+        let judge = NotAborted(fates);
+        let mut checks: Vec<TableCheck<'_, '_>> = Vec::new();
+        // Without a write-ahead log, table frames may reach their files before the batch is
+        // whole (they are past the journal until it commits them); with one, the whole
+        // batch is described to it first, in one piece.
+        let stream = self.wal.is_none();
+        let mut out: Vec<TableOut> = Vec::new();
+        let encoded = self.encode_batch(
+            txns,
+            origins,
+            &mut checks,
+            &judge,
+            all_or_nothing,
+            stream,
+            &mut out,
+        );
+        drop(checks);
+        match encoded.and_then(|batch| self.commit_batch(&mut out, batch)) {
+            Ok(results) => Ok(results),
+            Err(e) => {
+                // Frames already written are past the journal: cut them, so that the next
+                // append (reusing their seqs) starts where the log ended.
+                for t in out.iter().filter(|t| t.written) {
+                    if self.broken.is_some() {
+                        break;
+                    }
+                    self.tables.get_mut(&t.id).expect("refreshed").writer = None;
+                    if let Err(cut) = self.recover_table(t.id) {
+                        self.broken = Some(format!(
+                            "cutting the frames of a failed append ({e}) failed: {cut}"
+                        ));
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Validates and encodes every transaction (in `out`, per table, and the journal
+    /// frames returned), writing table frames out in chunks when `stream`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_batch<'t, 'f>(
+        &mut self,
+        txns: &'t [Txn],
+        origins: &[Origin],
+        checks: &mut Vec<TableCheck<'t, 'f>>,
+        judge: &'f dyn Fates,
+        all_or_nothing: bool,
+        stream: bool,
+        out: &mut Vec<TableOut>,
+    ) -> Result<Encoded> {
+        let events_in_batch = txns.iter().map(|t| t.events.len()).sum();
+        let mut verdicts = Verdicts::new(events_in_batch);
+        let at = self.journal.last_seq();
+        let mut missing = Vec::new();
+        let mut undo = Vec::new();
+        let mut tables: Vec<TableId> = Vec::new();
+        let mut next = self.journal.next_seq;
+        let mut last_ts = self.journal.last_ts;
+        let mut jbuf = Vec::with_capacity(txns.len() * 40);
+        let mut jframes = Frames::with_capacity(txns.len());
+        let mut results = Vec::with_capacity(txns.len());
+        let mut events = 0u64;
+        for (i, txn) in txns.iter().enumerate() {
+            undo.clear();
+            let first = next;
+            let ts = match last_ts {
+                Some(l) => txn.commit_ts.max(l.saturating_add(1)),
+                None => txn.commit_ts,
+            };
+            let mut table = None;
+            for e in &txn.events {
+                if table != Some(e.table) {
+                    table = Some(e.table);
+                    self.check_table(e.table, at, judge, checks, &mut missing)?;
+                }
+            }
+            let mut verdict = check_events(txn, checks, &mut verdicts, &mut undo);
+            if verdict.is_ok() {
+                tables.clear();
+                tables.extend(txn.events.iter().map(|e| e.table));
+                tables.sort_unstable();
+                tables.dedup();
+                verdict = encode_txn(txn, first, &tables, out);
+            }
+            if verdict.is_ok() {
+                let start = begin_frame(&mut jbuf);
+                encode_journal_record(
+                    &mut jbuf,
+                    first,
+                    txn.events.len() as u64,
+                    ts,
+                    txn.xid,
+                    &txn.role,
+                    &tables,
+                    origins.get(i),
+                );
+                if jbuf.len() - start > MAX_FRAME_LEN as usize {
+                    jbuf.truncate(start);
+                    unencode_txn(first, &tables, out);
+                    verdict = Err(Error::TooLarge(format!(
+                        "the journal record of a transaction exceeds {MAX_FRAME_LEN} bytes"
+                    )));
+                } else {
+                    finish_frame(&mut jbuf, start);
+                    jframes.push((first, start..jbuf.len()));
+                }
+            }
+            // A failed transaction, or one already known to be aborted, never makes a key
+            // live for the transactions after it.
+            if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
+                for step in undo.drain(..).rev() {
+                    match step {
+                        Step::Verdict(slot, prev) => verdicts.live[slot] = prev,
+                        Step::Ascending(i) => {
+                            checks[i].ascending.pop();
+                        }
+                    }
+                }
+            }
+            if let Err(e) = verdict {
+                if all_or_nothing {
+                    return Err(e);
+                }
+                results.push(Err(e));
+                continue;
+            }
+            let n = txn.events.len() as u64;
+            next += n;
+            events += n;
+            last_ts = Some(ts);
+            results.push(Ok(Committed {
+                xid: txn.xid,
+                first_seq: first,
+                last_seq: next - 1,
+                commit_ts: ts,
+            }));
+            if stream {
+                for t in out.iter_mut().filter(|t| t.buf.len() >= CHUNK) {
+                    self.write_table_frames(t)?;
+                }
+            }
+        }
+        Ok(Encoded {
+            jbuf,
+            jframes,
+            results,
+            events,
+            next,
+        })
+    }
+
+    /// Adds table `id`'s state at `at` to `checks`, the first time the batch meets it (a
+    /// table without storage goes on `missing`: its events fail validation).
+    fn check_table<'t, 'f>(
+        &mut self,
+        id: TableId,
+        at: Seq,
+        judge: &'f dyn Fates,
+        checks: &mut Vec<TableCheck<'t, 'f>>,
+        missing: &mut Vec<TableId>,
+    ) -> Result<()> {
+        if checks.iter().any(|c| c.id == id) || missing.contains(&id) {
+            return Ok(());
+        }
+        match self.refresh_table(id, Seq::MAX) {
+            Ok(()) => {}
+            Err(Error::NoSuchTable(_)) => {
+                missing.push(id);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let parts = self.view_parts(id, at)?;
+        checks.push(TableCheck {
+            id,
+            view: self.view(id, &parts, at, judge),
+            seen_max: None,
+            ascending: Vec::new(),
+            above_table: false,
+        });
+        Ok(())
+    }
+
+    /// Writes what is left of each table's frames, syncs every table file the batch wrote,
+    /// then writes and syncs the journal frames: the commit point.
+    fn commit_batch(
+        &mut self,
+        out: &mut [TableOut],
+        batch: Encoded,
+    ) -> Result<Vec<Result<Committed>>> {
+        let Encoded {
+            jbuf,
+            jframes,
+            results,
+            events,
+            next,
+        } = batch;
+        if jframes.is_empty() {
+            return Ok(results);
+        }
+        let mut ops = Vec::new();
+        for t in out.iter_mut() {
+            ops.extend(self.plan_table_frames(t, true)?);
+        }
+        self.prepare_journal_writer()?;
+        let jdir = self.journal.dir.clone();
+        plan_frames(
+            &self.root,
+            &mut self.journal_writer,
+            (&jdir, KIND_JOURNAL, 0),
+            jbuf,
+            &jframes,
+            &self.config,
+            true,
+            &mut ops,
+        );
+        let groups: Vec<GroupMark> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(GroupMark::from)
+            .collect();
+        self.perform(ops, &groups)?;
+        if self.durable() {
+            self.stats.sync_rounds += 1;
+        }
+        self.stats.appends += 1;
+        self.stats.groups += jframes.len() as u64;
+        self.stats.events += events;
+        self.journal.refresh(None)?;
+        if self.journal.next_seq != next {
+            return Err(Error::corruption(
+                &jdir,
+                0,
+                format!(
+                    "journal ends at seq {} after appending up to {}",
+                    self.journal.next_seq, next
+                ),
+            ));
+        }
+        Ok(results)
+    }
+
+    /// Writes a table's encoded frames now (without syncing the file they end in), and
+    /// takes its buffer back to encode the next ones.
+    fn write_table_frames(&mut self, t: &mut TableOut) -> Result<()> {
+        let ops = self.plan_table_frames(t, false)?;
+        self.perform_ref(&ops, &[])?;
+        for op in ops {
+            if let FileOp::Write { mut bytes, .. } = op {
+                if bytes.capacity() > t.buf.capacity() {
+                    bytes.clear();
+                    t.buf = bytes;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans the writing of a table's encoded frames, emptying its buffer. With `last`,
+    /// the file the frames end in is synced too (when the store is durable), whether or
+    /// not frames are left to write.
+    fn plan_table_frames(&mut self, t: &mut TableOut, last: bool) -> Result<Vec<FileOp>> {
+        let mut ops = Vec::new();
+        if t.frames.is_empty() && !(last && t.written) {
+            return Ok(ops);
+        }
+        self.prepare_table_writer(t.id)?;
+        let table = self.tables.get_mut(&t.id).expect("refreshed");
+        let buf = std::mem::take(&mut t.buf);
+        plan_frames(
+            &self.root,
+            &mut table.writer,
+            (&table.dir, KIND_TABLE, t.id),
+            buf,
+            &t.frames,
+            &self.config,
+            last,
+            &mut ops,
+        );
+        t.written |= !t.frames.is_empty();
+        t.frames.clear();
+        Ok(ops)
+    }
+
+    /// Makes sure the table's writer sits at the end of its log, cutting what a crashed
+    /// writer left past the journal.
+    ///
+    /// Another store (another backend) may have appended since this one last did: its
+    /// frames are then accepted by reading just them (whole frames of groups the journal
+    /// has), instead of recovering the whole segment. Once the segment is full, another
+    /// store may already have started the next one, so the log is listed again (through
+    /// recovery) before this store starts one of its own.
+    fn prepare_table_writer(&mut self, id: TableId) -> Result<()> {
+        let last_seq = self.journal.last_seq();
+        let segment_size = self.config.segment_size;
+        let t = self.tables.get_mut(&id).expect("refreshed");
+        if let Some(w) = &mut t.writer {
+            if let Ok(len) = fs::metadata(&w.path).map(|m| m.len()) {
+                if len < segment_size {
+                    if len == w.len {
+                        return Ok(());
+                    }
+                    if len > w.len && whole_frames_upto(&w.path, w.len, len, last_seq)? {
+                        w.len = len;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.recover_table(id)
+    }
+
+    fn prepare_journal_writer(&mut self) -> Result<()> {
+        let tail = self
+            .journal
+            .tail()
+            .map(|(f, p, off)| (f, p.to_path_buf(), off));
+        let ok = match (&self.journal_writer, &tail) {
+            (Some(w), Some((_, p, off))) => w.path == *p && w.len == *off,
+            _ => false,
+        };
+        if !ok {
+            self.journal_writer = match tail {
+                Some((_, path, off)) => Some(LogWriter::at(&self.root, &path, off)),
+                None => None,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The columns an op sets.
+fn columns(op: &Op) -> &[(ColumnId, Value)] {
+    match op {
+        Op::Insert(r) => r.0.as_slice(),
+        Op::Patch(p) => p.as_slice(),
+        Op::SoftDelete => &[],
+    }
+}
+
+/// Checks one transaction's events against the latest state of their tables (`checks`,
+/// counting every group not aborted) and the verdicts of the earlier transactions of the
+/// same append, recording its own verdicts and the steps to take them back in `undo`.
+fn check_events<'t>(
+    txn: &'t Txn,
+    checks: &mut [TableCheck<'t, '_>],
+    verdicts: &mut Verdicts<'t>,
+    undo: &mut Vec<Step>,
+) -> Result<()> {
+    if txn.events.is_empty() {
+        return Err(Error::InvalidTxn(
+            "a transaction needs at least one event".into(),
+        ));
+    }
+    let mut i = usize::MAX;
+    for e in &txn.events {
+        if checks.get(i).is_none_or(|c| c.id != e.table) {
+            i = match checks.iter().position(|c| c.id == e.table) {
+                Some(i) => i,
+                None => return Err(Error::NoSuchTable(e.table)),
+            };
+        }
+        let check = &mut checks[i];
+        if !Row::is_well_formed(columns(&e.op)) {
+            return Err(Error::InvalidTxn(
+                "columns must be sorted by id without duplicates".into(),
+            ));
+        }
+        let key = e.key.as_slice();
+        let insert = matches!(e.op, Op::Insert(_));
+        if insert && check.ascends(key)? {
+            check.ascending.push(key);
+            check.seen_max = Some(key);
+            undo.push(Step::Ascending(i));
+            continue;
+        }
+        if check.seen_max.is_none_or(|m| m < key) {
+            check.seen_max = Some(key);
+        }
+        let slot = verdicts.slot((e.table, key));
+        let prev = verdicts.live[slot];
+        let was = match prev {
+            Some(l) => l,
+            None => check.exists(key)?,
+        };
+        if insert == was {
+            return Err(if was {
+                Error::KeyExists {
+                    table: e.table,
+                    key: e.key.clone(),
+                }
+            } else {
+                Error::KeyMissing {
+                    table: e.table,
+                    key: e.key.clone(),
+                }
+            });
+        }
+        verdicts.live[slot] = Some(!matches!(e.op, Op::SoftDelete));
+        undo.push(Step::Verdict(slot, prev));
+    }
+    Ok(())
+}
+
+/// Encodes a transaction's frame for each of its `tables` (sorted), its events numbered
+/// from `first`. A frame that would exceed [`MAX_FRAME_LEN`] is [`Error::TooLarge`], and
+/// the transaction leaves nothing in `out`.
+fn encode_txn(txn: &Txn, first: Seq, tables: &[TableId], out: &mut Vec<TableOut>) -> Result<()> {
+    for (n, table) in tables.iter().enumerate() {
+        let t = match out.iter().position(|t| t.id == *table) {
+            Some(p) => &mut out[p],
+            None => {
+                out.push(TableOut {
+                    id: *table,
+                    buf: Vec::with_capacity(CHUNK + CHUNK / 4),
+                    frames: Frames::new(),
+                    written: false,
+                });
+                out.last_mut().expect("pushed")
+            }
+        };
+        let buf = &mut t.buf;
+        let start = begin_frame(buf);
+        let numbered = txn
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (first + i as u64, e.key.as_slice(), &e.op));
+        let whole = if tables.len() == 1 {
+            encode_table_frame(buf, first, txn.xid, txn.events.len(), numbered, LIMIT)
+        } else {
+            let count = txn.events.iter().filter(|e| e.table == *table).count();
+            let mine =
+                numbered.filter(|(seq, _, _)| txn.events[(seq - first) as usize].table == *table);
+            encode_table_frame(buf, first, txn.xid, count, mine, LIMIT)
+        };
+        if !whole {
+            buf.truncate(start);
+            unencode_txn(first, &tables[..n], out);
+            return Err(Error::TooLarge(format!(
+                "the events of one transaction for table {table} exceed {MAX_FRAME_LEN} bytes"
+            )));
+        }
+        finish_frame(buf, start);
+        t.frames.push((first, start..buf.len()));
+    }
+    Ok(())
+}
+
+/// Takes back the frames of the group at `first` from `tables` (the last frame of each).
+fn unencode_txn(first: Seq, tables: &[TableId], out: &mut [TableOut]) {
+    for t in out.iter_mut().filter(|t| tables.contains(&t.id)) {
+        if let Some((seq, range)) = t.frames.last() {
+            if *seq == first {
+                t.buf.truncate(range.start);
+                t.frames.pop();
+            }
+        }
+    }
+}
+
+/// Whether the bytes of `path` from `from` to `to` are whole frames of groups at or below
+/// `last_seq` (what another store appended), read with one pread.
+fn whole_frames_upto(path: &Path, from: u64, to: u64, last_seq: Seq) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (to - from) as usize];
+    fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut buf, from))
+        .at(path)?;
+    let mut pos = 0;
+    while pos < buf.len() {
+        match read_frame(&buf, pos) {
+            FrameRead::Frame { payload, next } => match peek_group_seq(payload) {
+                Ok(g) if g <= last_seq => pos = next,
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
