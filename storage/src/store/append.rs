@@ -603,7 +603,8 @@ fn encode_txn(txn: &Txn, first: Seq, tables: &[TableId], out: &mut Vec<TableOut>
             None => {
                 out.push(TableOut {
                     id: *table,
-                    buf: Vec::with_capacity(CHUNK + CHUNK / 4),
+                    // Grown as needed: most appends are one small transaction.
+                    buf: Vec::new(),
                     frames: Frames::new(),
                     written: false,
                 });
