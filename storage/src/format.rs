@@ -221,27 +221,23 @@ impl<'a> Decoder<'a> {
     }
 
     pub fn value(&mut self) -> DecodeResult<Value> {
+        Ok(self.value_ref()?.map(<[u8]>::to_vec))
+    }
+
+    /// A value (`varint 0` for NULL, else `varint (len + 1) | bytes`), borrowed.
+    #[inline]
+    fn value_ref(&mut self) -> DecodeResult<Option<&'a [u8]>> {
         let n = self.varint()?;
         if n == 0 {
             return Ok(None);
         }
         let n = usize::try_from(n - 1).map_err(|_| "length too large")?;
-        Ok(Some(self.bytes(n)?.to_vec()))
+        Ok(Some(self.bytes(n)?))
     }
 
     pub fn columns(&mut self) -> DecodeResult<Vec<(ColumnId, Value)>> {
-        // Each column takes at least two bytes (id and value tag).
-        let n = self.count(2)?;
-        let mut cols = Vec::with_capacity(n);
-        for _ in 0..n {
-            let c = ColumnId::try_from(self.varint()?).map_err(|_| "column id overflows u16")?;
-            if let Some((last, _)) = cols.last() {
-                if *last >= c {
-                    return Err("column ids not strictly increasing");
-                }
-            }
-            cols.push((c, self.value()?));
-        }
+        let mut cols = Vec::new();
+        self.column_refs(|c, v| cols.push((c, v.map(<[u8]>::to_vec))))?;
         Ok(cols)
     }
 
@@ -250,6 +246,7 @@ impl<'a> Decoder<'a> {
         &mut self,
         mut f: impl FnMut(ColumnId, Option<&'a [u8]>),
     ) -> DecodeResult<()> {
+        // Each column takes at least two bytes (id and value tag).
         let n = self.count(2)?;
         let mut last: Option<ColumnId> = None;
         for _ in 0..n {
@@ -258,14 +255,7 @@ impl<'a> Decoder<'a> {
                 return Err("column ids not strictly increasing");
             }
             last = Some(c);
-            let len = self.varint()?;
-            let v = if len == 0 {
-                None
-            } else {
-                let len = usize::try_from(len - 1).map_err(|_| "length too large")?;
-                Some(self.bytes(len)?)
-            };
-            f(c, v);
+            f(c, self.value_ref()?);
         }
         Ok(())
     }
@@ -275,11 +265,7 @@ impl<'a> Decoder<'a> {
         let n = self.count(2)?;
         for _ in 0..n {
             self.varint()?;
-            let len = self.varint()?;
-            if len > 0 {
-                let len = usize::try_from(len - 1).map_err(|_| "length too large")?;
-                self.bytes(len)?;
-            }
+            self.value_ref()?;
         }
         Ok(())
     }

@@ -189,22 +189,12 @@ impl Store {
         self.require_writer()?;
         self.refresh_journal_writer()?;
         let judge = NotAborted(fates);
-        let mut checks: Vec<TableCheck<'_, '_>> = Vec::new();
         // Without a write-ahead log, table frames may reach their files before the batch is
         // whole (they are past the journal until it commits them); with one, the whole
         // batch is described to it first, in one piece.
         let stream = self.wal.is_none();
         let mut out: Vec<TableOut> = Vec::new();
-        let encoded = self.encode_batch(
-            txns,
-            origins,
-            &mut checks,
-            &judge,
-            all_or_nothing,
-            stream,
-            &mut out,
-        );
-        drop(checks);
+        let encoded = self.encode_batch(txns, origins, &judge, all_or_nothing, stream, &mut out);
         match encoded.and_then(|batch| self.commit_batch(&mut out, batch)) {
             Ok(results) => Ok(results),
             Err(e) => {
@@ -228,12 +218,10 @@ impl Store {
 
     /// Validates and encodes every transaction (in `out`, per table, and the journal
     /// frames returned), writing table frames out in chunks when `stream`.
-    #[allow(clippy::too_many_arguments)]
     fn encode_batch<'t, 'f>(
         &mut self,
         txns: &'t [Txn],
         origins: &[Origin],
-        checks: &mut Vec<TableCheck<'t, 'f>>,
         judge: &'f dyn Fates,
         all_or_nothing: bool,
         stream: bool,
@@ -242,6 +230,7 @@ impl Store {
         let events_in_batch = txns.iter().map(|t| t.events.len()).sum();
         let mut verdicts = Verdicts::new(events_in_batch);
         let at = self.journal.last_seq();
+        let mut checks: Vec<TableCheck<'t, 'f>> = Vec::new();
         let mut missing = Vec::new();
         let mut undo = Vec::new();
         let mut tables: Vec<TableId> = Vec::new();
@@ -262,10 +251,10 @@ impl Store {
             for e in &txn.events {
                 if table != Some(e.table) {
                     table = Some(e.table);
-                    self.check_table(e.table, at, judge, checks, &mut missing)?;
+                    self.check_table(e.table, at, judge, &mut checks, &mut missing)?;
                 }
             }
-            let mut verdict = check_events(txn, checks, &mut verdicts, &mut undo);
+            let mut verdict = check_events(txn, &mut checks, &mut verdicts, &mut undo);
             if verdict.is_ok() {
                 tables.clear();
                 tables.extend(txn.events.iter().map(|e| e.table));
@@ -285,7 +274,7 @@ impl Store {
                     &tables,
                     origins.get(i),
                 );
-                if jbuf.len() - start > MAX_FRAME_LEN as usize {
+                if jbuf.len() - start > LIMIT {
                     jbuf.truncate(start);
                     unencode_txn(first, &tables, out);
                     verdict = Err(Error::TooLarge(format!(
