@@ -30,6 +30,8 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{put_bytes, put_varint, DecodeResult, Decoder};
@@ -303,13 +305,11 @@ pub enum Fault {
     SyncFails { n: usize },
 }
 
-/// A write at least this long starts its writeback at once (see [`start_writeback`]).
-const WRITEBACK_AT: usize = 256 << 10;
-
 /// Asks the kernel to start writing `len` bytes of `file` from `offset` to the disk now,
-/// without waiting, so that the sync that follows finds most of them written (a large
-/// append writes in chunks: the disk works on one while the next is encoded). Only a
-/// hint: durability still comes from the sync, which reports any error of the writeback,
+/// so that the sync that follows finds most of them written (a large append writes in
+/// chunks on its background thread: the disk works on one while the next is encoded; the
+/// call itself takes as long as submitting the I/O, which is why it is made there). Only
+/// a hint: durability still comes from the sync, which reports any error of the writeback,
 /// so the result is ignored.
 fn start_writeback(file: &File, offset: u64, len: usize) {
     #[cfg(target_os = "linux")]
@@ -330,11 +330,165 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     let _ = (file, offset, len);
 }
 
+/// Writes `bytes` at `offset`, then starts their writeback when asked.
+fn write_at(file: &File, abs: &Path, offset: u64, bytes: &[u8], writeback: bool) -> Result<()> {
+    file.write_all_at(bytes, offset).at(abs)?;
+    if writeback {
+        start_writeback(file, offset, bytes.len());
+    }
+    Ok(())
+}
+
+/// Writes handed over but not yet reported back, at most: the caller runs this many
+/// chunks ahead of the disk's page cache, and no further.
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// One WRITE for the background thread.
+struct WriteJob {
+    file: Arc<File>,
+    path: PathBuf,
+    offset: u64,
+    bytes: Vec<u8>,
+    writeback: bool,
+    /// An injected fault: fail as a full disk does, writing nothing.
+    injected: bool,
+}
+
+/// The error of a write that met a full disk (ENOSPC), as an injected fault reports it.
+fn full_disk(path: PathBuf) -> Error {
+    Error::IoAt {
+        path,
+        source: std::io::Error::from_raw_os_error(28),
+    }
+}
+
+/// A second thread that makes plain writes, in the order handed over, while the caller
+/// goes on (a large append encodes its next chunk of frames while the last one is copied
+/// into the page cache: on a fast disk that copy is a third of the append). Used only by
+/// stores without a write-ahead log: everything else applies its ops where it runs.
+///
+/// After a write fails, the thread makes none of the later ones (no write may land past a
+/// hole). The caller learns of the failure from its next [`BackgroundWrites::send`] or
+/// [`BackgroundWrites::wait`]. Dropping it waits for the thread: no write lands after.
+pub(crate) struct BackgroundWrites {
+    jobs: Option<mpsc::SyncSender<WriteJob>>,
+    done: mpsc::Receiver<(Vec<u8>, Result<()>)>,
+    thread: Option<thread::JoinHandle<()>>,
+    in_flight: usize,
+    /// Buffers of finished writes, emptied, for the caller to fill again.
+    spare: Vec<Vec<u8>>,
+    failed: Option<Error>,
+}
+
+impl BackgroundWrites {
+    /// Starts the thread; `None` if the system has none to give (then write in place).
+    pub fn start() -> Option<BackgroundWrites> {
+        let (jobs, inbox) = mpsc::sync_channel::<WriteJob>(WRITES_IN_FLIGHT);
+        let (report, done) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("driftdb-writes".into())
+            .spawn(move || {
+                let mut failed = false;
+                for job in inbox {
+                    let r = if failed {
+                        Ok(())
+                    } else if job.injected {
+                        Err(full_disk(job.path))
+                    } else {
+                        write_at(&job.file, &job.path, job.offset, &job.bytes, job.writeback)
+                    };
+                    failed |= r.is_err();
+                    let mut bytes = job.bytes;
+                    bytes.clear();
+                    if report.send((bytes, r)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(BackgroundWrites {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: 0,
+            spare: Vec::new(),
+            failed: None,
+        })
+    }
+
+    /// Hands a write over, first waiting for room.
+    fn send(&mut self, job: WriteJob) -> Result<()> {
+        while self.in_flight >= WRITES_IN_FLIGHT {
+            self.collect(true)?;
+        }
+        self.check()?;
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(job).map_err(|_| stopped())?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Waits until every write handed over is made; the first error of any of them.
+    pub fn wait(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            self.collect(true)?;
+        }
+        self.check()
+    }
+
+    /// An emptied buffer of a finished write, if one is back.
+    pub fn spare_buffer(&mut self) -> Option<Vec<u8>> {
+        while self.in_flight > 0 && self.collect(false).unwrap_or(false) {}
+        self.spare.pop()
+    }
+
+    /// Takes one report (waiting for it when `block`); false if none was there.
+    fn collect(&mut self, block: bool) -> Result<bool> {
+        let (bytes, r) = if block {
+            self.done.recv().map_err(|_| stopped())?
+        } else {
+            match self.done.try_recv() {
+                Ok(report) => report,
+                Err(mpsc::TryRecvError::Empty) => return Ok(false),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(stopped()),
+            }
+        };
+        self.in_flight -= 1;
+        self.spare.push(bytes);
+        if let Err(e) = r {
+            self.failed.get_or_insert(e);
+        }
+        Ok(true)
+    }
+
+    fn check(&mut self) -> Result<()> {
+        match &self.failed {
+            Some(e) => Err(e.duplicate()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackgroundWrites {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            // A panic there was already reported as a write that never came back.
+            let _ = t.join();
+        }
+    }
+}
+
+fn stopped() -> Error {
+    Error::Broken("the background write thread stopped".into())
+}
+
 /// Applies file ops under one root, keeping recently written files open.
 pub struct Applier {
     root: PathBuf,
     durable: bool,
-    files: HashMap<String, File>,
+    /// Shared with [`BackgroundWrites`]: a file stays open until its writes there are done.
+    files: HashMap<String, Arc<File>>,
     fault: Option<Fault>,
 }
 
@@ -398,9 +552,9 @@ impl Applier {
                 other => other,
             }
             .at(&path)?;
-            self.files.insert(rel.to_string(), f);
+            self.files.insert(rel.to_string(), Arc::new(f));
         }
-        Ok(&self.files[rel])
+        Ok(self.files[rel].as_ref())
     }
 
     /// Forgets open files at or under `rel` (renamed or removed).
@@ -420,19 +574,11 @@ impl Applier {
                     offset,
                     bytes,
                 } => {
-                    let abs = self.abs(path)?;
+                    let (abs, file) = self.writable(path)?;
                     if self.trips(false) {
-                        return Err(Error::IoAt {
-                            path: abs,
-                            source: std::io::Error::from_raw_os_error(28), // ENOSPC
-                        });
+                        return Err(full_disk(abs));
                     }
-                    let durable = self.durable;
-                    let file = self.file(path)?;
-                    file.write_all_at(bytes, *offset).at(&abs)?;
-                    if durable && bytes.len() >= WRITEBACK_AT {
-                        start_writeback(file, *offset, bytes.len());
-                    }
+                    write_at(&file, &abs, *offset, bytes, false)?;
                     stats.bytes_written += bytes.len() as u64;
                     touched.push(path);
                 }
@@ -515,6 +661,52 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    /// Applies `ops` in order like [`Applier::apply`] (without `sync_all`), handing each
+    /// WRITE to `background` instead of making it here; any other op first waits for the
+    /// writes handed over before it (a sync must find them written, a segment be full
+    /// before the next is made). Errors of a background write come back from a later
+    /// call or from [`BackgroundWrites::wait`].
+    pub(crate) fn apply_in_background(
+        &mut self,
+        ops: Vec<FileOp>,
+        background: &mut BackgroundWrites,
+        stats: &mut Stats,
+    ) -> Result<()> {
+        for op in ops {
+            match op {
+                FileOp::Write {
+                    path,
+                    offset,
+                    bytes,
+                } => {
+                    let (abs, file) = self.writable(&path)?;
+                    stats.bytes_written += bytes.len() as u64;
+                    let injected = self.trips(false);
+                    background.send(WriteJob {
+                        file,
+                        path: abs,
+                        offset,
+                        bytes,
+                        writeback: self.durable,
+                        injected,
+                    })?;
+                }
+                other => {
+                    background.wait()?;
+                    self.apply(std::slice::from_ref(&other), false, stats)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The file a WRITE of `rel` goes to, and its absolute path.
+    fn writable(&mut self, rel: &str) -> Result<(PathBuf, Arc<File>)> {
+        let abs = self.abs(rel)?;
+        self.file(rel)?;
+        Ok((abs, Arc::clone(&self.files[rel])))
     }
 
     fn sync_file(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fileops::{relative, replace_ops, truncate_ops, Applier, FileOp, GroupMark, WriteAhead};
+use crate::fileops::{
+    relative, replace_ops, truncate_ops, Applier, BackgroundWrites, FileOp, GroupMark, WriteAhead,
+};
 use crate::format::{
     key_events, peek_group_seq, read_frame, FrameRead, TableFrame, SEGMENT_HEADER_LEN,
 };
@@ -140,6 +142,9 @@ pub struct Store {
     /// The syncs of the last append, when deferred; the write-ahead's batch stays open
     /// (`WriteAhead::done` not called) until they are done.
     pending_syncs: Vec<FileOp>,
+    /// The thread making the chunk writes of the append in progress (stores without a
+    /// write-ahead log; started by a large append's first chunk, ended with the append).
+    background: Option<BackgroundWrites>,
 }
 
 /// The parts of a read at one seq: a base snapshot and, when the live delta does not fit,
@@ -438,6 +443,7 @@ impl Store {
             broken: None,
             defer_syncs: false,
             pending_syncs: Vec::new(),
+            background: None,
             missing: HashMap::new(),
             settle_scanned: 0,
             settle_pending: Vec::new(),

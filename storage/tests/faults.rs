@@ -139,3 +139,57 @@ fn a_failed_sync_fails_the_append_and_the_store_must_be_reopened() {
     }
     assert_eq!(watch.failed.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn a_full_disk_met_by_a_large_append_s_background_writes_loses_nothing_acknowledged() {
+    // Without a write-ahead log, a large append writes its table frames in chunks on a
+    // second thread while it encodes the rest. The third chunk's write fails there: the
+    // append must fail (not commit frames the file lacks) and break the store.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), durable()).unwrap();
+    s.create_table(T).unwrap();
+    let acked = fill(&mut s, 1, 5);
+    let value = "v".repeat(1000);
+    let big: Vec<Txn> = (0..400u64)
+        .map(|t| {
+            txn(
+                100 + t,
+                (0..10)
+                    .map(|e| ins(T, &format!("big-{:06}", t * 10 + e), &[(1, &value)]))
+                    .collect(),
+            )
+        })
+        .collect();
+    s.inject_fault(Fault::FullDisk { n: 2 });
+    let e = s.append(&big, &AllCommitted).unwrap_err();
+    assert_eq!(io_kind(&e), Some(std::io::ErrorKind::StorageFull), "{e}");
+    assert!(matches!(
+        s.append(
+            &[txn(900, vec![ins(T, "next", &[(1, "x")])])],
+            &AllCommitted
+        ),
+        Err(Error::Broken(_))
+    ));
+    drop(s);
+    let mut s = Store::open(dir.path(), durable()).unwrap();
+    assert_eq!(s.current_seq().unwrap(), acked);
+    assert_eq!(scan_all(&mut s, T, acked, &AllCommitted).len(), 5);
+    // The same batch, whole this time.
+    let last = s
+        .append(&big, &AllCommitted)
+        .unwrap()
+        .last()
+        .unwrap()
+        .last_seq;
+    assert_eq!(last, acked + 4000);
+    drop(s);
+    let mut s = Store::open(dir.path(), durable()).unwrap();
+    let rows = scan_all(&mut s, T, last, &AllCommitted);
+    assert_eq!(rows.len(), 4005);
+    assert_eq!(rows[0], ("big-000000".to_string(), row(&[(1, &value)])));
+    let report = Verifier::open(dir.path())
+        .unwrap()
+        .verify_table(T, &AllCommitted)
+        .unwrap();
+    assert!(report.ok(), "{report:?}");
+}
