@@ -43,15 +43,15 @@ impl Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        let rest = chunks.remainder().len();
+        if rest > 0 {
+            // The last bytes as one word, read without copying them out one by one (a copy
+            // of a length known only at run time is a call): the last 8 bytes, overlapping
+            // the word before, or for a short slice, loads that cover every byte. Marked
+            // with the remainder's length, so that slices of different lengths differ.
+            self.add(tail_word(bytes) ^ ((rest as u64) << 59));
         }
     }
 
@@ -76,6 +76,22 @@ impl Hasher for FastHasher {
     }
 }
 
+/// A word holding every byte of `b` at or after its last multiple of 8 (`b` not empty).
+fn tail_word(b: &[u8]) -> u64 {
+    let n = b.len();
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            b[at..at + 4].try_into().expect("4 bytes"),
+        ))
+    };
+    match n {
+        8.. => word(n - 8),
+        4..=7 => half(0) | half(n - 4) << 32,
+        _ => u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16,
+    }
+}
+
 pub type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
 
 #[cfg(test)]
@@ -91,6 +107,15 @@ mod tests {
             x.finish()
         };
         assert_ne!(h(b"ab"), h(b"ab\0"));
+        // Every byte of a remainder counts, whatever its length and place.
+        let base = b"0123456789abcdefghijklmnopqrstu".to_vec();
+        for len in 1..base.len() {
+            for at in 0..len {
+                let mut other = base[..len].to_vec();
+                other[at] ^= 1;
+                assert_ne!(h(&base[..len]), h(&other), "length {len}, byte {at}");
+            }
+        }
         assert_ne!(h(b"user-0000000001"), h(b"user-0000000002"));
         assert_eq!(h(b"same"), h(b"same"));
         let mut m: FastMap<(u64, &[u8]), bool> = FastMap::default();

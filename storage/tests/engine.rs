@@ -1180,6 +1180,59 @@ fn keys_inserted_in_rising_order_are_checked_like_any_other() {
         fresh.get(T, b"z", at, &aborted).unwrap(),
         Some(row(&[(1, "z")]))
     );
+    // An event out of order moves the keys inserted in order so far into the lookups,
+    // those of its own transaction included: taken back when that one is aborted, live
+    // for the next ones when it commits.
+    let aborted = FateSet::aborted([8, 11]);
+    fresh
+        .append(
+            &[
+                txn(
+                    11,
+                    vec![
+                        ins(T, "za1", &[]),
+                        ins(T, "za2", &[]),
+                        patch(T, "za1", &[(1, Some("p"))]),
+                        ins(T, "za3", &[]),
+                        del(T, "za2"),
+                    ],
+                ),
+                txn(
+                    12,
+                    vec![
+                        ins(T, "za1", &[(1, "1")]),
+                        ins(T, "za2", &[(1, "2")]),
+                        ins(T, "za3", &[(1, "3")]),
+                        ins(T, "zb1", &[(1, "b")]),
+                        ins(T, "zb2", &[(1, "b")]),
+                        patch(T, "za2", &[(1, Some("2p"))]),
+                    ],
+                ),
+            ],
+            &aborted,
+        )
+        .unwrap();
+    for dup in ["za2", "zb1", "zb2"] {
+        let got = fresh.append(
+            &[
+                txn(13, vec![ins(T, "zc", &[]), patch(T, "za1", &[])]),
+                txn(14, vec![ins(T, dup, &[])]),
+            ],
+            &aborted,
+        );
+        assert!(matches!(got, Err(Error::KeyExists { key, .. }) if key == dup.as_bytes()));
+    }
+    let at = fresh.current_seq().unwrap();
+    let rows = scan_all(&mut fresh, T, at, &aborted);
+    let za: Vec<_> = rows.iter().filter(|r| r.0.starts_with("za")).collect();
+    assert_eq!(
+        za,
+        vec![
+            &("za1".to_string(), row(&[(1, "1")])),
+            &("za2".to_string(), row(&[(1, "2p")])),
+            &("za3".to_string(), row(&[(1, "3")])),
+        ]
+    );
 }
 
 /// A batch of several megabytes is written out in chunks while it is encoded: when a later

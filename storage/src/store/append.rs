@@ -111,39 +111,54 @@ impl<'t> Verdicts<'t> {
 /// touched before them. Those need no lookup: bulk loads by a serial, time-ordered or
 /// otherwise increasing key (the usual kind) are checked with one comparison per row,
 /// like a B-tree's fast path for its rightmost leaf. Any other event goes through
-/// [`Verdicts`].
+/// [`Verdicts`], after the keys inserted in order so far have been moved there (each key
+/// is moved at most once, so an event out of order costs one hash lookup whatever came
+/// before it).
 struct TableCheck<'t, 'f> {
     id: TableId,
     view: View<'f>,
     /// The largest key an event of the batch has touched (kept when taken back).
     seen_max: Option<&'t [u8]>,
-    /// The keys inserted in increasing order (so sorted): live unless [`Verdicts`] says
-    /// otherwise.
+    /// The keys inserted in increasing order since the last event out of order (so
+    /// sorted, and in no verdict): live.
     ascending: Vec<&'t [u8]>,
     /// Every key of the table sorts below `seen_max` (once true, stays true).
     above_table: bool,
 }
 
-impl TableCheck<'_, '_> {
-    /// Whether an INSERT of `key` goes on the ascending list: `key` is above every key
-    /// touched so far and every key of the table.
-    fn ascends(&mut self, key: &[u8]) -> Result<bool> {
-        if self.seen_max.is_some_and(|m| m >= key) {
-            return Ok(false);
-        }
+impl<'t> TableCheck<'t, '_> {
+    /// Whether `key`, above every key the batch touched so far, is above every key of the
+    /// table too.
+    fn above_table(&mut self, key: &[u8]) -> Result<bool> {
         if !self.above_table {
             self.above_table = self.view.all_keys_below(key)?;
         }
         Ok(self.above_table)
     }
 
-    /// Whether `key` is live before the transaction being checked, when no verdict of the
-    /// batch says.
-    fn exists(&self, key: &[u8]) -> Result<bool> {
-        if self.ascending.binary_search(&key).is_ok() {
-            return Ok(true);
+    /// Moves the ascending keys into `verdicts` as live. This is table `checks[i]`: the
+    /// steps that would take back the keys the transaction being checked pushed (the
+    /// last ones of the list) now take back their verdicts instead.
+    fn settle_ascending(&mut self, i: usize, verdicts: &mut Verdicts<'t>, undo: &mut [Step]) {
+        let mine = undo
+            .iter()
+            .filter(|s| matches!(s, Step::Ascending(j) if *j == i))
+            .count();
+        let first_mine = self.ascending.len() - mine;
+        let mut slots = Vec::with_capacity(mine);
+        for (n, key) in self.ascending.drain(..).enumerate() {
+            let slot = verdicts.slot((self.id, key));
+            verdicts.live[slot] = Some(true);
+            if n >= first_mine {
+                slots.push(slot);
+            }
         }
-        self.view.exists(key)
+        let mut slots = slots.into_iter();
+        for step in undo.iter_mut() {
+            if matches!(step, Step::Ascending(j) if *j == i) {
+                *step = Step::Verdict(slots.next().expect("one per step"), None);
+            }
+        }
     }
 }
 
@@ -591,20 +606,23 @@ fn check_events<'t>(
         }
         let key = e.key.as_slice();
         let insert = matches!(e.op, Op::Insert(_));
-        if insert && check.ascends(key)? {
-            check.ascending.push(key);
+        let above = check.seen_max.is_none_or(|m| m < key);
+        if above {
             check.seen_max = Some(key);
-            undo.push(Step::Ascending(i));
-            continue;
+            if insert && check.above_table(key)? {
+                check.ascending.push(key);
+                undo.push(Step::Ascending(i));
+                continue;
+            }
         }
-        if check.seen_max.is_none_or(|m| m < key) {
-            check.seen_max = Some(key);
+        if !check.ascending.is_empty() {
+            check.settle_ascending(i, verdicts, undo);
         }
         let slot = verdicts.slot((e.table, key));
         let prev = verdicts.live[slot];
         let was = match prev {
             Some(l) => l,
-            None => check.exists(key)?,
+            None => check.view.exists(key)?,
         };
         if insert == was {
             return Err(if was {
