@@ -31,6 +31,33 @@ impl GroupInfo {
     }
 }
 
+/// One group as its journal record describes it, borrowed: read back by
+/// [`Journal::refresh`] or known to the writer that appended it ([`Journal::absorb`]).
+pub(crate) struct GroupRecord<'a> {
+    pub first_seq: Seq,
+    pub count: u64,
+    pub commit_ts: i64,
+    pub xid: u64,
+    pub role: &'a str,
+    /// Strictly increasing.
+    pub tables: &'a [TableId],
+    pub origin: Option<&'a Origin>,
+}
+
+impl JournalRecord {
+    fn group(&self) -> GroupRecord<'_> {
+        GroupRecord {
+            first_seq: self.first_seq,
+            count: self.count,
+            commit_ts: self.commit_ts,
+            xid: self.xid,
+            role: &self.role,
+            tables: &self.tables,
+            origin: self.origin.as_ref(),
+        }
+    }
+}
+
 /// The imported groups of one table appended by one importing transaction, in seq order:
 /// `(original commit time, first seq, last seq)`.
 #[derive(Clone, Debug)]
@@ -180,7 +207,7 @@ impl Journal {
                                 ),
                             ));
                         }
-                        self.apply(rec);
+                        self.apply(rec.group());
                         pos = next;
                     }
                     FrameRead::End => break None,
@@ -230,13 +257,13 @@ impl Journal {
         }
     }
 
-    fn intern_role(&mut self, role: String) -> u32 {
-        match self.role_ids.get(&role) {
+    fn intern_role(&mut self, role: &str) -> u32 {
+        match self.role_ids.get(role) {
             Some(id) => *id,
             None => {
                 let id = self.roles.len() as u32;
-                self.role_ids.insert(role.clone(), id);
-                self.roles.push(role);
+                self.role_ids.insert(role.to_string(), id);
+                self.roles.push(role.to_string());
                 id
             }
         }
@@ -252,14 +279,35 @@ impl Journal {
         })
     }
 
-    fn apply(&mut self, rec: JournalRecord) {
+    /// Takes in groups this store has just appended, whose journal frames were written
+    /// from where this journal stopped reading up to `end` of `path`: what a refresh would
+    /// read back, without reading it (the writer holds the append lock, so nobody else
+    /// wrote there). False, with nothing taken in, when `path` is not the segment being
+    /// read (the frames started a new one): then refresh.
+    pub fn absorb<'a>(
+        &mut self,
+        path: &Path,
+        end: u64,
+        groups: impl IntoIterator<Item = GroupRecord<'a>>,
+    ) -> bool {
+        if self.tail().is_none_or(|(_, p, _)| p != path) {
+            return false;
+        }
+        for g in groups {
+            self.apply(g);
+        }
+        self.off = end;
+        true
+    }
+
+    fn apply(&mut self, rec: GroupRecord<'_>) {
         let role = self.intern_role(rec.role);
         if let Some(o) = rec.origin {
-            let orole = self.intern_role(o.role);
+            let orole = self.intern_role(&o.role);
             self.origins
                 .insert(rec.first_seq, (o.xid, o.commit_ts, orole));
             let last = rec.first_seq + rec.count - 1;
-            for t in &rec.tables {
+            for t in rec.tables {
                 let runs = self.imported.entry(*t).or_default();
                 match runs.last_mut() {
                     Some(r) if r.xid == rec.xid => {
@@ -273,8 +321,8 @@ impl Journal {
             }
         }
         for t in rec.tables {
-            self.last_group_for_table.insert(t, rec.first_seq);
-            self.table_groups.entry(t).or_default().push(rec.first_seq);
+            self.last_group_for_table.insert(*t, rec.first_seq);
+            self.table_groups.entry(*t).or_default().push(rec.first_seq);
         }
         self.groups.push(GroupInfo {
             first_seq: rec.first_seq,

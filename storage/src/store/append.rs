@@ -21,6 +21,7 @@ use crate::format::{
     read_frame, FrameRead, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
 };
 use crate::hash::FastState;
+use crate::journal::GroupRecord;
 use crate::log::{plan_frames, Frames, LogWriter};
 use crate::types::{ColumnId, Committed, Fate, Fates, Op, Origin, Row, Seq, TableId, Txn, Value};
 use hashbrown::hash_table::{self, HashTable};
@@ -41,6 +42,10 @@ struct Encoded {
     jbuf: Vec<u8>,
     jframes: Frames,
     results: Vec<Result<Committed>>,
+    /// For each journal frame: its transaction's index and its tables (a range of
+    /// `group_tables`), to take the groups into the in-memory journal once written.
+    groups: Vec<(usize, std::ops::Range<usize>)>,
+    group_tables: Vec<TableId>,
     events: u64,
     next: Seq,
 }
@@ -217,7 +222,7 @@ impl Store {
         // else touches the files, a failed append's cut included.
         let landed = self.end_background();
         let encoded = encoded.and_then(|batch| landed.map(|()| batch));
-        match encoded.and_then(|batch| self.commit_batch(&mut out, batch)) {
+        match encoded.and_then(|batch| self.commit_batch(&mut out, batch, txns, origins)) {
             Ok(results) => Ok(results),
             Err(e) => {
                 // Frames already written are past the journal: cut them, so that the next
@@ -261,6 +266,8 @@ impl Store {
         let mut jbuf = Vec::with_capacity(txns.len() * 40);
         let mut jframes = Frames::with_capacity(txns.len());
         let mut results = Vec::with_capacity(txns.len());
+        let mut groups = Vec::with_capacity(txns.len());
+        let mut group_tables = Vec::with_capacity(txns.len());
         let mut events = 0u64;
         for (i, txn) in txns.iter().enumerate() {
             undo.clear();
@@ -336,6 +343,8 @@ impl Store {
                 last_seq: next - 1,
                 commit_ts: ts,
             }));
+            groups.push((i, group_tables.len()..group_tables.len() + tables.len()));
+            group_tables.extend_from_slice(&tables);
             if stream {
                 for t in out.iter_mut().filter(|t| t.buf.len() >= CHUNK) {
                     self.write_table_frames(t)?;
@@ -346,6 +355,8 @@ impl Store {
             jbuf,
             jframes,
             results,
+            groups,
+            group_tables,
             events,
             next,
         })
@@ -384,16 +395,21 @@ impl Store {
     }
 
     /// Writes what is left of each table's frames, syncs every table file the batch wrote,
-    /// then writes and syncs the journal frames: the commit point.
+    /// then writes and syncs the journal frames: the commit point. The groups of `txns`
+    /// (with `origins`) it commits are then taken into the in-memory journal.
     fn commit_batch(
         &mut self,
         out: &mut [TableOut],
         batch: Encoded,
+        txns: &[Txn],
+        origins: &[Origin],
     ) -> Result<Vec<Result<Committed>>> {
         let Encoded {
             jbuf,
             jframes,
             results,
+            groups: spans,
+            group_tables,
             events,
             next,
         } = batch;
@@ -428,7 +444,23 @@ impl Store {
         self.stats.appends += 1;
         self.stats.groups += jframes.len() as u64;
         self.stats.events += events;
-        self.journal.refresh(None)?;
+        let committed = results.iter().filter_map(|r| r.as_ref().ok());
+        let records = committed.zip(&spans).map(|(c, (i, tables))| GroupRecord {
+            first_seq: c.first_seq,
+            count: c.last_seq - c.first_seq + 1,
+            commit_ts: c.commit_ts,
+            xid: c.xid,
+            role: &txns[*i].role,
+            tables: &group_tables[tables.clone()],
+            origin: origins.get(*i),
+        });
+        let taken = match &self.journal_writer {
+            Some(w) => self.journal.absorb(&w.path, w.len, records),
+            None => false,
+        };
+        if !taken {
+            self.journal.refresh(None)?;
+        }
         if self.journal.next_seq != next {
             return Err(Error::corruption(
                 &jdir,
