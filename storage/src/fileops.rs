@@ -574,8 +574,8 @@ impl Applier {
                     offset,
                     bytes,
                 } => {
-                    let (abs, file) = self.writable(path)?;
-                    if self.trips(false) {
+                    let (abs, file, injected) = self.writable(path)?;
+                    if injected {
                         return Err(full_disk(abs));
                     }
                     write_at(&file, &abs, *offset, bytes, false)?;
@@ -681,9 +681,8 @@ impl Applier {
                     offset,
                     bytes,
                 } => {
-                    let (abs, file) = self.writable(&path)?;
+                    let (abs, file, injected) = self.writable(&path)?;
                     stats.bytes_written += bytes.len() as u64;
-                    let injected = self.trips(false);
                     background.send(WriteJob {
                         file,
                         path: abs,
@@ -702,11 +701,13 @@ impl Applier {
         Ok(())
     }
 
-    /// The file a WRITE of `rel` goes to, and its absolute path.
-    fn writable(&mut self, rel: &str) -> Result<(PathBuf, Arc<File>)> {
+    /// The file a WRITE of `rel` goes to, its absolute path, and whether an injected
+    /// fault fails the write (as a full disk: [`full_disk`]).
+    fn writable(&mut self, rel: &str) -> Result<(PathBuf, Arc<File>, bool)> {
         let abs = self.abs(rel)?;
         self.file(rel)?;
-        Ok((abs, Arc::clone(&self.files[rel])))
+        let file = Arc::clone(&self.files[rel]);
+        Ok((abs, file, self.trips(false)))
     }
 
     fn sync_file(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {

@@ -490,11 +490,6 @@ impl Store {
     /// Makes `ops` happen: described to the write-ahead log first (if the store has one),
     /// then applied in order. `groups` are the transaction groups they make durable.
     fn perform(&mut self, ops: Vec<FileOp>, groups: &[GroupMark]) -> Result<()> {
-        self.perform_ref(&ops, groups)
-    }
-
-    /// [`Store::perform`] of borrowed ops (the caller reuses their buffers).
-    fn perform_ref(&mut self, ops: &[FileOp], groups: &[GroupMark]) -> Result<()> {
         self.finish_append()?;
         if ops.is_empty() {
             return Ok(());
@@ -503,7 +498,7 @@ impl Store {
             return Err(Error::Broken(why.clone()));
         }
         if let Some(w) = self.wal.as_mut() {
-            w.log(ops, groups)?;
+            w.log(&ops, groups)?;
         }
         // Deferred only behind a write-ahead log: a crash before the syncs is repaired by
         // replaying it (without one, the journal could reach the disk before the table
@@ -517,7 +512,7 @@ impl Store {
                     .apply(std::slice::from_ref(op), false, &mut self.stats)
             })
         } else {
-            self.applier.apply(ops, false, &mut self.stats)
+            self.applier.apply(&ops, false, &mut self.stats)
         };
         if let Err(e) = applied {
             self.pending_syncs.clear();

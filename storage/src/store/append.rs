@@ -44,7 +44,7 @@ struct Encoded {
     results: Vec<Result<Committed>>,
     /// For each journal frame: its transaction's index and its tables (a range of
     /// `group_tables`), to take the groups into the in-memory journal once written.
-    groups: Vec<(usize, std::ops::Range<usize>)>,
+    spans: Vec<(usize, std::ops::Range<usize>)>,
     group_tables: Vec<TableId>,
     events: u64,
     next: Seq,
@@ -270,7 +270,7 @@ impl Store {
         let mut jbuf = Vec::with_capacity(txns.len() * 40);
         let mut jframes = Frames::with_capacity(txns.len());
         let mut results = Vec::with_capacity(txns.len());
-        let mut groups = Vec::with_capacity(txns.len());
+        let mut spans = Vec::with_capacity(txns.len());
         let mut group_tables = Vec::with_capacity(txns.len());
         let mut events = 0u64;
         for (i, txn) in txns.iter().enumerate() {
@@ -347,7 +347,7 @@ impl Store {
                 last_seq: next - 1,
                 commit_ts: ts,
             }));
-            groups.push((i, group_tables.len()..group_tables.len() + tables.len()));
+            spans.push((i, group_tables.len()..group_tables.len() + tables.len()));
             group_tables.extend_from_slice(&tables);
             if stream {
                 for t in out.iter_mut().filter(|t| t.buf.len() >= CHUNK) {
@@ -359,7 +359,7 @@ impl Store {
             jbuf,
             jframes,
             results,
-            groups,
+            spans,
             group_tables,
             events,
             next,
@@ -412,7 +412,7 @@ impl Store {
             jbuf,
             jframes,
             results,
-            groups: spans,
+            spans,
             group_tables,
             events,
             next,
@@ -489,26 +489,21 @@ impl Store {
         if self.background.is_none() {
             self.background = BackgroundWrites::start();
         }
-        let Some(bg) = self.background.as_mut() else {
-            // No thread to be had: write here.
-            self.perform_ref(&ops, &[])?;
-            for op in ops {
-                if let FileOp::Write { mut bytes, .. } = op {
-                    if bytes.capacity() > t.buf.capacity() {
-                        bytes.clear();
-                        t.buf = bytes;
-                    }
+        let spare = match self.background.as_mut() {
+            Some(bg) => {
+                if let Err(e) = self.applier.apply_in_background(ops, bg, &mut self.stats) {
+                    self.broken.get_or_insert_with(|| e.to_string());
+                    return Err(e);
                 }
+                bg.spare_buffer()
             }
-            return Ok(());
+            // No thread to be had: write here.
+            None => {
+                self.perform(ops, &[])?;
+                None
+            }
         };
-        if let Err(e) = self.applier.apply_in_background(ops, bg, &mut self.stats) {
-            self.broken.get_or_insert_with(|| e.to_string());
-            return Err(e);
-        }
-        t.buf = bg
-            .spare_buffer()
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK + CHUNK / 4));
+        t.buf = spare.unwrap_or_else(|| Vec::with_capacity(CHUNK + CHUNK / 4));
         Ok(())
     }
 
