@@ -1,8 +1,9 @@
 //! Repeats the append bench's batch (2,500 transactions x 20 INSERTs into a fresh store)
 //! for profiling: `cargo run --release -p driftdb-storage --example append_profile
-//! [rounds] [sync]` under `perf record`. Prints the mean time of the appends alone; with
-//! `sync`, the appends are durable and each is followed by a plain write + fdatasync of as
-//! many bytes to a fresh file in the same directory, timed the same way (the raw disk).
+//! [rounds] [sync]` under `perf record`. Prints the median and the fastest time of the
+//! appends alone; with `sync`, the appends are durable and each is followed by a plain
+//! write + fdatasync of as many bytes to a fresh file in the same directory, timed the same
+//! way (the raw disk), and the ratio of the two medians.
 
 use driftdb_storage::*;
 use std::io::Write;
@@ -14,8 +15,8 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(40);
     let sync = std::env::args().nth(2).as_deref() == Some("sync");
-    let mut total = Duration::ZERO;
-    let mut raw = Duration::ZERO;
+    let mut total = Vec::new();
+    let mut raw = Vec::new();
     // FRESH: each round builds its batch anew (as the criterion bench does), in memory the
     // last round freed; otherwise one batch, laid out in order, serves every round.
     let fresh = std::env::var_os("FRESH").is_some();
@@ -47,7 +48,7 @@ fn main() {
         let before = s.stats().bytes_written;
         let t = Instant::now();
         s.append(batch, &AllCommitted).unwrap();
-        total += t.elapsed();
+        total.push(t.elapsed());
         if sync {
             let bytes = vec![0x5au8; (s.stats().bytes_written - before) as usize];
             let mut f = std::fs::File::create(dir.path().join("raw")).unwrap();
@@ -56,17 +57,33 @@ fn main() {
             let t = Instant::now();
             f.write_all(&bytes).unwrap();
             f.sync_data().unwrap();
-            raw += t.elapsed();
+            raw.push(t.elapsed());
         }
     }
-    println!("mean append: {:?}", total / rounds);
+    println!(
+        "median append: {:?} (fastest {:?})",
+        median(&mut total),
+        fastest(&total)
+    );
     if sync {
+        let (raw, append) = (median(&mut raw), median(&mut total));
         println!(
-            "mean raw write + fdatasync: {:?} (append at {:.0}% of the raw bandwidth)",
-            raw / rounds,
-            100.0 * raw.as_secs_f64() / total.as_secs_f64()
+            "median raw write + fdatasync: {:?} (append at {:.0}% of the raw bandwidth)",
+            raw,
+            100.0 * raw.as_secs_f64() / append.as_secs_f64()
         );
     }
+}
+
+/// The middle of `times` (the machines these run on are noisy: a mean follows outliers).
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The shortest of `times`: the run least disturbed by other work.
+fn fastest(times: &[Duration]) -> Duration {
+    times.iter().copied().min().unwrap_or_default()
 }
 
 /// 2,500 transactions x 20 INSERTs of about 100 bytes of column data each, keys rising

@@ -205,21 +205,15 @@ impl View<'_> {
         }
     }
 
-    /// Whether every key of the table (live or not) sorts before `key`: then `key` has no
-    /// row. Reads the snapshot's last key once.
-    fn all_keys_below(&self, key: &[u8]) -> Result<bool> {
-        if self
-            .delta
-            .keys
-            .last_key_value()
-            .is_some_and(|(k, _)| k.as_slice() >= key)
-        {
-            return Ok(false);
-        }
-        Ok(match &self.snap {
-            Some(s) => s.last_key()?.is_none_or(|k| k < key),
-            None => true,
-        })
+    /// The largest key of the table, live or not: no key above it has a row. Reads the
+    /// snapshot's last key once.
+    fn last_key(&self) -> Result<Option<Vec<u8>>> {
+        let delta = self.delta.keys.last_key_value().map(|(k, _)| k.as_slice());
+        let snap = match &self.snap {
+            Some(s) => s.last_key()?,
+            None => None,
+        };
+        Ok(delta.max(snap).map(<[u8]>::to_vec))
     }
 
     fn scan(&self) -> Scan {

@@ -1235,6 +1235,120 @@ fn keys_inserted_in_rising_order_are_checked_like_any_other() {
     );
 }
 
+/// Keys in runs that rise but stay below the batch's largest key (scattered keys) go
+/// through the lookups, beside the first run (gathered as rising): a later event on any
+/// key of the batch, whichever way it was checked, must still see it, and an aborted
+/// transaction's keys must not be live for the next ones.
+#[test]
+fn scattered_keys_are_checked_like_any_other() {
+    let (_d, mut s) = setup();
+    s.append(
+        &[txn(1, vec![ins(T, "k000", &[(1, "first")])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    // 40 runs of 3 rising keys, each run below the one before: k39a k39b k39c k38a ...
+    let key = |run: u32, n: char| format!("k{run:03}{n}");
+    let runs: Vec<Txn> = (0..40u32)
+        .rev()
+        .map(|run| {
+            let events = ['a', 'b', 'c']
+                .iter()
+                .map(|n| ins(T, &key(run, *n), &[(1, "v")]))
+                .collect();
+            txn(100 + u64::from(run), events)
+        })
+        .collect();
+    let aborted = FateSet::aborted([7]);
+    let tail = |dup: &str| {
+        vec![
+            // Above the first run: rising again.
+            txn(
+                5,
+                vec![ins(T, "k900", &[(1, "x")]), ins(T, "k901", &[(1, "y")])],
+            ),
+            txn(
+                6,
+                vec![patch(T, "k001b", &[(1, Some("p"))]), del(T, "k900")],
+            ),
+            txn(7, vec![ins(T, "k902", &[]), del(T, "k039c")]),
+            txn(
+                8,
+                vec![
+                    ins(T, "k902", &[(1, "kept")]),
+                    ins(T, "k900", &[(1, "again")]),
+                ],
+            ),
+            txn(9, vec![ins(T, dup, &[])]),
+        ]
+    };
+    // A key the batch inserted, gathered as rising or looked up, or a key of the table,
+    // exists for a later INSERT.
+    for dup in ["k039a", "k000b", "k020c", "k901", "k902", "k000"] {
+        let mut batch = runs.clone();
+        batch.extend(tail(dup));
+        let got = s.append(&batch, &aborted);
+        assert!(
+            matches!(&got, Err(Error::KeyExists { key, .. }) if key == dup.as_bytes()),
+            "{dup}: {got:?}"
+        );
+    }
+    let mut batch = runs.clone();
+    batch.extend(tail("k903"));
+    s.append(&batch, &aborted).unwrap();
+    let at = s.current_seq().unwrap();
+    let rows = scan_all(&mut s, T, at, &aborted);
+    assert_eq!(rows.len(), 1 + 40 * 3 + 4);
+    let get = |k: &str| rows.iter().find(|r| r.0 == k).map(|r| r.1.clone());
+    assert_eq!(get("k001b"), Some(row(&[(1, "p")])));
+    assert_eq!(get("k039c"), Some(row(&[(1, "v")])));
+    assert_eq!(get("k900"), Some(row(&[(1, "again")])));
+    assert_eq!(get("k902"), Some(row(&[(1, "kept")])));
+    assert_eq!(get("k903"), Some(Row(vec![])));
+    // Against a snapshot: a key above its last one needs no lookup, in any order; the
+    // last key and the keys below it are looked up.
+    s.snapshot(T, at, &aborted).unwrap();
+    let mut s = Store::open(s.root(), cfg()).unwrap();
+    for (dup, exists) in [
+        ("k903", true),
+        ("k020b", true),
+        ("k000", true),
+        ("k940", false),
+    ] {
+        let got = s.append(
+            &[
+                txn(20, vec![ins(T, "k950", &[])]),
+                txn(21, vec![ins(T, "k945", &[]), ins(T, dup, &[])]),
+            ],
+            &aborted,
+        );
+        assert_eq!(got.is_err(), exists, "{dup}: {got:?}");
+        if exists {
+            assert!(matches!(got, Err(Error::KeyExists { key, .. }) if key == dup.as_bytes()));
+        }
+    }
+    let at = s.current_seq().unwrap();
+    assert_eq!(s.get(T, b"k945", at, &aborted).unwrap(), Some(Row(vec![])));
+    // A missing key stays missing: a PATCH of one fails.
+    let mut batch: Vec<Txn> = (0..40u32)
+        .rev()
+        .map(|run| {
+            txn(
+                200 + u64::from(run),
+                vec![
+                    ins(T, &format!("m{run:03}"), &[]),
+                    ins(T, &format!("m{run:03}x"), &[]),
+                ],
+            )
+        })
+        .collect();
+    batch.push(txn(11, vec![patch(T, "m040", &[(1, Some("p"))])]));
+    assert!(matches!(
+        s.append(&batch, &aborted),
+        Err(Error::KeyMissing { key, .. }) if key == b"m040"
+    ));
+}
+
 /// A batch of several megabytes is written out in chunks while it is encoded: when a later
 /// transaction then fails, what was written is cut again, and the next append and a
 /// reopened store see exactly the groups the journal committed.
