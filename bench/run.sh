@@ -79,8 +79,20 @@ drift_bytes() {
 # statements. After each restart: the first count(*) and the first point lookup, each in a
 # new session, then count(*) in one more new session (not the first after the restart).
 # Measured without a snapshot (a new session replays the history) and after drift_snapshot.
+# The worker's snapshot policies are off until then (they would snapshot the table while
+# it is built), and the table is checked to have no snapshot.
+# snapshot_policies off|on: the worker's policies (driftdb.snapshot_events and _bytes),
+# set for the server and taken up by a restart.
+snapshot_policies() {
+  local p
+  for p in driftdb.snapshot_events driftdb.snapshot_bytes; do
+    if [ "$1" = off ]; then q "ALTER SYSTEM SET $p = 0" >/dev/null; else q "ALTER SYSTEM RESET $p" >/dev/null; fi
+  done
+  bench_restart
+}
 cold_rows=$((COLD_EVENTS / COLD_VERSIONS))
 if [ "$cold_rows" -gt 0 ]; then
+  snapshot_policies off
   say "cold start: building $COLD_EVENTS events of history ($cold_rows rows x $COLD_VERSIONS versions)"
   psql_b >/dev/null <<SQL
 CREATE FOREIGN TABLE drift_cold (id int NOT NULL, name text, n int)
@@ -105,6 +117,9 @@ SQL
   for state in nosnap snap; do
     if [ "$state" = snap ]; then
       add cold_snapshot_drift "$(sql_ms "SELECT drift_snapshot('drift_cold')")"
+    else
+      snap_bytes=$(drift_bytes "$(drift_dir drift_cold)" snapshots)
+      [ "$snap_bytes" = 0 ] || die "drift_cold has $snap_bytes bytes of snapshots before drift_snapshot"
     fi
     for r in $(seq 1 "$ROUNDS"); do
       bench_restart
@@ -123,6 +138,7 @@ SQL
     done
   done
   psql_b -c "DROP FOREIGN TABLE drift_cold" -c "DROP TABLE heap_cold"
+  snapshot_policies on
 fi
 
 # --- 1, 2. ingest and update churn ------------------------------------------------------
