@@ -263,6 +263,43 @@ pub fn push_key_part(col: &Column, stored: &[u8], key: &mut Vec<u8>) {
     }
 }
 
+/// Whether `drift_history` renders key column `col` (`row->>'column'`) as text from which
+/// its stored bytes follow exactly ([`rendered_key_stored`]): integers (JSON numbers, in
+/// their canonical decimal form) and text or varchar (JSON strings, the text itself, in a
+/// UTF8 database so that the text's bytes are the stored ones).
+pub fn key_renders_plainly(col: &Column) -> bool {
+    match col.typid {
+        pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => true,
+        pg_sys::TEXTOID | pg_sys::VARCHAROID => {
+            // SAFETY: reads the database's encoding, set for the whole session.
+            unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
+        }
+        _ => false,
+    }
+}
+
+/// The stored bytes of the value of key column `col` that `drift_history` renders as
+/// `text`; `Ok(None)` when no value renders so (`"01"`, `"+1"`, or out of the type's range
+/// for an integer column): such text matches no row.
+pub fn rendered_key_stored(col: &Column, text: &str) -> Result<Option<Vec<u8>>, DriftError> {
+    if !key_renders_plainly(col) {
+        return Err(DriftError::KeyTextType {
+            column: col.name.clone(),
+        });
+    }
+    let range = match col.typid {
+        pg_sys::INT2OID => i64::from(i16::MIN)..=i64::from(i16::MAX),
+        pg_sys::INT4OID => i64::from(i32::MIN)..=i64::from(i32::MAX),
+        pg_sys::INT8OID => i64::MIN..=i64::MAX,
+        _ => return Ok(Some(text.as_bytes().to_vec())),
+    };
+    Ok(text
+        .parse::<i64>()
+        .ok()
+        .filter(|v| range.contains(v) && v.to_string() == text)
+        .map(|v| int_key_stored(col, v)))
+}
+
 /// The stored bytes of key column `col` whose value is `v` (the inverse of the integer
 /// case of [`push_key_part`]).
 pub fn int_key_stored(col: &Column, v: i64) -> Vec<u8> {

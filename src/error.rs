@@ -67,6 +67,16 @@ pub enum DriftError {
     TimeInFuture,
     NullPoint,
     NotDriftRowType,
+    /// `drift_history_key` on a key column whose rendering it cannot invert.
+    KeyTextType {
+        column: String,
+    },
+    /// `drift_history_key` given a number of key texts other than the key's columns.
+    KeyTextCount {
+        table: pg_sys::Oid,
+        expected: usize,
+        got: usize,
+    },
     WriteInPast,
     DuplicateKey {
         relid: pg_sys::Oid,
@@ -219,6 +229,26 @@ impl DriftError {
                 FUNC,
             )
             .set_detail(format!("Seqs run from 0 to the current stable seq, {current}.")),
+            DriftError::KeyTextType { column } => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("drift_history_key cannot look up key column \"{column}\" by its text"),
+                FUNC,
+            )
+            .set_detail("Only integer key columns, and text or varchar ones in a UTF8 database, are looked up by text.")
+            .set_hint("Filter drift_history(table) instead."),
+            DriftError::KeyTextCount {
+                table,
+                expected,
+                got,
+            } => ErrorReport::new(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "table \"{}\" has {expected} key column(s), not {got}",
+                    rel_name(table)
+                ),
+                FUNC,
+            )
+            .set_hint("Give one text per primary key column, in the key's order."),
             DriftError::TimeInFuture => ErrorReport::new(
                 ERRCODE_INVALID_PARAMETER_VALUE,
                 "cannot read DriftDB tables as of a time in the future",

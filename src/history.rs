@@ -2,11 +2,12 @@
 //! between two points (`drift_diff`). Rows are jsonb objects keyed by column name, rendered
 //! by Postgres' own `row_to_json`.
 
+use crate::datum;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::fdw::table::TableInfo;
 use crate::timetravel::{check_seq, readable_table, stable_seq};
-use driftdb_storage::{Op, Row};
+use driftdb_storage::{HistoryEntry, Op, Row};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
@@ -134,6 +135,79 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
             return pg_sys::Datum::from(0usize);
         };
         let info = readable_table(relid);
+        return_history(fcinfo, relid, &info, None);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_history_key() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `drift_history_key(regclass, text[])`: the events of the row whose primary key columns,
+/// rendered as `drift_history`'s `row->>'column'` renders them, are the given texts (in
+/// the order of the key's columns). What a `drift_history` call with such conditions on
+/// every key column is planned as (`fdw/history_call.rs`). Text that no key value renders
+/// as matches nothing, as the condition would.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_history_key(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe {
+        let relid = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0);
+        let parts = pgrx::fcinfo::pg_getarg::<Vec<Option<String>>>(fcinfo, 1);
+        let (Some(relid), Some(parts)) = (relid, parts) else {
+            return pg_sys::Datum::from(0usize);
+        };
+        let info = readable_table(relid);
+        if parts.len() != info.key.len() {
+            DriftError::KeyTextCount {
+                table: relid,
+                expected: info.key.len(),
+                got: parts.len(),
+            }
+            .report()
+        }
+        let key = info
+            .key
+            .iter()
+            .zip(&parts)
+            .try_fold(Some(Vec::new()), |key, (pos, text)| {
+                let col = &info.columns[*pos];
+                let stored = match text {
+                    Some(text) => datum::rendered_key_stored(col, text)?,
+                    None => None,
+                };
+                Ok::<_, DriftError>(key.zip(stored).map(|(mut key, stored)| {
+                    datum::push_key_part(col, &stored, &mut key);
+                    key
+                }))
+            })
+            .unwrap_or_else(|e| e.report());
+        match key {
+            Some(key) => return_history(fcinfo, relid, &info, Some(&key)),
+            // Matches nothing: the result is empty, as the conditions would make it.
+            None => {
+                materialize(fcinfo);
+            }
+        }
+        pg_sys::Datum::from(0usize)
+    }
+}
+
+/// Materialises the visible events of table `relid` (of `key` alone, if given), oldest
+/// first, into the function's result set.
+unsafe fn return_history(
+    fcinfo: pg_sys::FunctionCallInfo,
+    relid: pg_sys::Oid,
+    info: &TableInfo,
+    key: Option<&[u8]>,
+) {
+    unsafe {
         let rel = pg_sys::RelationIdGetRelation(relid);
         let rowdesc = (*rel).rd_att;
         let upto = stable_seq();
@@ -150,9 +224,16 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
         // freed once the tuplestore holds its copy: memory stays flat over any history.
         let mut per_row = PgMemoryContexts::new("drift_history row");
         engine::with_store(|s| {
-            let events = match s.table_history(info.id, upto, &LatestFates) {
-                Err(driftdb_storage::Error::NoSuchTable(_)) => return Ok(()),
-                other => other?,
+            let events: Box<dyn Iterator<Item = driftdb_storage::Result<HistoryEntry>>> = match key
+            {
+                Some(key) => match s.history(info.id, key, upto, &LatestFates) {
+                    Err(driftdb_storage::Error::NoSuchTable(_)) => return Ok(()),
+                    other => Box::new(other?.into_iter().map(Ok)),
+                },
+                None => match s.table_history(info.id, upto, &LatestFates) {
+                    Err(driftdb_storage::Error::NoSuchTable(_)) => return Ok(()),
+                    other => Box::new(other?),
+                },
             };
             for e in events {
                 let e = e?;
@@ -183,7 +264,7 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
                     values[0] = pg_sys::Datum::from(e.seq as i64);
                     values[1] = pg_sys::Datum::from(e.commit_ts);
                     values[2] = text_datum(op);
-                    values[3] = row_jsonb(&info, rowdesc, &row);
+                    values[3] = row_jsonb(info, rowdesc, &row);
                     match changed {
                         Some(c) => values[4] = text_array(&c),
                         None => nulls[4] = true,
@@ -198,7 +279,6 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
             Ok(())
         });
         pg_sys::RelationClose(rel);
-        pg_sys::Datum::from(0usize)
     }
 }
 
@@ -269,6 +349,13 @@ CREATE FUNCTION drift_history(table_name regclass)
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_history';
 COMMENT ON FUNCTION drift_history(regclass) IS
     'Every event of a DriftDB table, oldest first, with who committed it and when';
+CREATE FUNCTION drift_history_key(table_name regclass, key text[])
+    RETURNS TABLE (seq bigint, committed_at timestamptz, op text, "row" jsonb,
+                   changed text[], txid xid8, role name)
+    VOLATILE PARALLEL RESTRICTED STRICT
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_history_key';
+COMMENT ON FUNCTION drift_history_key(regclass, text[]) IS
+    'The events of one row of a DriftDB table, its key columns given as drift_history renders them (row->>''column'')';
 CREATE FUNCTION drift_diff(table_name regclass, from_seq bigint, to_seq bigint)
     RETURNS TABLE (pk jsonb, change text, before jsonb, after jsonb)
     VOLATILE PARALLEL RESTRICTED

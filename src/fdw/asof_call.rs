@@ -182,6 +182,7 @@ unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, ctx: *mut std::ffi::
         match (*node).type_ {
             pg_sys::NodeTag::T_Query => {
                 let q = node as *mut pg_sys::Query;
+                super::history_call::push_down_keys(q);
                 walk.queries.push(q);
                 let r = pg_sys::query_tree_walker(
                     q,

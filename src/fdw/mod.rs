@@ -3,6 +3,7 @@
 
 mod analyze;
 pub mod asof_call;
+mod history_call;
 mod modify;
 pub mod options;
 mod plan;

@@ -1,0 +1,264 @@
+//! `FROM drift_history(t) WHERE "row"->>'id' = '42'` planned as
+//! `drift_history_key(t, ARRAY['42'])`: the events of one row, not the whole table's
+//! rendered and then filtered.
+//!
+//! The planner hook (`asof_call.rs`) hands every query, subqueries included, to
+//! [`push_down_keys`]. A range-table entry that is exactly one call of DriftDB's
+//! `drift_history` on a constant table qualifies when the query's WHERE clause has, among
+//! its top-level AND terms, `"row" ->> 'column' = <text>` for every primary key column of
+//! the table, with the text a constant or a parameter (casts allowed, nothing volatile,
+//! no column of any table) and a deterministic collation; and when every key column is
+//! one whose rendering `drift_history_key` can invert (`datum::key_renders_plainly`:
+//! integers, and text or varchar in a UTF8 database). The call then becomes
+//! `drift_history_key` with the texts in the key's order. The conditions stay in the
+//! query, so Postgres still checks every row; the key function returns a subset of what
+//! `drift_history` returns that holds every row they accept. Anything else (OR, a
+//! condition in a join's ON clause, a key column missing, a lateral reference) is left
+//! to `drift_history`.
+
+use crate::datum;
+use crate::drop::is_driftdb_table;
+use crate::fdw::table::TableInfo;
+use pgrx::pg_sys;
+use pgrx::PgList;
+
+/// The attribute number of `drift_history`'s `row` column.
+const ROW_ATTNO: i16 = 4;
+
+/// Rewrites the qualifying `drift_history` calls of `q` (not of its subqueries).
+///
+/// # Safety
+/// `q` must be a valid query tree being planned.
+pub unsafe fn push_down_keys(q: *mut pg_sys::Query) {
+    unsafe {
+        if (*q).jointree.is_null() || (*(*q).jointree).quals.is_null() {
+            return;
+        }
+        let terms = and_terms((*(*q).jointree).quals);
+        let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*q).rtable);
+        for (i, rte) in rtable.iter_ptr().enumerate() {
+            let Some((call, relid)) = history_call(rte) else {
+                continue;
+            };
+            let info = table_info(relid);
+            let plain = |pos: &usize| datum::key_renders_plainly(&info.columns[*pos]);
+            if info.key.is_empty() || !info.key.iter().all(plain) {
+                continue;
+            }
+            let mut texts: Vec<*mut pg_sys::Node> = vec![std::ptr::null_mut(); info.key.len()];
+            for term in &terms {
+                let Some((name, text)) = key_condition(*term, i + 1) else {
+                    continue;
+                };
+                let at = info
+                    .key
+                    .iter()
+                    .position(|pos| info.columns[*pos].name.as_bytes() == name.as_slice());
+                if let Some(at) = at {
+                    if texts[at].is_null() {
+                        texts[at] = text;
+                    }
+                }
+            }
+            if texts.iter().any(|t| t.is_null()) {
+                continue;
+            }
+            let Some(keyed) = key_function((*call).funcid) else {
+                continue;
+            };
+            let mut elements = PgList::<pg_sys::Node>::new();
+            for t in texts {
+                elements.push(pg_sys::copyObjectImpl(t.cast()).cast());
+            }
+            let array =
+                pg_sys::palloc0(std::mem::size_of::<pg_sys::ArrayExpr>()) as *mut pg_sys::ArrayExpr;
+            (*array).xpr.type_ = pg_sys::NodeTag::T_ArrayExpr;
+            (*array).array_typeid = pg_sys::TEXTARRAYOID;
+            (*array).array_collid = pg_sys::DEFAULT_COLLATION_OID;
+            (*array).element_typeid = pg_sys::TEXTOID;
+            (*array).elements = elements.into_pg();
+            (*array).multidims = false;
+            (*array).location = -1;
+            (*call).funcid = keyed;
+            (*call).args = pg_sys::lappend((*call).args, array.cast());
+        }
+    }
+}
+
+/// The top-level AND terms of a WHERE clause.
+unsafe fn and_terms(quals: *mut pg_sys::Node) -> Vec<*mut pg_sys::Node> {
+    unsafe {
+        if (*quals).type_ == pg_sys::NodeTag::T_BoolExpr {
+            let b = quals as *mut pg_sys::BoolExpr;
+            if (*b).boolop == pg_sys::BoolExprType::AND_EXPR {
+                return PgList::<pg_sys::Node>::from_pg((*b).args)
+                    .iter_ptr()
+                    .collect();
+            }
+        }
+        vec![quals]
+    }
+}
+
+/// The call and its table, if `rte` is exactly one plain `drift_history(<constant>)` of
+/// the driftdb extension on a DriftDB table.
+unsafe fn history_call(
+    rte: *mut pg_sys::RangeTblEntry,
+) -> Option<(*mut pg_sys::FuncExpr, pg_sys::Oid)> {
+    unsafe {
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_FUNCTION || (*rte).funcordinality {
+            return None;
+        }
+        let functions = PgList::<pg_sys::RangeTblFunction>::from_pg((*rte).functions);
+        if functions.len() != 1 {
+            return None;
+        }
+        let expr = (*functions.get_ptr(0)?).funcexpr;
+        if expr.is_null() || (*expr).type_ != pg_sys::NodeTag::T_FuncExpr {
+            return None;
+        }
+        let call = expr as *mut pg_sys::FuncExpr;
+        let args = PgList::<pg_sys::Node>::from_pg((*call).args);
+        if args.len() != 1 || !is_extension_function((*call).funcid, b"drift_history") {
+            return None;
+        }
+        let table = args.get_ptr(0)?;
+        if (*table).type_ != pg_sys::NodeTag::T_Const {
+            return None;
+        }
+        let table = table as *mut pg_sys::Const;
+        if (*table).constisnull || (*table).consttype != pg_sys::REGCLASSOID {
+            return None;
+        }
+        let relid = pg_sys::Oid::from((*table).constvalue.value() as u32);
+        is_driftdb_table(relid).then_some((call, relid))
+    }
+}
+
+/// Whether `funcid` is the driftdb extension's function called `name`.
+unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
+    unsafe {
+        let found = pg_sys::get_func_name(funcid);
+        if found.is_null() || std::ffi::CStr::from_ptr(found).to_bytes() != name {
+            return false;
+        }
+        let ext = pg_sys::get_extension_oid(c"driftdb".as_ptr(), true);
+        ext != pg_sys::InvalidOid
+            && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, funcid) == ext
+    }
+}
+
+/// `drift_history_key(regclass, text[])`, from the schema of `drift_history` (`funcid`).
+unsafe fn key_function(funcid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    unsafe {
+        let schema = pg_sys::get_namespace_name(pg_sys::get_func_namespace(funcid));
+        if schema.is_null() {
+            return None;
+        }
+        let mut name = PgList::<pg_sys::String>::new();
+        name.push(pg_sys::makeString(schema));
+        name.push(pg_sys::makeString(pg_sys::pstrdup(
+            c"drift_history_key".as_ptr(),
+        )));
+        let args = [pg_sys::REGCLASSOID, pg_sys::TEXTARRAYOID];
+        let found = pg_sys::LookupFuncName(name.into_pg(), 2, args.as_ptr(), true);
+        (found != pg_sys::InvalidOid && is_extension_function(found, b"drift_history_key"))
+            .then_some(found)
+    }
+}
+
+/// The column name and the text of a term `"row" ->> 'name' = <text>` (either way round)
+/// on range-table entry `varno`, the text being one value for the whole query.
+unsafe fn key_condition(
+    term: *mut pg_sys::Node,
+    varno: usize,
+) -> Option<(Vec<u8>, *mut pg_sys::Node)> {
+    unsafe {
+        if (*term).type_ != pg_sys::NodeTag::T_OpExpr {
+            return None;
+        }
+        let eq = term as *mut pg_sys::OpExpr;
+        if (*eq).opno != pg_sys::Oid::from(pg_sys::TextEqualOperator)
+            || ((*eq).inputcollid != pg_sys::InvalidOid
+                && !pg_sys::get_collation_isdeterministic((*eq).inputcollid))
+        {
+            return None;
+        }
+        let args = PgList::<pg_sys::Node>::from_pg((*eq).args);
+        let (a, b) = (args.get_ptr(0)?, args.get_ptr(1)?);
+        let (name, text) = match (field_of_row(a, varno), field_of_row(b, varno)) {
+            (Some(name), None) => (name, b),
+            (None, Some(name)) => (name, a),
+            _ => return None,
+        };
+        (pg_sys::exprType(text) == pg_sys::TEXTOID
+            && one_value(text)
+            && !pg_sys::contain_volatile_functions(text))
+        .then_some((name, text))
+    }
+}
+
+/// The field name of `"row" ->> 'name'` on entry `varno` of this query level.
+unsafe fn field_of_row(node: *mut pg_sys::Node, varno: usize) -> Option<Vec<u8>> {
+    unsafe {
+        if (*node).type_ != pg_sys::NodeTag::T_OpExpr {
+            return None;
+        }
+        let op = node as *mut pg_sys::OpExpr;
+        if (*op).opfuncid != pg_sys::Oid::from(pg_sys::F_JSONB_OBJECT_FIELD_TEXT) {
+            return None;
+        }
+        let args = PgList::<pg_sys::Node>::from_pg((*op).args);
+        let (var, field) = (args.get_ptr(0)?, args.get_ptr(1)?);
+        if (*var).type_ != pg_sys::NodeTag::T_Var || (*field).type_ != pg_sys::NodeTag::T_Const {
+            return None;
+        }
+        let var = var as *mut pg_sys::Var;
+        if (*var).varno as usize != varno || (*var).varattno != ROW_ATTNO || (*var).varlevelsup != 0
+        {
+            return None;
+        }
+        let field = field as *mut pg_sys::Const;
+        if (*field).constisnull || (*field).consttype != pg_sys::TEXTOID {
+            return None;
+        }
+        let text = pg_sys::text_to_cstring((*field).constvalue.cast_mut_ptr());
+        Some(std::ffi::CStr::from_ptr(text).to_bytes().to_vec())
+    }
+}
+
+/// Whether `node` is one value for the whole query: a constant or a parameter of the
+/// statement, through casts and function calls (checked for volatility by the caller).
+unsafe fn one_value(node: *mut pg_sys::Node) -> bool {
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_Const => true,
+            pg_sys::NodeTag::T_Param => {
+                (*(node as *mut pg_sys::Param)).paramkind == pg_sys::ParamKind::PARAM_EXTERN
+            }
+            pg_sys::NodeTag::T_RelabelType => {
+                one_value((*(node as *mut pg_sys::RelabelType)).arg.cast())
+            }
+            pg_sys::NodeTag::T_CoerceViaIO => {
+                one_value((*(node as *mut pg_sys::CoerceViaIO)).arg.cast())
+            }
+            pg_sys::NodeTag::T_FuncExpr => {
+                PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::FuncExpr)).args)
+                    .iter_ptr()
+                    .all(|a| one_value(a))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The table's key and columns, read under the lock a query of it takes.
+unsafe fn table_info(relid: pg_sys::Oid) -> TableInfo {
+    unsafe {
+        pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as _);
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        let info = TableInfo::from_relation(rel);
+        pg_sys::RelationClose(rel);
+        info
+    }
+}
