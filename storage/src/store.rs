@@ -330,8 +330,23 @@ impl TableHistory<'_> {
                     if g > self.want {
                         return Ok(None);
                     }
-                    let f =
-                        TableFrame::decode(payload).map_err(|d| Error::corruption(path, at, d))?;
+                    // One key's history decodes only that key's events, skipping the
+                    // others without allocating.
+                    let f = match &self.key {
+                        Some(key) => key_events(payload, key).map(|(group_seq, xid, events)| {
+                            let events = events
+                                .into_iter()
+                                .map(|(seq, op)| (seq, key.clone(), op))
+                                .collect();
+                            TableFrame {
+                                group_seq,
+                                xid,
+                                events,
+                            }
+                        }),
+                        None => TableFrame::decode(payload),
+                    }
+                    .map_err(|d| Error::corruption(path, at, d))?;
                     self.pos = next;
                     if g == self.want {
                         self.done = true;
@@ -372,7 +387,7 @@ impl Iterator for TableHistory<'_> {
                     return Some(Err(e));
                 }
             };
-            if self.fates.fate(frame.xid) != Fate::Committed {
+            if frame.events.is_empty() || self.fates.fate(frame.xid) != Fate::Committed {
                 continue;
             }
             let Some(group) = self.journal.group_of(frame.group_seq) else {
@@ -1258,7 +1273,7 @@ impl Store {
     }
 
     /// Every visible event of one key up to `upto`, oldest first. Reads the table's whole
-    /// log: its cost grows with the table's history.
+    /// log (its cost grows with the table's history), decoding only that key's events.
     pub fn history(
         &mut self,
         id: TableId,
