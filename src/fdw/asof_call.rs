@@ -66,15 +66,7 @@ impl Point {
 
 /// Whether `funcid` is one of the driftdb extension's `drift_as_of` functions.
 unsafe fn is_as_of_call(funcid: pg_sys::Oid) -> bool {
-    unsafe {
-        let name = pg_sys::get_func_name(funcid);
-        if name.is_null() || std::ffi::CStr::from_ptr(name).to_bytes() != b"drift_as_of" {
-            return false;
-        }
-        let ext = pg_sys::get_extension_oid(c"driftdb".as_ptr(), true);
-        ext != pg_sys::InvalidOid
-            && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, funcid) == ext
-    }
+    unsafe { super::history_call::is_extension_function(funcid, b"drift_as_of") }
 }
 
 /// The DriftDB table and the point of an entry that is one plain `drift_as_of` call.

@@ -136,7 +136,10 @@ unsafe fn history_call(
 }
 
 /// Whether `funcid` is the driftdb extension's function called `name`.
-unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
+pub unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
     unsafe {
         let found = pg_sys::get_func_name(funcid);
         if found.is_null() || std::ffi::CStr::from_ptr(found).to_bytes() != name {
