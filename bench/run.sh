@@ -259,11 +259,13 @@ rounds "$SECS" "$ROUNDS" \
   "$(script history_per "\\set id random(1, $ROWS)" "SELECT * FROM per_t_with_history WHERE id = :id;")"
 
 # periods creates its history table without indexes (and says to "index it properly");
-# with one on the key its past point lookups use it. Informational, against DriftDB again.
+# with one on the key its past point lookups and one row's history use it. Informational,
+# against DriftDB again.
 psql_b -c "CREATE INDEX per_t_history_id ON per_t_history (id)" -c "ANALYZE per_t_history"
 SESSION[idx_past_point_drift]=${SESSION[past_point_drift]}
 rounds "$SECS" "$ROUNDS" \
-  "idx_past_point_drift=$work/past_point_drift.sql" "idx_past_point_per=$work/past_point_per.sql"
+  "idx_past_point_drift=$work/past_point_drift.sql" "idx_past_point_per=$work/past_point_per.sql" \
+  "idx_history_drift=$work/history_drift.sql" "idx_history_per=$work/history_per.sql"
 psql_b -c "DROP INDEX per_t_history_id"
 
 # --- 1, 2. small transactions -----------------------------------------------------------
@@ -396,6 +398,7 @@ Informational, same run:
 | measurement | DriftDB | heap | periods | vs heap | vs periods |
 | --- | --- | --- | --- | --- | --- |
 $(info "point lookup as of a past time, periods' history table indexed by id" tps idx_past_point)
+$(info "history of one row, periods' history table indexed by id" tps idx_history)
 $(info "maintenance after the ingest (drift_snapshot + ANALYZE; VACUUM ANALYZE)" ms maint_load)
 $(info "maintenance after the churn (same)" ms maint_churn)
 $(if [ "$cold_rows" -gt 0 ]; then
@@ -418,6 +421,7 @@ $(rounds_of insert_drift insert_heap insert_per update_drift update_heap update_
 $(rounds_of scan_drift scan_heap scan_per point_drift point_heap point_per)
 $(rounds_of past_point_drift past_point_per past_full_drift past_full_per history_drift history_per)
 $(rounds_of idx_past_point_drift idx_past_point_per)
+$(rounds_of idx_history_drift idx_history_per)
 $(rounds_of cold_count_nosnap_drift cold_count_nosnap_heap cold_point_nosnap_drift cold_point_nosnap_heap cold_again_nosnap_drift cold_again_nosnap_heap)
 $(rounds_of cold_count_snap_drift cold_count_snap_heap cold_point_snap_drift cold_point_snap_heap cold_again_snap_drift cold_again_snap_heap)
 EOF
