@@ -330,8 +330,19 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     let _ = (file, offset, len);
 }
 
-/// Writes `bytes` at `offset`, then starts their writeback when asked.
-fn write_at(file: &File, abs: &Path, offset: u64, bytes: &[u8], writeback: bool) -> Result<()> {
+/// Writes `bytes` at `offset`, then starts their writeback when asked. An injected fault
+/// fails the write as a full disk does, writing nothing.
+fn write_at(
+    file: &File,
+    abs: &Path,
+    offset: u64,
+    bytes: &[u8],
+    writeback: bool,
+    injected: bool,
+) -> Result<()> {
+    if injected {
+        return Err(full_disk(abs));
+    }
     file.write_all_at(bytes, offset).at(abs)?;
     if writeback {
         start_writeback(file, offset, bytes.len());
@@ -355,9 +366,9 @@ struct WriteJob {
 }
 
 /// The error of a write that met a full disk (ENOSPC), as an injected fault reports it.
-fn full_disk(path: PathBuf) -> Error {
+fn full_disk(path: &Path) -> Error {
     Error::IoAt {
-        path,
+        path: path.to_path_buf(),
         source: std::io::Error::from_raw_os_error(28),
     }
 }
@@ -392,10 +403,16 @@ impl BackgroundWrites {
                 for job in inbox {
                     let r = if failed {
                         Ok(())
-                    } else if job.injected {
-                        Err(full_disk(job.path))
                     } else {
-                        write_at(&job.file, &job.path, job.offset, &job.bytes, job.writeback)
+                        let (file, path) = (&job.file, &job.path);
+                        write_at(
+                            file,
+                            path,
+                            job.offset,
+                            &job.bytes,
+                            job.writeback,
+                            job.injected,
+                        )
                     };
                     failed |= r.is_err();
                     let mut bytes = job.bytes;
@@ -575,10 +592,7 @@ impl Applier {
                     bytes,
                 } => {
                     let (abs, file, injected) = self.writable(path)?;
-                    if injected {
-                        return Err(full_disk(abs));
-                    }
-                    write_at(&file, &abs, *offset, bytes, false)?;
+                    write_at(&file, &abs, *offset, bytes, false, injected)?;
                     stats.bytes_written += bytes.len() as u64;
                     touched.push(path);
                 }

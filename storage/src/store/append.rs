@@ -164,11 +164,16 @@ impl<'t> TableCheck<'t, '_> {
         Ok(self.last_key.as_ref().and_then(|k| k.as_deref()))
     }
 
+    /// Whether `key` sorts above every key of the table (so has no row there).
+    fn above_last_key(&mut self, key: &[u8]) -> Result<bool> {
+        Ok(self.last_key()?.is_none_or(|k| k < key))
+    }
+
     /// Whether `key`, above every key the batch touched so far, is above every key of the
-    /// table too.
+    /// table too (once true, true for every later such key: no comparison).
     fn above_table(&mut self, key: &[u8]) -> Result<bool> {
         if !self.above_table {
-            self.above_table = self.last_key()?.is_none_or(|k| k < key);
+            self.above_table = self.above_last_key(key)?;
         }
         Ok(self.above_table)
     }
@@ -176,7 +181,7 @@ impl<'t> TableCheck<'t, '_> {
     /// Whether `key` has a row in the table: a key above the table's largest needs no
     /// lookup (new keys above a table's range, in any order, are the usual kind).
     fn exists(&mut self, key: &[u8]) -> Result<bool> {
-        if self.last_key()?.is_none_or(|k| k < key) {
+        if self.above_last_key(key)? {
             return Ok(false);
         }
         self.view.exists(key)
