@@ -130,15 +130,6 @@ unsafe fn driftdb_relation(rv: *mut pg_sys::RangeVar, missing_ok: bool) -> Optio
     }
 }
 
-unsafe fn table_info(relid: pg_sys::Oid) -> TableInfo {
-    unsafe {
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        let info = TableInfo::from_relation(rel);
-        pg_sys::RelationClose(rel);
-        info
-    }
-}
-
 /// Refuses the schema changes that would misread stored rows; returns what to do after a
 /// statement that renames a key column.
 unsafe fn check(stmt: *mut pg_sys::Node) -> Option<KeyRename> {
@@ -175,7 +166,7 @@ unsafe fn check(stmt: *mut pg_sys::Node) -> Option<KeyRename> {
                     return None;
                 }
                 let relid = driftdb_relation(s.relation, s.missing_ok)?;
-                let info = table_info(relid);
+                let info = TableInfo::of(relid);
                 let (old, new) = (cstr(s.subname), cstr(s.newname));
                 let mut key: Vec<String> = info
                     .key
@@ -308,7 +299,7 @@ unsafe fn check_add_column(relid: pg_sys::Oid, def: *mut pg_sys::ColumnDef) {
         // The lock ALTER takes anyway, taken now: no other transaction writes the table
         // while it is checked, and none can add rows between the check and the change.
         pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE);
-        let info = table_info(relid);
+        let info = TableInfo::of(relid);
         if has_rows(&info) {
             let col = cstr((*def).colname);
             DriftError::SchemaChange {
@@ -422,7 +413,7 @@ unsafe fn check_key_option(relid: pg_sys::Oid, options: *mut pg_sys::List) {
             if cstr((*def).defname) != "primary_key" {
                 continue;
             }
-            let info = table_info(relid);
+            let info = TableInfo::of(relid);
             let current: Vec<i16> = info.key.iter().map(|&p| info.columns[p].attnum).collect();
             let wanted: Option<Vec<i16>> =
                 if (*def).defaction == pg_sys::DefElemAction::DEFELEM_DROP {
@@ -515,7 +506,7 @@ unsafe extern "C-unwind" fn object_access(
 
 /// A column of a DriftDB table is being dropped.
 unsafe fn dropping_column(relid: pg_sys::Oid, attnum: i16) {
-    let info = unsafe { table_info(relid) };
+    let info = unsafe { TableInfo::of(relid) };
     if let Some(&pos) = info.key.iter().find(|&&p| info.columns[p].attnum == attnum) {
         DriftError::KeyColumnDrop {
             relid,

@@ -94,10 +94,7 @@ pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
                 pg_sys::get_rel_name(relid),
             );
         }
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        let info = TableInfo::from_relation(rel);
-        pg_sys::RelationClose(rel);
-        info
+        TableInfo::of(relid)
     }
 }
 

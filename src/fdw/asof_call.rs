@@ -66,14 +66,31 @@ impl Point {
 
 /// Whether `funcid` is one of the driftdb extension's `drift_as_of` functions.
 unsafe fn is_as_of_call(funcid: pg_sys::Oid) -> bool {
-    unsafe { super::history_call::is_extension_function(funcid, b"drift_as_of") }
+    unsafe { is_extension_function(funcid, b"drift_as_of") }
 }
 
-/// The DriftDB table and the point of an entry that is one plain `drift_as_of` call.
-unsafe fn as_of_call(
-    rte: *mut pg_sys::RangeTblEntry,
-) -> Option<(pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid)> {
-    // Returns (table, point, the drift_as_of function).
+/// Whether `funcid` is the driftdb extension's function called `name`.
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
+pub unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
+    unsafe {
+        let found = pg_sys::get_func_name(funcid);
+        if found.is_null() || std::ffi::CStr::from_ptr(found).to_bytes() != name {
+            return false;
+        }
+        let ext = pg_sys::get_extension_oid(c"driftdb".as_ptr(), true);
+        ext != pg_sys::InvalidOid
+            && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, funcid) == ext
+    }
+}
+
+/// The call of a range-table entry that is exactly one plain function call (no WITH
+/// ORDINALITY, no ROWS FROM of several).
+///
+/// # Safety
+/// `rte` must be a valid range-table entry.
+pub unsafe fn single_call(rte: *mut pg_sys::RangeTblEntry) -> Option<*mut pg_sys::FuncExpr> {
     unsafe {
         if (*rte).rtekind != pg_sys::RTEKind::RTE_FUNCTION || (*rte).funcordinality {
             return None;
@@ -82,12 +99,21 @@ unsafe fn as_of_call(
         if functions.len() != 1 {
             return None;
         }
-        let f = functions.get_ptr(0)?;
-        let expr = (*f).funcexpr;
+        let expr = (*functions.get_ptr(0)?).funcexpr;
         if expr.is_null() || (*expr).type_ != pg_sys::NodeTag::T_FuncExpr {
             return None;
         }
-        let call = expr as *mut pg_sys::FuncExpr;
+        Some(expr as *mut pg_sys::FuncExpr)
+    }
+}
+
+/// The DriftDB table and the point of an entry that is one plain `drift_as_of` call.
+unsafe fn as_of_call(
+    rte: *mut pg_sys::RangeTblEntry,
+) -> Option<(pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid)> {
+    // Returns (table, point, the drift_as_of function).
+    unsafe {
+        let call = single_call(rte)?;
         let args = pgrx::PgList::<pg_sys::Node>::from_pg((*call).args);
         if args.len() != 2 || !is_as_of_call((*call).funcid) {
             return None;

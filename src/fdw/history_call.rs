@@ -16,6 +16,7 @@
 //! condition in a join's ON clause, a key column missing, a lateral reference) is left
 //! to `drift_history`.
 
+use super::asof_call::{is_extension_function, single_call};
 use crate::datum;
 use crate::drop::is_driftdb_table;
 use crate::fdw::table::TableInfo;
@@ -40,7 +41,9 @@ pub unsafe fn push_down_keys(q: *mut pg_sys::Query) {
             let Some((call, relid)) = history_call(rte) else {
                 continue;
             };
-            let info = table_info(relid);
+            // Read under the lock a query of the table takes.
+            pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as _);
+            let info = TableInfo::of(relid);
             let plain = |pos: &usize| datum::key_renders_plainly(&info.columns[*pos]);
             if info.key.is_empty() || !info.key.iter().all(plain) {
                 continue;
@@ -106,18 +109,7 @@ unsafe fn history_call(
     rte: *mut pg_sys::RangeTblEntry,
 ) -> Option<(*mut pg_sys::FuncExpr, pg_sys::Oid)> {
     unsafe {
-        if (*rte).rtekind != pg_sys::RTEKind::RTE_FUNCTION || (*rte).funcordinality {
-            return None;
-        }
-        let functions = PgList::<pg_sys::RangeTblFunction>::from_pg((*rte).functions);
-        if functions.len() != 1 {
-            return None;
-        }
-        let expr = (*functions.get_ptr(0)?).funcexpr;
-        if expr.is_null() || (*expr).type_ != pg_sys::NodeTag::T_FuncExpr {
-            return None;
-        }
-        let call = expr as *mut pg_sys::FuncExpr;
+        let call = single_call(rte)?;
         let args = PgList::<pg_sys::Node>::from_pg((*call).args);
         if args.len() != 1 || !is_extension_function((*call).funcid, b"drift_history") {
             return None;
@@ -132,22 +124,6 @@ unsafe fn history_call(
         }
         let relid = pg_sys::Oid::from((*table).constvalue.value() as u32);
         is_driftdb_table(relid).then_some((call, relid))
-    }
-}
-
-/// Whether `funcid` is the driftdb extension's function called `name`.
-///
-/// # Safety
-/// Catalog lookups: must run inside a transaction.
-pub unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
-    unsafe {
-        let found = pg_sys::get_func_name(funcid);
-        if found.is_null() || std::ffi::CStr::from_ptr(found).to_bytes() != name {
-            return false;
-        }
-        let ext = pg_sys::get_extension_oid(c"driftdb".as_ptr(), true);
-        ext != pg_sys::InvalidOid
-            && pg_sys::getExtensionOfObject(pg_sys::ProcedureRelationId, funcid) == ext
     }
 }
 
@@ -252,16 +228,5 @@ unsafe fn one_value(node: *mut pg_sys::Node) -> bool {
             }
             _ => false,
         }
-    }
-}
-
-/// The table's key and columns, read under the lock a query of it takes.
-unsafe fn table_info(relid: pg_sys::Oid) -> TableInfo {
-    unsafe {
-        pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as _);
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        let info = TableInfo::from_relation(rel);
-        pg_sys::RelationClose(rel);
-        info
     }
 }

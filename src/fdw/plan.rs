@@ -29,19 +29,10 @@ const COST_PER_ROW: f64 = 0.01;
 const COST_PER_LOOKUP: f64 = 0.05;
 const STARTUP_COST: f64 = 10.0;
 
-unsafe fn table_info(relid: pg_sys::Oid) -> TableInfo {
-    unsafe {
-        let rel = pg_sys::RelationIdGetRelation(relid);
-        let info = TableInfo::from_relation(rel);
-        pg_sys::RelationClose(rel);
-        info
-    }
-}
-
 /// The access DriftDB will use for this scan.
 unsafe fn choose(relid: pg_sys::Oid, rti: pg_sys::Index, quals: *mut pg_sys::List) -> Choice {
     unsafe {
-        let info = table_info(relid);
+        let info = TableInfo::of(relid);
         let indexes = engine::with_store(|s| match s.indexes(info.id) {
             Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
             other => other,

@@ -20,6 +20,19 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
+    /// The table `relid`, read from its relation (opened and closed again).
+    ///
+    /// # Safety
+    /// `relid` must be a DriftDB foreign table; must run inside a transaction.
+    pub unsafe fn of(relid: pg_sys::Oid) -> TableInfo {
+        unsafe {
+            let rel = pg_sys::RelationIdGetRelation(relid);
+            let info = TableInfo::from_relation(rel);
+            pg_sys::RelationClose(rel);
+            info
+        }
+    }
+
     /// # Safety
     /// `rel` must be an open relation of a DriftDB foreign table.
     pub unsafe fn from_relation(rel: pg_sys::Relation) -> TableInfo {
