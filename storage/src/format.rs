@@ -40,6 +40,8 @@ pub const SNAPSHOT_FOOTER_LEN: usize = 32;
 /// Snapshot section kinds.
 pub const SECTION_ROWS: u8 = 1;
 pub const SECTION_INDEX: u8 = 2;
+/// Where each key's events are in the table log (see [`put_history_record`]).
+pub const SECTION_HISTORY: u8 = 3;
 /// Largest raw (uncompressed) snapshot block a reader accepts.
 pub const MAX_BLOCK_RAW_LEN: u64 = 64 << 20;
 
@@ -616,10 +618,13 @@ impl TableFrame {
 /// `(group_seq, xid, [(seq, op)])`: one key's events in one table frame.
 pub type KeyEvents = (Seq, u64, Vec<(Seq, Op)>);
 
-/// One key's events in a table frame payload: `(group_seq, xid, [(seq, op)])`, decoding
-/// only that key's ops and skipping the others without allocating. Checks the payload as
-/// strictly as [`TableFrame::decode`].
-pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
+/// Walks a table frame payload, checking it as strictly as [`TableFrame::decode`]: `f` gets
+/// each event's seq and key and must consume its op from the decoder. Returns the group
+/// seq and xid.
+fn each_event<'a>(
+    buf: &'a [u8],
+    mut f: impl FnMut(Seq, &'a [u8], &mut Decoder<'a>) -> DecodeResult<()>,
+) -> DecodeResult<(Seq, u64)> {
     let mut d = Decoder::new(buf);
     let group_seq = d.varint()?;
     if group_seq == 0 {
@@ -630,7 +635,6 @@ pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
     if n == 0 {
         return Err("table frame without events");
     }
-    let mut out = Vec::new();
     let mut prev: Option<Seq> = None;
     for _ in 0..n {
         let seq = group_seq
@@ -640,20 +644,104 @@ pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
             return Err("event seqs not strictly increasing");
         }
         prev = Some(seq);
-        if d.len_bytes()? == key {
-            out.push((seq, d.op()?));
-        } else {
-            match d.u8()? {
-                OP_INSERT | OP_PATCH => d.skip_columns()?,
-                OP_SOFT_DELETE => {}
-                _ => return Err("unknown op tag"),
-            }
-        }
+        let key = d.len_bytes()?;
+        f(seq, key, &mut d)?;
     }
     if !d.is_empty() {
         return Err("trailing bytes in table frame");
     }
+    Ok((group_seq, xid))
+}
+
+/// Skips one op without decoding its values.
+fn skip_op(d: &mut Decoder<'_>) -> DecodeResult<()> {
+    match d.u8()? {
+        OP_INSERT | OP_PATCH => d.skip_columns(),
+        OP_SOFT_DELETE => Ok(()),
+        _ => Err("unknown op tag"),
+    }
+}
+
+/// One key's events in a table frame payload: `(group_seq, xid, [(seq, op)])`, decoding
+/// only that key's ops and skipping the others without allocating. Checks the payload as
+/// strictly as [`TableFrame::decode`].
+pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
+    let mut out = Vec::new();
+    let (group_seq, xid) = each_event(buf, |seq, k, d| {
+        if k == key {
+            out.push((seq, d.op()?));
+            Ok(())
+        } else {
+            skip_op(d)
+        }
+    })?;
     Ok((group_seq, xid, out))
+}
+
+/// `(group_seq, [(seq, key)])`: a table frame's events without their ops.
+pub type FrameKeys<'a> = (Seq, Vec<(Seq, &'a [u8])>);
+
+/// The group seq of a table frame payload and its events' `(seq, key)`, skipping the ops
+/// undecoded. Checks the payload as strictly as [`TableFrame::decode`].
+pub fn frame_keys(buf: &[u8]) -> DecodeResult<FrameKeys<'_>> {
+    let mut out = Vec::new();
+    let (group_seq, _) = each_event(buf, |seq, k, d| {
+        out.push((seq, k));
+        skip_op(d)
+    })?;
+    Ok((group_seq, out))
+}
+
+// ---------------------------------------------------------------------------------------
+// Key history records (snapshot section `SECTION_HISTORY`)
+
+/// Where one key's events are in its table's log: the frames holding at least one of them,
+/// as `(group_seq, offset of the frame in the segment holding that group)`, groups strictly
+/// increasing.
+pub type FramePositions = Vec<(Seq, u64)>;
+
+/// Key history records, by key.
+pub type HistoryRecords = Vec<(Vec<u8>, FramePositions)>;
+
+/// Encodes one key's record: `varint len + key | varint n | n x (varint group_seq - previous
+/// group_seq (the first: itself) | varint offset)`. `frames` is not empty.
+pub fn put_history_record(out: &mut Vec<u8>, key: &[u8], frames: &[(Seq, u64)]) {
+    put_bytes(out, key);
+    put_varint(out, frames.len() as u64);
+    let mut prev = 0;
+    for (group, offset) in frames {
+        put_varint(out, group - prev);
+        put_varint(out, *offset);
+        prev = *group;
+    }
+}
+
+/// Decodes the next key's record (see [`put_history_record`]), checking that its groups
+/// strictly increase and its offsets lie past a segment header.
+pub fn history_record<'a>(d: &mut Decoder<'a>) -> DecodeResult<(&'a [u8], FramePositions)> {
+    let key = d.len_bytes()?;
+    // Each frame takes at least two bytes.
+    let n = d.count(2)?;
+    if n == 0 {
+        return Err("key history record without frames");
+    }
+    let mut frames = Vec::with_capacity(n);
+    let mut prev: Seq = 0;
+    for _ in 0..n {
+        let step = d.varint()?;
+        if step == 0 {
+            return Err("key history groups not strictly increasing");
+        }
+        prev = prev
+            .checked_add(step)
+            .ok_or("key history group overflows")?;
+        let offset = d.varint()?;
+        if offset < SEGMENT_HEADER_LEN as u64 {
+            return Err("key history offset inside a segment header");
+        }
+        frames.push((prev, offset));
+    }
+    Ok((key, frames))
 }
 
 #[cfg(test)]

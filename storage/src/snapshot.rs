@@ -1,5 +1,6 @@
 //! Snapshots: the materialised state of one table at one seq, in zstd-compressed blocks of
-//! sorted records, with the table's secondary indexes beside the rows.
+//! sorted records, with the table's secondary indexes beside the rows and, for each key the
+//! table ever had, where its events are in the table's log.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -12,7 +13,8 @@ use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    put_bytes, put_columns, put_varint, DecodeResult, Decoder, FORMAT_VERSION, MAX_BLOCK_RAW_LEN,
+    history_record, put_bytes, put_columns, put_history_record, put_varint, DecodeResult, Decoder,
+    FramePositions, HistoryRecords, FORMAT_VERSION, MAX_BLOCK_RAW_LEN, SECTION_HISTORY,
     SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC, SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN,
     SNAPSHOT_MAGIC,
 };
@@ -33,7 +35,7 @@ struct BlockMeta {
     clen: u64,
     raw_len: u64,
     crc: u32,
-    /// The block's first key (row sections) or first value (index sections).
+    /// The block's first key (row and history sections) or first value (index sections).
     first: Vec<u8>,
 }
 
@@ -92,6 +94,9 @@ pub(crate) struct Snapshot {
     pub seq: Seq,
     rows: Vec<BlockMeta>,
     indexes: HashMap<ColumnId, Vec<BlockMeta>>,
+    /// Where each key's events are in the log up to `seq` (`None`: a snapshot written
+    /// before snapshots had this section).
+    history: Option<Vec<BlockMeta>>,
     /// Recently decompressed row blocks, most recent first.
     cache: Mutex<Vec<(usize, Arc<IndexedBlock>)>>,
     /// Indexes this snapshot lacks, rebuilt from its rows on first use.
@@ -153,17 +158,21 @@ impl BlockWriter<'_> {
     }
 }
 
-/// Encodes a snapshot of `rows` (sorted by key) with index sections for `indexes`; the store
-/// writes it atomically (temp file, sync, rename, sync the directory) through its file ops.
-/// `path` names the snapshot in errors.
+/// Encodes a snapshot of `rows` (sorted by key) with index sections for `indexes` and the
+/// key history section `history` (sorted by key; `None` writes none, as snapshots were
+/// written before that section existed, for tests); the store writes it atomically (temp
+/// file, sync, rename, sync the directory) through its file ops. `path` names the snapshot
+/// in errors.
 ///
 /// Layout (little-endian):
 /// ```text
 /// header  = magic "DRIFTSNP" | u16 version | u16 0 | u64 table | u64 seq | u32 crc32(bytes 0..28)
-/// blocks  = zstd frames, row blocks first, then each index's blocks
+/// blocks  = zstd frames, row blocks first, then each index's blocks, then the history blocks
 ///           row block raw bytes   = { varint len + key | columns }*   (keys strictly increasing)
 ///           index block raw bytes = { varint len + value | varint len + key }*  (sorted by (value, key))
-/// dir     = varint nsections | { u8 kind (1 rows, 2 index) | varint column (0 for rows) |
+///           history block raw bytes = { key history record }*  (keys strictly increasing,
+///                                     see format::put_history_record)
+/// dir     = varint nsections | { u8 kind (1 rows, 2 index, 3 history) | varint column (0 for rows and history) |
 ///           varint nblocks | { varint offset | varint clen | varint raw_len |
 ///           u32 crc32(compressed block) | varint len + first key or value }* }*
 /// footer  = u64 dir_offset | u64 dir_len | u32 crc32(dir) | u32 crc32(bytes 0..dir_offset+dir_len) |
@@ -175,6 +184,7 @@ pub(crate) fn snapshot_bytes(
     seq: Seq,
     rows: impl Iterator<Item = Result<(Vec<u8>, Row)>>,
     indexes: &[ColumnId],
+    history: Option<impl Iterator<Item = Result<(Vec<u8>, FramePositions)>>>,
 ) -> Result<Vec<u8>> {
     let tmp = path;
     let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
@@ -232,6 +242,14 @@ pub(crate) fn snapshot_bytes(
             sections.push((SECTION_INDEX, *col, std::mem::take(&mut w.blocks)));
             entries.clear();
         }
+        if let Some(history) = history {
+            for item in history {
+                let (key, frames) = item?;
+                w.record(&key, |raw| put_history_record(raw, &key, &frames))?;
+            }
+            w.flush()?;
+            sections.push((SECTION_HISTORY, 0, std::mem::take(&mut w.blocks)));
+        }
     }
 
     let mut dir = Vec::new();
@@ -266,7 +284,7 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
     let mut sections = Vec::with_capacity(n);
     for _ in 0..n {
         let kind = d.u8()?;
-        if kind != SECTION_ROWS && kind != SECTION_INDEX {
+        if ![SECTION_ROWS, SECTION_INDEX, SECTION_HISTORY].contains(&kind) {
             return Err("unknown snapshot section kind");
         }
         let col = ColumnId::try_from(d.varint()?).map_err(|_| "column id overflows u16")?;
@@ -316,6 +334,20 @@ pub(crate) fn decode_row_block(raw: &[u8]) -> DecodeResult<Vec<(Vec<u8>, Row)>> 
         rows.push((key, Row(d.columns()?)));
     }
     Ok(rows)
+}
+
+/// Decodes a decompressed key history block.
+pub(crate) fn decode_history_block(raw: &[u8]) -> DecodeResult<HistoryRecords> {
+    let mut d = Decoder::new(raw);
+    let mut out: HistoryRecords = Vec::new();
+    while !d.is_empty() {
+        let (key, frames) = history_record(&mut d)?;
+        if out.last().is_some_and(|(k, _)| k.as_slice() >= key) {
+            return Err("key history keys not strictly increasing");
+        }
+        out.push((key.to_vec(), frames));
+    }
+    Ok(out)
 }
 
 /// Decodes a decompressed index block.
@@ -390,6 +422,7 @@ impl Snapshot {
         let sections = decode_dir(dir, dir_offset).map_err(|d| bad(dir_offset, d))?;
         let mut rows = None;
         let mut indexes = HashMap::new();
+        let mut history = None;
         for (kind, col, blocks) in sections {
             for b in &blocks {
                 let bytes = &map[b.offset as usize..(b.offset + b.clen) as usize];
@@ -400,6 +433,10 @@ impl Snapshot {
             if kind == SECTION_ROWS {
                 if rows.replace(blocks).is_some() {
                     return Err(bad(dir_offset, "two row sections"));
+                }
+            } else if kind == SECTION_HISTORY {
+                if history.replace(blocks).is_some() {
+                    return Err(bad(dir_offset, "two key history sections"));
                 }
             } else if indexes.insert(col, blocks).is_some() {
                 return Err(bad(dir_offset, "two sections for one index"));
@@ -415,6 +452,7 @@ impl Snapshot {
             seq,
             rows,
             indexes,
+            history,
             cache: Mutex::new(Vec::new()),
             rebuilt: Mutex::new(HashMap::new()),
             counters: OnceLock::new(),
@@ -502,6 +540,60 @@ impl Snapshot {
         Ok((b.offset, &b.first, entries))
     }
 
+    /// Whether this snapshot records where each key's events are.
+    pub fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// The number of blocks in the key history section.
+    pub(crate) fn history_blocks(&self) -> usize {
+        self.history.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Block `i` of the key history section, decoded: its offset, the first key the
+    /// directory gives it, and its records.
+    pub(crate) fn history_block(&self, i: usize) -> Result<(u64, &[u8], HistoryRecords)> {
+        let b = &self.history.as_ref().expect("has a history section")[i];
+        let records = decode_history_block(&self.raw_block(b)?)
+            .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
+        Ok((b.offset, &b.first, records))
+    }
+
+    /// Where `key`'s events up to this snapshot's seq are in the log (empty: it has none);
+    /// `None` when the snapshot has no key history section. One block decompressed.
+    pub fn key_history(&self, key: &[u8]) -> Result<Option<FramePositions>> {
+        let Some(blocks) = &self.history else {
+            return Ok(None);
+        };
+        let Some(i) = blocks
+            .partition_point(|b| b.first.as_slice() <= key)
+            .checked_sub(1)
+        else {
+            return Ok(Some(Vec::new()));
+        };
+        let b = &blocks[i];
+        let raw = self.raw_block(b)?;
+        let found = (|| -> DecodeResult<FramePositions> {
+            let mut d = Decoder::new(&raw);
+            let mut prev: Option<&[u8]> = None;
+            while !d.is_empty() {
+                let (k, frames) = history_record(&mut d)?;
+                if prev.is_some_and(|p| p >= k) {
+                    return Err("key history keys not strictly increasing");
+                }
+                match k.cmp(key) {
+                    std::cmp::Ordering::Less => prev = Some(k),
+                    std::cmp::Ordering::Equal => return Ok(frames),
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            Ok(Vec::new())
+        })();
+        found
+            .map(Some)
+            .map_err(|d| Error::corruption(&self.path, b.offset, d))
+    }
+
     /// Counts this snapshot's block cache hits and misses into `counters` from now on.
     pub fn count_blocks_into(&self, counters: Arc<BlockCounters>) {
         let _ = self.counters.set(counters);
@@ -512,12 +604,13 @@ impl Snapshot {
         self.map.len() as u64
     }
 
-    /// `(raw, compressed)` bytes of every block (rows and indexes), as its directory
-    /// records them.
+    /// `(raw, compressed)` bytes of every block (rows, indexes and key history), as its
+    /// directory records them.
     pub fn block_bytes(&self) -> (u64, u64) {
         self.rows
             .iter()
             .chain(self.indexes.values().flatten())
+            .chain(self.history.iter().flatten())
             .fold((0, 0), |(r, c), b| (r + b.raw_len, c + b.clen))
     }
 
@@ -786,6 +879,9 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
             .index_keys(c, Bound::Unbounded, Bound::Unbounded)?
             .len();
     }
+    for i in 0..snap.history_blocks() {
+        n += snap.history_block(i)?.2.len();
+    }
     Ok(n)
 }
 
@@ -793,5 +889,7 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
 /// fuzzer: block contents are only reached after their CRC passed, so random snapshot files
 /// never get this far. Returns the records decoded.
 pub fn check_snapshot_block(raw: &[u8]) -> usize {
-    decode_row_block(raw).map_or(0, |r| r.len()) + decode_index_block(raw).map_or(0, |r| r.len())
+    decode_row_block(raw).map_or(0, |r| r.len())
+        + decode_index_block(raw).map_or(0, |r| r.len())
+        + decode_history_block(raw).map_or(0, |r| r.len())
 }

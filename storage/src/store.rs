@@ -24,6 +24,8 @@ use crate::types::{
 };
 
 mod append;
+mod history;
+pub(crate) use history::HistoryMerge;
 mod import;
 mod inspect;
 mod scan;
@@ -390,22 +392,15 @@ impl Iterator for TableHistory<'_> {
             if frame.events.is_empty() || self.fates.fate(frame.xid) != Fate::Committed {
                 continue;
             }
-            let Some(group) = self.journal.group_of(frame.group_seq) else {
+            let Some((commit_ts, xid, role)) =
+                history::shown_as(self.journal, frame.group_seq, frame.xid)
+            else {
                 self.done = true;
                 return Some(Err(Error::corruption(
                     &self.maps[self.seg.min(self.maps.len() - 1)].0,
                     self.pos as u64,
                     format!("group {} is not in the journal", frame.group_seq),
                 )));
-            };
-            // An imported group shows where it came from; its own xid only decides its fate.
-            let (commit_ts, xid, role) = match self.journal.origin(group) {
-                Some(o) => (o.commit_ts, o.xid, o.role),
-                None => (
-                    group.commit_ts,
-                    frame.xid,
-                    self.journal.role(group).to_owned(),
-                ),
             };
             let entries: Vec<HistoryEntry> = frame
                 .events
@@ -1023,6 +1018,7 @@ impl Store {
             return Ok(upto);
         }
         let parts = self.view_parts(id, upto)?;
+        let history = self.history_section(id, upto)?;
         let durable = self.durable();
         let bytes = {
             let view = self.view(id, &parts, upto, fates);
@@ -1039,7 +1035,14 @@ impl Store {
             }
             let t = &self.tables[&id];
             let path = t.dir.join(snapshot_file_name(upto));
-            snapshot_bytes(&path, id, upto, view.scan().rows(fates), &t.meta.indexes)?
+            snapshot_bytes(
+                &path,
+                id,
+                upto,
+                view.scan().rows(fates),
+                &t.meta.indexes,
+                Some(history),
+            )?
         };
         let dir = self.table_dir(id);
         let rel_dir = relative(&self.root, &dir);
@@ -1270,19 +1273,6 @@ impl Store {
         fates: &'a dyn Fates,
     ) -> Result<TableHistory<'a>> {
         self.history_iter(id, None, upto, fates)
-    }
-
-    /// Every visible event of one key up to `upto`, oldest first. Reads the table's whole
-    /// log (its cost grows with the table's history), decoding only that key's events.
-    pub fn history(
-        &mut self,
-        id: TableId,
-        key: &[u8],
-        upto: Seq,
-        fates: &dyn Fates,
-    ) -> Result<Vec<HistoryEntry>> {
-        self.history_iter(id, Some(key.to_vec()), upto, fates)?
-            .collect()
     }
 
     fn history_iter<'a>(

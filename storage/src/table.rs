@@ -347,6 +347,17 @@ impl TableLog {
         groups: &[Seq],
         mut f: impl FnMut(&[u8]) -> crate::format::DecodeResult<()>,
     ) -> Result<()> {
+        self.for_each_payload_at(after, upto, groups, |p, _| f(p))
+    }
+
+    /// Like [`TableLog::for_each_payload`], with each frame's offset in its segment.
+    pub fn for_each_payload_at(
+        &mut self,
+        after: Seq,
+        upto: Seq,
+        groups: &[Seq],
+        mut f: impl FnMut(&[u8], u64) -> crate::format::DecodeResult<()>,
+    ) -> Result<()> {
         let last = groups.last().copied().unwrap_or(0);
         let want = upto.min(last);
         if want <= after {
@@ -419,7 +430,7 @@ impl TableLog {
                         return Ok(());
                     }
                     if g > after {
-                        f(payload).map_err(|d| Error::corruption(&seg.path, at, d))?;
+                        f(payload, at).map_err(|d| Error::corruption(&seg.path, at, d))?;
                     }
                     let seg_first = seg.first_seq;
                     if self.resume.is_none_or(|(_, _, r)| r <= g) {
@@ -454,6 +465,56 @@ impl TableLog {
                     return Err(Error::corruption(&seg.path, pos as u64, detail));
                 }
             }
+        }
+    }
+
+    /// `f` on the payload of group `group`'s frame, which a snapshot's key history places at
+    /// `offset` in the segment holding that group. Anything else there (no frame, a damaged
+    /// one, another group's) is corruption at that offset.
+    pub fn with_frame_at<T>(
+        &mut self,
+        group: Seq,
+        offset: u64,
+        f: impl FnOnce(&[u8]) -> crate::format::DecodeResult<T>,
+    ) -> Result<T> {
+        if self.segs.last().is_none_or(|s| s.first_seq <= group) {
+            self.relist()?;
+        }
+        let Some(i) = self
+            .segs
+            .partition_point(|s| s.first_seq <= group)
+            .checked_sub(1)
+        else {
+            return Err(Error::corruption(
+                &self.dir,
+                0,
+                format!("table log has no segment holding group {group}, which a snapshot's key history names"),
+            ));
+        };
+        let seg = &mut self.segs[i];
+        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+        let mut map = seg.bytes(KIND_TABLE, self.table)?;
+        // A map taken before the frame was appended ends before it: map again once.
+        if matches!(read_frame(&map, pos), FrameRead::End | FrameRead::Torn(_))
+            && seg.remap_if_grown(KIND_TABLE, self.table)?
+        {
+            map = seg.bytes(KIND_TABLE, self.table)?;
+        }
+        let at = |detail: String| Error::corruption(&seg.path, offset, detail);
+        match read_frame(&map, pos) {
+            FrameRead::Frame { payload, .. } => {
+                let g = peek_group_seq(payload).map_err(|d| at(d.to_string()))?;
+                if g != group {
+                    return Err(at(format!(
+                        "a snapshot's key history names a frame of group {group} here, the frame is of group {g}"
+                    )));
+                }
+                f(payload).map_err(|d| at(d.to_string()))
+            }
+            FrameRead::End => Err(at(format!(
+                "a snapshot's key history names a frame of group {group} here, past the segment's end"
+            ))),
+            FrameRead::Torn(d) | FrameRead::Bad(d) => Err(at(d.to_string())),
         }
     }
 

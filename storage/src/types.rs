@@ -200,6 +200,9 @@ pub struct Stats {
     /// those that had to decompress it.
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
+    /// Table frames read for the history of one key ([`crate::Store::history`]): those a
+    /// snapshot names for the key and those after that snapshot, or the whole log.
+    pub history_frames: u64,
 }
 
 impl Stats {

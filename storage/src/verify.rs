@@ -25,12 +25,16 @@
 //!   the `(value, key)` pairs of the rows, and the rows equal to the table's state rebuilt
 //!   from the log at the snapshot's seq (from the previous snapshot found equal to the log,
 //!   or from the start), counting the groups the given [`Fates`] call committed, as the
-//!   snapshot builder does. Once the log itself is damaged or disagrees with the journal,
-//!   later snapshots are still checked for integrity but no longer compared with it.
+//!   snapshot builder does. A key history section (where each key's events are) is checked
+//!   like the rows: keys strictly increasing, first keys as the directory says, and equal to
+//!   the frames the log holds for each key up to the snapshot's seq. Once the log itself is
+//!   damaged or disagrees with the journal, later snapshots are still checked for integrity
+//!   but no longer compared with it.
 //!
 //! Memory: a frame at a time (its length is checked against the file before anything is
 //! read), plus, while a snapshot is still ahead, the table's events since the last snapshot
-//! found equal to the log (what a read of the past at that seq holds too).
+//! found equal to the log (what a read of the past at that seq holds too) and where they
+//! are.
 
 use std::cell::RefCell;
 use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
@@ -43,15 +47,18 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    JournalRecord, SegmentHeader, TableFrame, FRAME_HEADER_LEN, KIND_JOURNAL, KIND_TABLE,
-    MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
+    FramePositions, JournalRecord, SegmentHeader, TableFrame, FRAME_HEADER_LEN, KIND_JOURNAL,
+    KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::log::list_segments;
 use crate::settled::{FatesLog, SettledFates};
 use crate::snapshot::Snapshot;
-use crate::store::Store;
+use crate::store::{HistoryMerge, Store};
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, TableMeta};
 use crate::types::{Fate, Fates, Row, Seq, TableId};
+
+/// One key's frames: `(group, offset, first and last seq of the key's events there)`.
+type KeyFrames = Vec<(Seq, u64, Seq, Seq)>;
 
 /// Problems listed in one report; further ones are only counted.
 pub const MAX_PROBLEMS: usize = 20;
@@ -389,6 +396,8 @@ impl Verifier {
             next_snap: 0,
             base: None,
             delta: Delta::with_indexes(0, &[]),
+            history_base: None,
+            positions: BTreeMap::new(),
             poisoned: false,
             progress: self.progress.as_mut(),
         };
@@ -499,6 +508,11 @@ struct TableCheck<'v> {
     /// The last snapshot found equal to the log, and the events after it.
     base: Option<Arc<Snapshot>>,
     delta: Delta,
+    /// The last snapshot whose key history section was found equal to the log, and for
+    /// each key the frames after it (from the start without one) holding its events:
+    /// `(group, offset, first and last seq of the key's events in the frame)`.
+    history_base: Option<Arc<Snapshot>>,
+    positions: BTreeMap<Vec<u8>, KeyFrames>,
     /// The log is damaged or disagrees with the journal: the state it gives is not the
     /// table's, so snapshots are no longer compared with it.
     poisoned: bool,
@@ -657,6 +671,16 @@ impl TableCheck<'_> {
                 }
                 self.snapshots_before(g)?;
                 if self.next_snap < self.snaps.len() && !self.poisoned {
+                    for (seq, key, _) in &frame.events {
+                        let frames = match self.positions.get_mut(key) {
+                            Some(f) => f,
+                            None => self.positions.entry(key.clone()).or_default(),
+                        };
+                        match frames.last_mut() {
+                            Some(last) if last.0 == g => last.3 = *seq,
+                            _ => frames.push((g, pos, *seq, *seq)),
+                        }
+                    }
                     self.delta.add_frame_after(frame, 0);
                 }
                 pos = after;
@@ -771,6 +795,23 @@ impl TableCheck<'_> {
         let before = problems.total();
         let progress = self.progress.as_deref_mut();
         let equal = check_snapshot(&snap, state, &mut problems, progress)?;
+        let snap = Arc::new(snap);
+        let expected = compare.then(|| {
+            let after: BTreeMap<Vec<u8>, FramePositions> = self
+                .positions
+                .iter()
+                .filter_map(|(key, frames)| {
+                    let mine: FramePositions = frames
+                        .iter()
+                        .filter(|f| f.2 <= seq)
+                        .map(|f| (f.0, f.1))
+                        .collect();
+                    (!mine.is_empty()).then(|| (key.clone(), mine))
+                })
+                .collect();
+            HistoryMerge::new(self.history_base.clone(), after)
+        });
+        let history_equal = check_key_history(&snap, expected, &mut problems)?;
         let sound = problems.total() == before;
         self.report.problems = problems;
         if compare {
@@ -778,11 +819,20 @@ impl TableCheck<'_> {
         }
         if compare && equal && sound {
             self.delta.rebase(seq);
-            self.base = Some(Arc::new(snap));
+            self.base = Some(snap.clone());
+        }
+        if compare && history_equal && sound && snap.has_history() {
+            // What the section holds need not be kept: only frames with events after it.
+            self.positions.retain(|_, frames| {
+                frames.retain(|f| f.3 > seq);
+                !frames.is_empty()
+            });
+            self.history_base = Some(snap);
         }
         if self.next_snap >= self.snaps.len() {
             // No snapshot left to compare: stop collecting events.
             self.delta = Delta::with_indexes(0, &[]);
+            self.positions = BTreeMap::new();
         }
         Ok(())
     }
@@ -974,6 +1024,115 @@ fn check_snapshot(
                 format!(
                     "snapshot content differs from the state rebuilt from the log at seq {}: {what} \
                      ({} rows differ in all)",
+                    snap.seq, differ.count
+                ),
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Checks a snapshot's key history section (keys strictly increasing, first keys as the
+/// directory says) and, when `expected` is given, that it holds exactly those records.
+/// Adds what is wrong to `problems`; returns whether the section equals `expected` (true
+/// when there is none, or no section: a snapshot written before sections existed).
+fn check_key_history(
+    snap: &Snapshot,
+    mut expected: Option<HistoryMerge>,
+    problems: &mut Problems,
+) -> Result<bool> {
+    if !snap.has_history() {
+        return Ok(true);
+    }
+    let path = snap.path.clone();
+    let mut differ = Differences::default();
+    let mut prev_key: Option<Vec<u8>> = None;
+    let mut end = 0u64;
+    let comparing = expected.is_some();
+    let mut next_expected = |problems: &mut Problems| -> Result<Option<(Vec<u8>, FramePositions)>> {
+        match expected.as_mut().and_then(Iterator::next).transpose() {
+            Ok(r) => Ok(r),
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail,
+            }) => {
+                problems.add(&file, offset, detail);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let mut want = next_expected(problems)?;
+    for i in 0..snap.history_blocks() {
+        let (offset, first, records) = match snap.history_block(i) {
+            Ok(b) => b,
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail,
+            }) => {
+                problems.add(&file, offset, detail);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        end = offset;
+        if records.first().map(|r| r.0.as_slice()) != Some(first) {
+            problems.add(
+                &path,
+                offset,
+                "key history block: the first key is not the one the directory gives",
+            );
+        }
+        for (key, frames) in records {
+            if prev_key.as_ref().is_some_and(|p| *p >= key) {
+                problems.add(
+                    &path,
+                    offset,
+                    format!(
+                        "key history: key {} is not after the key before it",
+                        show_key(&key)
+                    ),
+                );
+                return Ok(false);
+            }
+            if comparing {
+                while let Some((k, _)) = want.as_ref().filter(|(k, _)| *k < key) {
+                    differ.note(offset, format!("key {} is missing", show_key(k)));
+                    want = next_expected(problems)?;
+                }
+                match &want {
+                    Some((k, f)) if *k == key => {
+                        if *f != frames {
+                            differ.note(
+                                offset,
+                                format!("the frames of key {} differ", show_key(&key)),
+                            );
+                        }
+                        want = next_expected(problems)?;
+                    }
+                    _ => differ.note(
+                        offset,
+                        format!("key {} has no event in the log", show_key(&key)),
+                    ),
+                }
+            }
+            prev_key = Some(key);
+        }
+    }
+    while let Some((k, _)) = &want {
+        differ.note(end, format!("key {} is missing", show_key(k)));
+        want = next_expected(problems)?;
+    }
+    match differ.first {
+        None => Ok(true),
+        Some((offset, what)) => {
+            problems.add(
+                &path,
+                offset,
+                format!(
+                    "key history differs from the log at seq {}: {what} ({} keys differ in all)",
                     snap.seq, differ.count
                 ),
             );
@@ -1285,7 +1444,11 @@ mod tests {
             let rows = rows
                 .into_iter()
                 .map(|(k, r)| Ok((k.as_bytes().to_vec(), r)));
-            let bytes = snapshot_bytes(&path, 7, seq, rows, &[1]).unwrap();
+            // The one frame, of group 1, right after the segment header.
+            let history = ["a", "b", "c"]
+                .iter()
+                .map(|k| Ok((k.as_bytes().to_vec(), vec![(1, SEGMENT_HEADER_LEN as u64)])));
+            let bytes = snapshot_bytes(&path, 7, seq, rows, &[1], Some(history)).unwrap();
             std::fs::write(&path, bytes).unwrap();
         };
         // Checksums are right; the rows are not the log's.
