@@ -100,6 +100,25 @@ SELECT s.name, s.value - b.value AS grew
   FROM drift_backend_stats() s JOIN b0 b USING (name)
  WHERE s.name LIKE 'block_cache_%' ORDER BY 1;
 
+-- One row's history reads the frames the newest snapshot names for that row (row 2: its
+-- INSERT's and the UPDATE's; row 47: its INSERT's and the DELETE's), plus the log after
+-- that snapshot (one frame, after the next UPDATE), not the table's whole log.
+CREATE TEMP TABLE h0 AS SELECT name, value FROM drift_backend_stats();
+SELECT op, "row"->>'v' AS v FROM drift_history('ts') WHERE "row"->>'id' = '2' ORDER BY seq;
+SELECT s.value - b.value AS frames_read
+  FROM drift_backend_stats() s JOIN h0 b USING (name) WHERE s.name = 'history_frames';
+DROP TABLE h0;
+CREATE TEMP TABLE h0 AS SELECT name, value FROM drift_backend_stats();
+SELECT op, "row"->>'v' AS v FROM drift_history('ts') WHERE "row"->>'id' = '47' ORDER BY seq;
+SELECT s.value - b.value AS frames_read
+  FROM drift_backend_stats() s JOIN h0 b USING (name) WHERE s.name = 'history_frames';
+DROP TABLE h0;
+UPDATE ts SET v = 'again' WHERE id = 2;
+CREATE TEMP TABLE h0 AS SELECT name, value FROM drift_backend_stats();
+SELECT op, "row"->>'v' AS v FROM drift_history('ts') WHERE "row"->>'id' = '2' ORDER BY seq;
+SELECT s.value - b.value AS frames_read
+  FROM drift_backend_stats() s JOIN h0 b USING (name) WHERE s.name = 'history_frames';
+
 -- drift_stats() in long form: one row per figure.
 SELECT scope, table_name, name FROM drift_stats()
  WHERE scope <> 'table' OR table_name = 'ts'::regclass ORDER BY scope, name;

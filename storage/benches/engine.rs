@@ -5,7 +5,8 @@
 //!   against a plain sequential write + fdatasync of as many bytes to the same disk; keys
 //!   rising (a bulk load by a serial key) or scattered.
 //! - current state: scan of 100k rows, point lookup (snapshot + a 1k-event delta).
-//! - the past with 1M events of history: point lookup and scan at an old seq.
+//! - the past with 1M events of history: point lookup and scan at an old seq, and the history
+//!   of one key.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -295,6 +296,24 @@ fn bench_past(c: &mut Criterion) {
             );
         })
     });
+    // One key's history (about 10 events) with the newest snapshot at the last seq: the
+    // frames the snapshot's key history names, not the 1M events.
+    let now = s.current_seq().unwrap();
+    let frames_before = s.stats().history_frames;
+    let mut histories = 0u64;
+    g.bench_function("history_of_one_key_1m_events", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % keys;
+            histories += 1;
+            let h = s.history(T, &key(i), now, &AllCommitted).unwrap();
+            assert!(!h.is_empty());
+            black_box(h);
+        })
+    });
+    eprintln!(
+        "history of one key: {:.1} frames read per call",
+        (s.stats().history_frames - frames_before) as f64 / histories as f64
+    );
     g.throughput(Throughput::Elements(keys));
     g.bench_function("scan_at_seq_450k_100k_rows", |b| {
         b.iter(|| {

@@ -720,6 +720,21 @@ pub fn put_history_record(out: &mut Vec<u8>, key: &[u8], frames: &[(Seq, u64)]) 
 /// strictly increase and its offsets lie past a segment header.
 pub fn history_record<'a>(d: &mut Decoder<'a>) -> DecodeResult<(&'a [u8], FramePositions)> {
     let key = d.len_bytes()?;
+    Ok((key, history_record_frames(d)?))
+}
+
+/// Skips the frames of a key's record (after its key) without decoding them into a list.
+pub fn skip_history_frames(d: &mut Decoder<'_>) -> DecodeResult<()> {
+    let n = d.count(2)?;
+    for _ in 0..n {
+        d.varint()?;
+        d.varint()?;
+    }
+    Ok(())
+}
+
+/// The frames of a key's record (after its key), checked as [`history_record`] says.
+pub fn history_record_frames(d: &mut Decoder<'_>) -> DecodeResult<FramePositions> {
     // Each frame takes at least two bytes.
     let n = d.count(2)?;
     if n == 0 {
@@ -741,7 +756,7 @@ pub fn history_record<'a>(d: &mut Decoder<'a>) -> DecodeResult<(&'a [u8], FrameP
         }
         frames.push((prev, offset));
     }
-    Ok((key, frames))
+    Ok(frames)
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    history_record, put_bytes, put_columns, put_history_record, put_varint, DecodeResult, Decoder,
-    FramePositions, HistoryRecords, FORMAT_VERSION, MAX_BLOCK_RAW_LEN, SECTION_HISTORY,
-    SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC, SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN,
-    SNAPSHOT_MAGIC,
+    history_record, history_record_frames, put_bytes, put_columns, put_history_record, put_varint,
+    skip_history_frames, DecodeResult, Decoder, FramePositions, HistoryRecords, FORMAT_VERSION,
+    MAX_BLOCK_RAW_LEN, SECTION_HISTORY, SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC,
+    SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
 };
 use crate::log::map_file;
 use crate::types::{ColumnId, Row, Seq, TableId};
@@ -577,13 +577,16 @@ impl Snapshot {
             let mut d = Decoder::new(&raw);
             let mut prev: Option<&[u8]> = None;
             while !d.is_empty() {
-                let (k, frames) = history_record(&mut d)?;
+                let k = d.len_bytes()?;
                 if prev.is_some_and(|p| p >= k) {
                     return Err("key history keys not strictly increasing");
                 }
                 match k.cmp(key) {
-                    std::cmp::Ordering::Less => prev = Some(k),
-                    std::cmp::Ordering::Equal => return Ok(frames),
+                    std::cmp::Ordering::Less => {
+                        skip_history_frames(&mut d)?;
+                        prev = Some(k);
+                    }
+                    std::cmp::Ordering::Equal => return history_record_frames(&mut d),
                     std::cmp::Ordering::Greater => break,
                 }
             }

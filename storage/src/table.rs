@@ -477,45 +477,61 @@ impl TableLog {
         offset: u64,
         f: impl FnOnce(&[u8]) -> crate::format::DecodeResult<T>,
     ) -> Result<T> {
-        if self.segs.last().is_none_or(|s| s.first_seq <= group) {
-            self.relist()?;
-        }
-        let Some(i) = self
-            .segs
-            .partition_point(|s| s.first_seq <= group)
-            .checked_sub(1)
-        else {
-            return Err(Error::corruption(
-                &self.dir,
-                0,
-                format!("table log has no segment holding group {group}, which a snapshot's key history names"),
-            ));
-        };
-        let seg = &mut self.segs[i];
         let pos = usize::try_from(offset).unwrap_or(usize::MAX);
-        let mut map = seg.bytes(KIND_TABLE, self.table)?;
-        // A map taken before the frame was appended ends before it: map again once.
-        if matches!(read_frame(&map, pos), FrameRead::End | FrameRead::Torn(_))
-            && seg.remap_if_grown(KIND_TABLE, self.table)?
-        {
-            map = seg.bytes(KIND_TABLE, self.table)?;
-        }
-        let at = |detail: String| Error::corruption(&seg.path, offset, detail);
-        match read_frame(&map, pos) {
-            FrameRead::Frame { payload, .. } => {
-                let g = peek_group_seq(payload).map_err(|d| at(d.to_string()))?;
-                if g != group {
-                    return Err(at(format!(
-                        "a snapshot's key history names a frame of group {group} here, the frame is of group {g}"
-                    )));
-                }
-                f(payload).map_err(|d| at(d.to_string()))
+        let mut f = Some(f);
+        // The segments as last listed first; listed again (another store may have started
+        // a segment since) only when the frame is not where that list says.
+        for again in [false, true] {
+            if again || self.segs.is_empty() {
+                self.relist()?;
             }
-            FrameRead::End => Err(at(format!(
-                "a snapshot's key history names a frame of group {group} here, past the segment's end"
-            ))),
-            FrameRead::Torn(d) | FrameRead::Bad(d) => Err(at(d.to_string())),
+            let Some(i) = self
+                .segs
+                .partition_point(|s| s.first_seq <= group)
+                .checked_sub(1)
+            else {
+                if again {
+                    return Err(Error::corruption(
+                        &self.dir,
+                        0,
+                        format!("table log has no segment holding group {group}, which a snapshot's key history names"),
+                    ));
+                }
+                continue;
+            };
+            let seg = &mut self.segs[i];
+            let mut map = seg.bytes(KIND_TABLE, self.table)?;
+            // A map taken before the frame was appended ends before it: map again.
+            if matches!(read_frame(&map, pos), FrameRead::End | FrameRead::Torn(_))
+                && seg.remap_if_grown(KIND_TABLE, self.table)?
+            {
+                map = seg.bytes(KIND_TABLE, self.table)?;
+            }
+            let at = |detail: String| Error::corruption(&seg.path, offset, detail);
+            let problem = match read_frame(&map, pos) {
+                FrameRead::Frame { payload, .. } => {
+                    let g = peek_group_seq(payload).map_err(|d| at(d.to_string()))?;
+                    if g == group {
+                        let f = f.take().expect("called once");
+                        return f(payload).map_err(|d| at(d.to_string()));
+                    }
+                    format!("a snapshot's key history names a frame of group {group} here, the frame is of group {g}")
+                }
+                FrameRead::End => format!(
+                    "a snapshot's key history names a frame of group {group} here, past the segment's end"
+                ),
+                FrameRead::Torn(d) | FrameRead::Bad(d) => d.to_string(),
+            };
+            if again {
+                return Err(at(problem));
+            }
         }
+        // Not reached: the second attempt returns.
+        Err(Error::corruption(
+            &self.dir,
+            offset,
+            format!("no frame of group {group} where a snapshot's key history names it"),
+        ))
     }
 
     /// Every segment mapped at its current length, for iterating the whole log.
