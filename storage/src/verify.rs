@@ -98,6 +98,23 @@ pub struct Problems {
 }
 
 impl Problems {
+    /// `r`'s value; a corruption it reports is added here instead (`None`), any other
+    /// error is returned.
+    fn noted<T>(&mut self, r: Result<T>) -> Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail,
+            }) => {
+                self.add(&file, offset, detail);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn add(&mut self, file: &Path, offset: u64, detail: impl Into<String>) {
         if self.listed.len() < MAX_PROBLEMS {
             self.listed.push(Problem {
@@ -888,17 +905,8 @@ fn check_snapshot(
         let (offset, first) = snap.row_block_start(i);
         let first = first.to_vec();
         end = offset;
-        let rows = match snap.row_block(i) {
-            Ok(rows) => rows,
-            Err(Error::Corruption {
-                file,
-                offset,
-                detail,
-            }) => {
-                problems.add(&file, offset, detail);
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
+        let Some(rows) = problems.noted(snap.row_block(i))? else {
+            return Ok(false);
         };
         if rows.first().map(|r| r.0.as_slice()) != Some(first.as_slice()) {
             problems.add(
@@ -969,17 +977,8 @@ fn check_snapshot(
         let mut prev: Option<(Vec<u8>, Vec<u8>)> = None;
         let mut section_at = None;
         for i in 0..snap.index_blocks(*col) {
-            let (offset, first, entries) = match snap.index_block(*col, i) {
-                Ok(b) => b,
-                Err(Error::Corruption {
-                    file,
-                    offset,
-                    detail,
-                }) => {
-                    problems.add(&file, offset, detail);
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
+            let Some((offset, first, entries)) = problems.noted(snap.index_block(*col, i))? else {
+                return Ok(false);
             };
             section_at.get_or_insert(offset);
             if entries.first().map(|e| e.0.as_slice()) != Some(first) {
@@ -1050,32 +1049,13 @@ fn check_key_history(
     let mut end = 0u64;
     let comparing = expected.is_some();
     let mut next_expected = |problems: &mut Problems| -> Result<Option<(Vec<u8>, FramePositions)>> {
-        match expected.as_mut().and_then(Iterator::next).transpose() {
-            Ok(r) => Ok(r),
-            Err(Error::Corruption {
-                file,
-                offset,
-                detail,
-            }) => {
-                problems.add(&file, offset, detail);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let next = expected.as_mut().and_then(Iterator::next).transpose();
+        Ok(problems.noted(next)?.flatten())
     };
     let mut want = next_expected(problems)?;
     for i in 0..snap.history_blocks() {
-        let (offset, first, records) = match snap.history_block(i) {
-            Ok(b) => b,
-            Err(Error::Corruption {
-                file,
-                offset,
-                detail,
-            }) => {
-                problems.add(&file, offset, detail);
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
+        let Some((offset, first, records)) = problems.noted(snap.history_block(i))? else {
+            return Ok(false);
         };
         end = offset;
         if records.first().map(|r| r.0.as_slice()) != Some(first) {
