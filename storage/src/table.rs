@@ -277,6 +277,9 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<Seq>> {
     Ok(out)
 }
 
+/// A frame found in a table log: its segment's path and map, and its payload's range there.
+type FoundFrame = (PathBuf, Arc<memmap2::Mmap>, std::ops::Range<usize>);
+
 /// A table's log segments, read through memory maps.
 pub(crate) struct TableLog {
     pub dir: PathBuf,
@@ -477,61 +480,65 @@ impl TableLog {
         offset: u64,
         f: impl FnOnce(&[u8]) -> crate::format::DecodeResult<T>,
     ) -> Result<T> {
-        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
-        let mut f = Some(f);
-        // The segments as last listed first; listed again (another store may have started
-        // a segment since) only when the frame is not where that list says.
-        for again in [false, true] {
-            if again || self.segs.is_empty() {
-                self.relist()?;
-            }
-            let Some(i) = self
-                .segs
-                .partition_point(|s| s.first_seq <= group)
-                .checked_sub(1)
-            else {
-                if again {
-                    return Err(Error::corruption(
-                        &self.dir,
-                        0,
-                        format!("table log has no segment holding group {group}, which a snapshot's key history names"),
-                    ));
-                }
-                continue;
-            };
-            let seg = &mut self.segs[i];
-            let mut map = seg.bytes(KIND_TABLE, self.table)?;
-            // A map taken before the frame was appended ends before it: map again.
-            if matches!(read_frame(&map, pos), FrameRead::End | FrameRead::Torn(_))
-                && seg.remap_if_grown(KIND_TABLE, self.table)?
-            {
-                map = seg.bytes(KIND_TABLE, self.table)?;
-            }
-            let at = |detail: String| Error::corruption(&seg.path, offset, detail);
-            let problem = match read_frame(&map, pos) {
-                FrameRead::Frame { payload, .. } => {
-                    let g = peek_group_seq(payload).map_err(|d| at(d.to_string()))?;
-                    if g == group {
-                        let f = f.take().expect("called once");
-                        return f(payload).map_err(|d| at(d.to_string()));
-                    }
-                    format!("a snapshot's key history names a frame of group {group} here, the frame is of group {g}")
-                }
-                FrameRead::End => format!(
-                    "a snapshot's key history names a frame of group {group} here, past the segment's end"
-                ),
-                FrameRead::Torn(d) | FrameRead::Bad(d) => d.to_string(),
-            };
-            if again {
-                return Err(at(problem));
-            }
+        if self.segs.is_empty() {
+            self.relist()?;
         }
-        // Not reached: the second attempt returns.
-        Err(Error::corruption(
-            &self.dir,
-            offset,
-            format!("no frame of group {group} where a snapshot's key history names it"),
-        ))
+        let (path, map, payload) = match self.frame_at(group, offset)? {
+            Ok(found) => found,
+            // Another store may have started a segment since the last listing.
+            Err(_) => {
+                self.relist()?;
+                self.frame_at(group, offset)??
+            }
+        };
+        f(&map[payload]).map_err(|d| Error::corruption(&path, offset, d))
+    }
+
+    /// Group `group`'s frame at `offset` in the segment the current listing says holds that
+    /// group: the segment's path and map and the payload's range, or the corruption found
+    /// there instead.
+    fn frame_at(
+        &mut self,
+        group: Seq,
+        offset: u64,
+    ) -> Result<std::result::Result<FoundFrame, Error>> {
+        let Some(i) = self
+            .segs
+            .partition_point(|s| s.first_seq <= group)
+            .checked_sub(1)
+        else {
+            return Ok(Err(Error::corruption(
+                &self.dir,
+                0,
+                format!("table log has no segment holding group {group}, which a snapshot's key history names"),
+            )));
+        };
+        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+        let seg = &mut self.segs[i];
+        let mut map = seg.bytes(KIND_TABLE, self.table)?;
+        // A map taken before the frame was appended ends before it: map again.
+        if matches!(read_frame(&map, pos), FrameRead::End | FrameRead::Torn(_))
+            && seg.remap_if_grown(KIND_TABLE, self.table)?
+        {
+            map = seg.bytes(KIND_TABLE, self.table)?;
+        }
+        let detail = match read_frame(&map, pos) {
+            FrameRead::Frame { payload, next } => match peek_group_seq(payload) {
+                Ok(g) if g == group => {
+                    let start = next - payload.len();
+                    return Ok(Ok((seg.path.clone(), map.clone(), start..next)));
+                }
+                Ok(g) => format!(
+                    "a snapshot's key history names a frame of group {group} here, the frame is of group {g}"
+                ),
+                Err(d) => d.to_string(),
+            },
+            FrameRead::End => format!(
+                "a snapshot's key history names a frame of group {group} here, past the segment's end"
+            ),
+            FrameRead::Torn(d) | FrameRead::Bad(d) => d.to_string(),
+        };
+        Ok(Err(Error::corruption(&seg.path, offset, detail)))
     }
 
     /// Every segment mapped at its current length, for iterating the whole log.

@@ -1014,21 +1014,12 @@ fn check_snapshot(
             );
         }
     }
-    match differ.first {
-        None => Ok(true),
-        Some((offset, what)) => {
-            problems.add(
-                &path,
-                offset,
-                format!(
-                    "snapshot content differs from the state rebuilt from the log at seq {}: {what} \
-                     ({} rows differ in all)",
-                    snap.seq, differ.count
-                ),
-            );
-            Ok(false)
-        }
-    }
+    Ok(differ.report(
+        problems,
+        snap,
+        "snapshot content differs from the state rebuilt from the log",
+        "rows",
+    ))
 }
 
 /// Checks a snapshot's key history section (keys strictly increasing, first keys as the
@@ -1105,20 +1096,7 @@ fn check_key_history(
         differ.note(end, format!("key {} is missing", show_key(k)));
         want = next_expected(problems)?;
     }
-    match differ.first {
-        None => Ok(true),
-        Some((offset, what)) => {
-            problems.add(
-                &path,
-                offset,
-                format!(
-                    "key history differs from the log at seq {}: {what} ({} keys differ in all)",
-                    snap.seq, differ.count
-                ),
-            );
-            Ok(false)
-        }
-    }
+    Ok(differ.report(problems, snap, "key history differs from the log", "keys"))
 }
 
 /// Rows where a snapshot and the log's state differ: the first, and how many.
@@ -1134,6 +1112,23 @@ impl Differences {
         if self.first.is_none() {
             self.first = Some((offset, what));
         }
+    }
+
+    /// Adds the first difference, and how many `units` differ, to `problems` as one
+    /// problem of `snap` ("`subject` at seq S: ..."); whether there was none.
+    fn report(self, problems: &mut Problems, snap: &Snapshot, subject: &str, units: &str) -> bool {
+        let Some((offset, what)) = self.first else {
+            return true;
+        };
+        problems.add(
+            &snap.path,
+            offset,
+            format!(
+                "{subject} at seq {}: {what} ({} {units} differ in all)",
+                snap.seq, self.count
+            ),
+        );
+        false
     }
 }
 

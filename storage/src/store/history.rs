@@ -71,7 +71,13 @@ impl Store {
         fates: &dyn Fates,
     ) -> Result<Vec<HistoryEntry>> {
         self.prepare_read(id, upto)?;
-        let Some(snap) = self.newest_history_snapshot(id)? else {
+        let newest = self.tables[&id].snapshots.last().copied();
+        let snap = self.history_snapshot(id, newest)?;
+        let found = match &snap {
+            Some(s) => s.key_history(key)?,
+            None => None,
+        };
+        let (Some(snap), Some(positions)) = (snap, found) else {
             let created = self.tables[&id].meta.created_seq;
             let groups = self.journal.groups_of(id, created);
             let read = groups.partition_point(|g| *g <= upto) as u64;
@@ -81,9 +87,6 @@ impl Store {
             self.stats.history_frames += read;
             return Ok(out);
         };
-        let positions = snap
-            .key_history(key)?
-            .expect("a snapshot with a key history section");
         let limit = snap.seq.min(upto);
         let mut out = Vec::new();
         let journal = &self.journal;
@@ -122,14 +125,14 @@ impl Store {
         Ok(out)
     }
 
-    /// The newest snapshot of table `id` (refreshed), when it has a key history section.
-    fn newest_history_snapshot(&mut self, id: TableId) -> Result<Option<Arc<Snapshot>>> {
-        let Some(newest) = self.tables[&id].snapshots.last().copied() else {
+    /// Table `id`'s snapshot at `seq` (as listed), when it has a key history section. One
+    /// another store pruned since it was listed counts as none: the log still answers.
+    fn history_snapshot(&mut self, id: TableId, seq: Option<Seq>) -> Result<Option<Arc<Snapshot>>> {
+        let Some(seq) = seq else {
             return Ok(None);
         };
-        match self.open_snapshot(id, newest) {
+        match self.open_snapshot(id, seq) {
             Ok(s) => Ok(s.has_history().then_some(s)),
-            // Pruned by another store since it was listed: the whole log still answers.
             Err(Error::IoAt { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Ok(None)
             }
@@ -137,9 +140,9 @@ impl Store {
         }
     }
 
-    /// The key history section of a snapshot of table `id` at `upto`: the section of the
-    /// newest older snapshot that has one, with the frames after it merged in (every frame
-    /// of the log when there is none), by key.
+    /// The key history section of a snapshot of table `id` at `upto`, by key: the section of
+    /// the newest snapshot at or below `upto` with the frames after it merged in, or every
+    /// frame of the log when that snapshot has no section (or there is none).
     pub(super) fn history_section(&mut self, id: TableId, upto: Seq) -> Result<HistoryMerge> {
         let older = self.tables[&id]
             .snapshots
@@ -147,18 +150,7 @@ impl Store {
             .rev()
             .find(|s| **s <= upto)
             .copied();
-        let base = match older {
-            Some(s) => match self.open_snapshot(id, s) {
-                Ok(s) => s.has_history().then_some(s),
-                Err(Error::IoAt { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-            None => None,
-        };
+        let base = self.history_snapshot(id, older)?;
         let after = base.as_ref().map_or(0, |b| b.seq);
         let floor = self.group_floor(after);
         let t = self.tables.get_mut(&id).expect("loaded");
