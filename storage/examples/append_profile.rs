@@ -1,9 +1,12 @@
 //! Repeats the append bench's batch (2,500 transactions x 20 INSERTs into a fresh store)
 //! for profiling: `cargo run --release -p driftdb-storage --example append_profile
 //! [rounds] [sync]` under `perf record`. Prints the median and the fastest time of the
-//! appends alone; with `sync`, the appends are durable and each is followed by a plain
-//! write + fdatasync of as many bytes to a fresh file in the same directory, timed the same
-//! way (the raw disk), and the ratio of the two medians.
+//! appends alone. With `sync`, the appends are durable, and each round also makes a plain
+//! write + fdatasync of as many bytes to a fresh file in the same directory (the raw
+//! disk), before the append in odd rounds and after it in even ones: it prints the ratio of
+//! the two medians, and the median and quartiles of each round's own ratio (its raw time
+//! over its append time). A round's two writes meet the same state of this shared machine,
+//! which changes from second to second: the ratio of each pair is the steadier figure.
 
 use driftdb_storage::*;
 use std::io::Write;
@@ -21,7 +24,10 @@ fn main() {
     // last round freed; otherwise one batch, laid out in order, serves every round.
     let fresh = std::env::var_os("FRESH").is_some();
     let mut kept = batch();
-    for _ in 0..rounds {
+    // The bytes an append writes, for a round whose raw write comes first (the same in
+    // every round: the first round writes raw after its append).
+    let mut expected_bytes = 0;
+    for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(
             dir.path(),
@@ -45,20 +51,19 @@ fn main() {
             kept = batch();
         }
         let batch = &kept;
+        let raw_first = sync && round % 2 == 1;
+        if raw_first {
+            raw.push(raw_write(dir.path(), expected_bytes));
+        }
         let before = s.stats().bytes_written;
         let t = Instant::now();
         s.append(batch, &AllCommitted).unwrap();
         total.push(t.elapsed());
-        if sync {
-            let bytes = vec![0x5au8; (s.stats().bytes_written - before) as usize];
-            let mut f = std::fs::File::create(dir.path().join("raw")).unwrap();
-            f.write_all(&[0u8; 32]).unwrap();
-            f.sync_all().unwrap();
-            let t = Instant::now();
-            f.write_all(&bytes).unwrap();
-            f.sync_data().unwrap();
-            raw.push(t.elapsed());
+        let written = s.stats().bytes_written - before;
+        if sync && !raw_first {
+            raw.push(raw_write(dir.path(), written));
         }
+        expected_bytes = written;
     }
     println!(
         "median append: {:?} (fastest {:?})",
@@ -66,13 +71,43 @@ fn main() {
         fastest(&total)
     );
     if sync {
+        let mut ratios: Vec<f64> = raw
+            .iter()
+            .zip(&total)
+            .map(|(r, a)| r.as_secs_f64() / a.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let quartile = |q: usize| 100.0 * ratios[(ratios.len() - 1) * q / 4];
         let (raw, append) = (median(&mut raw), median(&mut total));
         println!(
             "median raw write + fdatasync: {:?} (append at {:.0}% of the raw bandwidth)",
             raw,
             100.0 * raw.as_secs_f64() / append.as_secs_f64()
         );
+        println!(
+            "each round's raw / append: median {:.0}%, quartiles {:.0}% and {:.0}%",
+            quartile(2),
+            quartile(1),
+            quartile(3)
+        );
     }
+}
+
+/// Writes `bytes` bytes to a fresh file in `dir` with one write and fdatasyncs it, as the
+/// bench's baseline does (the file made and synced first); the time of the write and the
+/// sync.
+fn raw_write(dir: &std::path::Path, bytes: u64) -> Duration {
+    let data = vec![0x5au8; bytes as usize];
+    let path = dir.join("raw");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&[0u8; 32]).unwrap();
+    f.sync_all().unwrap();
+    let t = Instant::now();
+    f.write_all(&data).unwrap();
+    f.sync_data().unwrap();
+    let took = t.elapsed();
+    std::fs::remove_file(&path).unwrap();
+    took
 }
 
 /// The middle of `times` (the machines these run on are noisy: a mean follows outliers).
