@@ -8,101 +8,23 @@
 //! - the past with 1M events of history: point lookup and scan at an old seq, and the history
 //!   of one key.
 
+mod append_batch;
+
 use std::hint::black_box;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
+use append_batch::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use driftdb_storage::*;
 
-const T: TableId = 1;
-
-fn key(i: u64) -> Vec<u8> {
-    format!("user-{i:010}").into_bytes()
-}
-
-/// About 100 bytes of column data.
-fn row(i: u64) -> Row {
-    Row(vec![
-        (1, Some(i.to_be_bytes().to_vec())),
-        (2, Some(format!("name number {i}").into_bytes())),
-        (3, Some(vec![b'x'; 64])),
-        (4, None),
-    ])
-}
-
-fn inserts(first: u64, txns: u64, per_txn: u64) -> Vec<Txn> {
-    (0..txns)
-        .map(|t| Txn {
-            xid: first + t,
-            commit_ts: 0,
-            role: "bench".into(),
-            events: (0..per_txn)
-                .map(|e| {
-                    let i = first + t * per_txn + e;
-                    Event {
-                        table: T,
-                        key: key(i),
-                        op: Op::Insert(row(i)),
-                    }
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-fn config(durability: Durability) -> Config {
-    Config {
-        durability,
-        ..Config::default()
-    }
-}
-
-/// A fresh store with its segments created (so the timed append only appends), holding
-/// one row whose key sorts before every key of the batches.
-fn fresh_store(dir: &std::path::Path, durability: Durability) -> Store {
-    let mut s = Store::open(dir, config(durability)).unwrap();
-    s.create_table(T).unwrap();
-    let mut first = inserts(u64::MAX / 2, 1, 1);
-    first[0].events[0].key = b"user-".to_vec();
-    s.append(&first, &AllCommitted).unwrap();
-    s
-}
-
-/// [`inserts`] from 0 with the keys scattered: event `i` gets key `i * 7919 mod n` (7919
-/// is prime and does not divide `n`, so every key is used once), so that validation
-/// cannot take the rising-keys path.
-fn scattered_inserts(txns: u64, per_txn: u64) -> Vec<Txn> {
-    let n = txns * per_txn;
-    let mut batch = inserts(0, txns, per_txn);
-    for (i, e) in batch
-        .iter_mut()
-        .flat_map(|t| t.events.iter_mut())
-        .enumerate()
-    {
-        e.key = key(i as u64 * 7919 % n);
-    }
-    batch
-}
-
-/// Time of `iters` appends of one batch, each into a fresh store, the batch built outside
+/// Time of `iters` appends of the batch, each into a fresh store, the batch built outside
 /// the timed part (keys rising, or scattered).
-fn timed_appends(
-    iters: u64,
-    txns: u64,
-    per_txn: u64,
-    durability: Durability,
-    scattered: bool,
-) -> Duration {
+fn timed_appends(iters: u64, durability: Durability, scattered: bool) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let dir = tempfile::tempdir().unwrap();
         let mut s = fresh_store(dir.path(), durability);
-        let batch = if scattered {
-            scattered_inserts(txns, per_txn)
-        } else {
-            inserts(0, txns, per_txn)
-        };
+        let batch = batch(scattered);
         let t = Instant::now();
         black_box(s.append(&batch, &AllCommitted).unwrap());
         total += t.elapsed();
@@ -111,54 +33,50 @@ fn timed_appends(
 }
 
 fn bench_append(c: &mut Criterion) {
-    let (txns, per_txn) = (2_500u64, 20u64);
     // Bytes one batch writes (table frames + journal frames).
     let probe = tempfile::tempdir().unwrap();
     let mut s = fresh_store(probe.path(), Durability::Sync);
     let before = s.stats().bytes_written;
-    s.append(&inserts(0, txns, per_txn), &AllCommitted).unwrap();
+    s.append(&batch(false), &AllCommitted).unwrap();
     let bytes = s.stats().bytes_written - before;
     drop(s);
     eprintln!(
         "append batch: {} events, {bytes} bytes written",
-        txns * per_txn
+        TXNS * PER_TXN
     );
+    // The ratio side by side (the benches below run one after the other, seconds apart).
+    for scattered in [false, true] {
+        let keys = if scattered { "scattered" } else { "rising" };
+        eprintln!(
+            "append vs raw, keys {keys}, side by side: {}",
+            side_by_side(40, scattered, Durability::Sync, true).report()
+        );
+    }
 
     let mut g = c.benchmark_group("append");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("store_append_50k_events_fdatasync", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync, false))
+        b.iter_custom(|iters| timed_appends(iters, Durability::Sync, false))
     });
     g.bench_function("raw_sequential_write_fdatasync_same_bytes", |b| {
-        let buf = vec![0x5au8; bytes as usize];
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let path = dir.path().join("raw");
-                let mut f = std::fs::File::create(&path).unwrap();
-                f.write_all(&[0u8; 32]).unwrap();
-                f.sync_all().unwrap();
-                let t = Instant::now();
-                f.write_all(&buf).unwrap();
-                f.sync_data().unwrap();
-                total += t.elapsed();
-            }
-            total
+            (0..iters)
+                .map(|_| raw_write(tempfile::tempdir().unwrap().path(), bytes))
+                .sum()
         })
     });
     // The CPU part alone: the same append without fdatasync.
     g.bench_function("store_append_50k_events_nosync", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::NoSync, false))
+        b.iter_custom(|iters| timed_appends(iters, Durability::NoSync, false))
     });
     // Keys in no order: every INSERT is looked up in the batch's key map.
     g.bench_function("store_append_50k_scattered_keys_fdatasync", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync, true))
+        b.iter_custom(|iters| timed_appends(iters, Durability::Sync, true))
     });
-    g.throughput(Throughput::Elements(txns * per_txn));
+    g.throughput(Throughput::Elements(TXNS * PER_TXN));
     g.bench_function("store_append_50k_events_fdatasync_events", |b| {
-        b.iter_custom(|iters| timed_appends(iters, txns, per_txn, Durability::Sync, false))
+        b.iter_custom(|iters| timed_appends(iters, Durability::Sync, false))
     });
     g.finish();
 }
