@@ -97,7 +97,7 @@ pub fn fresh_store(dir: &Path, durability: Durability) -> Store {
     s
 }
 
-/// The baseline: `bytes` bytes written to a fresh file in `dir` with one write and
+/// The baseline: `bytes` bytes written to a fresh file `raw` in `dir` with one write and
 /// fdatasynced once (the file made and synced first); the time of the write and the sync.
 pub fn raw_write(dir: &Path, bytes: u64) -> Duration {
     let data = vec![0x5au8; bytes as usize];
@@ -108,21 +108,23 @@ pub fn raw_write(dir: &Path, bytes: u64) -> Duration {
     let t = Instant::now();
     f.write_all(&data).unwrap();
     f.sync_data().unwrap();
-    let took = t.elapsed();
-    std::fs::remove_file(&path).unwrap();
-    took
+    t.elapsed()
 }
 
 /// The times of `rounds` appends of the batch, each into a fresh store. With `fresh`, the
 /// batch is built anew for each round outside the timed part (in memory the last round
 /// freed, as the criterion bench does); otherwise one batch, laid out in order, serves
 /// every round. A durable append is paired with a raw write of the bytes it wrote, made
-/// right before it in odd rounds and right after it in even ones.
+/// right before it in odd rounds and right after it in even ones. The rounds' files stay
+/// until the last round is done (about 12 MB a round).
 pub fn side_by_side(rounds: usize, scattered: bool, durability: Durability, fresh: bool) -> Pairs {
     let sync = durability == Durability::Sync;
     let mut pairs = Pairs::default();
     let mut bytes = 0;
     let mut kept = batch(scattered);
+    // Removed at the end: removing a round's files would make the next round's first
+    // sync (the append's or the raw write's) commit their removal too.
+    let mut dirs = Vec::new();
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let mut s = fresh_store(dir.path(), durability);
@@ -142,6 +144,8 @@ pub fn side_by_side(rounds: usize, scattered: bool, durability: Durability, fres
         if sync && !raw_first {
             pairs.raw.push(raw_write(dir.path(), bytes));
         }
+        drop(s);
+        dirs.push(dir);
     }
     pairs
 }
