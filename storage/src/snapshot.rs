@@ -23,6 +23,9 @@ use crate::types::{ColumnId, Row, Seq, TableId};
 
 /// Raw bytes gathered before a block is compressed.
 const BLOCK_TARGET: usize = 64 << 10;
+/// The same for the key history section, whose reads look up one key each: a smaller
+/// block is decompressed and walked for it.
+const HISTORY_BLOCK_TARGET: usize = 16 << 10;
 /// zstd level: fast to write; snapshots are read far more than written, and decompression
 /// speed barely depends on the level.
 const ZSTD_LEVEL: i32 = 1;
@@ -118,6 +121,8 @@ struct BlockWriter<'a> {
     first: Option<Vec<u8>>,
     blocks: Vec<BlockMeta>,
     path: &'a Path,
+    /// Raw bytes gathered before a block is compressed.
+    target: usize,
 }
 
 impl BlockWriter<'_> {
@@ -132,7 +137,7 @@ impl BlockWriter<'_> {
                 self.raw.len()
             )));
         }
-        if self.raw.len() >= BLOCK_TARGET {
+        if self.raw.len() >= self.target {
             self.flush()?;
         }
         Ok(())
@@ -214,6 +219,7 @@ pub(crate) fn snapshot_bytes(
             first: None,
             blocks: Vec::new(),
             path: tmp,
+            target: BLOCK_TARGET,
         };
         for item in rows {
             let (key, row) = item?;
@@ -243,6 +249,7 @@ pub(crate) fn snapshot_bytes(
             entries.clear();
         }
         if let Some(history) = history {
+            w.target = HISTORY_BLOCK_TARGET;
             for item in history {
                 let (key, frames) = item?;
                 w.record(&key, |raw| put_history_record(raw, &key, &frames))?;
@@ -895,4 +902,47 @@ pub fn check_snapshot_block(raw: &[u8]) -> usize {
     decode_row_block(raw).map_or(0, |r| r.len())
         + decode_index_block(raw).map_or(0, |r| r.len())
         + decode_history_block(raw).map_or(0, |r| r.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key history section of many blocks: every key's frames are found in the block
+    /// the directory picks, and a key without a record (before the first, between two,
+    /// after the last) has none.
+    #[test]
+    fn key_history_over_many_blocks() {
+        let key = |i: u64| format!("key-{:08}", i * 2).into_bytes();
+        let frames = |i: u64| -> FramePositions {
+            (0..1 + i % 7)
+                .map(|n| (1 + i * 10 + n, 4096 + 100 * i + n * 7))
+                .collect()
+        };
+        let n = 3_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let rows = std::iter::once(Ok((b"a".to_vec(), Row(vec![]))));
+        let history = (0..n).map(|i| Ok((key(i), frames(i))));
+        let bytes = snapshot_bytes(&path, 1, 100_000, rows, &[], Some(history)).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let snap = Snapshot::open(&path, 1).unwrap();
+        assert!(
+            snap.history_blocks() > 4,
+            "{} blocks",
+            snap.history_blocks()
+        );
+        for i in 0..n {
+            assert_eq!(
+                snap.key_history(&key(i)).unwrap(),
+                Some(frames(i)),
+                "key {i}"
+            );
+            let between = format!("key-{:08}", i * 2 + 1).into_bytes();
+            assert_eq!(snap.key_history(&between).unwrap(), Some(Vec::new()));
+        }
+        for absent in [b"a".as_slice(), b"key-", b"z"] {
+            assert_eq!(snap.key_history(absent).unwrap(), Some(Vec::new()));
+        }
+    }
 }
