@@ -7,6 +7,7 @@
 //! - current state: scan of 100k rows, point lookup (snapshot + a 1k-event delta).
 //! - the past with 1M events of history: point lookup and scan at an old seq, and the history
 //!   of one key.
+//! - the history of one key whose events sit in 9 transactions of 100,000 events each.
 
 mod append_batch;
 
@@ -246,5 +247,52 @@ fn bench_past(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_append, bench_current, bench_past);
+/// One key's history when its events sit in large transactions: 100,000 rows inserted in
+/// one transaction, then 8 transactions each updating every row, a snapshot at the end.
+/// The snapshot's key history names the key's 9 frames, each holding 100,000 events.
+fn bench_history_in_large_frames(c: &mut Criterion) {
+    let keys = 100_000u64;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), config(Durability::NoSync)).unwrap();
+    s.create_table(T).unwrap();
+    s.append(&inserts(0, 1, keys), &AllCommitted).unwrap();
+    for round in 1..=8u64 {
+        let events = (0..keys)
+            .map(|i| Event {
+                table: T,
+                key: key(i),
+                op: Op::Patch(vec![(4, Some(round.to_be_bytes().to_vec()))]),
+            })
+            .collect();
+        let txn = Txn {
+            xid: 1_000 + round,
+            commit_ts: 0,
+            role: "bench".into(),
+            events,
+        };
+        s.append(&[txn], &AllCommitted).unwrap();
+    }
+    let now = s.current_seq().unwrap();
+    s.snapshot(T, now, &AllCommitted).unwrap();
+    let mut g = c.benchmark_group("large_transactions");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let mut i = 0u64;
+    g.bench_function("history_of_one_key_9_frames_of_100k_events", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % keys;
+            let h = s.history(T, &key(i), now, &AllCommitted).unwrap();
+            assert_eq!(h.len(), 9);
+            black_box(h);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_append,
+    bench_current,
+    bench_past,
+    bench_history_in_large_frames
+);
 criterion_main!(benches);

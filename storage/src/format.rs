@@ -668,7 +668,9 @@ fn skip_op(d: &mut Decoder<'_>) -> DecodeResult<()> {
 pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
     let mut out = Vec::new();
     let (group_seq, xid) = each_event(buf, |seq, k, d| {
-        if k == key {
+        // The last byte first, inline: it tells most other keys apart (the low byte of an
+        // integer key, the last character of a text one) without a call to compare them.
+        if k.last() == key.last() && k == key {
             out.push((seq, d.op()?));
             Ok(())
         } else {
