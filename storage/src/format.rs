@@ -42,6 +42,12 @@ pub const SECTION_ROWS: u8 = 1;
 pub const SECTION_INDEX: u8 = 2;
 /// Where each key's events are in the table log (see [`put_history_record`]).
 pub const SECTION_HISTORY: u8 = 3;
+/// The key history section with the payload positions of a key's events in large frames
+/// (snapshots written since these positions exist; kind 3 has none).
+pub const SECTION_HISTORY_POSITIONS: u8 = 4;
+/// A frame whose payload is larger than this has the positions of each key's events in it
+/// recorded in the key history, so that one key's history decodes those events alone.
+pub const POSITIONS_FROM: usize = 64 << 10;
 /// Largest raw (uncompressed) snapshot block a reader accepts.
 pub const MAX_BLOCK_RAW_LEN: u64 = 64 << 20;
 
@@ -623,7 +629,7 @@ pub type KeyEvents = (Seq, u64, Vec<(Seq, Op)>);
 /// seq and xid.
 fn each_event<'a>(
     buf: &'a [u8],
-    mut f: impl FnMut(Seq, &'a [u8], &mut Decoder<'a>) -> DecodeResult<()>,
+    mut f: impl FnMut(Seq, &'a [u8], &mut Decoder<'a>, usize) -> DecodeResult<()>,
 ) -> DecodeResult<(Seq, u64)> {
     let mut d = Decoder::new(buf);
     let group_seq = d.varint()?;
@@ -637,6 +643,7 @@ fn each_event<'a>(
     }
     let mut prev: Option<Seq> = None;
     for _ in 0..n {
+        let start = d.pos();
         let seq = group_seq
             .checked_add(d.varint()?)
             .ok_or("event seq overflows")?;
@@ -645,7 +652,7 @@ fn each_event<'a>(
         }
         prev = Some(seq);
         let key = d.len_bytes()?;
-        f(seq, key, &mut d)?;
+        f(seq, key, &mut d, start)?;
     }
     if !d.is_empty() {
         return Err("trailing bytes in table frame");
@@ -667,7 +674,7 @@ fn skip_op(d: &mut Decoder<'_>) -> DecodeResult<()> {
 /// strictly as [`TableFrame::decode`].
 pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
     let mut out = Vec::new();
-    let (group_seq, xid) = each_event(buf, |seq, k, d| {
+    let (group_seq, xid) = each_event(buf, |seq, k, d, _| {
         // The last byte first, inline: it tells most other keys apart (the low byte of an
         // integer key, the last character of a text one) without a call to compare them.
         if k.last() == key.last() && k == key {
@@ -680,15 +687,51 @@ pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
     Ok((group_seq, xid, out))
 }
 
-/// `(group_seq, [(seq, key)])`: a table frame's events without their ops.
-pub type FrameKeys<'a> = (Seq, Vec<(Seq, &'a [u8])>);
+/// One key's events in a table frame payload, decoding only those at `positions` (where
+/// the key history says the key's events start in the payload, increasing): the same as
+/// [`key_events`] gives for a frame whose events at those positions are all the key's.
+/// Each must be an event of `key`, seqs increasing; the rest of the payload is not read.
+pub fn key_events_at(buf: &[u8], key: &[u8], positions: &[u32]) -> DecodeResult<KeyEvents> {
+    let mut d = Decoder::new(buf);
+    let group_seq = d.varint()?;
+    if group_seq == 0 {
+        return Err("group seq 0");
+    }
+    let xid = d.varint()?;
+    d.count(3)?;
+    let mut out: Vec<(Seq, Op)> = Vec::with_capacity(positions.len());
+    let mut from = d.pos();
+    for &p in positions {
+        let p = p as usize;
+        if p < from || p >= buf.len() {
+            return Err("key history event position outside the frame's events");
+        }
+        let mut e = Decoder::new(&buf[p..]);
+        let seq = group_seq
+            .checked_add(e.varint()?)
+            .ok_or("event seq overflows")?;
+        if out.last().is_some_and(|(prev, _)| *prev >= seq) {
+            return Err("event seqs not strictly increasing");
+        }
+        if e.len_bytes()? != key {
+            return Err("key history event position does not hold an event of the key");
+        }
+        out.push((seq, e.op()?));
+        from = p + e.pos();
+    }
+    Ok((group_seq, xid, out))
+}
 
-/// The group seq of a table frame payload and its events' `(seq, key)`, skipping the ops
-/// undecoded. Checks the payload as strictly as [`TableFrame::decode`].
+/// `(group_seq, [(seq, key, position)])`: a table frame's events without their ops, with
+/// where each starts in the payload.
+pub type FrameKeys<'a> = (Seq, Vec<(Seq, &'a [u8], u32)>);
+
+/// The group seq of a table frame payload and its events' `(seq, key, position)`,
+/// skipping the ops undecoded. Checks the payload as strictly as [`TableFrame::decode`].
 pub fn frame_keys(buf: &[u8]) -> DecodeResult<FrameKeys<'_>> {
     let mut out = Vec::new();
-    let (group_seq, _) = each_event(buf, |seq, k, d| {
-        out.push((seq, k));
+    let (group_seq, _) = each_event(buf, |seq, k, d, start| {
+        out.push((seq, k, start as u32));
         skip_op(d)
     })?;
     Ok((group_seq, out))
@@ -698,45 +741,65 @@ pub fn frame_keys(buf: &[u8]) -> DecodeResult<FrameKeys<'_>> {
 // Key history records (snapshot section `SECTION_HISTORY`)
 
 /// Where one key's events are in its table's log: the frames holding at least one of them,
-/// as `(group_seq, offset of the frame in the segment holding that group)`, groups strictly
-/// increasing.
-pub type FramePositions = Vec<(Seq, u64)>;
+/// as `(group_seq, offset of the frame in the segment holding that group, positions)`,
+/// groups strictly increasing. `positions` are where the key's events start in the frame's
+/// payload, increasing, for a frame larger than [`POSITIONS_FROM`] in a section that keeps
+/// them; empty otherwise (read the whole frame).
+pub type FramePositions = Vec<(Seq, u64, Vec<u32>)>;
 
 /// Key history records, by key.
 pub type HistoryRecords = Vec<(Vec<u8>, FramePositions)>;
 
 /// Encodes one key's record: `varint len + key | varint n | n x (varint group_seq - previous
-/// group_seq (the first: itself) | varint offset)`. `frames` is not empty.
-pub fn put_history_record(out: &mut Vec<u8>, key: &[u8], frames: &[(Seq, u64)]) {
+/// group_seq (the first: itself) | varint offset [| varint m | m x varint position -
+/// previous position (the first: itself)])`, the bracketed part in sections that keep
+/// positions (`positions`). `frames` is not empty.
+pub fn put_history_record(out: &mut Vec<u8>, key: &[u8], frames: &FramePositions, positions: bool) {
     put_bytes(out, key);
     put_varint(out, frames.len() as u64);
     let mut prev = 0;
-    for (group, offset) in frames {
+    for (group, offset, events) in frames {
         put_varint(out, group - prev);
         put_varint(out, *offset);
         prev = *group;
+        if positions {
+            put_varint(out, events.len() as u64);
+            let mut at = 0;
+            for p in events {
+                put_varint(out, u64::from(p - at));
+                at = *p;
+            }
+        }
     }
 }
 
 /// Decodes the next key's record (see [`put_history_record`]), checking that its groups
-/// strictly increase and its offsets lie past a segment header.
-pub fn history_record<'a>(d: &mut Decoder<'a>) -> DecodeResult<(&'a [u8], FramePositions)> {
+/// strictly increase, its offsets lie past a segment header and its positions increase.
+pub fn history_record<'a>(
+    d: &mut Decoder<'a>,
+    positions: bool,
+) -> DecodeResult<(&'a [u8], FramePositions)> {
     let key = d.len_bytes()?;
-    Ok((key, history_record_frames(d)?))
+    Ok((key, history_record_frames(d, positions)?))
 }
 
 /// Skips the frames of a key's record (after its key) without decoding them into a list.
-pub fn skip_history_frames(d: &mut Decoder<'_>) -> DecodeResult<()> {
+pub fn skip_history_frames(d: &mut Decoder<'_>, positions: bool) -> DecodeResult<()> {
     let n = d.count(2)?;
     for _ in 0..n {
         d.varint()?;
         d.varint()?;
+        if positions {
+            for _ in 0..d.count(1)? {
+                d.varint()?;
+            }
+        }
     }
     Ok(())
 }
 
 /// The frames of a key's record (after its key), checked as [`history_record`] says.
-pub fn history_record_frames(d: &mut Decoder<'_>) -> DecodeResult<FramePositions> {
+pub fn history_record_frames(d: &mut Decoder<'_>, positions: bool) -> DecodeResult<FramePositions> {
     // Each frame takes at least two bytes.
     let n = d.count(2)?;
     if n == 0 {
@@ -756,7 +819,25 @@ pub fn history_record_frames(d: &mut Decoder<'_>) -> DecodeResult<FramePositions
         if offset < SEGMENT_HEADER_LEN as u64 {
             return Err("key history offset inside a segment header");
         }
-        frames.push((prev, offset));
+        let mut events = Vec::new();
+        if positions {
+            let m = d.count(1)?;
+            events.reserve(m);
+            let mut at: u32 = 0;
+            for _ in 0..m {
+                let step = d.varint()?;
+                if step == 0 {
+                    return Err("key history event positions not increasing");
+                }
+                at = u32::try_from(step)
+                    .ok()
+                    .and_then(|s| at.checked_add(s))
+                    .filter(|a| *a < MAX_FRAME_LEN)
+                    .ok_or("key history event position past the largest frame")?;
+                events.push(at);
+            }
+        }
+        frames.push((prev, offset, events));
     }
     Ok(frames)
 }

@@ -15,8 +15,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::{
     history_record, history_record_frames, put_bytes, put_columns, put_history_record, put_varint,
     skip_history_frames, DecodeResult, Decoder, FramePositions, HistoryRecords, FORMAT_VERSION,
-    MAX_BLOCK_RAW_LEN, SECTION_HISTORY, SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC,
-    SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
+    MAX_BLOCK_RAW_LEN, SECTION_HISTORY, SECTION_HISTORY_POSITIONS, SECTION_INDEX, SECTION_ROWS,
+    SNAPSHOT_END_MAGIC, SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
 };
 use crate::log::map_file;
 use crate::types::{ColumnId, Row, Seq, TableId};
@@ -100,6 +100,9 @@ pub(crate) struct Snapshot {
     /// Where each key's events are in the log up to `seq` (`None`: a snapshot written
     /// before snapshots had this section).
     history: Option<Vec<BlockMeta>>,
+    /// The key history section keeps the positions of keys' events in large frames
+    /// (section kind 4; kind 3 has none).
+    history_positions: bool,
     /// Recently decompressed row blocks, most recent first.
     cache: Mutex<Vec<(usize, Arc<IndexedBlock>)>>,
     /// Indexes this snapshot lacks, rebuilt from its rows on first use.
@@ -190,6 +193,7 @@ pub(crate) fn snapshot_bytes(
     rows: impl Iterator<Item = Result<(Vec<u8>, Row)>>,
     indexes: &[ColumnId],
     history: Option<impl Iterator<Item = Result<(Vec<u8>, FramePositions)>>>,
+    positions: bool,
 ) -> Result<Vec<u8>> {
     let tmp = path;
     let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
@@ -252,10 +256,17 @@ pub(crate) fn snapshot_bytes(
             w.target = HISTORY_BLOCK_TARGET;
             for item in history {
                 let (key, frames) = item?;
-                w.record(&key, |raw| put_history_record(raw, &key, &frames))?;
+                w.record(&key, |raw| {
+                    put_history_record(raw, &key, &frames, positions)
+                })?;
             }
             w.flush()?;
-            sections.push((SECTION_HISTORY, 0, std::mem::take(&mut w.blocks)));
+            let kind = if positions {
+                SECTION_HISTORY_POSITIONS
+            } else {
+                SECTION_HISTORY
+            };
+            sections.push((kind, 0, std::mem::take(&mut w.blocks)));
         }
     }
 
@@ -291,7 +302,14 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
     let mut sections = Vec::with_capacity(n);
     for _ in 0..n {
         let kind = d.u8()?;
-        if ![SECTION_ROWS, SECTION_INDEX, SECTION_HISTORY].contains(&kind) {
+        if ![
+            SECTION_ROWS,
+            SECTION_INDEX,
+            SECTION_HISTORY,
+            SECTION_HISTORY_POSITIONS,
+        ]
+        .contains(&kind)
+        {
             return Err("unknown snapshot section kind");
         }
         let col = ColumnId::try_from(d.varint()?).map_err(|_| "column id overflows u16")?;
@@ -343,12 +361,12 @@ pub(crate) fn decode_row_block(raw: &[u8]) -> DecodeResult<Vec<(Vec<u8>, Row)>> 
     Ok(rows)
 }
 
-/// Decodes a decompressed key history block.
-pub(crate) fn decode_history_block(raw: &[u8]) -> DecodeResult<HistoryRecords> {
+/// Decodes a decompressed key history block (of a section that keeps positions, or not).
+pub(crate) fn decode_history_block(raw: &[u8], positions: bool) -> DecodeResult<HistoryRecords> {
     let mut d = Decoder::new(raw);
     let mut out: HistoryRecords = Vec::new();
     while !d.is_empty() {
-        let (key, frames) = history_record(&mut d)?;
+        let (key, frames) = history_record(&mut d, positions)?;
         if out.last().is_some_and(|(k, _)| k.as_slice() >= key) {
             return Err("key history keys not strictly increasing");
         }
@@ -430,6 +448,7 @@ impl Snapshot {
         let mut rows = None;
         let mut indexes = HashMap::new();
         let mut history = None;
+        let mut history_positions = false;
         for (kind, col, blocks) in sections {
             for b in &blocks {
                 let bytes = &map[b.offset as usize..(b.offset + b.clen) as usize];
@@ -441,7 +460,8 @@ impl Snapshot {
                 if rows.replace(blocks).is_some() {
                     return Err(bad(dir_offset, "two row sections"));
                 }
-            } else if kind == SECTION_HISTORY {
+            } else if kind == SECTION_HISTORY || kind == SECTION_HISTORY_POSITIONS {
+                history_positions = kind == SECTION_HISTORY_POSITIONS;
                 if history.replace(blocks).is_some() {
                     return Err(bad(dir_offset, "two key history sections"));
                 }
@@ -460,6 +480,7 @@ impl Snapshot {
             rows,
             indexes,
             history,
+            history_positions,
             cache: Mutex::new(Vec::new()),
             rebuilt: Mutex::new(HashMap::new()),
             counters: OnceLock::new(),
@@ -552,6 +573,12 @@ impl Snapshot {
         self.history.is_some()
     }
 
+    /// Whether the key history section keeps the positions of keys' events in large
+    /// frames (written since they exist).
+    pub(crate) fn has_history_positions(&self) -> bool {
+        self.history_positions
+    }
+
     /// The number of blocks in the key history section.
     pub(crate) fn history_blocks(&self) -> usize {
         self.history.as_ref().map_or(0, Vec::len)
@@ -561,7 +588,7 @@ impl Snapshot {
     /// directory gives it, and its records.
     pub(crate) fn history_block(&self, i: usize) -> Result<(u64, &[u8], HistoryRecords)> {
         let b = &self.history.as_ref().expect("has a history section")[i];
-        let records = decode_history_block(&self.raw_block(b)?)
+        let records = decode_history_block(&self.raw_block(b)?, self.history_positions)
             .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
         Ok((b.offset, &b.first, records))
     }
@@ -590,10 +617,12 @@ impl Snapshot {
                 }
                 match k.cmp(key) {
                     std::cmp::Ordering::Less => {
-                        skip_history_frames(&mut d)?;
+                        skip_history_frames(&mut d, self.history_positions)?;
                         prev = Some(k);
                     }
-                    std::cmp::Ordering::Equal => return history_record_frames(&mut d),
+                    std::cmp::Ordering::Equal => {
+                        return history_record_frames(&mut d, self.history_positions)
+                    }
                     std::cmp::Ordering::Greater => break,
                 }
             }
@@ -901,7 +930,8 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
 pub fn check_snapshot_block(raw: &[u8]) -> usize {
     decode_row_block(raw).map_or(0, |r| r.len())
         + decode_index_block(raw).map_or(0, |r| r.len())
-        + decode_history_block(raw).map_or(0, |r| r.len())
+        + decode_history_block(raw, false).map_or(0, |r| r.len())
+        + decode_history_block(raw, true).map_or(0, |r| r.len())
 }
 
 #[cfg(test)]
@@ -916,7 +946,11 @@ mod tests {
         let key = |i: u64| format!("key-{:08}", i * 2).into_bytes();
         let frames = |i: u64| -> FramePositions {
             (0..1 + i % 7)
-                .map(|n| (1 + i * 10 + n, 4096 + 100 * i + n * 7))
+                .map(|n| {
+                    // Every other frame with positions (1 or 2 of them), as large ones have.
+                    let at = (0..n % 3).map(|j| 20 + 9 * j as u32).collect();
+                    (1 + i * 10 + n, 4096 + 100 * i + n * 7, at)
+                })
                 .collect()
         };
         let n = 3_000;
@@ -924,7 +958,7 @@ mod tests {
         let path = dir.path().join("snap");
         let rows = std::iter::once(Ok((b"a".to_vec(), Row(vec![]))));
         let history = (0..n).map(|i| Ok((key(i), frames(i))));
-        let bytes = snapshot_bytes(&path, 1, 100_000, rows, &[], Some(history)).unwrap();
+        let bytes = snapshot_bytes(&path, 1, 100_000, rows, &[], Some(history), true).unwrap();
         std::fs::write(&path, bytes).unwrap();
         let snap = Snapshot::open(&path, 1).unwrap();
         assert!(

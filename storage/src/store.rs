@@ -1042,6 +1042,7 @@ impl Store {
                 view.scan().rows(fates),
                 &t.meta.indexes,
                 Some(history),
+                true,
             )?
         };
         let dir = self.table_dir(id);

@@ -47,8 +47,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    FramePositions, JournalRecord, SegmentHeader, TableFrame, FRAME_HEADER_LEN, KIND_JOURNAL,
-    KIND_TABLE, MAX_FRAME_LEN, SEGMENT_HEADER_LEN,
+    frame_keys, FramePositions, JournalRecord, SegmentHeader, TableFrame, FRAME_HEADER_LEN,
+    KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, POSITIONS_FROM, SEGMENT_HEADER_LEN,
 };
 use crate::log::list_segments;
 use crate::settled::{FatesLog, SettledFates};
@@ -57,8 +57,9 @@ use crate::store::{HistoryMerge, Store};
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, TableMeta};
 use crate::types::{Fate, Fates, Row, Seq, TableId};
 
-/// One key's frames: `(group, offset, first and last seq of the key's events there)`.
-type KeyFrames = Vec<(Seq, u64, Seq, Seq)>;
+/// One key's frames: `(group, offset, first and last seq of the key's events there, and
+/// for a frame larger than POSITIONS_FROM the seq and payload position of each)`.
+type KeyFrames = Vec<(Seq, u64, Seq, Seq, Vec<(Seq, u32)>)>;
 
 /// Problems listed in one report; further ones are only counted.
 pub const MAX_PROBLEMS: usize = 20;
@@ -611,9 +612,17 @@ impl TableCheck<'_> {
                         self.poisoned = true;
                         break;
                     }
-                    Read::Frame { next } => (TableFrame::decode(r.payload(pos, next)), next),
+                    Read::Frame { next } => {
+                        let p = r.payload(pos, next);
+                        // Where each event starts, for the key history of a large frame.
+                        let at = (p.len() > POSITIONS_FROM)
+                            .then(|| frame_keys(p).ok())
+                            .flatten()
+                            .map(|(_, events)| events.into_iter().map(|e| e.2).collect());
+                        (TableFrame::decode(p), next, at)
+                    }
                 };
-                let (frame, after) = decoded;
+                let (frame, after, event_at): (_, _, Option<Vec<u32>>) = decoded;
                 first = false;
                 let frame = match frame {
                     Ok(f) => f,
@@ -688,14 +697,18 @@ impl TableCheck<'_> {
                 }
                 self.snapshots_before(g)?;
                 if self.next_snap < self.snaps.len() && !self.poisoned {
-                    for (seq, key, _) in &frame.events {
+                    for (i, (seq, key, _)) in frame.events.iter().enumerate() {
                         let frames = match self.positions.get_mut(key) {
                             Some(f) => f,
                             None => self.positions.entry(key.clone()).or_default(),
                         };
+                        let at = event_at.as_ref().and_then(|a| a.get(i)).map(|a| (*seq, *a));
                         match frames.last_mut() {
-                            Some(last) if last.0 == g => last.3 = *seq,
-                            _ => frames.push((g, pos, *seq, *seq)),
+                            Some(last) if last.0 == g => {
+                                last.3 = *seq;
+                                last.4.extend(at);
+                            }
+                            _ => frames.push((g, pos, *seq, *seq, at.into_iter().collect())),
                         }
                     }
                     self.delta.add_frame_after(frame, 0);
@@ -821,7 +834,10 @@ impl TableCheck<'_> {
                     let mine: FramePositions = frames
                         .iter()
                         .filter(|f| f.2 <= seq)
-                        .map(|f| (f.0, f.1))
+                        .map(|f| {
+                            let at = f.4.iter().filter(|e| e.0 <= seq).map(|e| e.1);
+                            (f.0, f.1, at.collect())
+                        })
                         .collect();
                     (!mine.is_empty()).then(|| (key.clone(), mine))
                 })
@@ -1073,8 +1089,12 @@ fn check_key_history(
                     differ.note(offset, format!("key {} is missing", show_key(k)));
                     want = next_expected(problems)?;
                 }
-                match &want {
+                match &mut want {
                     Some((k, f)) if *k == key => {
+                        if !snap.has_history_positions() {
+                            // Written before positions existed: the frames alone.
+                            f.iter_mut().for_each(|f| f.2.clear());
+                        }
                         if *f != frames {
                             differ.note(
                                 offset,
@@ -1420,10 +1440,11 @@ mod tests {
                 .into_iter()
                 .map(|(k, r)| Ok((k.as_bytes().to_vec(), r)));
             // The one frame, of group 1, right after the segment header.
-            let history = ["a", "b", "c"]
-                .iter()
-                .map(|k| Ok((k.as_bytes().to_vec(), vec![(1, SEGMENT_HEADER_LEN as u64)])));
-            let bytes = snapshot_bytes(&path, 7, seq, rows, &[1], Some(history)).unwrap();
+            let history = ["a", "b", "c"].iter().map(|k| {
+                let frame = (1, SEGMENT_HEADER_LEN as u64, Vec::new());
+                Ok((k.as_bytes().to_vec(), vec![frame]))
+            });
+            let bytes = snapshot_bytes(&path, 7, seq, rows, &[1], Some(history), true).unwrap();
             std::fs::write(&path, bytes).unwrap();
         };
         // Checksums are right; the rows are not the log's.

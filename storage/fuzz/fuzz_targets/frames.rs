@@ -3,8 +3,8 @@
 #![no_main]
 
 use driftdb_storage::format::{
-    key_events, read_frame, Decoder, FrameRead, JournalRecord, SegmentHeader, TableFrame,
-    SEGMENT_HEADER_LEN,
+    key_events, key_events_at, read_frame, Decoder, FrameRead, JournalRecord, SegmentHeader,
+    TableFrame, SEGMENT_HEADER_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = JournalRecord::decode(data);
     let _ = TableFrame::decode(data);
     let _ = key_events(data, b"k");
+    // Positions a key history might give, taken from the input itself.
+    let at: Vec<u32> = data.iter().take(4).map(|b| u32::from(*b)).collect();
+    let _ = key_events_at(data, b"k", &at);
     let _ = Decoder::new(data).op();
     let _ = Decoder::new(data).columns();
     let mut pos = if data.len() >= SEGMENT_HEADER_LEN {

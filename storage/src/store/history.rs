@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Store;
 use crate::error::{Error, Result};
-use crate::format::{frame_keys, key_events, FramePositions};
+use crate::format::{frame_keys, key_events, key_events_at, FramePositions, POSITIONS_FROM};
 use crate::journal::Journal;
 use crate::snapshot::Snapshot;
 use crate::types::{Fate, Fates, HistoryEntry, Op, Seq, TableId};
@@ -91,13 +91,19 @@ impl Store {
         let mut out = Vec::new();
         let journal = &self.journal;
         let t = self.tables.get_mut(&id).expect("loaded");
-        for (group, offset) in positions {
+        for (group, offset, at) in positions {
             // Groups increase: once one starts past the limit, so do the rest.
             if group > limit {
                 break;
             }
             t.log.with_frame_at(group, offset, |p| {
-                let events = key_events(p, key)?;
+                // A large frame's events of the key are decoded where the section says they
+                // start, the rest of it unread (its CRC is still checked).
+                let events = if at.is_empty() {
+                    key_events(p, key)?
+                } else {
+                    key_events_at(p, key, &at)?
+                };
                 add_entries(journal, fates, key, events, |s| s <= limit, &mut out)
             })?;
             self.stats.history_frames += 1;
@@ -158,16 +164,20 @@ impl Store {
         let mut delta: BTreeMap<Vec<u8>, FramePositions> = BTreeMap::new();
         t.log
             .for_each_payload_at(floor, upto, groups, |p, offset| {
+                let large = p.len() > POSITIONS_FROM;
                 let (group, events) = frame_keys(p)?;
-                for (seq, key) in events {
+                for (seq, key, at) in events {
                     if seq <= after || seq > upto {
                         continue;
                     }
+                    let at = if large { vec![at] } else { Vec::new() };
                     match delta.get_mut(key) {
-                        Some(frames) if frames.last().map(|f| f.0) == Some(group) => {}
-                        Some(frames) => frames.push((group, offset)),
+                        Some(frames) => match frames.last_mut() {
+                            Some(f) if f.0 == group => f.2.extend(at),
+                            _ => frames.push((group, offset, at)),
+                        },
                         None => {
-                            delta.insert(key.to_vec(), vec![(group, offset)]);
+                            delta.insert(key.to_vec(), vec![(group, offset, at)]);
                         }
                     }
                 }
@@ -238,9 +248,22 @@ impl Iterator for HistoryMerge {
             std::cmp::Ordering::Equal => {
                 let (key, mut frames) = self.block.next().expect("peeked");
                 let (_, more) = self.delta.next().expect("peeked");
-                // A group holding the base's seq may have events of the key on both sides.
-                let skip = usize::from(frames.last().map(|f| f.0) == more.first().map(|f| f.0));
-                frames.extend(more.into_iter().skip(skip));
+                let mut more = more.into_iter().peekable();
+                // A group holding the base's seq may have events of the key on both sides:
+                // one frame, with the positions of both (none on either side: read it whole).
+                if let Some(last) = frames.last_mut() {
+                    if let Some((_, _, at)) = more.next_if(|f| f.0 == last.0) {
+                        last.2 = if last.2.is_empty() || at.is_empty() {
+                            Vec::new()
+                        } else {
+                            let mut both: Vec<u32> = last.2.iter().chain(&at).copied().collect();
+                            both.sort_unstable();
+                            both.dedup();
+                            both
+                        };
+                    }
+                }
+                frames.extend(more);
                 (key, frames)
             }
         }))
@@ -355,11 +378,13 @@ mod tests {
     }
 
     /// The snapshot of table `T` at `seq`, written again with `history` as its key history
-    /// section (`None`: without one, as snapshots were written before it existed).
+    /// section (`None`: without one, as snapshots were written before it existed), keeping
+    /// event positions or not (as snapshots were written before positions existed).
     fn rewrite_snapshot(
         s: &mut Store,
         seq: Seq,
         history: Option<Vec<(Vec<u8>, FramePositions)>>,
+        positions: bool,
     ) -> std::path::PathBuf {
         let rows: Vec<(Vec<u8>, Row)> = s
             .scan(T, seq, &AllCommitted)
@@ -374,6 +399,7 @@ mod tests {
             rows.into_iter().map(Ok),
             &[],
             history.map(|h| h.into_iter().map(Ok)),
+            positions,
         )
         .unwrap();
         std::fs::write(&path, bytes).unwrap();
@@ -386,7 +412,7 @@ mod tests {
         let mut s = open(dir.path());
         let at = fill(&mut s);
         s.snapshot(T, at, &AllCommitted).unwrap();
-        rewrite_snapshot(&mut s, at, None);
+        rewrite_snapshot(&mut s, at, None, true);
         let mut s = open(dir.path());
         let (h, read) = history_counting(&mut s, &key(7), at);
         assert_eq!((h.len(), read), (5, 201));
@@ -422,7 +448,7 @@ mod tests {
         let wrong = records[eight].1[1].1;
         records[seven].1[1].1 = wrong;
         let group = records[seven].1[1].0;
-        let path = rewrite_snapshot(&mut s, at, Some(records));
+        let path = rewrite_snapshot(&mut s, at, Some(records), true);
         let mut s = open(dir.path());
         match s.history(T, &key(7), at, &AllCommitted) {
             Err(Error::Corruption {
@@ -448,5 +474,144 @@ mod tests {
         assert_eq!(p.file, path);
         let said = format!("key history differs from the log at seq {at}: the frames of key");
         assert!(p.detail.contains(&said), "{}", p.detail);
+    }
+
+    fn big_key(i: u64) -> Vec<u8> {
+        format!("big-{i:05}").into_bytes()
+    }
+
+    /// 3,000 keys inserted by one transaction, then two transactions patching every key
+    /// (every tenth twice in the first), each frame larger than `POSITIONS_FROM`; a
+    /// snapshot in the middle of the first patching group and one at the end. Returns the
+    /// seqs of the two snapshots.
+    fn fill_large(s: &mut Store) -> (Seq, Seq) {
+        s.create_table(T).unwrap();
+        let n = 3_000;
+        let rows = (0..n)
+            .map(|i| {
+                let name = format!("name of row number {i}").into_bytes();
+                (big_key(i), Op::Insert(Row::from_pairs([(1, Some(name))])))
+            })
+            .collect();
+        s.append(&[txn(1, rows)], &AllCommitted).unwrap();
+        let first = s.current_seq().unwrap() + 1;
+        let mut patches = Vec::new();
+        for i in 0..n {
+            patches.push((big_key(i), patch(i)));
+            if i % 10 == 0 {
+                patches.push((big_key(i), patch(i + 1)));
+            }
+        }
+        s.append(&[txn(2, patches)], &AllCommitted).unwrap();
+        let middle = first + 1_650;
+        s.snapshot(T, middle, &AllCommitted).unwrap();
+        let again = (0..n).map(|i| (big_key(i), patch(i * 2))).collect();
+        s.append(&[txn(3, again)], &AllCommitted).unwrap();
+        let end = s.current_seq().unwrap();
+        s.snapshot(T, end, &AllCommitted).unwrap();
+        (middle, end)
+    }
+
+    #[test]
+    fn a_key_s_events_in_large_frames_are_read_where_the_snapshot_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let (middle, end) = fill_large(&mut s);
+        let snap = s.open_snapshot(T, end).unwrap();
+        // Key 10 has two events in the second frame, one in each of the others.
+        let frames = snap.key_history(&big_key(10)).unwrap().unwrap();
+        let counts: Vec<usize> = frames.iter().map(|f| f.2.len()).collect();
+        assert_eq!(counts, vec![1, 2, 1]);
+        drop(snap);
+        let mut whole: std::collections::BTreeMap<Vec<u8>, Vec<HistoryEntry>> = Default::default();
+        for e in s.table_history(T, end, &AllCommitted).unwrap() {
+            let e = e.unwrap();
+            whole.entry(e.key.clone()).or_default().push(e);
+        }
+        // Key 1,500 has two events in the second frame, one each side of the snapshot in it.
+        for i in (0..3_000)
+            .step_by(7)
+            .chain([10, 1_500, 1_640, 1_650, 2_999])
+        {
+            let (h, read) = history_counting(&mut s, &big_key(i), end);
+            assert_eq!(read, 3, "key {i}");
+            assert_eq!(h, whole[&big_key(i)], "key {i}");
+        }
+        // As of the snapshot in the middle of a group: its events up to there (key 1,001's
+        // patch is the group's 1,103rd event, key 1,600's its 1,762nd).
+        let (h, _) = history_counting(&mut s, &big_key(1_001), middle);
+        assert_eq!(h.len(), 2);
+        let (h, _) = history_counting(&mut s, &big_key(1_600), middle);
+        assert_eq!(h.len(), 1);
+        let report = s.verify(T, &AllCommitted).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.snapshots_compared, 2);
+    }
+
+    #[test]
+    fn a_key_history_position_off_an_event_of_the_key_is_corruption_in_its_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let (_, end) = fill_large(&mut s);
+        let snap = s.open_snapshot(T, end).unwrap();
+        let mut records: Vec<(Vec<u8>, FramePositions)> = Vec::new();
+        for i in 0..snap.history_blocks() {
+            records.extend(snap.history_block(i).unwrap().2);
+        }
+        drop(snap);
+        let r = records.iter().position(|r| r.0 == big_key(20)).unwrap();
+        let (group, offset) = (records[r].1[2].0, records[r].1[2].1);
+        // Key 20's last event placed where key 21's is.
+        let theirs = records[r + 1].1[2].2.clone();
+        records[r].1[2].2 = theirs;
+        let path = rewrite_snapshot(&mut s, end, Some(records.clone()), true);
+        let mut s = open(dir.path());
+        match s.history(T, &big_key(20), end, &AllCommitted) {
+            Err(Error::Corruption {
+                file,
+                offset: at,
+                detail,
+            }) => {
+                assert!(file.to_string_lossy().ends_with(".log"), "{file:?}");
+                assert_eq!(at, offset);
+                assert!(
+                    detail.contains("does not hold an event of the key"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(group > 0);
+        let report = s.verify(T, &AllCommitted).unwrap();
+        assert_eq!(report.problems.total(), 1, "{report:?}");
+        assert_eq!(report.problems.listed[0].file, path);
+        // The same section without positions (as written before they existed): every
+        // frame is read whole, and the history is right again.
+        for (_, frames) in &mut records {
+            for f in frames.iter_mut() {
+                f.2.clear();
+            }
+        }
+        rewrite_snapshot(&mut s, end, Some(records), false);
+        let mut s = open(dir.path());
+        let h = s.history(T, &big_key(20), end, &AllCommitted).unwrap();
+        assert_eq!(h.len(), 4);
+        assert!(s.verify(T, &AllCommitted).unwrap().ok());
+        // The next snapshot's section builds on that one: the frames it names stay to be
+        // read whole, the new frame's positions are kept.
+        let more = (0..3_000).map(|i| (big_key(i), patch(i * 3))).collect();
+        s.append(&[txn(4, more)], &AllCommitted).unwrap();
+        let now = s.current_seq().unwrap();
+        s.snapshot(T, now, &AllCommitted).unwrap();
+        let snap = s.open_snapshot(T, now).unwrap();
+        let frames = snap.key_history(&big_key(20)).unwrap().unwrap();
+        let counts: Vec<usize> = frames.iter().map(|f| f.2.len()).collect();
+        assert_eq!(counts, vec![0, 0, 0, 1]);
+        drop(snap);
+        let h = s.history(T, &big_key(20), now, &AllCommitted).unwrap();
+        assert_eq!(h, from_table_history(&mut s, &big_key(20), now));
+        assert_eq!(h.len(), 5);
+        let report = s.verify(T, &AllCommitted).unwrap();
+        assert!(report.ok(), "{report:?}");
     }
 }
