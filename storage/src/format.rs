@@ -585,19 +585,26 @@ pub fn peek_group_seq(buf: &[u8]) -> DecodeResult<Seq> {
     Decoder::new(buf).varint()
 }
 
+/// A table frame payload's header: `(group_seq, xid, number of events)`, checked (a group
+/// seq above 0, at least one event, no more than the bytes left can hold).
+fn table_frame_header(d: &mut Decoder<'_>) -> DecodeResult<(Seq, u64, usize)> {
+    let group_seq = d.varint()?;
+    if group_seq == 0 {
+        return Err("group seq 0");
+    }
+    let xid = d.varint()?;
+    // Each event takes at least three bytes: offset, key length, op tag.
+    let n = d.count(3)?;
+    if n == 0 {
+        return Err("table frame without events");
+    }
+    Ok((group_seq, xid, n))
+}
+
 impl TableFrame {
     pub fn decode(buf: &[u8]) -> DecodeResult<TableFrame> {
         let mut d = Decoder::new(buf);
-        let group_seq = d.varint()?;
-        if group_seq == 0 {
-            return Err("group seq 0");
-        }
-        let xid = d.varint()?;
-        // Each event takes at least three bytes: offset, key length, op tag.
-        let n = d.count(3)?;
-        if n == 0 {
-            return Err("table frame without events");
-        }
+        let (group_seq, xid, n) = table_frame_header(&mut d)?;
         let mut events: Vec<(Seq, Vec<u8>, Op)> = Vec::with_capacity(n);
         for _ in 0..n {
             let seq = group_seq
@@ -632,15 +639,7 @@ fn each_event<'a>(
     mut f: impl FnMut(Seq, &'a [u8], &mut Decoder<'a>, usize) -> DecodeResult<()>,
 ) -> DecodeResult<(Seq, u64)> {
     let mut d = Decoder::new(buf);
-    let group_seq = d.varint()?;
-    if group_seq == 0 {
-        return Err("group seq 0");
-    }
-    let xid = d.varint()?;
-    let n = d.count(3)?;
-    if n == 0 {
-        return Err("table frame without events");
-    }
+    let (group_seq, xid, n) = table_frame_header(&mut d)?;
     let mut prev: Option<Seq> = None;
     for _ in 0..n {
         let start = d.pos();
@@ -693,12 +692,7 @@ pub fn key_events(buf: &[u8], key: &[u8]) -> DecodeResult<KeyEvents> {
 /// Each must be an event of `key`, seqs increasing; the rest of the payload is not read.
 pub fn key_events_at(buf: &[u8], key: &[u8], positions: &[u32]) -> DecodeResult<KeyEvents> {
     let mut d = Decoder::new(buf);
-    let group_seq = d.varint()?;
-    if group_seq == 0 {
-        return Err("group seq 0");
-    }
-    let xid = d.varint()?;
-    d.count(3)?;
+    let (group_seq, xid, _) = table_frame_header(&mut d)?;
     let mut out: Vec<(Seq, Op)> = Vec::with_capacity(positions.len());
     let mut from = d.pos();
     for &p in positions {

@@ -516,13 +516,21 @@ impl TableLog {
         let pos = usize::try_from(offset).unwrap_or(usize::MAX);
         let seg = &mut self.segs[i];
         let mut map = seg.bytes(KIND_TABLE, self.table)?;
-        // A map taken before the frame was appended ends before it: map again.
-        if matches!(read_frame(&map, pos), FrameRead::End | FrameRead::Torn(_))
-            && seg.remap_if_grown(KIND_TABLE, self.table)?
-        {
-            map = seg.bytes(KIND_TABLE, self.table)?;
-        }
-        let detail = match read_frame(&map, pos) {
+        let mut remapped = false;
+        // One read of the frame (its CRC covers the whole payload), a second only when the
+        // map was taken before the frame was appended and ends before it.
+        let found = loop {
+            match read_frame(&map, pos) {
+                FrameRead::End | FrameRead::Torn(_)
+                    if !remapped && seg.remap_if_grown(KIND_TABLE, self.table)? =>
+                {
+                    remapped = true;
+                    map = seg.bytes(KIND_TABLE, self.table)?;
+                }
+                read => break read,
+            }
+        };
+        let detail = match found {
             FrameRead::Frame { payload, next } => match peek_group_seq(payload) {
                 Ok(g) if g == group => {
                     let start = next - payload.len();

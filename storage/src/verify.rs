@@ -527,8 +527,8 @@ struct TableCheck<'v> {
     base: Option<Arc<Snapshot>>,
     delta: Delta,
     /// The last snapshot whose key history section was found equal to the log, and for
-    /// each key the frames after it (from the start without one) holding its events:
-    /// `(group, offset, first and last seq of the key's events in the frame)`.
+    /// each key the frames after it (from the start without one) holding its events (see
+    /// [`KeyFrames`]).
     history_base: Option<Arc<Snapshot>>,
     positions: BTreeMap<Vec<u8>, KeyFrames>,
     /// The log is damaged or disagrees with the journal: the state it gives is not the

@@ -251,6 +251,8 @@ impl Iterator for HistoryMerge {
                 let mut more = more.into_iter().peekable();
                 // A group holding the base's seq may have events of the key on both sides:
                 // one frame, with the positions of both (none on either side: read it whole).
+                // Sorted and deduplicated: verify's frames after the base repeat the base's
+                // positions in such a frame.
                 if let Some(last) = frames.last_mut() {
                     if let Some((_, _, at)) = more.next_if(|f| f.0 == last.0) {
                         last.2 = if last.2.is_empty() || at.is_empty() {
