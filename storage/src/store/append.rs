@@ -1,8 +1,10 @@
 //! The append path: seqs, validation, frames, writes and syncs.
 //!
-//! One pass over a batch: each transaction is validated and then encoded at once, while
-//! its events are still in the cache (a batch of many small heap objects costs a cache
-//! miss per object each time it is walked). A store without a write-ahead log hands a
+//! One pass over a batch: each transaction is scanned for validation and then encoded at
+//! once, while its events are still in the cache (a batch of many small heap objects
+//! costs a cache miss per object each time it is walked); the scan keeps what the
+//! verdicts need of each event, and an all-or-nothing batch is judged from that at the
+//! end (see [`Validation`]). A store without a write-ahead log hands a
 //! large batch's table frames in chunks, as they fill, to a second thread that writes
 //! them, so that the copy into the page cache and the disk work on them while the rest
 //! is encoded; the syncs and the journal frames (the commit point) follow
@@ -148,6 +150,11 @@ impl Verdicts {
         (hash >> 8) as u32 & !self.slot_bits
     }
 
+    /// The hash of a key, as [`Verdicts::slot_hashed`] takes it.
+    fn hash(&self, key: (TableId, &[u8])) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// The slot of `key`, the key of event `ordinal`: that event's ordinal if the key is
     /// new to the batch, else the ordinal of the first event that touched it.
     fn slot<'t>(
@@ -156,6 +163,13 @@ impl Verdicts {
         key: (TableId, &'t [u8]),
         batch: &Ordinals<'t>,
     ) -> usize {
+        let hash = self.hash(key);
+        self.slot_hashed(ordinal, hash, batch)
+    }
+
+    /// [`Verdicts::slot`] of the key of event `ordinal`, whose hash is `hash`: the key
+    /// itself is read only when a word's hash bits match it.
+    fn slot_hashed(&mut self, ordinal: usize, hash: u64, batch: &Ordinals<'_>) -> usize {
         let bits = self.slot_bits;
         if self.words.capacity() == 0 {
             let hasher = &self.hasher;
@@ -164,12 +178,11 @@ impl Verdicts {
             });
             self.live = vec![None; self.room];
         }
-        let hash = self.hasher.hash_one(key);
         let tag = self.tag(hash);
         let hasher = &self.hasher;
         let entry = self.words.entry(
             hash,
-            |w| w & !bits == tag && batch.key((w & bits) as usize) == key,
+            |w| w & !bits == tag && batch.key((w & bits) as usize) == batch.key(ordinal),
             |w| hasher.hash_one(batch.key((w & bits) as usize)),
         );
         match entry {
@@ -228,20 +241,11 @@ impl<'t> TableCheck<'t, '_> {
         Ok(self.above_table)
     }
 
-    /// Whether `key` has a row in the table: a key above the table's largest needs no
-    /// lookup (new keys above a table's range, in any order, are the usual kind).
-    fn exists(&mut self, key: &[u8]) -> Result<bool> {
-        if self.above_last_key(key)? {
-            return Ok(false);
-        }
-        self.view.exists(key)
-    }
-
-    /// Puts event `ordinal`'s key on the ascending keys.
-    fn push_ascending(&mut self, ordinal: usize) {
+    /// Puts the keys of events `ordinals` on the ascending keys.
+    fn push_ascending(&mut self, ordinals: std::ops::Range<usize>) {
         match self.ascending.last_mut() {
-            Some(run) if run.end == ordinal => run.end += 1,
-            _ => self.ascending.push(ordinal..ordinal + 1),
+            Some(run) if run.end == ordinals.start => run.end = ordinals.end,
+            _ => self.ascending.push(ordinals),
         }
     }
 
@@ -366,28 +370,17 @@ impl Store {
 
     /// Validates and encodes every transaction (in `out`, per table, and the journal
     /// frames returned), writing table frames out in chunks when `stream`.
-    fn encode_batch<'t, 'f>(
+    fn encode_batch(
         &mut self,
-        txns: &'t [Txn],
+        txns: &[Txn],
         origins: &[Origin],
-        judge: &'f dyn Fates,
+        judge: &dyn Fates,
         all_or_nothing: bool,
         stream: bool,
         out: &mut Vec<TableOut>,
     ) -> Result<Encoded> {
-        let batch = Ordinals::new(txns);
-        if batch.total > u32::MAX as usize {
-            return Err(Error::TooLarge(format!(
-                "a batch of {} events exceeds {}",
-                batch.total,
-                u32::MAX
-            )));
-        }
-        let mut verdicts = Verdicts::new(batch.total);
+        let mut v = Validation::new(txns, all_or_nothing)?;
         let at = self.journal.last_seq();
-        let mut checks: Vec<TableCheck<'t, 'f>> = Vec::new();
-        let mut missing = Vec::new();
-        let mut undo = Vec::new();
         let mut tables: Vec<TableId> = Vec::new();
         let mut next = self.journal.next_seq;
         let mut last_ts = self.journal.last_ts;
@@ -398,7 +391,6 @@ impl Store {
         let mut group_tables = Vec::with_capacity(txns.len());
         let mut events = 0u64;
         for (i, txn) in txns.iter().enumerate() {
-            undo.clear();
             let first = next;
             let ts = match last_ts {
                 Some(l) => txn.commit_ts.max(l.saturating_add(1)),
@@ -408,17 +400,10 @@ impl Store {
             for e in &txn.events {
                 if table != Some(e.table) {
                     table = Some(e.table);
-                    self.check_table(e.table, at, judge, &mut checks, &mut missing)?;
+                    self.check_table(e.table, at, judge, &mut v.checks, &mut v.missing)?;
                 }
             }
-            let mut verdict = check_events(
-                txn,
-                batch.starts[i],
-                &batch,
-                &mut checks,
-                &mut verdicts,
-                &mut undo,
-            );
+            let mut verdict = v.check(i);
             if verdict.is_ok() {
                 tables.clear();
                 tables.extend(txn.events.iter().map(|e| e.table));
@@ -449,17 +434,17 @@ impl Store {
                     jframes.push((first, start..jbuf.len()));
                 }
             }
-            // A failed transaction, or one already known to be aborted, never makes a key
-            // live for the transactions after it.
-            if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
-                for step in undo.drain(..).rev() {
-                    match step {
-                        Step::Verdict(slot, prev) => verdicts.live[slot] = prev,
-                        Step::Ascending(i) => {
-                            checks[i].pop_ascending();
-                        }
-                    }
+            if v.deferred {
+                if let Err(e) = verdict {
+                    // The first bad event decides the error: one of the transactions
+                    // not yet judged may have one before this.
+                    v.judge_until(i + 1, judge)?;
+                    return Err(e);
                 }
+            } else if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
+                // A failed transaction, or one already known to be aborted, never makes a
+                // key live for the transactions after it.
+                v.take_back();
             }
             if let Err(e) = verdict {
                 if all_or_nothing {
@@ -486,6 +471,7 @@ impl Store {
                 }
             }
         }
+        v.judge_until(txns.len(), judge)?;
         Ok(Encoded {
             jbuf,
             jframes,
@@ -739,16 +725,161 @@ fn columns(op: &Op) -> &[(ColumnId, Value)] {
     }
 }
 
-/// Checks one transaction's events against the latest state of their tables (`checks`,
-/// counting every group not aborted) and the verdicts of the earlier transactions of the
-/// same append, recording its own verdicts and the steps to take them back in `undo`.
-fn check_events<'t>(
+/// What checking an event needs of it beyond its ordinal, taken by [`scan_events`] while
+/// the event's key is in the cache, so that [`judge_events`] does not read the batch
+/// again (a deferred judgement then walks these, in order, instead of 50k heap objects).
+///
+/// Consecutive `ASCENDING` events of one table share one fact (a bulk load of rising keys
+/// is a few facts, not one for each row).
+#[derive(Clone, Copy)]
+struct Fact {
+    /// The hash of the event's table and key ([`Verdicts::hash`]); when `ASCENDING`, the
+    /// number of consecutive events the fact stands for.
+    hash: u64,
+    /// The event's table, as an index into the checks.
+    check: u32,
+    /// `INSERT`, `DELETE`, `ASCENDING`, `ABOVE`.
+    flags: u8,
+}
+
+/// The event is an INSERT.
+const INSERT: u8 = 1;
+/// The event is a SOFT_DELETE (neither flag: a PATCH).
+const DELETE: u8 = 2;
+/// An INSERT whose key sorts above every key its table has and every key the batch
+/// touched before it: a key for [`TableCheck::ascending`], absent so far.
+const ASCENDING: u8 = 4;
+/// The key sorts above the table's largest key: the table has no row for it.
+const ABOVE: u8 = 8;
+
+/// Checking a batch: its tables' states, the verdicts of the events checked so far, and
+/// (when judging waits for the end of the batch) the facts of the events not yet judged.
+///
+/// Checking a transaction has two halves. [`scan_events`] takes what each event's key
+/// tells alone: its hash, and whether it rises above every key before it; that does not
+/// depend on any verdict. [`judge_events`] then gives each event its verdict from those
+/// facts. A batch that is all or nothing judges once, at the end: the verdict map is then
+/// probed while nothing else passes through the cache (probed between the encoding of
+/// one event and the next, in a batch of 50k events in no order, its words missed the
+/// cache and cost a sixth of the append; see docs/benchmarks.md).
+struct Validation<'t, 'f> {
+    batch: Ordinals<'t>,
+    checks: Vec<TableCheck<'t, 'f>>,
+    /// Tables without storage (their events fail).
+    missing: Vec<TableId>,
+    verdicts: Verdicts,
+    /// The facts of the events scanned: of the whole batch when judging is deferred, else
+    /// of the transaction being checked.
+    facts: Vec<Fact>,
+    /// The next fact to judge, and how many of its events (if `ASCENDING`) were judged.
+    cursor: (usize, u64),
+    /// The steps taking back the verdicts of the transaction judged last.
+    undo: Vec<Step>,
+    /// Whether judging waits for [`Validation::judge_until`] (an all-or-nothing batch).
+    deferred: bool,
+    /// The transactions judged so far, when deferred.
+    judged: usize,
+}
+
+impl<'t, 'f> Validation<'t, 'f> {
+    fn new(txns: &'t [Txn], deferred: bool) -> Result<Validation<'t, 'f>> {
+        let batch = Ordinals::new(txns);
+        if batch.total > u32::MAX as usize {
+            return Err(Error::TooLarge(format!(
+                "a batch of {} events exceeds {}",
+                batch.total,
+                u32::MAX
+            )));
+        }
+        Ok(Validation {
+            verdicts: Verdicts::new(batch.total),
+            // Room for a fact per event at once (growing by doubling touches twice the
+            // memory, each page of it first touched a page fault); pages left untouched
+            // (a bulk load of rising keys needs a few facts) cost nothing.
+            facts: Vec::with_capacity(if deferred { batch.total } else { 0 }),
+            cursor: (0, 0),
+            batch,
+            checks: Vec::new(),
+            missing: Vec::new(),
+            undo: Vec::new(),
+            deferred,
+            judged: 0,
+        })
+    }
+
+    /// Checks transaction `i` against the latest state of its tables and the verdicts of
+    /// the transactions before it (not yet, when deferred: only its scan's errors then).
+    /// The first event that fails decides the error.
+    fn check(&mut self, i: usize) -> Result<()> {
+        let txn = &self.batch.txns[i];
+        if !self.deferred {
+            self.facts.clear();
+            self.cursor = (0, 0);
+        }
+        let scanned = scan_events(txn, &mut self.checks, &self.verdicts, &mut self.facts);
+        if self.deferred {
+            return scanned;
+        }
+        self.undo.clear();
+        // A scan stops at its first bad event: the events before it are judged first.
+        judge_events(
+            &self.facts,
+            &mut self.cursor,
+            self.batch.starts[i]..self.batch.starts[i] + txn.events.len(),
+            &self.batch,
+            &mut self.checks,
+            &mut self.verdicts,
+            &mut self.undo,
+        )
+        .and(scanned)
+    }
+
+    /// Takes back the verdicts of the transaction judged last.
+    fn take_back(&mut self) {
+        for step in self.undo.drain(..).rev() {
+            match step {
+                Step::Verdict(slot, prev) => self.verdicts.live[slot] = prev,
+                Step::Ascending(i) => self.checks[i].pop_ascending(),
+            }
+        }
+    }
+
+    /// Judges the deferred transactions before `until` from their facts (the last one
+    /// perhaps scanned only in part), taking back those of aborted ones. Nothing to do
+    /// when not deferred: [`Validation::check`] judged each.
+    fn judge_until(&mut self, until: usize, fates: &dyn Fates) -> Result<()> {
+        while self.deferred && self.judged < until {
+            let j = self.judged;
+            let txn = &self.batch.txns[j];
+            let start = self.batch.starts[j];
+            self.undo.clear();
+            judge_events(
+                &self.facts,
+                &mut self.cursor,
+                start..start + txn.events.len(),
+                &self.batch,
+                &mut self.checks,
+                &mut self.verdicts,
+                &mut self.undo,
+            )?;
+            if fates.fate(txn.xid) == Fate::Aborted {
+                self.take_back();
+            }
+            self.judged += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The first half of checking a transaction (see [`Validation`]): a fact for each of its
+/// events, up to the first that is bad on its own (no events, no table, columns out of
+/// order). Moves its tables' largest keys seen; those are kept when the transaction is
+/// taken back, which only makes fewer later keys ascending.
+fn scan_events<'t>(
     txn: &'t Txn,
-    first_ordinal: usize,
-    batch: &Ordinals<'t>,
     checks: &mut [TableCheck<'t, '_>],
-    verdicts: &mut Verdicts,
-    undo: &mut Vec<Step>,
+    verdicts: &Verdicts,
+    facts: &mut Vec<Fact>,
 ) -> Result<()> {
     if txn.events.is_empty() {
         return Err(Error::InvalidTxn(
@@ -756,7 +887,7 @@ fn check_events<'t>(
         ));
     }
     let mut i = usize::MAX;
-    for (ordinal, e) in (first_ordinal..).zip(&txn.events) {
+    for e in &txn.events {
         if checks.get(i).is_none_or(|c| c.id != e.table) {
             i = match checks.iter().position(|c| c.id == e.table) {
                 Some(i) => i,
@@ -770,39 +901,92 @@ fn check_events<'t>(
             ));
         }
         let key = e.key.as_slice();
-        let insert = matches!(e.op, Op::Insert(_));
-        if check.seen_max.is_none_or(|m| m < key) {
+        let mut flags = match e.op {
+            Op::Insert(_) => INSERT,
+            Op::Patch(_) => 0,
+            Op::SoftDelete => DELETE,
+        };
+        let rising = check.seen_max.is_none_or(|m| m < key);
+        if rising {
             check.seen_max = Some(key);
-            if insert && check.above_table(key)? {
-                check.push_ascending(ordinal);
-                undo.push(Step::Ascending(i));
-                continue;
-            }
         }
+        if rising && flags == INSERT && check.above_table(key)? {
+            match facts.last_mut() {
+                Some(f) if f.flags & ASCENDING != 0 && f.check == i as u32 => f.hash += 1,
+                _ => facts.push(Fact {
+                    hash: 1,
+                    check: i as u32,
+                    flags: flags | ASCENDING,
+                }),
+            }
+            continue;
+        }
+        if check.above_last_key(key)? {
+            flags |= ABOVE;
+        }
+        let hash = verdicts.hash((e.table, key));
+        facts.push(Fact {
+            hash,
+            check: i as u32,
+            flags,
+        });
+    }
+    Ok(())
+}
+
+/// The second half: the verdicts of events `ordinals` (those of one transaction, or its
+/// first ones, up to the facts there are), from the facts at `cursor` on, against their
+/// tables' latest state and the verdicts of the events before them, recording their own
+/// verdicts and the steps to take them back in `undo`.
+fn judge_events<'t>(
+    facts: &[Fact],
+    cursor: &mut (usize, u64),
+    ordinals: std::ops::Range<usize>,
+    batch: &Ordinals<'t>,
+    checks: &mut [TableCheck<'t, '_>],
+    verdicts: &mut Verdicts,
+    undo: &mut Vec<Step>,
+) -> Result<()> {
+    let mut ordinal = ordinals.start;
+    while ordinal < ordinals.end {
+        let Some(f) = facts.get(cursor.0) else {
+            break;
+        };
+        let i = f.check as usize;
+        let check = &mut checks[i];
+        if f.flags & ASCENDING != 0 {
+            let n = (f.hash - cursor.1).min((ordinals.end - ordinal) as u64);
+            check.push_ascending(ordinal..ordinal + n as usize);
+            undo.extend((0..n).map(|_| Step::Ascending(i)));
+            ordinal += n as usize;
+            cursor.1 += n;
+            if cursor.1 == f.hash {
+                *cursor = (cursor.0 + 1, 0);
+            }
+            continue;
+        }
+        *cursor = (cursor.0 + 1, 0);
         if !check.ascending.is_empty() {
             check.settle_ascending(i, verdicts, undo, batch);
         }
-        let slot = verdicts.slot(ordinal, (e.table, key), batch);
+        let slot = verdicts.slot_hashed(ordinal, f.hash, batch);
         let prev = verdicts.live[slot];
         let was = match prev {
             Some(l) => l,
-            None => check.exists(key)?,
+            None => f.flags & ABOVE == 0 && check.view.exists(batch.key(ordinal).1)?,
         };
-        if insert == was {
+        if (f.flags & INSERT != 0) == was {
+            let (table, key) = batch.key(ordinal);
+            let key = key.to_vec();
             return Err(if was {
-                Error::KeyExists {
-                    table: e.table,
-                    key: e.key.clone(),
-                }
+                Error::KeyExists { table, key }
             } else {
-                Error::KeyMissing {
-                    table: e.table,
-                    key: e.key.clone(),
-                }
+                Error::KeyMissing { table, key }
             });
         }
-        verdicts.live[slot] = Some(!matches!(e.op, Op::SoftDelete));
+        verdicts.live[slot] = Some(f.flags & DELETE == 0);
         undo.push(Step::Verdict(slot, prev));
+        ordinal += 1;
     }
     Ok(())
 }
@@ -950,7 +1134,8 @@ mod tests {
     }
 
     /// One event of a generated batch: its table (of two), whether its key rises above
-    /// every key of its table so far (else one of the keys below), and its op.
+    /// every key of its table so far (else one of the keys below), and its op (INSERT,
+    /// PATCH or SOFT_DELETE by `op / 4`; 12: an INSERT whose columns are out of order).
     #[derive(Clone, Debug)]
     struct Gen {
         table: u8,
@@ -961,7 +1146,7 @@ mod tests {
 
     fn gen_event() -> impl proptest::strategy::Strategy<Value = Gen> {
         use proptest::prelude::*;
-        (0..2u8, prop::bool::weighted(0.6), any::<u8>(), 0..3u8).prop_map(
+        (0..2u8, prop::bool::weighted(0.6), any::<u8>(), 0..13u8).prop_map(
             |(table, rising, below, op)| Gen {
                 table,
                 rising,
@@ -977,7 +1162,10 @@ mod tests {
         /// Batches of valid and invalid transactions (some aborted), their keys mostly
         /// rising with runs out of order, over two tables that already hold rows: each
         /// transaction gets the verdict a plain replay gives, a failed one leaves nothing,
-        /// and the rows are those of the replay.
+        /// and the rows are those of the replay. All or nothing (`whole`, judged at the
+        /// end of the batch), a batch fails with the replay's first failure and leaves
+        /// nothing; `valid` drops the events the replay would refuse, so that such a
+        /// batch is appended.
         #[test]
         fn a_batch_s_verdicts_are_a_replay_s(
             txns in proptest::collection::vec(
@@ -985,6 +1173,8 @@ mod tests {
                 1..40,
             ),
             split in 0..4usize,
+            whole in proptest::bool::ANY,
+            valid in proptest::bool::ANY,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let mut s = Store::open(dir.path(), Config {
@@ -1006,6 +1196,7 @@ mod tests {
                     .unwrap();
             }
             let mut top = [95u32, 95u32];
+            let mut touched: [Vec<u32>; 2] = Default::default();
             let mut batch = Vec::new();
             let mut aborted = crate::types::FateSet::default();
             for (n, (abort, gens)) in txns.iter().enumerate() {
@@ -1017,16 +1208,22 @@ mod tests {
                     .iter()
                     .map(|g| {
                         let t = TableId::from(g.table) + 1;
+                        let mine = &mut touched[g.table as usize];
                         let k = if g.rising {
                             top[g.table as usize] += 1 + u32::from(g.below % 3);
                             top[g.table as usize]
+                        } else if g.below % 2 == 0 && !mine.is_empty() {
+                            // Half the keys out of order are keys the batch touched.
+                            mine[usize::from(g.below / 2) % mine.len()]
                         } else {
                             u32::from(g.below) % top[g.table as usize]
                         };
-                        let op = match g.op {
+                        mine.push(k);
+                        let op = match g.op / 4 {
                             0 => Op::Insert(Row(vec![(1, Some(vec![g.below]))])),
                             1 => Op::Patch(vec![(1, Some(vec![g.below]))]),
-                            _ => Op::SoftDelete,
+                            2 => Op::SoftDelete,
+                            _ => Op::Insert(Row(vec![(2, None), (1, None)])),
                         };
                         Event { table: t, key: key(k), op }
                     })
@@ -1034,43 +1231,105 @@ mod tests {
                 batch.push(Txn { xid, commit_ts: 0, role: String::new(), events });
             }
             // The replay: each transaction against what the ones before it left live.
-            let mut expected = Vec::new();
-            for txn in &batch {
-                let mut mine = live.clone();
-                let mut verdict = Ok(());
-                for e in &txn.events {
-                    let k = (e.table, e.key.clone());
-                    let was = mine.contains(&k);
-                    match (&e.op, was) {
-                        (Op::Insert(_), false) | (Op::Patch(_), true) => {
-                            mine.insert(k);
-                        }
-                        (Op::SoftDelete, true) => {
-                            mine.remove(&k);
-                        }
-                        (_, was) => {
-                            verdict = Err((was, e.key.clone()));
+            let replay = |txns: &[Txn], live: &mut std::collections::BTreeSet<(TableId, Vec<u8>)>| {
+                let mut verdicts = Vec::new();
+                for txn in txns {
+                    let mut mine = live.clone();
+                    let mut verdict = Ok(());
+                    for e in &txn.events {
+                        if !Row::is_well_formed(columns(&e.op)) {
+                            verdict = Err(None);
                             break;
                         }
+                        let k = (e.table, e.key.clone());
+                        let was = mine.contains(&k);
+                        match (&e.op, was) {
+                            (Op::Insert(_), false) | (Op::Patch(_), true) => {
+                                mine.insert(k);
+                            }
+                            (Op::SoftDelete, true) => {
+                                mine.remove(&k);
+                            }
+                            (_, was) => {
+                                verdict = Err(Some((was, e.key.clone())));
+                                break;
+                            }
+                        }
+                    }
+                    if verdict.is_ok() && !aborted.aborted.contains(&txn.xid) {
+                        *live = mine;
+                    }
+                    verdicts.push(verdict);
+                }
+                verdicts
+            };
+            // A failure is the key an event found (`true`) or did not find, or `None`
+            // for columns out of order.
+            type Failure = Option<(bool, Vec<u8>)>;
+            let same = |g: std::result::Result<(), &Error>, e: &std::result::Result<(), Failure>| match (g, e) {
+                (Ok(()), Ok(())) => true,
+                (Err(Error::KeyExists { key, .. }), Err(Some((true, k))))
+                | (Err(Error::KeyMissing { key, .. }), Err(Some((false, k)))) => key == k,
+                (Err(Error::InvalidTxn(_)), Err(None)) => true,
+                _ => false,
+            };
+            if whole && valid {
+                // Each transaction without the events the replay would refuse.
+                let mut sim = live.clone();
+                for txn in &mut batch {
+                    let mut mine = sim.clone();
+                    txn.events.retain(|e| {
+                        let k = (e.table, e.key.clone());
+                        let ok = Row::is_well_formed(columns(&e.op))
+                            && matches!(e.op, Op::Insert(_)) != mine.contains(&k);
+                        if ok && matches!(e.op, Op::SoftDelete) {
+                            mine.remove(&k);
+                        } else if ok {
+                            mine.insert(k);
+                        }
+                        ok
+                    });
+                    if !aborted.aborted.contains(&txn.xid) {
+                        sim = mine;
                     }
                 }
-                if verdict.is_ok() && !aborted.aborted.contains(&txn.xid) {
-                    live = mine;
-                }
-                expected.push(verdict);
+                batch.retain(|t| !t.events.is_empty());
             }
             // In one call, or split in two (the second checked against the first's frames).
             let cut = batch.len() * split / 4;
-            let mut got = s.append_batch(&batch[..cut], &aborted, false).unwrap();
-            got.extend(s.append_batch(&batch[cut..], &aborted, false).unwrap());
-            for (n, (g, e)) in got.iter().zip(&expected).enumerate() {
-                match (g, e) {
-                    (Ok(_), Ok(())) => {}
-                    (Err(Error::KeyExists { key, .. }), Err((true, k)))
-                    | (Err(Error::KeyMissing { key, .. }), Err((false, k))) => {
-                        proptest::prop_assert_eq!(key, k, "transaction {}", n)
+            for part in [&batch[..cut], &batch[cut..]] {
+                if whole {
+                    let mut after = live.clone();
+                    let expected = replay(part, &mut after);
+                    let before = s.current_seq().unwrap();
+                    let got = s.append(part, &aborted);
+                    match expected.iter().find(|e| e.is_err()) {
+                        None => {
+                            proptest::prop_assert!(got.is_ok(), "{:?}", got);
+                            live = after;
+                        }
+                        Some(first) => {
+                            proptest::prop_assert!(
+                                same(got.as_ref().map(|_| ()), first),
+                                "{:?}, expected {:?}",
+                                got,
+                                first
+                            );
+                            proptest::prop_assert_eq!(s.current_seq().unwrap(), before);
+                        }
                     }
-                    _ => proptest::prop_assert!(false, "transaction {}: {:?}, expected {:?}", n, g, e),
+                } else {
+                    let expected = replay(part, &mut live);
+                    let got = s.append_batch(part, &aborted, false).unwrap();
+                    for (n, (g, e)) in got.iter().zip(&expected).enumerate() {
+                        proptest::prop_assert!(
+                            same(g.as_ref().map(|_| ()), e),
+                            "transaction {}: {:?}, expected {:?}",
+                            n,
+                            g,
+                            e
+                        );
+                    }
                 }
             }
             let at = s.current_seq().unwrap();
