@@ -1388,6 +1388,16 @@ fn a_large_batch_that_fails_late_leaves_nothing_behind() {
     ));
     assert_eq!(s.current_seq().unwrap(), 1);
     assert_eq!(log_bytes(dir.path()), before, "the written chunks are cut");
+    // Failing first: an append judges its transactions after encoding the last, so its
+    // chunks are written before the failure is known, and cut.
+    let mut failing = vec![txn(499, vec![ins(T, "k-first", &[])])];
+    failing.extend(big.iter().cloned());
+    match s.append(&failing, &AllCommitted) {
+        Err(Error::KeyExists { key, .. }) => assert_eq!(key, b"k-first"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.current_seq().unwrap(), 1);
+    assert_eq!(log_bytes(dir.path()), before, "the written chunks are cut");
     s.append(&big, &AllCommitted).unwrap();
     s.append(&[txn(600, vec![ins(T, "k-last", &[])])], &AllCommitted)
         .unwrap();
