@@ -34,7 +34,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{put_bytes, put_varint, DecodeResult, Decoder};
+use crate::format::{put_bytes, put_varint, DecodeResult, Decoder, SEGMENT_HEADER_LEN};
 use crate::types::{Committed, Seq, Stats};
 
 const BATCH_VERSION: u8 = 1;
@@ -363,6 +363,9 @@ struct WriteJob {
     writeback: bool,
     /// An injected fault: fail as a full disk does, writing nothing.
     injected: bool,
+    /// `bytes` are whole log frames whose CRCs are still to be computed
+    /// ([`crate::format::seal_frames`]).
+    seal: bool,
 }
 
 /// The error of a write that met a full disk (ENOSPC), as an injected fault reports it.
@@ -400,10 +403,13 @@ impl BackgroundWrites {
             .name("driftdb-writes".into())
             .spawn(move || {
                 let mut failed = false;
-                for job in inbox {
+                for mut job in inbox {
                     let r = if failed {
                         Ok(())
                     } else {
+                        if job.seal {
+                            crate::format::seal_frames(&mut job.bytes);
+                        }
                         let (file, path) = (&job.file, &job.path);
                         write_at(
                             file,
@@ -681,7 +687,9 @@ impl Applier {
     /// WRITE to `background` instead of making it here; any other op first waits for the
     /// writes handed over before it (a sync must find them written, a segment be full
     /// before the next is made). Errors of a background write come back from a later
-    /// call or from [`BackgroundWrites::wait`].
+    /// call or from [`BackgroundWrites::wait`]. The WRITEs are an append's table frames
+    /// without their CRCs, which the background thread computes before writing them
+    /// (a WRITE at offset 0, a new segment's header, is written as it is).
     pub(crate) fn apply_in_background(
         &mut self,
         ops: Vec<FileOp>,
@@ -700,6 +708,9 @@ impl Applier {
                     background.send(WriteJob {
                         file,
                         path: abs,
+                        // Past a segment's header: log frames (the header is written
+                        // to a new segment's file at 0).
+                        seal: offset >= SEGMENT_HEADER_LEN as u64,
                         offset,
                         bytes,
                         writeback: self.durable,

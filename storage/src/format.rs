@@ -304,11 +304,34 @@ pub fn begin_frame(out: &mut Vec<u8>) -> usize {
 
 /// Fills in the header of the frame begun at `start`.
 pub fn finish_frame(out: &mut [u8], start: usize) {
-    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    finish_frame_unsealed(out, start);
     let crc = crc32fast::hash(&out[start + FRAME_HEADER_LEN..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Fills in the length of the frame begun at `start`, leaving its CRC to
+/// [`seal_frames`] (the append has the CRCs of a large batch's table frames computed by
+/// the thread that writes them).
+pub fn finish_frame_unsealed(out: &mut [u8], start: usize) {
+    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&(!len).to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Fills in the CRC of each frame of `bytes`: whole frames, one after the other from the
+/// start, their lengths filled in by [`finish_frame_unsealed`].
+pub fn seal_frames(bytes: &mut [u8]) {
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + FRAME_HEADER_LEN) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let end = at + FRAME_HEADER_LEN + len;
+        let Some(payload) = bytes.get(at + FRAME_HEADER_LEN..end) else {
+            return;
+        };
+        let crc = crc32fast::hash(payload);
+        bytes[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
+        at = end;
+    }
 }
 
 /// What [`read_frame`] found at a position.

@@ -19,8 +19,8 @@ use super::{NotAborted, Store, View};
 use crate::error::{Error, IoContext, Result};
 use crate::fileops::{BackgroundWrites, FileOp, GroupMark};
 use crate::format::{
-    begin_frame, encode_journal_record, encode_table_frame, finish_frame, peek_group_seq,
-    read_frame, FrameRead, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
+    begin_frame, encode_journal_record, encode_table_frame, finish_frame, finish_frame_unsealed,
+    peek_group_seq, read_frame, seal_frames, FrameRead, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
 };
 use crate::hash::FastState;
 use crate::journal::GroupRecord;
@@ -567,7 +567,7 @@ impl Store {
         }
         let mut ops = Vec::new();
         for t in out.iter_mut() {
-            ops.extend(self.plan_table_frames(t, true)?);
+            ops.extend(self.plan_table_frames(t, true, true)?);
         }
         self.prepare_journal_writer()?;
         let jdir = self.journal.dir.clone();
@@ -627,12 +627,13 @@ impl Store {
     /// background thread when there is one, and gives the table a buffer to encode the
     /// next ones.
     fn write_table_frames(&mut self, t: &mut TableOut) -> Result<()> {
-        let ops = self.plan_table_frames(t, false)?;
-        if let Some(why) = &self.broken {
-            return Err(Error::Broken(why.clone()));
-        }
         if self.background.is_none() {
             self.background = BackgroundWrites::start();
+        }
+        // The background thread computes the frames' CRCs, while this one encodes on.
+        let ops = self.plan_table_frames(t, false, self.background.is_none())?;
+        if let Some(why) = &self.broken {
+            return Err(Error::Broken(why.clone()));
         }
         let spare = match self.background.as_mut() {
             Some(bg) => {
@@ -668,8 +669,15 @@ impl Store {
 
     /// Plans the writing of a table's encoded frames, emptying its buffer. With `last`,
     /// the file the frames end in is synced too (when the store is durable), whether or
-    /// not frames are left to write.
-    fn plan_table_frames(&mut self, t: &mut TableOut, last: bool) -> Result<Vec<FileOp>> {
+    /// not frames are left to write. With `seal`, the frames' CRCs are computed here;
+    /// without, the frame writes planned are for the background thread, which computes
+    /// them ([`crate::fileops::Applier::apply_in_background`]).
+    fn plan_table_frames(
+        &mut self,
+        t: &mut TableOut,
+        last: bool,
+        seal: bool,
+    ) -> Result<Vec<FileOp>> {
         let mut ops = Vec::new();
         if t.frames.is_empty() && !(last && t.written) {
             return Ok(ops);
@@ -680,7 +688,10 @@ impl Store {
             self.prepare_table_writer(t.id)?;
         }
         let table = self.tables.get_mut(&t.id).expect("refreshed");
-        let buf = std::mem::take(&mut t.buf);
+        let mut buf = std::mem::take(&mut t.buf);
+        if seal {
+            seal_frames(&mut buf);
+        }
         plan_frames(
             &self.root,
             &mut table.writer,
@@ -1068,7 +1079,8 @@ fn encode_txn(txn: &Txn, first: Seq, tables: &[TableId], out: &mut Vec<TableOut>
                 "the events of one transaction for table {table} exceed {MAX_FRAME_LEN} bytes"
             )));
         }
-        finish_frame(buf, start);
+        // Sealed (its CRC computed) by whoever writes it: see `plan_table_frames`.
+        finish_frame_unsealed(buf, start);
         t.frames.push((first, start..buf.len()));
     }
     Ok(())
