@@ -1352,6 +1352,21 @@ fn scattered_keys_are_checked_like_any_other() {
 /// A batch of several megabytes is written out in chunks while it is encoded: when a later
 /// transaction then fails, what was written is cut again, and the next append and a
 /// reopened store see exactly the groups the journal committed.
+/// 400 transactions of 10 INSERTs into T (keys k-000000 .. k-003999, column 1 `value`),
+/// xids from `first_xid`: a batch written in several chunks.
+fn big_batch(value: &str, first_xid: u64) -> Vec<Txn> {
+    (0..400u64)
+        .map(|t| {
+            txn(
+                t + first_xid,
+                (0..10)
+                    .map(|e| ins(T, &format!("k-{:06}", t * 10 + e), &[(1, value)]))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// A large append, written in chunks whose frames' CRCs the background thread computes,
 /// rolling over to new segments between chunks and inside them: read back whole, and
 /// every frame passes verification.
@@ -1365,16 +1380,7 @@ fn a_large_append_over_several_segments_reads_back_whole() {
     let mut s = Store::open(dir.path(), config.clone()).unwrap();
     s.create_table(T).unwrap();
     let value = "v".repeat(1000);
-    let big: Vec<Txn> = (0..400u64)
-        .map(|t| {
-            txn(
-                t + 1,
-                (0..10)
-                    .map(|e| ins(T, &format!("k-{:06}", t * 10 + e), &[(1, &value)]))
-                    .collect(),
-            )
-        })
-        .collect();
+    let big = big_batch(&value, 1);
     s.append(&big, &AllCommitted).unwrap();
     drop(s);
     let segments = std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
@@ -1420,16 +1426,7 @@ fn a_large_batch_that_fails_late_leaves_nothing_behind() {
     };
     let before = log_bytes(dir.path());
     let value = "v".repeat(1000);
-    let big: Vec<Txn> = (0..400u64)
-        .map(|t| {
-            txn(
-                t + 2,
-                (0..10)
-                    .map(|e| ins(T, &format!("k-{:06}", t * 10 + e), &[(1, &value)]))
-                    .collect(),
-            )
-        })
-        .collect();
+    let big = big_batch(&value, 2);
     let mut failing = big.clone();
     failing.push(txn(500, vec![ins(T, "k-first", &[])]));
     assert!(matches!(
