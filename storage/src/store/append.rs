@@ -461,20 +461,17 @@ impl Store {
                     jframes.push((first, start..jbuf.len()));
                 }
             }
-            if v.deferred {
-                if let Err(e) = verdict {
-                    // The first bad event decides the error: one of the transactions
-                    // not yet judged may have one before this.
-                    v.judge_until(i + 1, judge)?;
-                    return Err(e);
-                }
-            } else if verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted {
+            if !all_or_nothing && (verdict.is_err() || judge.fate(txn.xid) == Fate::Aborted) {
                 // A failed transaction, or one already known to be aborted, never makes a
-                // key live for the transactions after it.
+                // key live for the transactions after it (judged deferred, an aborted one
+                // is taken back by `judge_until`).
                 v.take_back();
             }
             if let Err(e) = verdict {
                 if all_or_nothing {
+                    // The first bad event decides the error: one of the transactions not
+                    // yet judged may have one before this.
+                    v.judge_until(i + 1, judge)?;
                     return Err(e);
                 }
                 results.push(Err(e));
@@ -863,18 +860,24 @@ impl<'t, 'f> Validation<'t, 'f> {
         if self.deferred {
             return scanned;
         }
-        self.undo.clear();
         // A scan stops at its first bad event: the events before it are judged first.
+        self.judge(i).and(scanned)
+    }
+
+    /// Judges transaction `i` from the facts at the cursor (as many of its events as were
+    /// scanned), its steps to take back in `undo`.
+    fn judge(&mut self, i: usize) -> Result<()> {
+        let start = self.batch.starts[i];
+        self.undo.clear();
         judge_events(
             &self.facts,
             &mut self.cursor,
-            self.batch.starts[i]..self.batch.starts[i] + txn.events.len(),
+            start..start + self.batch.txns[i].events.len(),
             &self.batch,
             &mut self.checks,
             &mut self.verdicts,
             &mut self.undo,
         )
-        .and(scanned)
     }
 
     /// Takes back the verdicts of the transaction judged last.
@@ -893,19 +896,8 @@ impl<'t, 'f> Validation<'t, 'f> {
     fn judge_until(&mut self, until: usize, fates: &dyn Fates) -> Result<()> {
         while self.deferred && self.judged < until {
             let j = self.judged;
-            let txn = &self.batch.txns[j];
-            let start = self.batch.starts[j];
-            self.undo.clear();
-            judge_events(
-                &self.facts,
-                &mut self.cursor,
-                start..start + txn.events.len(),
-                &self.batch,
-                &mut self.checks,
-                &mut self.verdicts,
-                &mut self.undo,
-            )?;
-            if fates.fate(txn.xid) == Fate::Aborted {
+            self.judge(j)?;
+            if fates.fate(self.batch.txns[j].xid) == Fate::Aborted {
                 self.take_back();
             }
             self.judged += 1;
