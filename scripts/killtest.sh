@@ -8,8 +8,8 @@ cd "$here/.."
 
 pg_lock
 bash "$here/setup.sh"
-for v in ${DRIFTDB_TEST_VERSIONS:-15 18}; do
-  if [ "$v" = 15 ]; then pgc=$PG15_CONFIG; else pgc=$PG18_PREFIX/bin/pg_config; fi
+for v in ${DRIFTDB_TEST_VERSIONS:-$DRIFTDB_VERSIONS}; do
+  pgc=$(pg_config_for "$v")
   install_driftdb "$pgc" 9>&-
   say "kill -9 test on PostgreSQL $v: ${DRIFTDB_KILL_CYCLES:-200} cycles"
   DRIFTDB_KILL_CYCLES=${DRIFTDB_KILL_CYCLES:-200} DRIFTDB_PG_BINDIR=$("$pgc" --bindir) \

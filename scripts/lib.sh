@@ -2,11 +2,19 @@
 PGRX_VERSION=0.18.1
 # Caches that outlive a clone: a second `make test` in a fresh clone reuses them.
 DRIFTDB_CACHE=${DRIFTDB_CACHE:-/var/cache/driftdb}
+PG17_PREFIX=${PG17_PREFIX:-/opt/driftdb/pg17}
 PG18_PREFIX=${PG18_PREFIX:-/opt/driftdb/pg18}
 PG15_CONFIG=${PG15_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# The Postgres versions `make test` runs on (15 from Debian's packages, 17 and 18 built
+# from Debian's source packages; see README, "Postgres versions").
+DRIFTDB_VERSIONS="15 17 18"
 # Where the clusters started by `make run` and the tests live (owned by postgres).
 DRIFTDB_RUN=${DRIFTDB_RUN:-/var/lib/driftdb}
 export PATH="$HOME/.cargo/bin:$PATH"
+# `make test`, `make run` and `make setup` run these scripts under make: its variables would
+# reach the Postgres builds and other makes below (a nested make that believes it is a
+# sub-make skips Postgres' generated headers), so they go, for every script.
+unset MAKELEVEL MAKEFLAGS MFLAGS MAKEOVERRIDES GNUMAKEFLAGS
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -16,6 +24,29 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # backtraces to the errors the server sends to clients.
 as_postgres() { (cd / && as_root env -u RUST_BACKTRACE runuser -u postgres -- "$@"); }
 pg_bindir() { "$1" --bindir; }
+# pg_config_for VERSION: the pg_config of one of $DRIFTDB_VERSIONS.
+pg_config_for() {
+  case $1 in
+    15) echo "$PG15_CONFIG" ;;
+    17) echo "$PG17_PREFIX/bin/pg_config" ;;
+    18) echo "$PG18_PREFIX/bin/pg_config" ;;
+    *) die "PostgreSQL $1 is not one of the versions DriftDB's scripts set up ($DRIFTDB_VERSIONS)" ;;
+  esac
+}
+
+# logged LOG CMD...: runs CMD with its output (stdout and stderr) in the file LOG. When it
+# fails, prints the last 30 lines of LOG and where the whole of it is, and returns its code.
+logged() {
+  local log=$1 rc=0; shift
+  mkdir -p "$(dirname "$log")"
+  "$@" >"$log" 2>&1 9>&- || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    printf 'error: failed (exit %d): %s\n--- the last 30 lines of %s:\n' "$rc" "$*" "$log" >&2
+    tail -n 30 "$log" >&2
+    printf -- '--- (end of %s)\n' "$log" >&2
+  fi
+  return "$rc"
+}
 
 # pg_lock: holds an exclusive lock on this machine's Postgres installs until the calling
 # script exits, so that two `make test`/`make run`/`make bench` in different checkouts on
@@ -74,6 +105,8 @@ cluster_stop() {
 # server keeps the library it preloaded until it restarts.
 install_driftdb() {
   local pgc=$1; shift
-  say "building and installing DriftDB $* for $("$pgc" --version)"
-  cargo pgrx install "$@" --pg-config "$pgc" >/dev/null
+  local log
+  log="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/setup-logs/install-$("$pgc" --version | tr -dc '0-9.' | cut -d. -f1)$(printf '%s' "$@" | tr -d ' ').log"
+  say "building and installing DriftDB $* for $("$pgc" --version) (log: $log)"
+  logged "$log" cargo pgrx install "$@" --pg-config "$pgc"
 }

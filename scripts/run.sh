@@ -12,7 +12,8 @@ DEMO_DB=drift_demo
 BIN15=$("$PG15_CONFIG" --bindir)
 
 pg_lock
-bash "$here/setup.sh"
+# Only what the demo needs: PostgreSQL 15 (from Debian) and cargo-pgrx.
+bash "$here/setup.sh" --versions 15 --no-fuzz
 install_driftdb "$PG15_CONFIG" --release
 # Restart a running demo server so that it loads the new build.
 cluster_stop "$BIN15" "$DEMO_DATA"

@@ -6,13 +6,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 cd "$here/.."
 
-VERSIONS=${DRIFTDB_TEST_VERSIONS:-"15 18"}
+VERSIONS=${DRIFTDB_TEST_VERSIONS:-$DRIFTDB_VERSIONS}
 LOGS=target/test-logs
 mkdir -p "$LOGS"
 passed=0 failed=0 broken_steps=()
 started=$(date +%s)
-
-pg_config_for() { if [ "$1" = 15 ]; then echo "$PG15_CONFIG"; else echo "$PG18_PREFIX/bin/pg_config"; fi; }
 
 # count_results LOG: adds up the test counts that cargo test and pg_regress printed.
 count_results() {
@@ -83,7 +81,7 @@ e2e() {
 }
 
 pg_lock
-step setup bash "$here/setup.sh"
+step setup bash "$here/setup.sh" --versions "$VERSIONS"
 if [ ${#broken_steps[@]} -ne 0 ]; then echo "0 passed, 1 failed"; exit 1; fi
 step lint lint
 step engine cargo test -p driftdb-storage
