@@ -1,6 +1,6 @@
 # DriftDB: two commands do everything on a fresh Debian 12 machine.
 #   make run   set up, build, start Postgres 15 with DriftDB and a demo database, open psql
-#   make test  set up, then run every test on PostgreSQL 15 and 18
+#   make test  set up, then run every test on PostgreSQL 15, 17 and 18
 #   make bench DriftDB vs heap vs periods side by side; results into docs/benchmarks.md
 .PHONY: run stop test setup lint bench kill-test
 

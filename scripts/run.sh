@@ -36,6 +36,7 @@ if [ "$(as_root cat "$DEMO_DATA/driftdb-demo.stamp" 2>/dev/null)" != "$stamp" ];
 fi
 
 pg_unlock
+say "ready after ${SECONDS}s (the first run on a fresh machine installs and builds everything first)"
 connect="psql -h 127.0.0.1 -p $DEMO_PORT -U postgres $DEMO_DB"
 if [ -t 0 ] && [ -t 1 ]; then
   say "connected; \\q leaves psql, 'make stop' stops the server"

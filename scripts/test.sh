@@ -77,7 +77,7 @@ e2e() {
   local ver=$1 pgc
   pgc=$(pg_config_for "$ver")
   DRIFTDB_PG_BINDIR=$("$pgc" --bindir) DRIFTDB_RUN="$DRIFTDB_RUN" \
-    cargo test -p driftdb-e2e -- --test-threads=2
+    cargo test -p driftdb-e2e --no-fail-fast -- --test-threads=2
 }
 
 pg_lock

@@ -72,15 +72,18 @@ pub fn owns_relation(relid: pg_sys::Oid) -> bool {
     }
 }
 
-/// `XLogRegisterData` took `char *` and `int` before 16 and `const void *` and `uint32` since.
+/// `XLogRegisterData` took `char *` and `int` up to 16, `char *` and `uint32` in 17, and
+/// `const void *` and `uint32` since 18.
 ///
 /// # Safety
 /// Between `XLogBeginInsert` and `XLogInsert`; `data` must stay valid until `XLogInsert`.
 pub unsafe fn xlog_register_data(data: &[u8]) {
     unsafe {
-        #[cfg(feature = "pg15")]
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
         pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as i32);
-        #[cfg(not(feature = "pg15"))]
+        #[cfg(feature = "pg17")]
+        pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as u32);
+        #[cfg(feature = "pg18")]
         pg_sys::XLogRegisterData(data.as_ptr() as *const std::ffi::c_void, data.len() as u32);
     }
 }
