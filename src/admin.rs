@@ -11,8 +11,9 @@ use crate::txn::{self, Ddl};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// The table behind `relid`, checked to be a DriftDB table owned by the current user.
-pub(crate) fn owned_table(relid: pg_sys::Oid) -> TableInfo {
+/// The table behind `relid`, checked to be a DriftDB table owned by the current user, then
+/// locked in `mode` until the transaction ends (see `drop::lock_table`).
+pub(crate) fn owned_table(relid: pg_sys::Oid, mode: u32) -> TableInfo {
     // SAFETY: catalog lookups and a relcache reference inside the transaction.
     unsafe {
         if !is_driftdb_table(relid) {
@@ -21,6 +22,7 @@ pub(crate) fn owned_table(relid: pg_sys::Oid) -> TableInfo {
         if !compat::owns_relation(relid) {
             DriftError::NotOwner { relid }.report()
         }
+        crate::drop::lock_table(relid, mode);
         let rel = pg_sys::RelationIdGetRelation(relid);
         let info = TableInfo::from_relation(rel);
         pg_sys::RelationClose(rel);
@@ -55,7 +57,9 @@ CREATE FUNCTION drift_create_index(table_name regclass, column_name text) RETURN
 "
 )]
 fn drift_create_index(table_name: pg_sys::Oid, column_name: &str) {
-    let info = owned_table(table_name);
+    // As ANALYZE or CREATE INDEX CONCURRENTLY: reads and writes go on, a DROP or another
+    // index change of the table waits for this transaction.
+    let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
     let col = column_id(&info, column_name);
     txn::at_commit(Ddl::CreateIndex(info.id, col));
 }
@@ -71,7 +75,7 @@ CREATE FUNCTION drift_drop_index(table_name regclass, column_name text) RETURNS 
 "
 )]
 fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
-    let info = owned_table(table_name);
+    let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
     let col = column_id(&info, column_name);
     let existing = engine::with_store(|s| match s.indexes(info.id) {
         Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
@@ -100,7 +104,8 @@ CREATE FUNCTION drift_snapshot(table_name regclass) RETURNS bigint
 "
 )]
 fn drift_snapshot(table_name: pg_sys::Oid) -> i64 {
-    let info = owned_table(table_name);
+    // As a reader: a DROP of the table waits for the snapshot.
+    let info = owned_table(table_name, pg_sys::AccessShareLock);
     let upto = engine::read_point();
     loop {
         let outcome = engine::try_with_store(|s| {

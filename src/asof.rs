@@ -84,7 +84,7 @@ pub fn init() {
 pub fn past_point(table: driftdb_storage::TableId) -> Option<u64> {
     let value = AS_OF.get()?;
     match parse(&value.to_string_lossy())? {
-        Point::Seq(s) => Some(check_seq(s)),
+        Point::Seq(s) => Some(check_seq(table, s)),
         Point::Time(t) => Some(seq_at_table(table, t)),
     }
 }

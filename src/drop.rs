@@ -1,5 +1,7 @@
 //! DROP FOREIGN TABLE removes the table's files when the dropping transaction commits,
-//! and keeps them when it rolls back.
+//! and keeps them when it rolls back; DROP DATABASE removes the files of every DriftDB
+//! table of the database. DriftDB's functions lock the tables they read or change as a
+//! statement would ([`lock_table`]), so a DROP waits for them.
 
 use crate::engine;
 use crate::txn;
@@ -33,6 +35,30 @@ pub unsafe fn is_driftdb_table(relid: pg_sys::Oid) -> bool {
     }
 }
 
+/// Takes lock `mode` on the DriftDB table `relid`, held to the end of the transaction as a
+/// statement on the table holds it, so that a DROP of the table waits for this reader or
+/// writer (and this one for a DROP under way). Fails with 42P01 when the table was dropped
+/// while this waited. Callers check privileges first: a role that may not use the table
+/// never waits for it.
+pub fn lock_table(relid: pg_sys::Oid, mode: u32) {
+    // SAFETY: a lock-manager call and a syscache probe inside a transaction.
+    let exists = unsafe {
+        pg_sys::LockRelationOid(relid, mode as pg_sys::LOCKMODE);
+        pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+            pg_sys::Datum::from(0usize),
+            pg_sys::Datum::from(0usize),
+            pg_sys::Datum::from(0usize),
+        )
+    };
+    if !exists {
+        // SAFETY: releases the lock taken above.
+        unsafe { pg_sys::UnlockRelationOid(relid, mode as pg_sys::LOCKMODE) };
+        crate::error::DriftError::TableDropped { relid }.report()
+    }
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn object_access(
     access: pg_sys::ObjectAccessType::Type,
@@ -51,6 +77,13 @@ unsafe extern "C-unwind" fn object_access(
             && is_driftdb_table(object_id)
         {
             txn::at_commit(txn::Ddl::DropTable(engine::table_id(object_id)));
+        }
+        // A dropped database's DriftDB tables go with it (a table id holds the database).
+        if access == pg_sys::ObjectAccessType::OAT_DROP
+            && class_id == pg_sys::DatabaseRelationId
+            && sub_id == 0
+        {
+            txn::at_commit(txn::Ddl::DropDatabase(object_id.to_u32()));
         }
     }
 }

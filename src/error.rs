@@ -56,6 +56,10 @@ pub enum DriftError {
     NotOwner {
         relid: pg_sys::Oid,
     },
+    /// The table was dropped while this statement waited for its lock.
+    TableDropped {
+        relid: pg_sys::Oid,
+    },
     UnsupportedIndexType {
         column: String,
         why: String,
@@ -217,6 +221,12 @@ impl DriftError {
                 format!("must be owner of table {}", rel_name(relid)),
                 FUNC,
             ),
+            DriftError::TableDropped { relid } => ErrorReport::new(
+                ERRCODE_UNDEFINED_TABLE,
+                format!("relation with OID {} does not exist", relid.to_u32()),
+                FUNC,
+            )
+            .set_detail("It was dropped while this statement waited for it."),
             DriftError::UnsupportedIndexType { column, why } => ErrorReport::new(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 format!("column \"{column}\" cannot have a DriftDB index"),

@@ -24,14 +24,14 @@ use crate::fdw::table::{split_key, TableInfo};
 use crate::history::{jsonb_from_cstr, materialize, name_datum, text_datum};
 use crate::schema::has_history;
 use crate::shmem;
-use crate::timetravel::{readable_table, stable_seq};
+use crate::timetravel::{readable_table, stable_seq_of};
 use crate::txn;
-use driftdb_storage::{Event, Op, Origin, Row, Txn};
+use driftdb_storage::{Event, Op, Origin, Row, TableId, Txn};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
-use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 /// Imported groups are appended in batches of about this many events, each one append
@@ -39,8 +39,9 @@ use std::ffi::{CStr, CString};
 const BATCH_EVENTS: usize = 10_000;
 
 thread_local! {
-    /// The shared in-flight slot this transaction's imported groups hold until it ends.
-    static IMPORT_SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The shared in-flight slots this transaction's imported groups hold until it ends,
+    /// one for each table imported into: (table, slot).
+    static IMPORT_SLOTS: RefCell<Vec<(TableId, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Registers the transaction callback that releases the in-flight slot; called once
@@ -56,15 +57,22 @@ unsafe extern "C-unwind" fn xact_callback(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if IMPORT_SLOT.get().is_some() => {
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
+            if IMPORT_SLOTS.with(|s| !s.borrow().is_empty()) =>
+        {
             DriftError::PrepareWithWrites.report()
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
-            // The transaction's fate is in the commit log now.
-            if let Some(slot) = IMPORT_SLOT.take() {
-                shmem::STATE.exclusive().inflight[slot] = shmem::Inflight::default();
+            // The transaction's fate is in the commit log now (and its locks, which
+            // readers waiting for the import wait on, are released after this).
+            let held = IMPORT_SLOTS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            if !held.is_empty() {
+                let mut state = shmem::STATE.exclusive();
+                for (_, slot) in held {
+                    state.inflight[slot] = shmem::Inflight::default();
+                }
             }
         }
         _ => {}
@@ -213,7 +221,7 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
         };
         let info = readable_table(relid);
         let cols = column_io(&info);
-        let upto = stable_seq();
+        let upto = stable_seq_of(info.id);
         let (store, desc) = materialize(fcinfo);
         let per_row = pg_sys::AllocSetContextCreateExtended(
             pg_sys::CurrentMemoryContext,
@@ -284,8 +292,11 @@ struct Importer<'a> {
     now: i64,
     /// New hidden row ids for the exported ones, for tables without a primary key.
     row_ids: HashMap<String, Vec<u8>>,
-    /// The keys live after the events read so far (the table starts empty).
-    live: HashSet<Vec<u8>>,
+    /// The keys live after the events read so far (the table starts empty), with their
+    /// rows when the table's CHECK constraints need them to judge a PATCH.
+    live: HashMap<Vec<u8>, Option<Row>>,
+    /// The table's CHECK and NOT NULL constraints, when it has CHECK constraints.
+    checks: Option<Checks>,
     last_seq: Option<i64>,
     /// The group being read: its origin and its events.
     group: Option<(Origin, Vec<Event>)>,
@@ -294,7 +305,89 @@ struct Importer<'a> {
     imported: i64,
 }
 
+/// The CHECK (and NOT NULL) constraints of the table imported into, checked on each
+/// imported row as a live write checks them (`ExecConstraints`, 23514 and 23502).
+struct Checks {
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    per_row: pg_sys::MemoryContext,
+}
+
+impl Checks {
+    /// The checker for table `relid`, if it has CHECK constraints.
+    ///
+    /// # Safety
+    /// Inside a transaction that holds a lock on `relid`.
+    unsafe fn new(relid: pg_sys::Oid) -> Option<Checks> {
+        unsafe {
+            let rel = pg_sys::RelationIdGetRelation(relid);
+            let constr = (*(*rel).rd_att).constr;
+            if constr.is_null() || (*constr).num_check == 0 {
+                pg_sys::RelationClose(rel);
+                return None;
+            }
+            let estate = pg_sys::CreateExecutorState();
+            let rinfo = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+                as *mut pg_sys::ResultRelInfo;
+            // Range-table index 0: no range table; the error's row description then shows
+            // the columns the role may read, as for a write.
+            pg_sys::InitResultRelInfo(rinfo, rel, 0, std::ptr::null_mut(), 0);
+            let slot = pg_sys::MakeSingleTupleTableSlot((*rel).rd_att, &pg_sys::TTSOpsVirtual);
+            let per_row = pg_sys::AllocSetContextCreateExtended(
+                pg_sys::CurrentMemoryContext,
+                c"driftdb import check".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            );
+            Some(Checks {
+                estate,
+                rinfo,
+                slot,
+                per_row,
+            })
+        }
+    }
+
+    /// Raises the error of the first constraint `row` violates.
+    ///
+    /// # Safety
+    /// `info` is the table this checker was made for, in the same transaction.
+    unsafe fn check(&self, info: &TableInfo, row: &Row) {
+        unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(self.per_row);
+            info.store_row(self.slot, row);
+            pg_sys::ExecConstraints(self.rinfo, self.slot, self.estate);
+            pg_sys::MemoryContextSwitchTo(old);
+            pg_sys::MemoryContextReset(self.per_row);
+        }
+    }
+
+    /// Frees what the checker holds (an error frees it with the transaction instead).
+    ///
+    /// # Safety
+    /// Called once, after the last check.
+    unsafe fn close(self) {
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::RelationClose((*self.rinfo).ri_RelationDesc);
+            pg_sys::FreeExecutorState(self.estate);
+            pg_sys::MemoryContextDelete(self.per_row);
+        }
+    }
+}
+
 impl Importer<'_> {
+    /// A key or NOT NULL column without a value: the error a live write gets (23502).
+    fn null_in(&self, col: &Column) -> ! {
+        DriftError::NullInColumn {
+            relid: self.info.relid,
+            column: col.name.clone(),
+        }
+        .report()
+    }
+
     fn push(&mut self, r: Row7) {
         if self.last_seq.is_some_and(|l| r.seq <= l) {
             bad(format!(
@@ -400,6 +493,14 @@ impl Importer<'_> {
         let (key, op) = match r.op.as_str() {
             "INSERT" => {
                 let row = Row(self.columns(r.seq, r.data.as_ref()));
+                // A live INSERT gives every key and NOT NULL column a value (23502).
+                for col in self.info.columns.iter().enumerate().filter_map(|(i, c)| {
+                    (!c.dropped && (c.not_null || self.info.key.contains(&i))).then_some(c)
+                }) {
+                    if row.get(col.id()).is_none() {
+                        self.null_in(col);
+                    }
+                }
                 let key = self.key(r, true);
                 if !self.info.key.is_empty() && self.info.key_of(&row) != key {
                     bad(format!(
@@ -411,18 +512,70 @@ impl Importer<'_> {
             }
             "PATCH" => {
                 let cols = self.columns(r.seq, r.data.as_ref());
-                (self.key(r, false), Op::Patch(cols))
+                let key = self.key(r, false);
+                for (id, value) in &cols {
+                    let Some(pos) = self.info.columns.iter().position(|c| c.id() == *id) else {
+                        continue;
+                    };
+                    let col = &self.info.columns[pos];
+                    let in_key = self.info.key.contains(&pos);
+                    if value.is_none() && (col.not_null || in_key) {
+                        self.null_in(col);
+                    }
+                    // A live UPDATE of a key column writes a SOFT_DELETE and an INSERT, never
+                    // a PATCH that moves the row to another key.
+                    if in_key {
+                        // The key this row would have with the patched value.
+                        let mut moved = Vec::new();
+                        let parts = split_key(self.info, &key).unwrap_or_default();
+                        for (at, &k) in self.info.key.iter().enumerate() {
+                            let c = &self.info.columns[k];
+                            let part = if k == pos {
+                                value.as_deref()
+                            } else {
+                                parts.get(at).map(Vec::as_slice)
+                            };
+                            datum::push_key_part(c, part.unwrap_or_default(), &mut moved);
+                        }
+                        if moved != key {
+                            bad(format!(
+                                "The PATCH at seq {} changes key column \"{}\", which no \
+                                 UPDATE does (an UPDATE of the key is a SOFT_DELETE and an \
+                                 INSERT).",
+                                r.seq, col.name
+                            ));
+                        }
+                    }
+                }
+                (key, Op::Patch(cols))
             }
             "SOFT_DELETE" => (self.key(r, false), Op::SoftDelete),
             other => bad(format!("Unknown op \"{other}\" at seq {}.", r.seq)),
         };
-        let was_live = if matches!(op, Op::SoftDelete) {
-            self.live.remove(&key)
-        } else if matches!(op, Op::Insert(_)) {
-            !self.live.insert(key.clone())
-        } else {
-            self.live.contains(&key)
+        let keep = self.checks.is_some();
+        let was_live = match &op {
+            Op::SoftDelete => self.live.remove(&key).is_some(),
+            Op::Insert(row) => self
+                .live
+                .insert(key.clone(), keep.then(|| row.clone()))
+                .is_some(),
+            Op::Patch(cols) => match self.live.get_mut(&key) {
+                Some(current) => {
+                    if let Some(row) = current {
+                        row.apply_patch(cols);
+                    }
+                    true
+                }
+                None => false,
+            },
         };
+        // CHECK constraints, on the row as the event leaves it (23514).
+        if let (Some(checks), Some(Some(row))) = (&self.checks, self.live.get(&key)) {
+            if !matches!(op, Op::SoftDelete) {
+                // SAFETY: the checker was made for this table in this transaction.
+                unsafe { checks.check(self.info, row) };
+            }
+        }
         if was_live == matches!(op, Op::Insert(_)) {
             let what = if was_live {
                 "inserts a row that exists"
@@ -473,7 +626,13 @@ impl Importer<'_> {
         engine::with_store(|store| {
             // Old groups' fates come from DriftDB's own record, as for a commit.
             engine::refresh_settled(store)?;
-            let held = IMPORT_SLOT.get();
+            let table = self.info.id;
+            let held = IMPORT_SLOTS.with(|s| {
+                s.borrow()
+                    .iter()
+                    .find(|(t, _)| *t == table)
+                    .map(|(_, slot)| *slot)
+            });
             let (mut state, slot) = match held {
                 Some(s) => (shmem::STATE.exclusive(), s),
                 None => shmem::lock_with_slot(),
@@ -487,8 +646,9 @@ impl Importer<'_> {
                             state.inflight[slot] = shmem::Inflight {
                                 first_seq: done[0].first_seq,
                                 xid: done[0].xid as u32,
+                                table,
                             };
-                            IMPORT_SLOT.set(Some(slot));
+                            IMPORT_SLOTS.with(|s| s.borrow_mut().push((table, slot)));
                         }
                         return Ok(());
                     }
@@ -530,11 +690,10 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
     }
     crate::asof::refuse_writes();
     txn::refuse_serializable();
-    let info = owned_table(table_name);
-    // SAFETY: takes the lock that keeps writers out until the transaction ends (readers
-    // go on), and reads backend state: the xid (assigned now) and the role.
+    // The lock that keeps writers out until the transaction ends (readers go on).
+    let info = owned_table(table_name, pg_sys::ExclusiveLock);
+    // SAFETY: reads backend state: the xid (assigned now) and the role.
     let (xid, role, now) = unsafe {
-        pg_sys::LockRelationOid(table_name, pg_sys::ExclusiveLock as pg_sys::LOCKMODE);
         let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false);
         (
             pg_sys::GetCurrentFullTransactionId().value,
@@ -562,7 +721,9 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
         role,
         now,
         row_ids: HashMap::new(),
-        live: HashSet::new(),
+        live: HashMap::new(),
+        // SAFETY: the table is locked (above).
+        checks: unsafe { Checks::new(table_name) },
         last_seq: None,
         group: None,
         batch: Vec::new(),
@@ -610,6 +771,10 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
     }
     importer.end_group();
     importer.flush();
+    if let Some(checks) = importer.checks.take() {
+        // SAFETY: after the last check.
+        unsafe { checks.close() };
+    }
     importer.imported
 }
 

@@ -6,7 +6,7 @@ use crate::datum;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::fdw::table::TableInfo;
-use crate::timetravel::{check_seq, readable_table, stable_seq};
+use crate::timetravel::{check_seq, readable_table, stable_seq_of};
 use driftdb_storage::{HistoryEntry, Op, Row};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -210,7 +210,7 @@ unsafe fn return_history(
     unsafe {
         let rel = pg_sys::RelationIdGetRelation(relid);
         let rowdesc = (*rel).rd_att;
-        let upto = stable_seq();
+        let upto = stable_seq_of(info.id);
         let (store, desc) = materialize(fcinfo);
         let mut current: HashMap<Vec<u8>, Row> = HashMap::new();
         // Dropped columns are not shown, as in the rows.
@@ -301,7 +301,7 @@ pub unsafe extern "C-unwind" fn drift_diff(fcinfo: pg_sys::FunctionCallInfo) -> 
             DriftError::NullPoint.report()
         };
         let info = readable_table(relid);
-        let (from, to) = (check_seq(from), check_seq(to));
+        let (from, to) = (check_seq(info.id, from), check_seq(info.id, to));
         let rel = pg_sys::RelationIdGetRelation(relid);
         let rowdesc = (*rel).rd_att;
         let (store, desc) = materialize(fcinfo);

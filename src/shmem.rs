@@ -9,9 +9,13 @@ use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Groups that can be between their append and the end of their transaction at once. On a
-/// primary that is at most one per backend; on a standby, redo registers every group it
-/// replays and the slot frees once the transaction is seen to have ended.
+/// Transactions that can be between their first append and their end at once, one slot
+/// each. On a primary that is at most one per backend (an appender waits for a slot when
+/// all are taken). Redo registers every transaction whose groups it replays, one slot per
+/// xid however many groups it has (an import of 100,000 transactions is one), and the slot
+/// frees once the transaction is seen to have ended; when redo finds every slot taken (a
+/// standby without hot standby keeps the transactions a crash of its primary cut off), the
+/// rest are kept together in [`Shared::overflow`], so redo has no fixed limit.
 pub const INFLIGHT_SLOTS: usize = 1024;
 
 /// A group appended whose transaction may not have finished.
@@ -21,6 +25,11 @@ pub struct Inflight {
     pub first_seq: u64,
     /// The transaction's xid (the low 32 bits of its full xid).
     pub xid: u32,
+    /// The one table an import's groups write to, 0 for any other group (a commit, which
+    /// may write to several tables and holds its slot only until its transaction ends).
+    /// An import holds its slot for as long as its transaction lasts, so readers of other
+    /// tables pass it (see [`Shared::readable_seq`]).
+    pub table: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -33,6 +42,19 @@ pub struct Shared {
     /// Groups appended whose transactions have not been seen to end. Everything below the
     /// smallest first seq is decided.
     pub inflight: [Inflight; INFLIGHT_SLOTS],
+    /// Redo only: the transactions replayed while every slot was taken, as one entry (its
+    /// first seq the smallest of theirs, 0 when there are none). Readers treat everything
+    /// from that seq on as undecided until all of them have ended.
+    pub overflow: Overflow,
+}
+
+/// Transactions replayed without a slot of their own.
+#[derive(Clone, Copy, Default)]
+pub struct Overflow {
+    /// Smallest first seq of their groups; 0 when there are none.
+    pub first_seq: u64,
+    /// The newest of their xids: they have all ended once every transaction up to it has.
+    pub newest_xid: u32,
 }
 
 impl Default for Shared {
@@ -41,6 +63,7 @@ impl Default for Shared {
             initialized: false,
             high_water: 0,
             inflight: [Inflight::default(); INFLIGHT_SLOTS],
+            overflow: Overflow::default(),
         }
     }
 }
@@ -64,14 +87,44 @@ fn ended(xid: u32) -> bool {
     }
 }
 
+/// Whether every transaction up to and including `xid` has ended, as far as this process
+/// can tell: after recovery, every transaction that redo replayed has (the ones a crash cut
+/// off never will commit); on a hot standby, every xid older than the oldest transaction
+/// this backend's last snapshot saw running has.
+fn ended_up_to(xid: u32) -> bool {
+    let xid = pg_sys::TransactionId::from(xid);
+    // SAFETY: plain reads of backend state and an xid comparison.
+    unsafe {
+        if !pg_sys::RecoveryInProgress() {
+            return true;
+        }
+        pg_sys::standbyState == pg_sys::HotStandbyState::STANDBY_SNAPSHOT_READY
+            && pg_sys::TransactionIdIsNormal(pg_sys::RecentXmin)
+            && pg_sys::TransactionIdPrecedes(xid, pg_sys::RecentXmin)
+    }
+}
+
 impl Shared {
-    /// The highest seq at or below which every group is decided (committed or aborted).
-    pub fn stable_seq(&self) -> u64 {
+    /// The highest seq at or below which every group is decided (committed or aborted) but
+    /// those of imports in progress: what readers may read up to. A reader of an importing table at a seq past
+    /// the import's first group waits for the import first ([`pending_imports`]).
+    pub fn readable_seq(&self) -> u64 {
+        self.stable_seq_where(|s| s.table == 0)
+    }
+
+    /// The highest seq at or below which every group that may write to `table` is decided.
+    pub fn stable_seq_for(&self, table: u64) -> u64 {
+        self.stable_seq_where(|s| s.table == 0 || s.table == table)
+    }
+
+    fn stable_seq_where(&self, counts: impl Fn(&Inflight) -> bool) -> u64 {
         match self
             .inflight
             .iter()
-            .filter(|s| s.first_seq != 0)
+            .filter(|s| counts(s))
             .map(|s| s.first_seq)
+            .chain(std::iter::once(self.overflow.first_seq))
+            .filter(|&first| first != 0)
             .min()
         {
             Some(first) => first - 1,
@@ -85,6 +138,9 @@ impl Shared {
             if s.first_seq != 0 && ended(s.xid) {
                 *s = Inflight::default();
             }
+        }
+        if self.overflow.first_seq != 0 && ended_up_to(self.overflow.newest_xid) {
+            self.overflow = Overflow::default();
         }
     }
 
@@ -159,24 +215,75 @@ pub fn high_water() -> u64 {
     STATE.share().high_water
 }
 
-/// The stable seq: every group at or below it is decided. Frees the slots of transactions
-/// that have ended first (on a standby nothing else frees them).
-pub fn stable_seq() -> u64 {
+/// [`Shared::readable_seq`], after freeing the slots of transactions that have ended (on a
+/// standby nothing else frees them).
+pub fn readable_seq() -> u64 {
     let mut state = STATE.exclusive();
     state.prune();
-    state.stable_seq()
+    state.readable_seq()
 }
 
-/// Publishes groups that redo (or an append) made durable: raises the high-water seq and
-/// registers each group as in flight until its transaction is seen to end.
-pub fn publish(groups: &[driftdb_storage::GroupMark], state: &mut Shared) -> Option<()> {
+/// [`Shared::stable_seq_for`], after freeing the slots of transactions that have ended.
+pub fn stable_seq_for(table: u64) -> u64 {
+    let mut state = STATE.exclusive();
+    state.prune();
+    state.stable_seq_for(table)
+}
+
+/// The xids of the imports into `table` in progress whose groups begin at or below `upto`.
+pub fn pending_imports(table: u64, upto: u64) -> Vec<u32> {
+    let mut state = STATE.exclusive();
+    state.prune();
+    state
+        .inflight
+        .iter()
+        .filter(|s| s.first_seq != 0 && s.table == table && s.first_seq <= upto)
+        .map(|s| s.xid)
+        .collect()
+}
+
+/// Publishes groups that redo made durable: raises the high-water seq and registers each
+/// group's transaction as in flight until it is seen to end (one slot per transaction,
+/// holding its smallest first seq; the overflow entry when no slot is free).
+pub fn publish(groups: &[driftdb_storage::GroupMark], state: &mut Shared) {
     for g in groups {
         state.high_water = state.high_water.max(g.last_seq);
-        let slot = state.claim_slot()?;
-        state.inflight[slot] = Inflight {
-            first_seq: g.first_seq,
-            xid: g.xid as u32,
-        };
+        let xid = g.xid as u32;
+        if let Some(s) = state
+            .inflight
+            .iter_mut()
+            .find(|s| s.first_seq != 0 && s.xid == xid)
+        {
+            s.first_seq = s.first_seq.min(g.first_seq);
+            continue;
+        }
+        match state.claim_slot() {
+            Some(slot) => {
+                state.inflight[slot] = Inflight {
+                    first_seq: g.first_seq,
+                    xid,
+                    table: 0,
+                }
+            }
+            None => {
+                let o = &mut state.overflow;
+                // SAFETY: a plain comparison of two xids.
+                let newer = o.first_seq == 0
+                    || unsafe {
+                        pg_sys::TransactionIdPrecedes(
+                            pg_sys::TransactionId::from(o.newest_xid),
+                            pg_sys::TransactionId::from(xid),
+                        )
+                    };
+                if newer {
+                    o.newest_xid = xid;
+                }
+                o.first_seq = if o.first_seq == 0 {
+                    g.first_seq
+                } else {
+                    o.first_seq.min(g.first_seq)
+                };
+            }
+        }
     }
-    Some(())
 }

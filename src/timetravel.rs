@@ -12,10 +12,43 @@ use crate::shmem;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// The stable seq: every transaction at or below it has finished.
+/// The stable seq readers read up to: every transaction at or below it has finished, but
+/// imports in progress, which a reader of their own table waits for ([`wait_for_imports`]);
+/// an idle import holds up no reader of any other table.
 pub fn stable_seq() -> u64 {
     engine::read_point();
-    shmem::stable_seq()
+    shmem::readable_seq()
+}
+
+/// Waits until no import into `table` still in progress has a group at or below `seq`,
+/// other than this transaction's own (which it reads as its own writes). A read of the
+/// table at `seq` then gives the answer it will always give. The wait is a lock wait on
+/// the importing transaction, as a heap writer waits for another: `lock_timeout`,
+/// `statement_timeout` and deadlock detection apply, and `pg_locks` shows it.
+pub fn wait_for_imports(table: driftdb_storage::TableId, seq: u64) {
+    loop {
+        // SAFETY: a plain check of this backend's transaction stack.
+        let others: Vec<u32> = shmem::pending_imports(table, seq)
+            .into_iter()
+            .filter(|&x| unsafe { !pg_sys::TransactionIdIsCurrentTransactionId(x.into()) })
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        for xid in others {
+            // SAFETY: waits for a transaction's lock as heap visibility checks do; no
+            // LWLock is held here. Returns once that transaction has ended (its slot is
+            // freed before its locks are released, or pruned once it is seen to end).
+            unsafe {
+                pg_sys::XactLockTableWait(
+                    xid.into(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    pg_sys::XLTW_Oper::XLTW_None,
+                )
+            };
+        }
+    }
 }
 
 /// The stable seq you can read: every transaction at or below it has finished.
@@ -40,7 +73,9 @@ pub fn seq_at(at: i64) -> u64 {
 /// history, the last imported group committed at or before `at` where it came from, if
 /// later (see `Store::seq_at_for_table`).
 pub fn seq_at_table(table: driftdb_storage::TableId, at: i64) -> u64 {
-    resolve_time(at, |s| s.seq_at_for_table(table, at, &LatestFates))
+    let seq = resolve_time(at, |s| s.seq_at_for_table(table, at, &LatestFates));
+    wait_for_imports(table, seq);
+    seq
 }
 
 fn resolve_time(
@@ -69,16 +104,27 @@ fn drift_seq_at(at: pgrx::datum::TimestampWithTimeZone) -> i64 {
     seq_at(i64::from(at)) as i64
 }
 
-pub fn check_seq(seq: i64) -> u64 {
+/// `seq` checked to be a seq readers may read `table` at, once the imports into `table`
+/// that it covers have ended.
+pub fn check_seq(table: driftdb_storage::TableId, seq: i64) -> u64 {
     let current = stable_seq();
     if seq < 0 || seq as u64 > current {
         DriftError::SeqOutOfRange { seq, current }.report()
     }
+    wait_for_imports(table, seq as u64);
     seq as u64
 }
 
+/// The stable seq, for reading the whole history of `table` up to it.
+pub fn stable_seq_of(table: driftdb_storage::TableId) -> u64 {
+    let seq = stable_seq();
+    wait_for_imports(table, seq);
+    seq
+}
+
 /// The DriftDB table `relid`, checked for SELECT exactly as a plain SELECT is: without it,
-/// nothing is learned, not even whether rows exist.
+/// nothing is learned, not even whether rows exist. Then locked as a SELECT locks it
+/// (AccessShareLock to the end of the transaction), so a DROP waits for the read.
 pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
     // SAFETY: catalog lookups and a relcache reference inside the transaction.
     unsafe {
@@ -94,6 +140,7 @@ pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
                 pg_sys::get_rel_name(relid),
             );
         }
+        crate::drop::lock_table(relid, pg_sys::AccessShareLock);
         TableInfo::of(relid)
     }
 }
@@ -172,7 +219,7 @@ pub unsafe extern "C-unwind" fn drift_as_of_seq(fcinfo: pg_sys::FunctionCallInfo
         let Some(seq) = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1) else {
             DriftError::NullPoint.report()
         };
-        let seq = check_seq(seq);
+        let seq = check_seq(info.id, seq);
         return_rows_as_of(fcinfo, &info, seq);
         pg_sys::Datum::from(0usize)
     }

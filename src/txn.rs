@@ -55,6 +55,8 @@ struct State {
 pub enum Ddl {
     /// Remove the table's files after COMMIT.
     DropTable(TableId),
+    /// Every table of the database with this oid (its ids' high 32 bits).
+    DropDatabase(u32),
     /// Create or drop a secondary index at PRE_COMMIT (where an error still aborts).
     CreateIndex(TableId, u16),
     DropIndex(TableId, u16),
@@ -172,22 +174,40 @@ pub fn at_commit(ddl: Ddl) {
 /// stay behind (they belong to no table any more, so nothing reads them).
 fn remove_dropped(ddl: Vec<(Ddl, pg_sys::SubTransactionId)>) {
     for (op, _) in ddl {
-        let Ddl::DropTable(table) = op else { continue };
+        let (table, db) = match op {
+            Ddl::DropTable(table) => (Some(table), None),
+            Ddl::DropDatabase(db) => (None, Some(db)),
+            _ => continue,
+        };
         let result = std::panic::catch_unwind(|| {
             engine::try_with_store(|store| {
                 let _lock = shmem::STATE.exclusive();
-                match store.drop_table(table) {
-                    Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(()),
-                    other => other,
+                let tables = match (table, db) {
+                    (Some(t), _) => vec![t],
+                    (_, Some(db)) => store
+                        .table_ids()?
+                        .into_iter()
+                        .filter(|id| (id >> 32) as u32 == db)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for t in tables {
+                    match store.drop_table(t) {
+                        Err(driftdb_storage::Error::NoSuchTable(_)) => {}
+                        other => other?,
+                    }
                 }
+                Ok(())
             })
         });
+        let what = match (table, db) {
+            (Some(t), _) => format!("table {t}"),
+            (_, db) => format!("the tables of database {}", db.unwrap_or(0)),
+        };
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                pgrx::warning!("driftdb: could not remove the files of table {table}: {e}")
-            }
-            Err(_) => pgrx::warning!("driftdb: could not remove the files of table {table}"),
+            Ok(Err(e)) => pgrx::warning!("driftdb: could not remove the files of {what}: {e}"),
+            Err(_) => pgrx::warning!("driftdb: could not remove the files of {what}"),
         }
     }
 }
@@ -211,7 +231,7 @@ fn apply_index_ddl(
                 Err(driftdb_storage::Error::NoSuchTable(_)) => {}
                 other => other?,
             },
-            Ddl::DropTable(_) => {}
+            Ddl::DropTable(_) | Ddl::DropDatabase(_) => {}
         }
     }
     Ok(())
@@ -326,7 +346,10 @@ fn commit() {
         (events, s.expect.drain().collect())
     });
     let ddl: Vec<_> = STATE.with(|s| s.borrow().ddl.clone());
-    if ddl.iter().any(|(op, _)| !matches!(op, Ddl::DropTable(_))) {
+    if ddl
+        .iter()
+        .any(|(op, _)| !matches!(op, Ddl::DropTable(_) | Ddl::DropDatabase(_)))
+    {
         engine::with_store(|store| {
             let _lock = shmem::STATE.exclusive();
             apply_index_ddl(store, &ddl)
@@ -385,6 +408,7 @@ fn commit() {
                     state.inflight[slot] = shmem::Inflight {
                         first_seq: done[0].first_seq,
                         xid: done[0].xid as u32,
+                        table: 0,
                     };
                     drop(state);
                     STATE.with(|s| s.borrow_mut().inflight_slot = Some(slot));

@@ -65,7 +65,7 @@ fn may_read(relid: pg_sys::Oid) -> bool {
 fn tables_to_verify(asked: Option<pg_sys::Oid>) -> Vec<pg_sys::Oid> {
     match asked {
         Some(relid) => {
-            lock_for_read(relid);
+            // Checked for SELECT first, then locked (readable_table does both).
             readable_table(relid);
             vec![relid]
         }

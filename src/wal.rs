@@ -227,14 +227,7 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
         shmem::fates_changed();
     }
     if !batch.groups.is_empty() {
-        let mut state = shmem::STATE.exclusive();
-        if shmem::publish(&batch.groups, &mut state).is_none() {
-            drop(state);
-            error!(
-                "driftdb: more than {} DriftDB transactions in flight during replay",
-                shmem::INFLIGHT_SLOTS
-            );
-        }
+        shmem::publish(&batch.groups, &mut shmem::STATE.exclusive());
     }
 }
 

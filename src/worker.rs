@@ -199,8 +199,8 @@ fn snapshot_by_policy() {
         if !matches!(due, Ok(true)) {
             continue;
         }
-        // Every group at or below the stable seq is decided.
-        let upto = shmem::stable_seq();
+        // Every group of the table at or below this seq is decided.
+        let upto = shmem::stable_seq_for(id);
         let done = engine::try_with_store(|s| {
             engine::refresh_settled(s)?;
             let _lock = shmem::SNAPSHOTS.exclusive();

@@ -4,8 +4,9 @@
 //!
 //! A planner hook finds, in the query and every subquery, a range-table function entry
 //! that is exactly one call of DriftDB's `drift_as_of` with a DriftDB table's row type as
-//! its first argument and a point that needs no row of the query (a constant, a parameter,
-//! `now() - interval ...`). The entry becomes a scan of the table: a relation entry with
+//! its first argument and a point that is one value for the whole statement (a constant,
+//! a parameter, `now() - interval ...`; see `history_call::one_value`). The entry becomes
+//! a scan of the table: a relation entry with
 //! the SELECT privilege it needs checked as for a plain SELECT, and the point carried in
 //! the entry's `tablesample` (a clause no foreign-table path reads, which the planner keeps
 //! with the entry through subquery pull-up and preprocesses like any expression, and drops
@@ -13,7 +14,9 @@
 //! ones included, so every reference to the call's columns stays valid. The wrapper's
 //! planner callbacks find the point there and put it into the plan; the scan evaluates it
 //! when it starts. Any other use of `drift_as_of` (WITH ORDINALITY, ROWS FROM, a point
-//! that depends on another table's rows) is left to the function.
+//! that refers to a column of any query level, a sublink or anything else that is not one
+//! value for the whole statement) is left to the function, which Postgres evaluates again
+//! for each outer row.
 
 use crate::drop::is_driftdb_table;
 use pgrx::pg_sys;
@@ -126,7 +129,10 @@ unsafe fn as_of_call(
         if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
             return None;
         }
-        if pg_sys::contain_var_clause(point) || pg_sys::checkExprHasSubLink(point) {
+        // Only a point that is one value for the whole statement: a column of any query
+        // level (a LATERAL reference, a correlated subquery's outer column) would be
+        // evaluated by a scan that has no row of that relation (#24: it crashed the server).
+        if !super::history_call::one_value(point) {
             return None;
         }
         Some((relid, point, (*call).funcid))

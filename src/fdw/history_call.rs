@@ -207,13 +207,26 @@ unsafe fn field_of_row(node: *mut pg_sys::Node, varno: usize) -> Option<Vec<u8>>
 }
 
 /// Whether `node` is one value for the whole query: a constant or a parameter of the
-/// statement, through casts and function calls (checked for volatility by the caller).
-unsafe fn one_value(node: *mut pg_sys::Node) -> bool {
+/// statement, through casts, function calls and operators (checked for volatility by the
+/// caller). Anything that could refer to a row of this query or an outer one (a column at
+/// any level, a placeholder, a sublink, an aggregate) is not.
+///
+/// # Safety
+/// `node` must be a valid expression tree.
+pub unsafe fn one_value(node: *mut pg_sys::Node) -> bool {
     unsafe {
+        if node.is_null() {
+            return false;
+        }
         match (*node).type_ {
-            pg_sys::NodeTag::T_Const => true,
+            pg_sys::NodeTag::T_Const | pg_sys::NodeTag::T_SQLValueFunction => true,
             pg_sys::NodeTag::T_Param => {
                 (*(node as *mut pg_sys::Param)).paramkind == pg_sys::ParamKind::PARAM_EXTERN
+            }
+            pg_sys::NodeTag::T_OpExpr => {
+                PgList::<pg_sys::Node>::from_pg((*(node as *mut pg_sys::OpExpr)).args)
+                    .iter_ptr()
+                    .all(|a| one_value(a))
             }
             pg_sys::NodeTag::T_RelabelType => {
                 one_value((*(node as *mut pg_sys::RelabelType)).arg.cast())

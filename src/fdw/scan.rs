@@ -447,7 +447,7 @@ unsafe fn scan_view(
         engine::read_point();
         let at = match state.point {
             Point::Time => crate::timetravel::seq_at_table(state.info.id, d.value() as i64),
-            _ => crate::timetravel::check_seq(d.value() as i64),
+            _ => crate::timetravel::check_seq(state.info.id, d.value() as i64),
         };
         View::past(at)
     }

@@ -550,3 +550,129 @@ fn history_survives_freezing_and_commit_log_truncation() {
         "later"
     );
 }
+
+/// What a reader sees of the imported rows of `imp` (ids above 0): rows, their sum, the
+/// history's length and the table as of the middle of the imported history.
+fn imported_answers(c: &mut Client) -> Vec<String> {
+    vec![
+        one_text(c, "SELECT count(*)::text FROM imp WHERE id > 0"),
+        one_text(c, "SELECT sum(id)::text FROM imp WHERE id > 0"),
+        one_text(
+            c,
+            "SELECT count(*)::text FROM drift_history('imp') WHERE (\"row\"->>'id')::int > 0",
+        ),
+        one_text(
+            c,
+            "SELECT count(*)::text FROM drift_as_of(NULL::imp, \
+             '2020-01-01 00:00:00+00'::timestamptz + interval '50000 s')",
+        ),
+        one_text(c, "SELECT v FROM imp WHERE id = 77777"),
+    ]
+}
+
+/// An import of many source transactions appends many groups under one xid. Crash
+/// recovery, a streaming standby and point-in-time recovery all replay them (#24: with
+/// more than 1,024 of them in the WAL since the last checkpoint, no start succeeded).
+#[test]
+fn an_import_of_100000_transactions_replays_after_a_crash_on_a_standby_and_by_pitr() {
+    const N: i64 = 100_000;
+    let archive = ScratchDir::new("imp-archive");
+    let backup = ScratchDir::new("imp-backup");
+    let archive_cmd = format!("archive_command = 'cp %p {}/%f'", archive.0.display());
+    // No checkpoint of its own between the import and the crash: redo replays all of it.
+    let primary = Cluster::start(
+        "imp",
+        &[
+            "archive_mode = on",
+            &archive_cmd,
+            "checkpoint_timeout = 1h",
+            "max_wal_size = 20GB",
+        ],
+    );
+    let mut p = primary.create_db("app");
+    p.batch_execute(
+        "CREATE FOREIGN TABLE imp (id int NOT NULL, v text) SERVER drift \
+           OPTIONS (primary_key 'id');
+         CREATE TABLE staging AS
+           SELECT g::bigint AS seq,
+                  '2020-01-01 00:00:00+00'::timestamptz + g * interval '1 s' AS committed_at,
+                  g::text::xid8 AS txid, 'postgres'::name AS role, 'INSERT' AS op,
+                  jsonb_build_object('id', g::text) AS key,
+                  jsonb_build_object('id', g::text, 'v', 'v' || g) AS data
+             FROM generate_series(1, 100000) g;",
+    )
+    .unwrap();
+    primary.base_backup(&backup.0, false);
+    let standby = primary.standby("imp-standby");
+    p.batch_execute("CHECKPOINT").unwrap();
+    assert_eq!(one_i64(&mut p, "SELECT drift_import('imp', 'staging')"), N);
+    let expected = vec![
+        N.to_string(),
+        (N * (N + 1) / 2).to_string(),
+        N.to_string(),
+        "50000".to_string(),
+        "v77777".to_string(),
+    ];
+    assert_eq!(imported_answers(&mut p), expected);
+    std::thread::sleep(Duration::from_millis(300));
+    let target = one_text(&mut p, "SELECT clock_timestamp()::text");
+    std::thread::sleep(Duration::from_millis(300));
+    p.batch_execute("INSERT INTO imp VALUES (0, 'after the target')")
+        .unwrap();
+    let segment = one_text(&mut p, "SELECT pg_walfile_name(pg_switch_wal())");
+
+    // A hot standby replayed the import and answers as the primary did.
+    primary.wait_replayed(&standby);
+    let mut s = standby.connect("app");
+    assert_eq!(imported_answers(&mut s), expected);
+    assert_eq!(one_i64(&mut s, "SELECT count(*) FROM imp"), N + 1);
+
+    // kill -9 with the whole import in the WAL after the last checkpoint: the server
+    // starts again and has all of it.
+    drop(p);
+    primary.crash();
+    primary.restart();
+    let mut p = primary.connect("app");
+    assert_eq!(imported_answers(&mut p), expected);
+    assert_eq!(one_i64(&mut p, "SELECT count(*) FROM imp"), N + 1);
+    p.batch_execute("INSERT INTO imp VALUES (-1, 'after the crash')")
+        .unwrap();
+    let log = primary.server_log();
+    assert!(!log.contains("in flight during replay"), "{log}");
+
+    // Point-in-time recovery to a moment after the import, before the next insert.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !archive.0.join(&segment).exists() {
+        assert!(Instant::now() < deadline, "{segment} was not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(p);
+    primary.stop();
+    let restored_dir = backup.0.with_file_name(format!(
+        "{}-restored",
+        backup.0.file_name().unwrap().to_string_lossy()
+    ));
+    copy_tree(&backup.0, &restored_dir);
+    std::fs::write(restored_dir.join("recovery.signal"), b"").unwrap();
+    let restore_cmd = format!("restore_command = 'cp {}/%f %p'", archive.0.display());
+    let target_conf = format!("recovery_target_time = '{target}'");
+    let restored = Cluster::from_data(
+        restored_dir,
+        &[
+            &restore_cmd,
+            &target_conf,
+            "recovery_target_action = 'promote'",
+            "archive_mode = off",
+        ],
+    );
+    let mut r = restored.connect("app");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while one_text(&mut r, "SELECT pg_is_in_recovery()::text") == "true" {
+        assert!(Instant::now() < deadline, "recovery did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(imported_answers(&mut r), expected);
+    r.batch_execute("INSERT INTO imp VALUES (0, 'new')")
+        .unwrap();
+    assert_eq!(one_i64(&mut r, "SELECT count(*) FROM imp"), N + 1);
+}

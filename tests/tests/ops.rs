@@ -349,3 +349,285 @@ fn counters_sum_over_backends_and_figures_match_the_files() {
         jfiles
     );
 }
+
+/// Waits until the backend with pid `pid` waits for a lock (as pg_stat_activity shows),
+/// and returns what it waits for; panics after 30 seconds.
+fn lock_wait_of(c: &mut Client, pid: i32) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let row = c
+            .query_one(
+                "SELECT coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') \
+                   FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .unwrap();
+        let what: String = row.get(0);
+        if what.starts_with("Lock:") {
+            return what;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend {pid} never waited for a lock (last: {what})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// An import left open holds up no reader of another table, in this database or another,
+/// and never waits on itself; a reader of the importing table's past waits for the import
+/// as a lock wait (lock_timeout applies) and then sees what it committed (#24).
+#[test]
+fn an_open_import_blocks_only_readers_of_its_own_table() {
+    let cluster = Cluster::start("open-import", &[]);
+    let mut a = cluster.create_db("app");
+    let mut other_db = cluster.create_db("other");
+    other_db
+        .batch_execute(
+            "CREATE FOREIGN TABLE o (id int NOT NULL) SERVER drift OPTIONS (primary_key 'id')",
+        )
+        .unwrap();
+    a.batch_execute(
+        "CREATE FOREIGN TABLE mt2 (id int NOT NULL, v text) SERVER drift \
+           OPTIONS (primary_key 'id');
+         CREATE FOREIGN TABLE t2 (id int NOT NULL, v text) SERVER drift \
+           OPTIONS (primary_key 'id');
+         CREATE TABLE mev2 AS
+           SELECT g::bigint AS seq,
+                  '2021-01-01 00:00:00+00'::timestamptz + g * interval '1 min' AS committed_at,
+                  (1000 + g)::text::xid8 AS txid, 'postgres'::name AS role, 'INSERT' AS op,
+                  jsonb_build_object('id', g::text) AS key,
+                  jsonb_build_object('id', g::text, 'v', 'm' || g) AS data
+             FROM generate_series(1, 50) g;
+         GRANT SELECT ON t2, mt2 TO PUBLIC;
+         CREATE ROLE reader LOGIN;
+         INSERT INTO t2 VALUES (1, 'before');",
+    )
+    .unwrap();
+    a.batch_execute("BEGIN; SELECT drift_import('mt2', 'mev2')")
+        .unwrap();
+    // Inside the import's own transaction: its own history, the present and the past of
+    // other tables, without waiting on itself.
+    let own: i64 = a
+        .query_one("SELECT count(*) FROM drift_as_of(NULL::mt2, now())", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 50);
+    let own_seq: i64 = a
+        .query_one("SELECT drift_current_seq()", &[])
+        .unwrap()
+        .get(0);
+    let seen: i64 = a
+        .query_one(
+            "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
+            &[&own_seq],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 50);
+    let t2_now: i64 = a
+        .query_one("SELECT count(*) FROM drift_as_of(NULL::t2, now())", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(t2_now, 1);
+
+    // Another role's commits are seen by every reader of the past of other tables.
+    let mut b = Client::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=reader dbname=app",
+            cluster.port
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let mut writer = cluster.connect("app");
+    let before: i64 = b
+        .query_one("SELECT drift_current_seq()", &[])
+        .unwrap()
+        .get(0);
+    writer
+        .batch_execute("INSERT INTO t2 VALUES (2, 'during the import')")
+        .unwrap();
+    let after: i64 = b
+        .query_one("SELECT drift_current_seq()", &[])
+        .unwrap()
+        .get(0);
+    assert!(after > before, "drift_current_seq stayed at {before}");
+    let history: i64 = b
+        .query_one(
+            "SELECT count(*) FROM drift_history('t2') WHERE \"row\"->>'v' = 'during the import'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 1);
+    let past: Vec<i32> = b
+        .query(
+            "SELECT id FROM drift_as_of(NULL::t2, now()) ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(past, vec![1, 2]);
+    let at_now: i64 = b
+        .query_one("SELECT drift_seq_at(now())", &[])
+        .unwrap()
+        .get(0);
+    assert!(at_now >= after);
+    let mut o = cluster.connect("other");
+    o.batch_execute("INSERT INTO o VALUES (1)").unwrap();
+    let o_seq: i64 = o
+        .query_one("SELECT drift_seq_at(now())", &[])
+        .unwrap()
+        .get(0);
+    assert!(o_seq > after);
+    // The present of the importing table: the import is not committed, so nothing.
+    let present: i64 = b.query_one("SELECT count(*) FROM mt2", &[]).unwrap().get(0);
+    assert_eq!(present, 0);
+
+    // The past of the importing table at a seq past the import's groups waits for it: a
+    // lock wait, which lock_timeout ends with 55P03.
+    b.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let err = b
+        .query_one(
+            "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
+            &[&after],
+        )
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("55P03"), "{err}");
+    b.batch_execute("RESET lock_timeout").unwrap();
+    let b_pid: i32 = b.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let waiter = std::thread::spawn(move || {
+        let n: i64 = b
+            .query_one(
+                "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
+                &[&after],
+            )
+            .unwrap()
+            .get(0);
+        n
+    });
+    let what = lock_wait_of(&mut writer, b_pid);
+    assert_eq!(what, "Lock:transactionid");
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(waiter.join().unwrap(), 50);
+    // The import committed; its rows are there, in the present and the past.
+    let now_rows: i64 = writer
+        .query_one("SELECT count(*) FROM mt2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(now_rows, 50);
+    let log = cluster.server_log();
+    assert!(!log.contains("terminated by signal"), "{log}");
+}
+
+/// Imported events are judged by the rules a live write meets (#24): a PATCH that moves a
+/// row to another key, a missing or NULL key or NOT NULL column, a row that fails a CHECK
+/// constraint are refused with the SQLSTATE a live write gets, and leave the table empty.
+#[test]
+fn imports_refuse_histories_a_live_table_could_never_have() {
+    let cluster = Cluster::start("import-checks", &[]);
+    let mut c = cluster.create_db("app");
+    c.batch_execute(
+        "CREATE FOREIGN TABLE it (id int NOT NULL, name text NOT NULL, \
+           qty int CHECK (qty >= 0)) SERVER drift OPTIONS (primary_key 'id');
+         CREATE FOREIGN TABLE tk (k text, v int) SERVER drift OPTIONS (primary_key 'k');
+         CREATE TABLE ev (seq bigint, committed_at timestamptz, txid xid8, role name,
+                          op text, key jsonb, data jsonb);",
+    )
+    .unwrap();
+    let insert = r#"(1, '2020-01-01', '10', 'postgres', 'INSERT', '{"id": "1"}', '{"id": "1", "name": "a", "qty": "1"}')"#;
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "it",
+            format!(
+                r#"{insert}, (2, '2020-01-02', '11', 'postgres', 'PATCH', '{{"id": "1"}}', '{{"id": "2"}}')"#
+            ),
+            "22023",
+        ),
+        (
+            "it",
+            r#"(1, '2020-01-01', '10', 'postgres', 'INSERT', '{"id": "1"}', '{"id": "1", "qty": "1"}')"#
+                .to_string(),
+            "23502",
+        ),
+        (
+            "it",
+            r#"(1, '2020-01-01', '10', 'postgres', 'INSERT', '{"id": "1"}', '{"id": "1", "name": null}')"#
+                .to_string(),
+            "23502",
+        ),
+        (
+            "it",
+            format!(
+                r#"{insert}, (2, '2020-01-02', '11', 'postgres', 'PATCH', '{{"id": "1"}}', '{{"name": null}}')"#
+            ),
+            "23502",
+        ),
+        (
+            "it",
+            r#"(1, '2020-01-01', '10', 'postgres', 'INSERT', '{"id": "1"}', '{"id": "1", "name": "a", "qty": "-1"}')"#
+                .to_string(),
+            "23514",
+        ),
+        (
+            "it",
+            format!(
+                r#"{insert}, (2, '2020-01-02', '11', 'postgres', 'PATCH', '{{"id": "1"}}', '{{"qty": "-5"}}')"#
+            ),
+            "23514",
+        ),
+        (
+            "tk",
+            r#"(1, '2020-01-01', '10', 'postgres', 'INSERT', '{"k": ""}', '{"v": "1"}')"#.to_string(),
+            "23502",
+        ),
+    ];
+    for (table, events, code) in cases {
+        c.batch_execute(&format!("TRUNCATE ev; INSERT INTO ev VALUES {events}"))
+            .unwrap();
+        let err = c
+            .batch_execute(&format!("SELECT drift_import('{table}', 'ev')"))
+            .unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some(*code),
+            "{table} <- {events}: {err}"
+        );
+        let left: i64 = c
+            .query_one(
+                &format!("SELECT count(*) FROM drift_history('{table}')"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{table} <- {events}");
+    }
+    // A history a live table could have: the key column patched to the value it has,
+    // columns patched within their constraints.
+    c.batch_execute(&format!(
+        "TRUNCATE ev; INSERT INTO ev VALUES {insert}, \
+         (2, '2020-01-02', '11', 'postgres', 'PATCH', '{{\"id\": \"1\"}}', '{{\"id\": \"1\", \"qty\": \"3\"}}'), \
+         (3, '2020-01-03', '12', 'postgres', 'PATCH', '{{\"id\": \"1\"}}', '{{\"qty\": null}}')"
+    ))
+    .unwrap();
+    let n: i64 = c
+        .query_one("SELECT drift_import('it', 'ev')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let row: String = c.query_one("SELECT it::text FROM it", &[]).unwrap().get(0);
+    assert_eq!(row, "(1,a,)");
+    // Read as of a moment between the imported transactions' original commit times.
+    let text_key: i64 = c
+        .query_one(
+            "SELECT count(*) FROM drift_as_of(NULL::it, '2020-01-02 12:00'::timestamptz) \
+             WHERE qty = 3",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(text_key, 1);
+}
