@@ -81,7 +81,14 @@ e2e() {
 }
 
 pg_lock
-step setup bash "$here/setup.sh" --versions "$VERSIONS"
+# Setup's own progress lines (what it installs or builds, and where each log is) show here
+# as well: on a fresh machine it takes a while.
+exec 8>&2
+setup_with_progress() {
+  bash "$here/setup.sh" --versions "$VERSIONS" 2>&1 | tee /dev/fd/8
+  return "${PIPESTATUS[0]}"
+}
+step setup setup_with_progress
 if [ ${#broken_steps[@]} -ne 0 ]; then echo "0 passed, 1 failed"; exit 1; fi
 step lint lint
 step engine cargo test -p driftdb-storage
