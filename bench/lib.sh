@@ -4,7 +4,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 BENCH_PORT=${DRIFTDB_BENCH_PORT:-5499}
-BENCH_BIN=$("$PG15_CONFIG" --bindir)
+# Set by bench_cluster once setup has installed PostgreSQL 15.
+BENCH_BIN=
 
 # bench_cluster NAME: a fresh release-built PG15 cluster with DriftDB, removed on exit.
 # The release build is compiled before the machine-wide lock is taken (into the shared
@@ -19,7 +20,8 @@ bench_cluster() {
     rm -rf "$pkg"
   fi
   pg_lock
-  bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
+  bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh" --versions 15 --no-fuzz
+  BENCH_BIN=$("$PG15_CONFIG" --bindir)
   install_driftdb "$PG15_CONFIG" --release
   cluster_stop "$BENCH_BIN" "$BENCH_DATA" 2>/dev/null || true
   as_root rm -rf "$BENCH_DATA"

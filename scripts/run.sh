@@ -9,11 +9,12 @@ cd "$here/.."
 DEMO_PORT=${DRIFTDB_DEMO_PORT:-5455}
 DEMO_DATA="$DRIFTDB_RUN/demo-15"
 DEMO_DB=drift_demo
-BIN15=$("$PG15_CONFIG" --bindir)
 
 pg_lock
 # Only what the demo needs: PostgreSQL 15 (from Debian) and cargo-pgrx.
 bash "$here/setup.sh" --versions 15 --no-fuzz
+# Known only once setup has installed PostgreSQL (a fresh machine has none before).
+BIN15=$("$PG15_CONFIG" --bindir)
 install_driftdb "$PG15_CONFIG" --release
 # Restart a running demo server so that it loads the new build.
 cluster_stop "$BIN15" "$DEMO_DATA"

@@ -76,7 +76,8 @@ fn tree_bytes(dir: &std::path::Path) -> u64 {
 
 /// The data directory's file system, DriftDB's bytes on disk, whether the WAL resource
 /// manager is registered, whether the background worker is alive and when it last took a
-/// snapshot, and how many tables failed their last verification.
+/// snapshot, how many tables failed their last verification, and how many tables the
+/// worker could not snapshot at its last attempt (it retries them with backoff).
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_restricted)]
 fn drift_health() -> TableIterator<
@@ -89,6 +90,7 @@ fn drift_health() -> TableIterator<
         name!(worker_alive, bool),
         name!(last_snapshot_at, Option<pgrx::datum::TimestampWithTimeZone>),
         name!(tables_failing_verify, i32),
+        name!(tables_failing_snapshot, i32),
     ),
 > {
     let data = crate::engine::data_dir();
@@ -96,7 +98,8 @@ fn drift_health() -> TableIterator<
     let (free, total) = wal::space(&data).unwrap_or_else(|e| {
         crate::error::DriftError::Internal(format!("statvfs {}: {e}", data.display())).report()
     });
-    let last_snapshot_at = worker::WORKER.share().last_snapshot_at;
+    let w = *worker::WORKER.share();
+    let last_snapshot_at = w.last_snapshot_at;
     TableIterator::once((
         free as i64,
         total as i64,
@@ -114,5 +117,6 @@ fn drift_health() -> TableIterator<
             .expect("not null")
         }),
         failing_verify() as i32,
+        w.tables_failing_snapshot as i32,
     ))
 }

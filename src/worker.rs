@@ -25,9 +25,18 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_secs(1);
+/// The longest a table whose snapshots fail waits for its next attempt; the wait doubles
+/// from 2 s with each failure in a row.
+const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+thread_local! {
+    /// Tables whose policy snapshot failed: failures in a row, and when to try again.
+    static BACKOFF: std::cell::RefCell<std::collections::HashMap<u64, (u32, Instant)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
 
 static SNAPSHOT_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 static SNAPSHOT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
@@ -40,6 +49,8 @@ pub struct WorkerState {
     pub beat: i64,
     /// When it last took a snapshot (0: not since the server started).
     pub last_snapshot_at: i64,
+    /// Tables whose last policy snapshot failed (the worker retries them with backoff).
+    pub tables_failing_snapshot: u32,
 }
 
 // SAFETY: plain old data, no pointers; lives in shared memory guarded by its LWLock.
@@ -193,29 +204,63 @@ fn snapshot_by_policy() {
             return;
         }
     };
+    let now = Instant::now();
+    // Tables dropped since they failed are forgotten.
+    BACKOFF.with(|b| b.borrow_mut().retain(|id, _| ids.contains(id)));
     for id in ids {
-        let due = engine::try_with_store(|s| s.since_snapshot(id))
-            .map(|(e, b)| (events > 0 && e >= events) || (bytes > 0 && b >= bytes));
-        if !matches!(due, Ok(true)) {
+        if BACKOFF.with(|b| b.borrow().get(&id).is_some_and(|(_, next)| now < *next)) {
             continue;
         }
-        // Every group of the table at or below this seq is decided.
-        let upto = shmem::stable_seq_for(id);
-        let done = engine::try_with_store(|s| {
-            engine::refresh_settled(s)?;
-            let _lock = shmem::SNAPSHOTS.exclusive();
-            s.snapshot(id, upto, &engine::LatestFates)
-        });
+        // Reading what the table holds since its snapshot reads its log: a damaged table
+        // fails here, and counts as a failed snapshot.
+        let due = engine::try_with_store(|s| s.since_snapshot(id))
+            .map(|(e, b)| (events > 0 && e >= events) || (bytes > 0 && b >= bytes));
+        let done = match due {
+            Ok(false) => {
+                BACKOFF.with(|b| b.borrow_mut().remove(&id));
+                continue;
+            }
+            Ok(true) => {
+                // Every group of the table at or below this seq is decided.
+                let upto = shmem::stable_seq_for(id);
+                engine::try_with_store(|s| {
+                    engine::refresh_settled(s)?;
+                    let _lock = shmem::SNAPSHOTS.exclusive();
+                    s.snapshot(id, upto, &engine::LatestFates)
+                })
+            }
+            Err(e) => Err(e),
+        };
         match done {
-            // SAFETY: reads the clock.
-            Ok(_) => WORKER.exclusive().last_snapshot_at = unsafe { pg_sys::GetCurrentTimestamp() },
+            Ok(_) => {
+                BACKOFF.with(|b| b.borrow_mut().remove(&id));
+                // SAFETY: reads the clock.
+                WORKER.exclusive().last_snapshot_at = unsafe { pg_sys::GetCurrentTimestamp() }
+            }
             // Dropped meanwhile, or a group still deciding: the next round sees.
             Err(
                 driftdb_storage::Error::NoSuchTable(_) | driftdb_storage::Error::Undecided { .. },
             ) => {}
-            Err(e) => pgrx::warning!("driftdb: could not snapshot table {id}: {e}"),
+            Err(e) => {
+                // Tried again after 2 s, 4 s, 8 s, ... at most an hour: a table whose
+                // snapshot cannot be taken costs neither a loop nor a flooded log.
+                let (failures, wait) = BACKOFF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let entry = b.entry(id).or_insert((0, now));
+                    entry.0 += 1;
+                    let wait = Duration::from_secs(1u64 << entry.0.min(12)).min(BACKOFF_MAX);
+                    entry.1 = Instant::now() + wait;
+                    (entry.0, wait)
+                });
+                pgrx::warning!(
+                    "driftdb: could not snapshot table {id} ({failures} failures in a row; \
+                     next attempt in {} s): {e}",
+                    wait.as_secs()
+                )
+            }
         }
     }
+    WORKER.exclusive().tables_failing_snapshot = BACKOFF.with(|b| b.borrow().len() as u32);
 }
 
 #[pg_guard]

@@ -133,3 +133,111 @@ fn the_worker_takes_snapshots_by_events_and_by_bytes() {
         ]
     );
 }
+
+/// Seconds since midnight of a server log line (`%m`: "YYYY-MM-DD HH:MM:SS.mmm ...").
+fn log_time(line: &str) -> f64 {
+    let t = &line[11..23];
+    let h: f64 = t[0..2].parse().unwrap();
+    let m: f64 = t[3..5].parse().unwrap();
+    let s: f64 = t[6..12].parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
+
+/// A table whose snapshot cannot be taken (its log damaged on disk) is tried again after
+/// 2 s, then 4 s, not every second, and `drift_health()` counts it until it is dropped
+/// (#24: the worker retried every 1.6 s forever and nothing reported it).
+#[test]
+fn a_failing_policy_snapshot_is_retried_with_backoff_and_reported() {
+    let cluster = Cluster::start(
+        "snapshot-fails",
+        &["driftdb.snapshot_events = 0", "driftdb.snapshot_bytes = 0"],
+    );
+    let mut c = cluster.create_db("app");
+    c.batch_execute(
+        "CREATE FOREIGN TABLE bad (id int NOT NULL, v text) SERVER drift \
+           OPTIONS (primary_key 'id');
+         INSERT INTO bad SELECT g, 'v' || g FROM generate_series(1, 200) g;
+         CREATE FOREIGN TABLE good (id int NOT NULL) SERVER drift OPTIONS (primary_key 'id');
+         INSERT INTO good SELECT generate_series(1, 200);",
+    )
+    .unwrap();
+    let dir = table_dir(&cluster, &mut c, "bad");
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    drop(c);
+    cluster.stop();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .collect();
+    segments.sort();
+    // A byte of the first frame's payload (after the 32-byte header and the frame's 12).
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    bytes[32 + 12 + 4] ^= 0x10;
+    std::fs::write(&segments[0], &bytes).unwrap();
+    cluster.restart();
+    let mut c = cluster.connect("app");
+    c.batch_execute("ALTER SYSTEM SET driftdb.snapshot_events = 10")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let failing = |c: &mut Client| -> i32 {
+        c.query_one("SELECT tables_failing_snapshot FROM drift_health()", &[])
+            .unwrap()
+            .get(0)
+    };
+    let marker = format!("could not snapshot table {id} ");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let attempts = loop {
+        let log = cluster.server_log();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(&marker))
+            .map(String::from)
+            .collect();
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 3 attempts to snapshot table {id} in 60 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failing(&mut c), 1);
+    assert!(
+        attempts[0].contains("1 failures in a row; next attempt in 2 s"),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts[1].contains("2 failures in a row; next attempt in 4 s"),
+        "{attempts:?}"
+    );
+    let (t0, t1, t2) = (
+        log_time(&attempts[0]),
+        log_time(&attempts[1]),
+        log_time(&attempts[2]),
+    );
+    assert!(
+        t1 - t0 >= 1.9,
+        "second attempt {:.1} s after the first",
+        t1 - t0
+    );
+    assert!(
+        t2 - t1 >= 3.9,
+        "third attempt {:.1} s after the second",
+        t2 - t1
+    );
+    // The other table is snapshotted meanwhile.
+    let good = table_dir(&cluster, &mut c, "good");
+    wait_for_snapshot_after(&good, 1);
+    // Dropped, the table is no longer reported.
+    c.batch_execute("DROP FOREIGN TABLE bad").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while failing(&mut c) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped table is still reported"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
