@@ -374,3 +374,49 @@ fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// xorshift64*: a small deterministic generator, so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// One element of `from`, each as likely.
+    pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len() as u64) as usize]
+    }
+}
+
+/// Waits until the backend with pid `pid` waits for a heavyweight lock, as
+/// `pg_stat_activity` shows it (observed, not slept for), and returns its wait event
+/// (`Lock:relation`, `Lock:transactionid`, ...); panics after 30 seconds.
+pub fn lock_wait_of(c: &mut Client, pid: i32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let what: String = c
+            .query_one(
+                "SELECT coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') \
+                   FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if what.starts_with("Lock:") {
+            return what;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend {pid} never waited for a lock (last: {what})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -3,9 +3,8 @@
 //! table, as it waits for a SELECT on a heap table, instead of pulling the files from under
 //! them.
 
-use driftdb_e2e::{Client, Cluster};
+use driftdb_e2e::{lock_wait_of, Client, Cluster};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// The directories of DriftDB tables under the cluster's data directory.
 fn table_dirs(datadir: &Path) -> Vec<String> {
@@ -30,29 +29,6 @@ fn table_id(c: &mut Client, name: &str) -> String {
         .unwrap()
         .get(0);
     id.to_string()
-}
-
-/// Waits until backend `pid` waits for a lock, and returns its wait event.
-fn lock_wait_of(c: &mut Client, pid: i32) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let what: String = c
-            .query_one(
-                "SELECT coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') \
-                   FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .unwrap()
-            .get(0);
-        if what.starts_with("Lock:") {
-            return what;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backend {pid} never waited for a lock (last: {what})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -189,6 +189,44 @@ fn a_standby_answers_like_the_primary_and_takes_over_after_promotion() {
     assert_eq!(answers(&mut s, &seqs, &times)[5..], on_primary[5..]);
 }
 
+/// Waits until `archive` holds the WAL segment `segment`.
+fn wait_archived(archive: &Path, segment: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !archive.join(segment).exists() {
+        assert!(Instant::now() < deadline, "{segment} was not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Point-in-time recovery: a copy of the base backup `backup`, restored from the WAL in
+/// `archive` up to `target` and promoted; returns the cluster once it takes writes.
+fn restore_to(backup: &Path, archive: &Path, target: &str) -> Cluster {
+    let restored_dir = backup.with_file_name(format!(
+        "{}-restored",
+        backup.file_name().unwrap().to_string_lossy()
+    ));
+    copy_tree(backup, &restored_dir);
+    std::fs::write(restored_dir.join("recovery.signal"), b"").unwrap();
+    let restore_cmd = format!("restore_command = 'cp {}/%f %p'", archive.display());
+    let target_conf = format!("recovery_target_time = '{target}'");
+    let restored = Cluster::from_data(
+        restored_dir,
+        &[
+            &restore_cmd,
+            &target_conf,
+            "recovery_target_action = 'promote'",
+            "archive_mode = off",
+        ],
+    );
+    let mut r = restored.connect("postgres");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while one_text(&mut r, "SELECT pg_is_in_recovery()::text") == "true" {
+        assert!(Instant::now() < deadline, "recovery did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    restored
+}
+
 #[test]
 fn point_in_time_recovery_restores_driftdb_tables_as_of_the_target() {
     let archive = ScratchDir::new("archive");
@@ -238,37 +276,12 @@ fn point_in_time_recovery_restores_driftdb_tables_as_of_the_target() {
     );
     // Archive the last WAL segment and wait for it.
     let segment = one_text(&mut p, "SELECT pg_walfile_name(pg_switch_wal())");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !archive.0.join(&segment).exists() {
-        assert!(Instant::now() < deadline, "{segment} was not archived");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_archived(&archive.0, &segment);
     drop(p);
     primary.stop();
 
-    let restored_dir = backup.0.with_file_name(format!(
-        "{}-restored",
-        backup.0.file_name().unwrap().to_string_lossy()
-    ));
-    copy_tree(&backup.0, &restored_dir);
-    std::fs::write(restored_dir.join("recovery.signal"), b"").unwrap();
-    let restore_cmd = format!("restore_command = 'cp {}/%f %p'", archive.0.display());
-    let target_conf = format!("recovery_target_time = '{target}'");
-    let restored = Cluster::from_data(
-        restored_dir,
-        &[
-            &restore_cmd,
-            &target_conf,
-            "recovery_target_action = 'promote'",
-            "archive_mode = off",
-        ],
-    );
+    let restored = restore_to(&backup.0, &archive.0, &target);
     let mut r = restored.connect("app");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while one_text(&mut r, "SELECT pg_is_in_recovery()::text") == "true" {
-        assert!(Instant::now() < deadline, "recovery did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert_eq!(
         one_text(&mut r, "SELECT json_agg(u ORDER BY id)::text FROM users u"),
         expected
@@ -641,36 +654,11 @@ fn an_import_of_100000_transactions_replays_after_a_crash_on_a_standby_and_by_pi
     assert!(!log.contains("in flight during replay"), "{log}");
 
     // Point-in-time recovery to a moment after the import, before the next insert.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !archive.0.join(&segment).exists() {
-        assert!(Instant::now() < deadline, "{segment} was not archived");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_archived(&archive.0, &segment);
     drop(p);
     primary.stop();
-    let restored_dir = backup.0.with_file_name(format!(
-        "{}-restored",
-        backup.0.file_name().unwrap().to_string_lossy()
-    ));
-    copy_tree(&backup.0, &restored_dir);
-    std::fs::write(restored_dir.join("recovery.signal"), b"").unwrap();
-    let restore_cmd = format!("restore_command = 'cp {}/%f %p'", archive.0.display());
-    let target_conf = format!("recovery_target_time = '{target}'");
-    let restored = Cluster::from_data(
-        restored_dir,
-        &[
-            &restore_cmd,
-            &target_conf,
-            "recovery_target_action = 'promote'",
-            "archive_mode = off",
-        ],
-    );
+    let restored = restore_to(&backup.0, &archive.0, &target);
     let mut r = restored.connect("app");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while one_text(&mut r, "SELECT pg_is_in_recovery()::text") == "true" {
-        assert!(Instant::now() < deadline, "recovery did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert_eq!(imported_answers(&mut r), expected);
     r.batch_execute("INSERT INTO imp VALUES (0, 'new')")
         .unwrap();

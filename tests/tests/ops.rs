@@ -2,23 +2,8 @@
 //! client (COPY out of drift_export, COPY into a staging table, drift_import), and the
 //! server counters and table figures checked against what was done and what is on disk.
 
-use driftdb_e2e::{Client, Cluster};
+use driftdb_e2e::{lock_wait_of, Client, Cluster, Rng};
 use std::io::{Read, Write};
-
-/// xorshift64*: a small deterministic generator, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const TABLE: &str = "CREATE FOREIGN TABLE items (id int NOT NULL, name text, qty int, \
                      price numeric(10,2), tags text[], seen timestamptz, doc jsonb) \
@@ -348,30 +333,6 @@ fn counters_sum_over_backends_and_figures_match_the_files() {
         server_stat(&mut reader, "journal_segments") as usize,
         jfiles
     );
-}
-
-/// Waits until the backend with pid `pid` waits for a lock (as pg_stat_activity shows),
-/// and returns what it waits for; panics after 30 seconds.
-fn lock_wait_of(c: &mut Client, pid: i32) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let row = c
-            .query_one(
-                "SELECT coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') \
-                   FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .unwrap();
-        let what: String = row.get(0);
-        if what.starts_with("Lock:") {
-            return what;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend {pid} never waited for a lock (last: {what})"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// An import left open holds up no reader of another table, in this database or another,

@@ -6,25 +6,7 @@
 //! point that refers to another relation's row once crashed the server (#24): the server
 //! must answer every query and its log must show no crash.
 
-use driftdb_e2e::{Client, Cluster};
-
-/// xorshift64*: a small deterministic generator, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-}
+use driftdb_e2e::{Client, Cluster, Rng};
 
 /// The rows of `sql` as one text, in a fixed order.
 fn answer(c: &mut Client, sql: &str) -> Result<String, String> {

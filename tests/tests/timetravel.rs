@@ -2,22 +2,7 @@
 //! connections; after every commit the full state of both tables, the seq and the time are
 //! recorded; afterwards `drift_as_of` by seq and by time must give back every recorded state.
 
-use driftdb_e2e::{Client, Cluster};
-
-/// xorshift64*: a small deterministic generator, so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use driftdb_e2e::{Client, Cluster, Rng};
 
 type State = Vec<(i32, String, i32)>;
 
