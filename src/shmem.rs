@@ -106,8 +106,9 @@ fn ended_up_to(xid: u32) -> bool {
 
 impl Shared {
     /// The highest seq at or below which every group is decided (committed or aborted) but
-    /// those of imports in progress: what readers may read up to. A reader of an importing table at a seq past
-    /// the import's first group waits for the import first ([`pending_imports`]).
+    /// those of imports in progress: what readers may read up to. A reader of an importing
+    /// table at a seq past the import's first group waits for the import first
+    /// ([`pending_imports`]).
     pub fn readable_seq(&self) -> u64 {
         self.stable_seq_where(|s| s.table == 0)
     }
