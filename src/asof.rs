@@ -42,6 +42,17 @@ fn parse(value: &str) -> Option<Point> {
     Some(Point::Time(ts.value() as i64))
 }
 
+/// The seq that `value` names for a read of `table`, by the rule of this setting: an
+/// integer is a seq, anything else must be a timestamptz (in the session's DateStyle and
+/// TimeZone). Used by `drift_as_of(t, text)`, where an empty value is no point at all.
+pub fn seq_of_text(table: driftdb_storage::TableId, value: &str) -> u64 {
+    match parse(value) {
+        Some(Point::Seq(s)) => check_seq(table, s),
+        Some(Point::Time(t)) => seq_at_table(table, t),
+        None => DriftError::EmptyPoint.report(),
+    }
+}
+
 /// Rejects values that are neither empty, a seq, nor a timestamp, at SET time.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_as_of(

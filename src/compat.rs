@@ -127,3 +127,31 @@ pub unsafe fn require_select(
         }
     }
 }
+
+unsafe extern "C-unwind" {
+    /// nodeModifyTable.h (the same in 15 to 18), which pgrx's bindings leave out.
+    fn ExecComputeStoredGenerated(
+        rinfo: *mut pg_sys::ResultRelInfo,
+        estate: *mut pg_sys::EState,
+        slot: *mut pg_sys::TupleTableSlot,
+        cmdtype: pg_sys::CmdType::Type,
+    );
+}
+
+/// Computes the stored generated columns of an UPDATE's new row again (after a recheck
+/// built the row anew), as the executor did before the first attempt.
+///
+/// # Safety
+/// The pointers are an UPDATE's result relation, executor state and new-row slot.
+pub unsafe fn compute_stored_generated(
+    rinfo: *mut pg_sys::ResultRelInfo,
+    estate: *mut pg_sys::EState,
+    slot: *mut pg_sys::TupleTableSlot,
+) {
+    unsafe {
+        let constr = (*(*(*rinfo).ri_RelationDesc).rd_att).constr;
+        if !constr.is_null() && (*constr).has_generated_stored {
+            ExecComputeStoredGenerated(rinfo, estate, slot, pg_sys::CmdType::CMD_UPDATE);
+        }
+    }
+}

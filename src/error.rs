@@ -93,6 +93,23 @@ pub enum DriftError {
     },
     PrepareWithWrites,
     Serializable,
+    /// NOWAIT found the row locked by another transaction.
+    RowLocked {
+        relid: pg_sys::Oid,
+    },
+    /// `ON CONFLICT (columns)` naming other columns than the primary key's.
+    OnConflictTarget {
+        relid: pg_sys::Oid,
+        keyless: bool,
+    },
+    /// `ON CONFLICT ... DO UPDATE`.
+    OnConflictUpdate {
+        relid: pg_sys::Oid,
+    },
+    /// `drift_as_of(t, '')`.
+    EmptyPoint,
+    /// A locking read while `driftdb.as_of` is set.
+    LockInPast,
     /// A transaction's fate is neither recorded by DriftDB nor in the commit log any more.
     FateForgotten {
         xid: u64,
@@ -281,6 +298,48 @@ impl DriftError {
                 FUNC,
             )
             .set_hint("The past is read-only: RESET driftdb.as_of to write."),
+            DriftError::RowLocked { relid } => ErrorReport::new(
+                ERRCODE_LOCK_NOT_AVAILABLE,
+                format!("could not obtain lock on row in relation \"{}\"", rel_name(relid)),
+                FUNC,
+            ),
+            DriftError::OnConflictTarget { relid, keyless } => ErrorReport::new(
+                ERRCODE_INVALID_COLUMN_REFERENCE,
+                "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+                FUNC,
+            )
+            .set_detail(if keyless {
+                format!("DriftDB table \"{}\" has no primary key.", rel_name(relid))
+            } else {
+                format!(
+                    "The one unique constraint of DriftDB table \"{}\" is its primary key.",
+                    rel_name(relid)
+                )
+            })
+            .set_hint("Name exactly the primary key's columns, or no columns: ON CONFLICT DO NOTHING."),
+            DriftError::OnConflictUpdate { relid } => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "ON CONFLICT DO UPDATE is not supported on DriftDB table \"{}\"",
+                    rel_name(relid)
+                ),
+                FUNC,
+            )
+            .set_hint(
+                "Upsert in two statements: UPDATE the row by its key, and when it updated no row, \
+                 INSERT ... ON CONFLICT DO NOTHING (and UPDATE again if that inserted nothing).",
+            ),
+            DriftError::EmptyPoint => ErrorReport::new(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                "the point to read as of must be a seq or a timestamp, not an empty string",
+                FUNC,
+            ),
+            DriftError::LockInPast => ErrorReport::new(
+                ERRCODE_READ_ONLY_SQL_TRANSACTION,
+                "cannot lock rows of DriftDB tables while driftdb.as_of is set",
+                FUNC,
+            )
+            .set_hint("The past is read-only: RESET driftdb.as_of to lock rows."),
             DriftError::DuplicateKey { relid, key } => {
                 let detail = crate::fdw::table::describe_key(relid, &key);
                 ErrorReport::new(

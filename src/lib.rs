@@ -17,6 +17,7 @@ mod export;
 mod fdw;
 mod health;
 mod history;
+mod rowlock;
 mod schema;
 mod shmem;
 mod stats;
@@ -50,6 +51,7 @@ pub extern "C-unwind" fn _PG_init() {
     stats::init();
     schema::init();
     export::init();
+    rowlock::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

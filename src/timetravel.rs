@@ -243,6 +243,33 @@ pub unsafe extern "C-unwind" fn drift_as_of_time(
     }
 }
 
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_drift_as_of_text() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// `drift_as_of(anyelement, text)`: the point as text, read as `SET driftdb.as_of` reads
+/// it (an integer is a seq, anything else a timestamptz). An untyped literal or parameter
+/// resolves to this overload (the other two are of different type categories, so
+/// Postgres could not choose between them).
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn drift_as_of_text(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    unsafe {
+        let info = table_of_argument(fcinfo);
+        let Some(point) = pgrx::fcinfo::pg_getarg::<String>(fcinfo, 1) else {
+            DriftError::NullPoint.report()
+        };
+        let seq = crate::asof::seq_of_text(info.id, &point);
+        return_rows_as_of(fcinfo, &info, seq);
+        pg_sys::Datum::from(0usize)
+    }
+}
+
 extension_sql!(
     r#"
 CREATE FUNCTION drift_as_of(row_type anyelement, seq bigint) RETURNS SETOF anyelement
@@ -255,6 +282,11 @@ CREATE FUNCTION drift_as_of(row_type anyelement, at timestamptz) RETURNS SETOF a
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_time';
 COMMENT ON FUNCTION drift_as_of(anyelement, timestamptz) IS
     'The rows of a DriftDB table after the last commit at or before an instant';
+CREATE FUNCTION drift_as_of(row_type anyelement, point text) RETURNS SETOF anyelement
+    VOLATILE PARALLEL RESTRICTED
+    LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_text';
+COMMENT ON FUNCTION drift_as_of(anyelement, text) IS
+    'The rows of a DriftDB table as of a seq (an integer) or a timestamptz, given as text';
 "#,
     name = "drift_as_of",
 );

@@ -315,6 +315,11 @@ pub fn record_target_key(scan: u32, key: Vec<u8>) -> u64 {
     })
 }
 
+/// Forgets the keys of target scan `scan`, which has ended.
+pub fn release_target_scan(scan: u32) {
+    STATE.with(|s| s.borrow_mut().target_keys.remove(&scan));
+}
+
 /// The key of row `n` of target scan `scan`.
 pub fn target_key(scan: u32, n: u64) -> Option<Vec<u8>> {
     STATE.with(|s| s.borrow().target_keys.get(&scan)?.get(n as usize).cloned())
@@ -456,11 +461,13 @@ unsafe extern "C-unwind" fn xact_callback(
             let ddl = STATE.with(|s| std::mem::take(&mut s.borrow_mut().ddl));
             release_inflight();
             clear();
+            crate::rowlock::clear();
             remove_dropped(ddl);
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             release_inflight();
-            clear()
+            clear();
+            crate::rowlock::clear();
         }
         _ => {}
     }
@@ -482,6 +489,8 @@ unsafe extern "C-unwind" fn subxact_callback(
                 s.reindex();
             }
             s.ddl.retain(|d| d.1 != my_subid);
+            drop(s);
+            crate::rowlock::subtransaction_aborted();
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => STATE.with(|s| {
             let mut s = s.borrow_mut();

@@ -41,6 +41,7 @@ unsafe extern "C-unwind" fn planner(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     unsafe {
+        crate::fdw::modify::rewrite_on_conflict(parse);
         rewrite_calls(parse);
         match PREV_PLANNER {
             Some(prev) => prev(parse, query_string, cursor_options, bound_params),
@@ -55,6 +56,8 @@ pub enum Point {
     Present = 0,
     Seq = 1,
     Time = 2,
+    /// Text read as `driftdb.as_of` reads it: an integer seq, else a timestamptz.
+    Text = 3,
 }
 
 impl Point {
@@ -62,6 +65,7 @@ impl Point {
         match v {
             1 => Point::Seq,
             2 => Point::Time,
+            3 => Point::Text,
             _ => Point::Present,
         }
     }
@@ -183,10 +187,10 @@ pub unsafe fn point_of(rte: *mut pg_sys::RangeTblEntry) -> Option<(*mut pg_sys::
         }
         let args = pgrx::PgList::<pg_sys::Expr>::from_pg((*sample).args);
         let e = args.get_ptr(0)?;
-        let kind = if pg_sys::exprType(e.cast()) == pg_sys::TIMESTAMPTZOID {
-            Point::Time
-        } else {
-            Point::Seq
+        let kind = match pg_sys::exprType(e.cast()) {
+            pg_sys::TIMESTAMPTZOID => Point::Time,
+            pg_sys::TEXTOID => Point::Text,
+            _ => Point::Seq,
         };
         Some((e, kind))
     }

@@ -4,7 +4,7 @@
 mod analyze;
 pub mod asof_call;
 mod history_call;
-mod modify;
+pub mod modify;
 pub mod options;
 mod plan;
 mod pushdown;
@@ -38,6 +38,8 @@ fn driftdb_fdw_handler() -> Internal {
     r.ExecForeignDelete = Some(modify::exec_foreign_delete);
     r.BeginForeignInsert = Some(modify::begin_foreign_insert);
     r.AnalyzeForeignTable = Some(analyze::analyze_foreign_table);
+    r.GetForeignRowMarkType = Some(plan::get_foreign_row_mark_type);
+    r.RefetchForeignRow = Some(scan::refetch_foreign_row);
     Internal::from(Some(r.into_pg().into()))
 }
 

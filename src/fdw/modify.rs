@@ -5,6 +5,7 @@ use crate::engine::{self, LatestFates, SnapshotFates};
 use crate::error::DriftError;
 use crate::fdw::scan::{from_ctid, visible_row};
 use crate::fdw::table::TableInfo;
+use crate::rowlock::{self, Strength, Wait};
 use crate::txn::{self, Own};
 use driftdb_storage::{Event, Op, Row};
 use pgrx::pg_sys;
@@ -15,6 +16,11 @@ struct ModifyState {
     info: TableInfo,
     /// Position of the ctid junk column in the plan's output (UPDATE, DELETE).
     ctid_attno: pg_sys::AttrNumber,
+    /// The ModifyTable node, whose EvalPlanQual state rechecks a row another transaction
+    /// changed meanwhile (null for COPY).
+    mtstate: *mut pg_sys::ModifyTableState,
+    /// `INSERT ... ON CONFLICT DO NOTHING`: a row whose key exists is skipped.
+    on_conflict_nothing: bool,
 }
 
 /// UPDATE and DELETE find their rows by the ctid the scan put on them.
@@ -63,7 +69,15 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
                     .report()
             }
         }
-        let state = ModifyState { info, ctid_attno };
+        let plan = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
+        let on_conflict_nothing =
+            (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
+        let state = ModifyState {
+            info,
+            ctid_attno,
+            mtstate,
+            on_conflict_nothing,
+        };
         let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
         (*rinfo).ri_FdwState = ptr.cast();
     }
@@ -94,6 +108,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
         let state = ModifyState {
             info,
             ctid_attno: 0,
+            mtstate: std::ptr::null_mut(),
+            on_conflict_nothing: false,
         };
         let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
         (*rinfo).ri_FdwState = ptr.cast();
@@ -110,59 +126,127 @@ unsafe fn modify_state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a ModifyState
     }
 }
 
-/// The row under `key` as this transaction sees it right now, and the committed row
-/// beneath its own changes. The committed row is the one the reader's snapshot sees
-/// (`snapshot_fates`) or, for uniqueness checks, the latest one of every transaction that
-/// has not aborted, so that concurrent writers are not missed.
-unsafe fn current_row(
-    info: &TableInfo,
-    key: &[u8],
-    snapshot_fates: bool,
-) -> (Option<Row>, Option<Row>) {
+/// The row under `key` as this transaction sees it right now: the latest committed row
+/// of every transaction that has not aborted, with this transaction's own changes laid
+/// over it. Called with the row's lock held, so no other writer of the key is running.
+unsafe fn current_row(info: &TableInfo, key: &[u8]) -> Option<Row> {
+    let at = engine::read_point();
+    unsafe {
+        let cid = pg_sys::GetCurrentCommandId(false);
+        engine::with_store(|s| {
+            let base = visible_row(s, info.id, key, at, &LatestFates)?;
+            let mut own = txn::own_changes(info.id, Some(key), cid, true, &mut |_| base.clone());
+            Ok(match own.remove(key) {
+                Some(Own::Row(r)) => Some(r),
+                Some(Own::Deleted) => None,
+                None => base,
+            })
+        })
+    }
+}
+
+/// A row read through the statement's snapshot, once its lock is held.
+pub enum Locked {
+    /// Nobody changed it since the snapshot: the row as this transaction sees it (its own
+    /// changes laid over the committed row), and the committed row it is based on.
+    Unchanged(Option<Row>, Option<Row>),
+    /// Another transaction committed a change to it after the snapshot was taken: the row
+    /// as that change left it (`None`: deleted).
+    Changed(Option<Row>),
+}
+
+/// What became of row `key`, read through the statement's snapshot, now that this
+/// transaction holds its lock (so every other writer of it has finished).
+///
+/// # Safety
+/// Must run inside a statement of a transaction (it reads the active snapshot).
+pub unsafe fn after_lock(info: &TableInfo, key: &[u8]) -> Locked {
     let at = engine::read_point();
     unsafe {
         let cid = pg_sys::GetCurrentCommandId(false);
         let snapshot = pg_sys::GetActiveSnapshot();
         engine::with_store(|s| {
-            let base = if snapshot_fates && !snapshot.is_null() {
-                visible_row(s, info.id, key, at, &SnapshotFates::new(snapshot))?
-            } else {
+            let base = if snapshot.is_null() {
                 visible_row(s, info.id, key, at, &LatestFates)?
+            } else {
+                visible_row(s, info.id, key, at, &SnapshotFates::new(snapshot))?
             };
             let mut own = txn::own_changes(info.id, Some(key), cid, true, &mut |_| base.clone());
-            let current = match own.remove(key) {
-                Some(Own::Row(r)) => Some(r),
-                Some(Own::Deleted) => None,
-                None => base.clone(),
-            };
-            Ok((current, base))
+            // Rows this transaction changed were locked since: nobody else changed them.
+            match own.remove(key) {
+                Some(Own::Row(r)) => return Ok(Locked::Unchanged(Some(r), base)),
+                Some(Own::Deleted) => return Ok(Locked::Unchanged(None, base)),
+                None => {}
+            }
+            let latest = visible_row(s, info.id, key, at, &LatestFates)?;
+            Ok(if latest == base {
+                Locked::Unchanged(base.clone(), base)
+            } else {
+                Locked::Changed(latest)
+            })
         })
     }
 }
 
-/// The row an UPDATE or DELETE changes, remembering what it was based on.
-unsafe fn row_to_change(info: &TableInfo, key: &[u8]) -> Row {
-    let (current, base) = unsafe { current_row(info, key, true) };
-    txn::expect(info.relid, info.id, key, base);
-    match current {
-        Some(row) => row,
-        None => DriftError::ConcurrentChange {
-            relid: info.relid,
-            key: key.to_vec(),
+/// Whether the transaction reads through one snapshot (REPEATABLE READ): a row changed
+/// since then is a serialization failure, not a row to recheck.
+pub fn uses_transaction_snapshot() -> bool {
+    // SAFETY: a plain read of the backend's isolation level.
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
+/// Whether a slot holds no row (Postgres' `TupIsNull`).
+///
+/// # Safety
+/// `slot` is null or a valid slot.
+pub unsafe fn slot_is_empty(slot: *mut pg_sys::TupleTableSlot) -> bool {
+    unsafe { slot.is_null() || (*slot).tts_flags & pg_sys::TTS_FLAG_EMPTY as u16 != 0 }
+}
+
+/// Runs the statement's EvalPlanQual recheck on `latest`, the row another transaction's
+/// change left under the key: the plan's conditions are evaluated again on it, and its
+/// output row computed from it (heap's READ COMMITTED behaviour). Returns the recheck's
+/// output row, or null when the row no longer qualifies.
+unsafe fn recheck(
+    state: &ModifyState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+    latest: &Row,
+) -> *mut pg_sys::TupleTableSlot {
+    unsafe {
+        if state.mtstate.is_null() {
+            DriftError::Internal("a recheck without its plan".into()).report()
         }
-        .report(),
+        let epq = &raw mut (*state.mtstate).mt_epqstate;
+        let rel = (*rinfo).ri_RelationDesc;
+        let rti = (*rinfo).ri_RangeTableIndex;
+        let input = pg_sys::EvalPlanQualSlot(epq, rel, rti);
+        state.info.store_row(input, latest);
+        (*input).tts_tableOid = state.info.relid;
+        (*input).tts_tid = ctid_of(state, plan_slot);
+        pg_sys::EvalPlanQual(epq, rel, rti, input)
     }
 }
 
-unsafe fn target_key(state: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> Vec<u8> {
+/// The ctid the scan put on the row being changed.
+unsafe fn ctid_of(
+    state: &ModifyState,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> pg_sys::ItemPointerData {
     unsafe {
         let mut isnull = false;
         let d = pg_sys::slot_getattr(plan_slot, state.ctid_attno as i32, &mut isnull);
         if isnull {
             DriftError::Internal("the ctid row identity is NULL".into()).report()
         }
-        let tid = &*(d.cast_mut_ptr::<pg_sys::ItemPointerData>());
-        let (scan, n) = from_ctid(tid);
+        *(d.cast_mut_ptr::<pg_sys::ItemPointerData>())
+    }
+}
+
+unsafe fn target_key(state: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> Vec<u8> {
+    unsafe {
+        let tid = ctid_of(state, plan_slot);
+        let (scan, n) = from_ctid(&tid);
         txn::target_key(scan, n).unwrap_or_else(|| {
             DriftError::Internal(format!("no row {n} in target scan {scan}")).report()
         })
@@ -183,9 +267,16 @@ unsafe fn check_constraints(
     }
 }
 
-fn check_absent(info: &TableInfo, key: &[u8]) {
+/// Locks a key a new row takes (waiting for a transaction that inserted or deleted it),
+/// and tells whether a row holds it.
+fn lock_new_key(info: &TableInfo, key: &[u8]) -> (bool, rowlock::Got) {
+    let got = rowlock::lock_row(info.relid, key, Strength::Update, Wait::Block);
     // SAFETY: called from executor callbacks of this table.
-    if unsafe { current_row(info, key, false) }.0.is_some() {
+    (unsafe { current_row(info, key) }.is_some(), got)
+}
+
+fn check_absent(info: &TableInfo, key: &[u8]) {
+    if lock_new_key(info, key).0 {
         DriftError::DuplicateKey {
             relid: info.relid,
             key: key.to_vec(),
@@ -207,10 +298,70 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
         let (key, row) = state.info.row_from_slot(slot, true);
         let key = key.expect("a new row always has a key");
         if !state.info.key.is_empty() {
-            check_absent(&state.info, &key);
+            if state.on_conflict_nothing {
+                let (exists, got) = lock_new_key(&state.info, &key);
+                if exists {
+                    if uses_transaction_snapshot() && conflict_is_invisible(&state.info, &key) {
+                        DriftError::ConcurrentChange {
+                            relid: state.info.relid,
+                            key,
+                        }
+                        .report()
+                    }
+                    if got == rowlock::Got::Taken {
+                        rowlock::unlock_row(state.info.relid, &key, Strength::Update);
+                    }
+                    return std::ptr::null_mut();
+                }
+            } else {
+                check_absent(&state.info, &key);
+            }
         }
         push_event(&state.info, key, Op::Insert(row));
         slot
+    }
+}
+
+/// Whether the row under `key` is one the transaction's snapshot does not see (committed
+/// by a transaction that ran concurrently).
+fn conflict_is_invisible(info: &TableInfo, key: &[u8]) -> bool {
+    // SAFETY: called from executor callbacks of this table.
+    matches!(unsafe { after_lock(info, key) }, Locked::Changed(_))
+}
+
+/// Locks the row an UPDATE or DELETE changes and finds what it is now. Returns the row to
+/// change and, when another transaction changed it after the statement's snapshot (READ
+/// COMMITTED), the recheck's output row; `None` when the row is to be skipped (deleted
+/// meanwhile, or no longer matching the statement's conditions).
+unsafe fn lock_target(
+    state: &ModifyState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+    key: &[u8],
+    strength: Strength,
+) -> Option<(Row, *mut pg_sys::TupleTableSlot)> {
+    let info = &state.info;
+    rowlock::lock_row(info.relid, key, strength, Wait::Block);
+    match unsafe { after_lock(info, key) } {
+        Locked::Unchanged(current, base) => {
+            txn::expect(info.relid, info.id, key, base);
+            // None: deleted earlier by this transaction, nothing left to change.
+            current.map(|row| (row, std::ptr::null_mut()))
+        }
+        Locked::Changed(_) if uses_transaction_snapshot() => DriftError::ConcurrentChange {
+            relid: info.relid,
+            key: key.to_vec(),
+        }
+        .report(),
+        Locked::Changed(None) => None,
+        Locked::Changed(Some(latest)) => {
+            let out = unsafe { recheck(state, rinfo, plan_slot, &latest) };
+            if unsafe { slot_is_empty(out) } {
+                return None;
+            }
+            txn::expect(info.relid, info.id, key, Some(latest.clone()));
+            Some((latest, out))
+        }
     }
 }
 
@@ -223,14 +374,33 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
 ) -> *mut pg_sys::TupleTableSlot {
     unsafe {
         let state = modify_state(rinfo);
-        check_constraints(estate, rinfo, slot);
         let info = &state.info;
         let old_key = target_key(state, plan_slot);
-        let old = row_to_change(info, &old_key);
+        check_constraints(estate, rinfo, slot);
+        let (key_of_new, _) = info.row_from_slot(slot, false);
+        // Heap takes FOR UPDATE strength when the key changes, FOR NO KEY UPDATE otherwise.
+        let strength = match &key_of_new {
+            Some(k) if *k != old_key => Strength::Update,
+            _ => Strength::NoKeyUpdate,
+        };
+        let Some((old, rechecked)) = lock_target(state, rinfo, plan_slot, &old_key, strength)
+        else {
+            return std::ptr::null_mut();
+        };
+        let mut slot = slot;
+        if !rechecked.is_null() {
+            // The new row is computed again from the row as the other transaction left it.
+            let old_slot = (*rinfo).ri_oldTupleSlot;
+            info.store_row(old_slot, &old);
+            slot = pg_sys::ExecGetUpdateNewTuple(rinfo, rechecked, old_slot);
+            crate::compat::compute_stored_generated(rinfo, estate, slot);
+            check_constraints(estate, rinfo, slot);
+        }
         let (new_key, new) = info.row_from_slot(slot, false);
         let new_key = new_key.unwrap_or_else(|| old_key.clone());
         if new_key != old_key {
             // The key changed: the old row leaves, a new one arrives.
+            rowlock::lock_row(info.relid, &old_key, Strength::Update, Wait::Block);
             check_absent(info, &new_key);
             push_event(info, old_key, Op::SoftDelete);
             push_event(info, new_key, Op::Insert(new));
@@ -259,11 +429,79 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         let state = modify_state(rinfo);
         let info = &state.info;
         let key = target_key(state, plan_slot);
-        let old = row_to_change(info, &key);
+        let Some((old, _)) = lock_target(state, rinfo, plan_slot, &key, Strength::Update) else {
+            return std::ptr::null_mut();
+        };
         push_event(info, key, Op::SoftDelete);
         if !(*rinfo).ri_projectReturning.is_null() {
             info.store_row(slot, &old);
         }
         slot
+    }
+}
+
+/// `INSERT ... ON CONFLICT` on a DriftDB table, before Postgres plans it. Postgres infers
+/// an arbiter from unique indexes, which a foreign table has none of: `ON CONFLICT (key
+/// columns) DO NOTHING` names the table's primary key, its one unique constraint, so the
+/// arbiter is dropped and the statement runs as `ON CONFLICT DO NOTHING` (which checks
+/// exactly that key). Other columns are refused with Postgres' own error (42P10), and
+/// `DO UPDATE` with 0A000 and the upsert that works instead. Data-modifying CTEs too.
+///
+/// # Safety
+/// `parse` is a query about to be planned.
+pub unsafe fn rewrite_on_conflict(parse: *mut pg_sys::Query) {
+    unsafe {
+        if parse.is_null() {
+            return;
+        }
+        for cte in pgrx::PgList::<pg_sys::CommonTableExpr>::from_pg((*parse).cteList).iter_ptr() {
+            let q = (*cte).ctequery;
+            if !q.is_null() && (*q).type_ == pg_sys::NodeTag::T_Query {
+                rewrite_on_conflict(q.cast());
+            }
+        }
+        let oc = (*parse).onConflict;
+        if (*parse).commandType != pg_sys::CmdType::CMD_INSERT || oc.is_null() {
+            return;
+        }
+        let rte = pg_sys::list_nth((*parse).rtable, (*parse).resultRelation - 1)
+            as *mut pg_sys::RangeTblEntry;
+        let relid = (*rte).relid;
+        if !crate::drop::is_driftdb_table(relid) {
+            return;
+        }
+        if (*oc).action == pg_sys::OnConflictAction::ONCONFLICT_UPDATE {
+            DriftError::OnConflictUpdate { relid }.report()
+        }
+        if (*oc).arbiterElems.is_null() && (*oc).constraint == pg_sys::InvalidOid {
+            return;
+        }
+        let info = TableInfo::of(relid);
+        let key: std::collections::BTreeSet<i16> =
+            info.key.iter().map(|&k| info.columns[k].attnum).collect();
+        let mut named = std::collections::BTreeSet::new();
+        for e in pgrx::PgList::<pg_sys::InferenceElem>::from_pg((*oc).arbiterElems).iter_ptr() {
+            let var = (*e).expr as *mut pg_sys::Var;
+            if var.is_null() || (*var).xpr.type_ != pg_sys::NodeTag::T_Var {
+                DriftError::OnConflictTarget {
+                    relid,
+                    keyless: info.key.is_empty(),
+                }
+                .report()
+            }
+            named.insert((*var).varattno);
+        }
+        if key.is_empty()
+            || named != key
+            || !(*oc).arbiterWhere.is_null()
+            || (*oc).constraint != pg_sys::InvalidOid
+        {
+            DriftError::OnConflictTarget {
+                relid,
+                keyless: info.key.is_empty(),
+            }
+            .report()
+        }
+        (*oc).arbiterElems = std::ptr::null_mut();
     }
 }

@@ -181,11 +181,20 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
 ) -> *mut pg_sys::ForeignScan {
     unsafe {
         let parse = (*root).parse;
-        let is_target = (*parse).resultRelation == (*baserel).relid as i32
-            && matches!(
-                (*parse).commandType,
-                pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
-            );
+        // The scan feeds an UPDATE or DELETE of the table, or a locking read of it: either
+        // finds each row again by the ctid the scan puts on it.
+        let locked = PgList::<pg_sys::PlanRowMark>::from_pg((*root).rowMarks)
+            .iter_ptr()
+            .any(|rc| {
+                (*rc).rti == (*baserel).relid
+                    && crate::rowlock::Strength::of_rowmark((*rc).markType).is_some()
+            });
+        let is_target = locked
+            || (*parse).resultRelation == (*baserel).relid as i32
+                && matches!(
+                    (*parse).commandType,
+                    pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
+                );
         // The scan's quals are the relation's restrictions (DriftDB paths are never
         // parameterized), which the choice was made from.
         let c = planned_choice(baserel);
@@ -308,6 +317,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             Point::Present => None,
             Point::Seq => Some(c"drift_as_of seq"),
             Point::Time => Some(c"drift_as_of time"),
+            Point::Text => Some(c"drift_as_of text"),
         };
         if let Some(p) = point {
             pg_sys::ExplainPropertyText(c"DriftDB As Of".as_ptr(), p.as_ptr(), es);
@@ -318,5 +328,23 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             let name = pg_sys::get_attname(relid, attno as i16, false);
             pg_sys::ExplainPropertyText(c"DriftDB Index".as_ptr(), name, es);
         }
+    }
+}
+
+/// Locking reads lock DriftDB rows (see `scan::refetch_foreign_row`); a row mark without a
+/// lock (a DriftDB table joined to the target of an UPDATE) copies the whole row.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_row_mark_type(
+    _rte: *mut pg_sys::RangeTblEntry,
+    strength: pg_sys::LockClauseStrength::Type,
+) -> pg_sys::RowMarkType::Type {
+    use pg_sys::LockClauseStrength as S;
+    use pg_sys::RowMarkType as M;
+    match strength {
+        S::LCS_FORUPDATE => M::ROW_MARK_EXCLUSIVE,
+        S::LCS_FORNOKEYUPDATE => M::ROW_MARK_NOKEYEXCLUSIVE,
+        S::LCS_FORSHARE => M::ROW_MARK_SHARE,
+        S::LCS_FORKEYSHARE => M::ROW_MARK_KEYSHARE,
+        _ => M::ROW_MARK_COPY,
     }
 }

@@ -447,6 +447,10 @@ unsafe fn scan_view(
         engine::read_point();
         let at = match state.point {
             Point::Time => crate::timetravel::seq_at_table(state.info.id, d.value() as i64),
+            Point::Text => {
+                let text = String::from_datum(d, false).unwrap_or_default();
+                crate::asof::seq_of_text(state.info.id, &text)
+            }
             _ => crate::timetravel::check_seq(state.info.id, d.value() as i64),
         };
         View::past(at)
@@ -530,6 +534,83 @@ pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanS
         if let Some(state) = ((*node).fdw_state as *mut ScanState).as_mut() {
             // Release the engine's scan now; the state itself goes with the memory context.
             state.rows = None;
+            // The keys of the rows it returned were needed while it ran (by the writes and
+            // row locks above it) and no longer are.
+            if let Some(scan) = state.target.take() {
+                txn::release_target_scan(scan);
+            }
+        }
+    }
+}
+
+/// What a locking read (`FOR UPDATE` and the like) keeps of its table between rows.
+struct LockState {
+    info: TableInfo,
+}
+
+/// `SELECT ... FOR UPDATE` (and FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE) locks each
+/// DriftDB row the query returns, found by the ctid the scan put on it. A row that
+/// another transaction changed after the statement's snapshot is returned as that change
+/// left it, flagged `updated` so that Postgres rechecks the query's conditions on it (READ
+/// COMMITTED); under REPEATABLE READ that is a serialization failure, as on heap. A row
+/// deleted meanwhile, or locked with SKIP LOCKED, comes back empty and is left out.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn refetch_foreign_row(
+    estate: *mut pg_sys::EState,
+    erm: *mut pg_sys::ExecRowMark,
+    rowid: pg_sys::Datum,
+    slot: *mut pg_sys::TupleTableSlot,
+    updated: *mut bool,
+) {
+    unsafe {
+        *updated = false;
+        let Some(strength) = crate::rowlock::Strength::of_rowmark((*erm).markType) else {
+            DriftError::Internal("a row refetched without a lock".into()).report()
+        };
+        if (*erm).ermExtra.is_null() {
+            let info = TableInfo::from_relation((*erm).relation);
+            let mut cxt = PgMemoryContexts::For((*estate).es_query_cxt);
+            (*erm).ermExtra = cxt.leak_and_drop_on_delete(LockState { info }).cast();
+        }
+        let info = &(*((*erm).ermExtra as *const LockState)).info;
+        if asof::past_point(info.id).is_some() {
+            DriftError::LockInPast.report()
+        }
+        if rowid.is_null() {
+            DriftError::Internal("the ctid row identity is NULL".into()).report()
+        }
+        let tid = *(rowid.cast_mut_ptr::<pg_sys::ItemPointerData>());
+        let (scan, n) = from_ctid(&tid);
+        let Some(key) = txn::target_key(scan, n) else {
+            DriftError::Internal(format!("no row {n} in locking scan {scan}")).report()
+        };
+        let wait = crate::rowlock::Wait::of_policy((*erm).waitPolicy);
+        pg_sys::ExecClearTuple(slot);
+        if crate::rowlock::lock_row(info.relid, &key, strength, wait)
+            == crate::rowlock::Got::Skipped
+        {
+            return;
+        }
+        let row = match crate::fdw::modify::after_lock(info, &key) {
+            crate::fdw::modify::Locked::Unchanged(row, _) => row,
+            crate::fdw::modify::Locked::Changed(_)
+                if crate::fdw::modify::uses_transaction_snapshot() =>
+            {
+                DriftError::ConcurrentChange {
+                    relid: info.relid,
+                    key,
+                }
+                .report()
+            }
+            crate::fdw::modify::Locked::Changed(row) => {
+                *updated = true;
+                row
+            }
+        };
+        if let Some(row) = row {
+            info.store_row(slot, &row);
+            (*slot).tts_tableOid = info.relid;
+            (*slot).tts_tid = tid;
         }
     }
 }

@@ -138,27 +138,47 @@ fn heap_and_driftdb_writes_commit_or_abort_together() {
     assert_eq!(sqlstate(&err), "23505");
     c.batch_execute("ROLLBACK").unwrap();
     assert_eq!(ids(&mut c, "SELECT id FROM users"), Vec::<i32>::new());
-    // And a DriftDB failure at commit takes the heap write with it.
-    c.batch_execute("INSERT INTO users VALUES (6, 'w', 6)")
-        .unwrap();
+    // A transaction that another inserter of its key waits for commits its heap and
+    // DriftDB writes as one; the waiter then finds the key taken (23505). When it rolls
+    // back instead, both writes vanish and the waiter's insert goes in.
     let mut other = cluster.connect("app");
-    c.batch_execute("BEGIN; INSERT INTO audit VALUES (2); INSERT INTO users VALUES (7, 'v', 7)")
-        .unwrap();
-    other
-        .batch_execute("INSERT INTO users VALUES (7, 'first', 0)")
-        .unwrap();
-    let err = c.batch_execute("COMMIT").unwrap_err();
-    assert_eq!(sqlstate(&err), "23505");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM audit WHERE id = 2", &[])
+    let other_pid: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(n, 0);
-    let name: String = c
-        .query_one("SELECT name FROM users WHERE id = 7", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(name, "first");
+    for (id, end) in [(7, "COMMIT"), (8, "ROLLBACK")] {
+        c.batch_execute(&format!(
+            "BEGIN; INSERT INTO audit VALUES ({id}); INSERT INTO users VALUES ({id}, 'v', 7)"
+        ))
+        .unwrap();
+        let h = std::thread::spawn(move || {
+            let r = other.execute("INSERT INTO users VALUES ($1, 'other', 0)", &[&id]);
+            (r, other)
+        });
+        driftdb_e2e::lock_wait_of(&mut c_watch(&cluster), other_pid);
+        c.batch_execute(end).unwrap();
+        let (r, o) = h.join().unwrap();
+        other = o;
+        let audit: i64 = c
+            .query_one("SELECT count(*) FROM audit WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        let name: String = c
+            .query_one("SELECT name FROM users WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0);
+        if end == "COMMIT" {
+            assert_eq!(sqlstate(&r.unwrap_err()), "23505");
+            assert_eq!((audit, name.as_str()), (1, "v"));
+        } else {
+            assert_eq!(r.unwrap(), 1);
+            assert_eq!((audit, name.as_str()), (0, "other"));
+        }
+    }
+}
+
+fn c_watch(cluster: &Cluster) -> Client {
+    cluster.connect("app")
 }
 
 #[test]
@@ -215,13 +235,18 @@ fn concurrent_inserts_of_one_key_let_exactly_one_win() {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let mut c = cluster.connect("app");
-                c.batch_execute("BEGIN").unwrap();
-                c.execute("INSERT INTO users VALUES (1, 'racer', $1)", &[&w])
-                    .unwrap();
                 barrier.wait();
-                match c.batch_execute("COMMIT") {
+                // The later inserters wait for the first (row locks) and then find the key
+                // taken, as on heap.
+                let r = c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO users VALUES (1, 'racer', {w}); COMMIT"
+                ));
+                match r {
                     Ok(()) => None,
-                    Err(e) => Some(sqlstate(&e)),
+                    Err(e) => {
+                        c.batch_execute("ROLLBACK").unwrap();
+                        Some(sqlstate(&e))
+                    }
                 }
             })
         })
@@ -244,43 +269,68 @@ fn concurrent_inserts_of_one_key_let_exactly_one_win() {
 }
 
 #[test]
-fn concurrent_updates_of_one_row_never_both_succeed() {
+fn concurrent_updates_of_one_row_never_lose_one() {
     let cluster = Cluster::start("lostupdate", &[]);
     let mut a = cluster.create_db("app");
     users(&mut a);
     a.batch_execute("INSERT INTO users VALUES (1, 'n', 0), (2, 'm', 0)")
         .unwrap();
-    let mut b = cluster.connect("app");
+    let b = cluster.connect("app");
 
-    // Both read age 0 and add one; only one may commit, or the total would be lost.
-    for iso in ["READ COMMITTED", "REPEATABLE READ"] {
+    // Both add one to age 0. READ COMMITTED: the second waits and adds to the first's
+    // result; REPEATABLE READ: the second fails with 40001. Either way no update is lost.
+    let mut b = Some(b);
+    for (iso, expected) in [("READ COMMITTED", Ok(2)), ("REPEATABLE READ", Err("40001"))] {
         a.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso}"))
             .unwrap();
-        b.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso}"))
+        let mut bc = b.take().unwrap();
+        bc.batch_execute(&format!("BEGIN ISOLATION LEVEL {iso}; SELECT 1"))
             .unwrap();
         a.batch_execute("UPDATE users SET age = age + 1 WHERE id = 1")
             .unwrap();
-        b.batch_execute("UPDATE users SET age = age + 1 WHERE id = 1")
-            .unwrap();
+        let h = std::thread::spawn(move || {
+            let r = bc.batch_execute("UPDATE users SET age = age + 1 WHERE id = 1; COMMIT");
+            if r.is_err() {
+                bc.batch_execute("ROLLBACK").unwrap();
+            }
+            (r, bc)
+        });
+        let mut watch = cluster.connect("app");
+        let waiting: i64 = loop {
+            let n: i64 = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'tuple'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                break n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(waiting, 1);
         a.batch_execute("COMMIT").unwrap();
-        let err = b.batch_execute("COMMIT").unwrap_err();
-        assert_eq!(sqlstate(&err), "40001", "{iso}: {err}");
+        let (r, bc) = h.join().unwrap();
+        b = Some(bc);
+        match expected {
+            Ok(age) => {
+                r.unwrap();
+                let got: i32 = a
+                    .query_one("SELECT age FROM users WHERE id = 1", &[])
+                    .unwrap()
+                    .get(0);
+                assert_eq!(got, age, "{iso}");
+            }
+            Err(state) => assert_eq!(sqlstate(&r.unwrap_err()), state, "{iso}"),
+        }
     }
     let age: i32 = a
         .query_one("SELECT age FROM users WHERE id = 1", &[])
         .unwrap()
         .get(0);
-    assert_eq!(age, 2);
-
-    // A delete racing an update: the later committer fails.
-    a.batch_execute("BEGIN; DELETE FROM users WHERE id = 2")
-        .unwrap();
-    b.batch_execute("BEGIN; UPDATE users SET name = 'late' WHERE id = 2")
-        .unwrap();
-    a.batch_execute("COMMIT").unwrap();
-    let err = b.batch_execute("COMMIT").unwrap_err();
-    assert_eq!(sqlstate(&err), "40001", "{err}");
-    assert_eq!(ids(&mut a, "SELECT id FROM users ORDER BY id"), vec![1]);
+    assert_eq!(age, 3);
+    let mut b = b.unwrap();
 
     // Changes to different rows do not conflict.
     a.batch_execute("INSERT INTO users VALUES (3, 'x', 0)")
@@ -297,5 +347,5 @@ fn concurrent_updates_of_one_row_never_both_succeed() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(ages, vec![10, 30]);
+    assert_eq!(ages, vec![10, 0, 30]);
 }
