@@ -15,6 +15,7 @@ test:
 
 bench:
 	@bash bench/run.sh
+	@bash bench/tpcb.sh
 
 setup:
 	@bash scripts/setup.sh

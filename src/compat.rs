@@ -155,3 +155,23 @@ pub unsafe fn compute_stored_generated(
         }
     }
 }
+
+/// Whether the current user may EXECUTE function `funcid` (`object_aclcheck` from 16 on).
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
+pub unsafe fn may_execute(funcid: pg_sys::Oid) -> bool {
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let result =
+            pg_sys::pg_proc_aclcheck(funcid, pg_sys::GetUserId(), pg_sys::ACL_EXECUTE as _);
+        #[cfg(not(feature = "pg15"))]
+        let result = pg_sys::object_aclcheck(
+            pg_sys::ProcedureRelationId,
+            funcid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_EXECUTE as _,
+        );
+        result == pg_sys::AclResult::ACLCHECK_OK
+    }
+}

@@ -106,6 +106,10 @@ pub enum DriftError {
     OnConflictUpdate {
         relid: pg_sys::Oid,
     },
+    /// A rewritten call of a function the user may not EXECUTE.
+    NoExecute {
+        funcid: pg_sys::Oid,
+    },
     /// `drift_as_of(t, '')`.
     EmptyPoint,
     /// A locking read while `driftdb.as_of` is set.
@@ -329,6 +333,22 @@ impl DriftError {
                 "Upsert in two statements: UPDATE the row by its key, and when it updated no row, \
                  INSERT ... ON CONFLICT DO NOTHING (and UPDATE again if that inserted nothing).",
             ),
+            DriftError::NoExecute { funcid } => {
+                // SAFETY: a catalog lookup of an existing function, inside a transaction.
+                let name = unsafe {
+                    let n = pg_sys::get_func_name(funcid);
+                    if n.is_null() {
+                        format!("with OID {}", funcid.to_u32())
+                    } else {
+                        std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
+                    }
+                };
+                ErrorReport::new(
+                    ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("permission denied for function {name}"),
+                    FUNC,
+                )
+            }
             DriftError::EmptyPoint => ErrorReport::new(
                 ERRCODE_INVALID_PARAMETER_VALUE,
                 "the point to read as of must be a seq or a timestamp, not an empty string",

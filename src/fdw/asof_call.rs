@@ -42,12 +42,42 @@ unsafe extern "C-unwind" fn planner(
 ) -> *mut pg_sys::PlannedStmt {
     unsafe {
         crate::fdw::modify::rewrite_on_conflict(parse);
+        REWRITTEN.with(|r| r.borrow_mut().clear());
         rewrite_calls(parse);
-        match PREV_PLANNER {
+        let stmt = match PREV_PLANNER {
             Some(prev) => prev(parse, query_string, cursor_options, bound_params),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        // The plan no longer calls the functions it was written with: it must still be
+        // planned again when one of them changes (a REVOKE EXECUTE, say), as a plan that
+        // calls a function is.
+        for funcid in REWRITTEN.with(|r| std::mem::take(&mut *r.borrow_mut())) {
+            let item = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlanInvalItem>())
+                as *mut pg_sys::PlanInvalItem;
+            (*item).type_ = pg_sys::NodeTag::T_PlanInvalItem;
+            (*item).cacheId = pg_sys::SysCacheIdentifier::PROCOID as _;
+            (*item).hashValue = pg_sys::GetSysCacheHashValue(
+                pg_sys::SysCacheIdentifier::PROCOID as _,
+                pg_sys::Datum::from(funcid),
+                pg_sys::Datum::from(0usize),
+                pg_sys::Datum::from(0usize),
+                pg_sys::Datum::from(0usize),
+            );
+            (*stmt).invalItems = pg_sys::lappend((*stmt).invalItems, item.cast());
         }
+        stmt
     }
+}
+
+thread_local! {
+    /// Functions whose calls the planner hook rewrote in the statement being planned.
+    static REWRITTEN: std::cell::RefCell<Vec<pg_sys::Oid>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that a call of `funcid` was rewritten away (see `planner`).
+pub fn note_rewrite(funcid: pg_sys::Oid) {
+    REWRITTEN.with(|r| r.borrow_mut().push(funcid));
 }
 
 /// What a planned scan reads at: the present, or the point of a `drift_as_of` call.
@@ -139,6 +169,11 @@ unsafe fn as_of_call(
         if !super::history_call::one_value(point) {
             return None;
         }
+        // Without EXECUTE on the function the call stays a call, which the executor
+        // refuses with 42501 as for any function (#23).
+        if !crate::compat::may_execute((*call).funcid) {
+            return None;
+        }
         Some((relid, point, (*call).funcid))
     }
 }
@@ -150,6 +185,7 @@ unsafe fn convert(
     (relid, point, funcid): (pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid),
 ) {
     unsafe {
+        note_rewrite(funcid);
         // A relation in a plan is locked from planning on, as the parser would have.
         pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as _);
         let sample = pg_sys::palloc0(std::mem::size_of::<pg_sys::TableSampleClause>())
@@ -179,7 +215,9 @@ unsafe fn convert(
 ///
 /// # Safety
 /// `rte` must be a valid range-table entry.
-pub unsafe fn point_of(rte: *mut pg_sys::RangeTblEntry) -> Option<(*mut pg_sys::Expr, Point)> {
+pub unsafe fn point_of(
+    rte: *mut pg_sys::RangeTblEntry,
+) -> Option<(*mut pg_sys::Expr, Point, pg_sys::Oid)> {
     unsafe {
         let sample = (*rte).tablesample;
         if sample.is_null() || !is_as_of_call((*sample).tsmhandler) {
@@ -192,7 +230,7 @@ pub unsafe fn point_of(rte: *mut pg_sys::RangeTblEntry) -> Option<(*mut pg_sys::
             pg_sys::TEXTOID => Point::Text,
             _ => Point::Seq,
         };
-        Some((e, kind))
+        Some((e, kind, (*sample).tsmhandler))
     }
 }
 

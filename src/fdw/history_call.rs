@@ -69,6 +69,11 @@ pub unsafe fn push_down_keys(q: *mut pg_sys::Query) {
             let Some(keyed) = key_function((*call).funcid) else {
                 continue;
             };
+            // Without EXECUTE on drift_history the call stays, and is refused (#23).
+            if !crate::compat::may_execute((*call).funcid) {
+                continue;
+            }
+            super::asof_call::note_rewrite((*call).funcid);
             let mut elements = PgList::<pg_sys::Node>::new();
             for t in texts {
                 elements.push(pg_sys::copyObjectImpl(t.cast()).cast());

@@ -3,9 +3,9 @@
 //! Primary-key equality and IN lists are answered by point lookups, indexed columns by
 //! index lookups and ranges (see `pushdown`); everything else reads the table's state.
 //! `fdw_private` holds only copyable nodes (plans are cached and copied):
-//! [is_target, access, indexed column, range flags, point, needed...]. `needed` is -1 when
-//! the scan must fill every column, else the count of needed attnums followed by them
-//! (see [`needed_attrs`]). A scan converted from a
+//! [is_target, access, indexed column, range flags, point, needed..., as-of function].
+//! `needed` is -1 when the scan must fill every column, else the count of needed attnums
+//! followed by them (see [`needed_attrs`]); the function oid is there when `point` is. A scan converted from a
 //! `drift_as_of` call (see `asof_call`) reads at its point: `point` says whether that is a
 //! seq or a time, and the point's expression follows the key values in `fdw_exprs`.
 
@@ -203,12 +203,12 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
         }
         let rte = *(*root).simple_rte_array.add((*baserel).relid as usize);
-        let point = match asof_call::point_of(rte) {
-            Some((e, kind)) => {
+        let (point, funcid) = match asof_call::point_of(rte) {
+            Some((e, kind, funcid)) => {
                 fdw_exprs.push(pg_sys::copyObjectImpl(e.cast()).cast());
-                kind
+                (kind, funcid)
             }
-            None => Point::Present,
+            None => (Point::Present, pg_sys::InvalidOid),
         };
         // Every qual stays with Postgres, which checks it on each row returned.
         let clauses = pg_sys::extract_actual_clauses(scan_clauses, false);
@@ -226,6 +226,11 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                     private.push(pg_sys::makeInteger(a));
                 }
             }
+        }
+        if point != Point::Present {
+            // The drift_as_of function the scan came from, last: the scan checks EXECUTE on
+            // it each time it starts (a cached plan may run for another role).
+            private.push(pg_sys::makeInteger(funcid.to_u32() as i32));
         }
         pg_sys::make_foreignscan(
             tlist,

@@ -294,6 +294,16 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let column = private.get_ptr(2).map_or(0, |i| (*i).ival) as i16;
         let flags = private.get_ptr(3).map_or(0, |i| (*i).ival);
         let point = Point::from_i32(private.get_ptr(4).map_or(0, |i| (*i).ival));
+        if point != Point::Present {
+            // EXECUTE on the drift_as_of function the scan was planned from, for the role
+            // running it now, as the executor checks for a function call.
+            let funcid = private
+                .get_ptr(private.len() - 1)
+                .map_or(pg_sys::InvalidOid, |i| pg_sys::Oid::from((*i).ival as u32));
+            if !crate::compat::may_execute(funcid) {
+                DriftError::NoExecute { funcid }.report()
+            }
+        }
         let mut point_expr = std::ptr::null_mut();
         if point != Point::Present {
             let list = PgList::<pg_sys::ExprState>::from_pg(exprs);
