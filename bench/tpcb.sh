@@ -128,7 +128,7 @@ report() {
   local s c d h r goal met
   for s in $SCALES; do
     for c in $CLIENT_COUNTS; do
-      d=$(med "s${s}c${c}_drift"); h=$(med "s${s}c${c}_heap")
+      d=$(med "s${s}c${c}_drift" | xargs printf '%.0f'); h=$(med "s${s}c${c}_heap" | xargs printf '%.0f')
       r=$(ratio "$d" "$h")
       goal=$([ "$s" -ge 10 ] && echo 0.8 || echo 0.5)
       met=$(awk -v r="${r%x}" -v g="$goal" -v f="${FAILED[s${s}c${c}_drift]:-0}" \
@@ -142,7 +142,9 @@ report() {
   done
   echo
   printf 'Rounds (tps, in the order run): '
-  for k in $(printf '%s\n' "${!ALL[@]}" | sort); do printf '%s: %s; ' "$k" "${ALL[$k]# }"; done
+  for k in $(printf '%s\n' "${!ALL[@]}" | sort); do
+    printf '%s: %s; ' "$k" "$(printf '%.0f ' ${ALL[$k]} | sed 's/ $//')"
+  done
   echo
 }
 report >"$work/report.md"
