@@ -53,6 +53,7 @@ fn column_id(info: &TableInfo, name: &str) -> u16 {
     sql = "
 CREATE FUNCTION drift_create_index(table_name regclass, column_name text) RETURNS void
     VOLATILE PARALLEL RESTRICTED STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 "
 )]
@@ -71,6 +72,7 @@ fn drift_create_index(table_name: pg_sys::Oid, column_name: &str) {
     sql = "
 CREATE FUNCTION drift_drop_index(table_name regclass, column_name text) RETURNS void
     VOLATILE PARALLEL RESTRICTED STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 "
 )]
@@ -100,6 +102,7 @@ fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
     sql = "
 CREATE FUNCTION drift_snapshot(table_name regclass) RETURNS bigint
     VOLATILE PARALLEL RESTRICTED STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 "
 )]

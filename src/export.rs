@@ -676,6 +676,7 @@ impl Importer<'_> {
     sql = "
 CREATE FUNCTION drift_import(table_name regclass, events regclass) RETURNS bigint
     VOLATILE PARALLEL UNSAFE STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION drift_import(regclass, regclass) IS
     'Imports the history drift_export wrote into an empty DriftDB table, keeping its times';
@@ -784,6 +785,7 @@ CREATE FUNCTION drift_export(table_name regclass)
     RETURNS TABLE (seq bigint, committed_at timestamptz, txid xid8, role name, op text,
                    key jsonb, data jsonb)
     VOLATILE PARALLEL RESTRICTED STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_export';
 COMMENT ON FUNCTION drift_export(regclass) IS
     'Every event of a DriftDB table, oldest first, in the form drift_import reads back';

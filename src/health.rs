@@ -80,6 +80,7 @@ fn tree_bytes(dir: &std::path::Path) -> u64 {
 /// worker could not snapshot at its last attempt (it retries them with backoff).
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
 fn drift_health() -> TableIterator<
     'static,
     (

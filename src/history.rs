@@ -346,6 +346,7 @@ CREATE FUNCTION drift_history(table_name regclass)
     RETURNS TABLE (seq bigint, committed_at timestamptz, op text, "row" jsonb,
                    changed text[], txid xid8, role name)
     VOLATILE PARALLEL RESTRICTED STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_history';
 COMMENT ON FUNCTION drift_history(regclass) IS
     'Every event of a DriftDB table, oldest first, with who committed it and when';
@@ -353,12 +354,14 @@ CREATE FUNCTION drift_history_key(table_name regclass, key text[])
     RETURNS TABLE (seq bigint, committed_at timestamptz, op text, "row" jsonb,
                    changed text[], txid xid8, role name)
     VOLATILE PARALLEL RESTRICTED STRICT
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_history_key';
 COMMENT ON FUNCTION drift_history_key(regclass, text[]) IS
     'The events of one row of a DriftDB table, its key columns given as drift_history renders them (row->>''column'')';
 CREATE FUNCTION drift_diff(table_name regclass, from_seq bigint, to_seq bigint)
     RETURNS TABLE (pk jsonb, change text, before jsonb, after jsonb)
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_diff';
 COMMENT ON FUNCTION drift_diff(regclass, bigint, bigint) IS
     'Rows added, changed and removed between two seqs, with before and after';

@@ -56,6 +56,7 @@ pub extern "C-unwind" fn _PG_init() {
 
 /// The version of the extension and of the on-disk format it writes.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn drift_version() -> String {
     format!(
         "driftdb {} (storage format {})",

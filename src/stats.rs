@@ -96,6 +96,7 @@ pub fn publish(now: Stats) {
     sql = "
 CREATE FUNCTION drift_server_stats() RETURNS TABLE (name text, value bigint)
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION drift_server_stats() IS
     'Counters of the work every backend did since the server started, and the journal''s size';
@@ -126,6 +127,7 @@ fn drift_server_stats() -> TableIterator<'static, (name!(name, String), name!(va
     sql = "
 CREATE FUNCTION drift_backend_stats() RETURNS TABLE (name text, value bigint)
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION drift_backend_stats() IS
     'Counters of the work this backend did since it started';
@@ -235,6 +237,7 @@ CREATE FUNCTION drift_table_stats() RETURNS TABLE (relid oid, events bigint, liv
         log_bytes bigint, segments int, snapshot_seq bigint, snapshot_bytes bigint,
         snapshot_raw_bytes bigint, snapshot_compressed_bytes bigint, indexes text[])
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION drift_table_stats() IS
     'Measurements of every DriftDB table the current role may SELECT (behind drift_tables)';
@@ -266,11 +269,13 @@ fn drift_table_stats() -> TableIterator<
 extension_sql!(
     r#"
 CREATE VIEW drift_tables AS
-SELECT relid::regclass AS table_name, events, live_rows, log_bytes, segments, snapshot_seq,
-       snapshot_bytes, indexes,
-       round(snapshot_raw_bytes::numeric / nullif(snapshot_compressed_bytes, 0), 2)
-           AS compression_ratio
-  FROM drift_table_stats();
+SELECT relid::pg_catalog.regclass AS table_name, events, live_rows, log_bytes, segments,
+       snapshot_seq, snapshot_bytes, indexes,
+       pg_catalog.round(snapshot_raw_bytes::pg_catalog.numeric
+                        OPERATOR(pg_catalog./)
+                        nullif(snapshot_compressed_bytes, 0::pg_catalog.int8)::pg_catalog.numeric,
+                        2) AS compression_ratio
+  FROM @extschema@.drift_table_stats();
 COMMENT ON VIEW drift_tables IS
     'One row per DriftDB table the current role may SELECT, measured as of drift_current_seq()';
 -- Everyone may read it: each role sees only the tables it may SELECT (the function checks
@@ -280,25 +285,31 @@ GRANT SELECT ON drift_tables TO PUBLIC;
 CREATE FUNCTION drift_stats()
     RETURNS TABLE (scope text, table_name regclass, name text, value numeric)
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE sql AS $$
-SELECT 'server', NULL::regclass, s.name, s.value::numeric FROM drift_server_stats() s
+SELECT 'server', NULL::pg_catalog.regclass, s.name, s.value::pg_catalog.numeric
+  FROM @extschema@.drift_server_stats() s
 UNION ALL
-SELECT 'backend', NULL::regclass, b.name, b.value::numeric FROM drift_backend_stats() b
+SELECT 'backend', NULL::pg_catalog.regclass, b.name, b.value::pg_catalog.numeric
+  FROM @extschema@.drift_backend_stats() b
 UNION ALL
-SELECT 'table', t.relid::regclass, m.name, m.value
-  FROM drift_table_stats() t
+SELECT 'table', t.relid::pg_catalog.regclass, m.name, m.value
+  FROM @extschema@.drift_table_stats() t
  CROSS JOIN LATERAL (VALUES
-       (1, 'events', t.events::numeric),
-       (2, 'live_rows', t.live_rows),
-       (3, 'log_bytes', t.log_bytes),
-       (4, 'segments', t.segments),
-       (5, 'snapshot_seq', t.snapshot_seq),
-       (6, 'snapshot_bytes', t.snapshot_bytes),
-       (7, 'snapshot_raw_bytes', t.snapshot_raw_bytes),
-       (8, 'snapshot_compressed_bytes', t.snapshot_compressed_bytes),
+       (1, 'events', t.events::pg_catalog.numeric),
+       (2, 'live_rows', t.live_rows::pg_catalog.numeric),
+       (3, 'log_bytes', t.log_bytes::pg_catalog.numeric),
+       (4, 'segments', t.segments::pg_catalog.numeric),
+       (5, 'snapshot_seq', t.snapshot_seq::pg_catalog.numeric),
+       (6, 'snapshot_bytes', t.snapshot_bytes::pg_catalog.numeric),
+       (7, 'snapshot_raw_bytes', t.snapshot_raw_bytes::pg_catalog.numeric),
+       (8, 'snapshot_compressed_bytes', t.snapshot_compressed_bytes::pg_catalog.numeric),
        (9, 'compression_ratio',
-           round(t.snapshot_raw_bytes::numeric / nullif(t.snapshot_compressed_bytes, 0), 2)),
-       (10, 'indexes', cardinality(t.indexes))) AS m(n, name, value)
+           pg_catalog.round(t.snapshot_raw_bytes::pg_catalog.numeric
+                            OPERATOR(pg_catalog./)
+                            nullif(t.snapshot_compressed_bytes, 0::pg_catalog.int8)::pg_catalog.numeric,
+                            2)),
+       (10, 'indexes', pg_catalog.cardinality(t.indexes)::pg_catalog.numeric)) AS m(n, name, value)
  WHERE m.value IS NOT NULL
 $$;
 COMMENT ON FUNCTION drift_stats() IS

@@ -53,6 +53,7 @@ pub fn wait_for_imports(table: driftdb_storage::TableId, seq: u64) {
 
 /// The stable seq you can read: every transaction at or below it has finished.
 #[pg_extern(volatile, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
 fn drift_current_seq() -> i64 {
     stable_seq() as i64
 }
@@ -100,6 +101,7 @@ fn resolve_time(
 
 /// The last seq committed at or before the given instant (0 before the first commit).
 #[pg_extern(volatile, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
 fn drift_seq_at(at: pgrx::datum::TimestampWithTimeZone) -> i64 {
     seq_at(i64::from(at)) as i64
 }
@@ -274,16 +276,19 @@ extension_sql!(
     r#"
 CREATE FUNCTION drift_as_of(row_type anyelement, seq bigint) RETURNS SETOF anyelement
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_seq';
 COMMENT ON FUNCTION drift_as_of(anyelement, bigint) IS
     'The rows of a DriftDB table as of a seq: SELECT * FROM drift_as_of(NULL::t, 42)';
 CREATE FUNCTION drift_as_of(row_type anyelement, at timestamptz) RETURNS SETOF anyelement
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_time';
 COMMENT ON FUNCTION drift_as_of(anyelement, timestamptz) IS
     'The rows of a DriftDB table after the last commit at or before an instant';
 CREATE FUNCTION drift_as_of(row_type anyelement, point text) RETURNS SETOF anyelement
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_as_of_text';
 COMMENT ON FUNCTION drift_as_of(anyelement, text) IS
     'The rows of a DriftDB table as of a seq (an integer) or a timestamptz, given as text';

@@ -31,7 +31,7 @@ impl Fates for VerifyFates {
 /// Every DriftDB table of the current database, by OID.
 fn all_tables() -> Vec<pg_sys::Oid> {
     let oids = Spi::get_one::<Vec<i64>>(
-        "SELECT coalesce(array_agg(ft.ftrelid::bigint ORDER BY ft.ftrelid), '{}') \
+        "SELECT coalesce(pg_catalog.array_agg(ft.ftrelid::pg_catalog.int8 ORDER BY ft.ftrelid), '{}') \
            FROM pg_catalog.pg_foreign_table ft \
            JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver \
            JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw \
@@ -148,6 +148,7 @@ extension_sql!(
 CREATE FUNCTION drift_verify(regclass DEFAULT NULL)
     RETURNS TABLE (table_name regclass, frames bigint, ok boolean, detail text)
     VOLATILE PARALLEL RESTRICTED
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_verify';
 COMMENT ON FUNCTION drift_verify(regclass) IS
     'Re-reads every frame and snapshot of a DriftDB table (of every one the caller may read, without an argument) and reports damage with its file and offset';

@@ -17,6 +17,7 @@ use pgrx::prelude::*;
 /// Returns the wrapper's callback table.
 #[pg_extern(sql = "
 CREATE FUNCTION driftdb_fdw_handler() RETURNS fdw_handler
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 ")]
 fn driftdb_fdw_handler() -> Internal {
@@ -48,6 +49,7 @@ fn driftdb_fdw_handler() -> Internal {
 /// there are none (so the argument is taken as a raw datum).
 #[pg_extern(sql = "
 CREATE FUNCTION driftdb_fdw_validator(options text[], catalog oid) RETURNS void
+    SET search_path = pg_catalog, pg_temp
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 ")]
 fn driftdb_fdw_validator(options: Internal, catalog: pg_sys::Oid) {
@@ -70,8 +72,8 @@ fn driftdb_fdw_validator(options: Internal, catalog: pg_sys::Oid) {
 extension_sql!(
     r#"
 CREATE FOREIGN DATA WRAPPER driftdb
-    HANDLER driftdb_fdw_handler
-    VALIDATOR driftdb_fdw_validator;
+    HANDLER @extschema@.driftdb_fdw_handler
+    VALIDATOR @extschema@.driftdb_fdw_validator;
 COMMENT ON FOREIGN DATA WRAPPER driftdb IS 'DriftDB temporal storage';
 CREATE SERVER drift FOREIGN DATA WRAPPER driftdb;
 COMMENT ON SERVER drift IS 'The default DriftDB server';
