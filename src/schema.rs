@@ -126,7 +126,12 @@ unsafe fn driftdb_relation(rv: *mut pg_sys::RangeVar, missing_ok: bool) -> Optio
             None,
             std::ptr::null_mut(),
         );
-        (relid != pg_sys::InvalidOid && is_driftdb_table(relid)).then_some(relid)
+        // Only the owner gets DriftDB's checks (which tell about the table's rows and
+        // history); anyone else gets Postgres' own 42501 from the statement itself.
+        (relid != pg_sys::InvalidOid
+            && is_driftdb_table(relid)
+            && crate::compat::owns_relation(relid))
+        .then_some(relid)
     }
 }
 

@@ -98,18 +98,27 @@ fn push_event(info: &TableInfo, key: Vec<u8>, op: Op) {
 /// COPY FROM (and tuple routing) inserts through this instead of BeginForeignModify.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_insert(
-    _mtstate: *mut pg_sys::ModifyTableState,
+    mtstate: *mut pg_sys::ModifyTableState,
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     unsafe {
         txn::refuse_serializable();
         crate::asof::refuse_writes();
         let info = TableInfo::from_relation((*rinfo).ri_RelationDesc);
+        // Rows routed through a partitioned table keep its ON CONFLICT DO NOTHING (COPY's
+        // state has no plan).
+        let plan = if mtstate.is_null() {
+            std::ptr::null_mut()
+        } else {
+            (*mtstate).ps.plan as *mut pg_sys::ModifyTable
+        };
+        let on_conflict_nothing = !plan.is_null()
+            && (*plan).onConflictAction == pg_sys::OnConflictAction::ONCONFLICT_NOTHING;
         let state = ModifyState {
             info,
             ctid_attno: 0,
             mtstate: std::ptr::null_mut(),
-            on_conflict_nothing: false,
+            on_conflict_nothing,
         };
         let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
         (*rinfo).ri_FdwState = ptr.cast();
@@ -254,15 +263,23 @@ unsafe fn target_key(state: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot
 }
 
 /// Checks the table's NOT NULL and CHECK constraints, which Postgres does not check for
-/// foreign tables by itself, with Postgres' own errors (23502, 23514).
+/// foreign tables by itself, with Postgres' own errors (23502, 23514); and a partition's
+/// partition constraint, as heap does: for an UPDATE always (Postgres moves no row out of
+/// a foreign partition, so a row that would leave is 23514), for an INSERT unless tuple
+/// routing chose the partition.
 unsafe fn check_constraints(
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
+    update: bool,
 ) {
     unsafe {
-        if !(*(*(*rinfo).ri_RelationDesc).rd_att).constr.is_null() {
+        let rel = (*rinfo).ri_RelationDesc;
+        if !(*(*rel).rd_att).constr.is_null() {
             pg_sys::ExecConstraints(rinfo, slot, estate);
+        }
+        if (*(*rel).rd_rel).relispartition && (update || (*rinfo).ri_RootResultRelInfo.is_null()) {
+            pg_sys::ExecPartitionCheck(rinfo, slot, estate, true);
         }
     }
 }
@@ -294,7 +311,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
 ) -> *mut pg_sys::TupleTableSlot {
     unsafe {
         let state = modify_state(rinfo);
-        check_constraints(estate, rinfo, slot);
+        check_constraints(estate, rinfo, slot, false);
         let (key, row) = state.info.row_from_slot(slot, true);
         let key = key.expect("a new row always has a key");
         if !state.info.key.is_empty() {
@@ -376,7 +393,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         let state = modify_state(rinfo);
         let info = &state.info;
         let old_key = target_key(state, plan_slot);
-        check_constraints(estate, rinfo, slot);
+        check_constraints(estate, rinfo, slot, true);
         let (key_of_new, _) = info.row_from_slot(slot, false);
         // Heap takes FOR UPDATE strength when the key changes, FOR NO KEY UPDATE otherwise.
         let strength = match &key_of_new {
@@ -394,7 +411,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             info.store_row(old_slot, &old);
             slot = pg_sys::ExecGetUpdateNewTuple(rinfo, rechecked, old_slot);
             crate::compat::compute_stored_generated(rinfo, estate, slot);
-            check_constraints(estate, rinfo, slot);
+            check_constraints(estate, rinfo, slot, true);
         }
         let (new_key, new) = info.row_from_slot(slot, false);
         let new_key = new_key.unwrap_or_else(|| old_key.clone());

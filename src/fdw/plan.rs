@@ -189,8 +189,11 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 (*rc).rti == (*baserel).relid
                     && crate::rowlock::Strength::of_rowmark((*rc).markType).is_some()
             });
+        // A partition of a partitioned target is a result relation of its own
+        // (`all_result_relids`), not the query's `resultRelation`.
         let is_target = locked
-            || (*parse).resultRelation == (*baserel).relid as i32
+            || ((*parse).resultRelation == (*baserel).relid as i32
+                || pg_sys::bms_is_member((*baserel).relid as i32, (*root).all_result_relids))
                 && matches!(
                     (*parse).commandType,
                     pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
