@@ -12,6 +12,13 @@ use std::ffi::{CStr, CString};
 
 static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+thread_local! {
+    /// The role that set the setting's current value (kept with the value as its GUC
+    /// `extra`, so that a value restored at the end of a function or subtransaction comes
+    /// back with its role).
+    static SETTER: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
+}
+
 /// What the setting says, parsed.
 enum Point {
     Seq(i64),
@@ -53,11 +60,12 @@ pub fn seq_of_text(table: driftdb_storage::TableId, value: &str) -> u64 {
     }
 }
 
-/// Rejects values that are neither empty, a seq, nor a timestamp, at SET time.
+/// Rejects values that are neither empty, a seq, nor a timestamp, at SET time, and keeps
+/// the role that sets the value with it.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_as_of(
     newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
+    extra: *mut *mut std::ffi::c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
     unsafe {
@@ -65,13 +73,46 @@ unsafe extern "C-unwind" fn check_as_of(
             return true;
         }
         let value = CStr::from_ptr(*newval).to_string_lossy().into_owned();
-        PgTryBuilder::new(|| match parse(&value) {
+        let valid = PgTryBuilder::new(|| match parse(&value) {
             Some(Point::Seq(s)) => s >= 0,
             _ => true,
         })
         .catch_others(|_| false)
-        .execute()
+        .execute();
+        if !valid {
+            return false;
+        }
+        let setter =
+            crate::compat::guc_extra(std::mem::size_of::<pg_sys::Oid>()) as *mut pg_sys::Oid;
+        if setter.is_null() {
+            return false;
+        }
+        *setter = pg_sys::GetUserId();
+        *extra = setter.cast();
+        true
     }
+}
+
+/// Remembers who set the value now in force.
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_as_of(
+    _newval: *const std::ffi::c_char,
+    extra: *mut std::ffi::c_void,
+) {
+    // SAFETY: `extra` is null or the Oid the check hook allocated for this value.
+    let setter = unsafe { (extra as *const pg_sys::Oid).as_ref() }.copied();
+    SETTER.with(|s| s.set(setter.unwrap_or(pg_sys::InvalidOid)));
+}
+
+/// Whether the setting applies to the code running now. Inside a SECURITY DEFINER
+/// function (any code running as another role than the session's, as Postgres marks it),
+/// a point that another role set does not: that code reads the present, unless it set
+/// the point itself (a `SET driftdb.as_of` clause of the function, or a SET in its body).
+fn applies_here() -> bool {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: reads the backend's current user and security context.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    context & pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 == 0 || SETTER.with(|s| s.get()) == user
 }
 
 pub fn init() {
@@ -85,7 +126,7 @@ pub fn init() {
             GucContext::Userset,
             GucFlags::default(),
             Some(check_as_of),
-            None,
+            Some(assign_as_of),
             None,
         );
     }
@@ -94,7 +135,11 @@ pub fn init() {
 /// The seq a read of `table` sees while `driftdb.as_of` is set, `None` when it is not.
 pub fn past_point(table: driftdb_storage::TableId) -> Option<u64> {
     let value = AS_OF.get()?;
-    match parse(&value.to_string_lossy())? {
+    let point = parse(&value.to_string_lossy())?;
+    if !applies_here() {
+        return None;
+    }
+    match point {
         Point::Seq(s) => Some(check_seq(table, s)),
         Point::Time(t) => Some(seq_at_table(table, t)),
     }
@@ -103,7 +148,7 @@ pub fn past_point(table: driftdb_storage::TableId) -> Option<u64> {
 /// Writes are refused while the session reads the past.
 pub fn refuse_writes() {
     if let Some(value) = AS_OF.get() {
-        if !value.to_string_lossy().trim().is_empty() {
+        if !value.to_string_lossy().trim().is_empty() && applies_here() {
             DriftError::WriteInPast.report()
         }
     }

@@ -175,3 +175,45 @@ pub unsafe fn may_execute(funcid: pg_sys::Oid) -> bool {
         result == pg_sys::AclResult::ACLCHECK_OK
     }
 }
+
+#[cfg(feature = "pg15")]
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut std::ffi::c_void;
+}
+
+/// Memory for a GUC check hook's `extra`, which Postgres frees: `malloc` up to 15,
+/// `guc_malloc` from 16 on. Null when out of memory (the hook then refuses the value).
+///
+/// # Safety
+/// The result must be handed to Postgres as a check hook's `extra`.
+pub unsafe fn guc_extra(size: usize) -> *mut std::ffi::c_void {
+    unsafe {
+        #[cfg(feature = "pg15")]
+        return malloc(size);
+        #[cfg(not(feature = "pg15"))]
+        return pg_sys::guc_malloc(pg_sys::LOG as _, size);
+    }
+}
+
+/// The role whose privileges a foreign scan reads with (a view's owner), or invalid for
+/// the current user's: the range-table entry's `checkAsUser` up to 15, the plan's from 16.
+///
+/// # Safety
+/// `node` is a foreign scan being started.
+pub unsafe fn scan_check_as_user(node: *mut pg_sys::ForeignScanState) -> pg_sys::Oid {
+    unsafe {
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        #[cfg(feature = "pg15")]
+        {
+            let estate = (*node).ss.ps.state;
+            let rti = (*plan).scan.scanrelid as i32;
+            let rte =
+                pg_sys::list_nth((*estate).es_range_table, rti - 1) as *mut pg_sys::RangeTblEntry;
+            (*rte).checkAsUser
+        }
+        #[cfg(not(feature = "pg15"))]
+        {
+            (*plan).checkAsUser
+        }
+    }
+}

@@ -110,6 +110,10 @@ pub enum DriftError {
     NoExecute {
         funcid: pg_sys::Oid,
     },
+    /// `driftdb.as_of` set, the table read with a view owner's privileges the reader lacks.
+    PastThroughOtherRole {
+        relid: pg_sys::Oid,
+    },
     /// `drift_as_of(t, '')`.
     EmptyPoint,
     /// A locking read while `driftdb.as_of` is set.
@@ -349,6 +353,16 @@ impl DriftError {
                     FUNC,
                 )
             }
+            DriftError::PastThroughOtherRole { relid } => ErrorReport::new(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied to read the past of table {}", rel_name(relid)),
+                FUNC,
+            )
+            .set_detail(
+                "driftdb.as_of is set, and the table is read with another role's privileges \
+                 (a view's owner's). Reading a table's past needs SELECT on the table itself.",
+            )
+            .set_hint("RESET driftdb.as_of to read the view in the present."),
             DriftError::EmptyPoint => ErrorReport::new(
                 ERRCODE_INVALID_PARAMETER_VALUE,
                 "the point to read as of must be a seq or a timestamp, not an empty string",

@@ -69,6 +69,11 @@ impl View {
         }
     }
 
+    /// Whether this read sees one point in the past.
+    pub fn is_past(&self) -> bool {
+        self.own_upto.is_none()
+    }
+
     /// # Safety
     /// `snapshot` must be the running statement's MVCC snapshot.
     pub unsafe fn new(snapshot: pg_sys::Snapshot, table: TableId) -> View {
@@ -250,6 +255,9 @@ struct ScanState {
     needed: Option<Vec<bool>>,
     /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
     target: Option<u32>,
+    /// The role whose privileges the scan reads with (a view's owner), or invalid for
+    /// the current user's.
+    check_as: pg_sys::Oid,
 }
 
 /// Packs (target scan, row number) into a ctid; the pair comes back in the modify
@@ -323,6 +331,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             point_expr,
             rows: None,
             target: is_target.then(txn::register_target_scan),
+            check_as: crate::compat::scan_check_as_user(node),
         };
         // Freed with the query's memory context, also when the query fails.
         let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
@@ -447,7 +456,23 @@ unsafe fn scan_view(
         if state.point == Point::Present {
             // The high-water mark is read after the snapshot was taken: groups past the
             // snapshot's horizon are then filtered out by the snapshot itself.
-            return View::new(snapshot, state.info.id);
+            let view = View::new(snapshot, state.info.id);
+            // Under driftdb.as_of, a view owned by another role would show the reader what
+            // its owner's privileges reach in the past: the reader needs SELECT on the
+            // table itself (#23).
+            let user = pg_sys::GetUserId();
+            if view.is_past()
+                && state.check_as != pg_sys::InvalidOid
+                && state.check_as != user
+                && pg_sys::pg_class_aclcheck(state.info.relid, user, pg_sys::ACL_SELECT as _)
+                    != pg_sys::AclResult::ACLCHECK_OK
+            {
+                DriftError::PastThroughOtherRole {
+                    relid: state.info.relid,
+                }
+                .report()
+            }
+            return view;
         }
         let mut isnull = false;
         let d = pg_sys::ExecEvalExprSwitchContext(state.point_expr, econtext, &mut isnull);
