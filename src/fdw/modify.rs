@@ -394,9 +394,9 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         let info = &state.info;
         let old_key = target_key(state, plan_slot);
         check_constraints(estate, rinfo, slot, true);
-        let (key_of_new, _) = info.row_from_slot(slot, false);
+        let (mut new_key, mut new) = info.row_from_slot(slot, false);
         // Heap takes FOR UPDATE strength when the key changes, FOR NO KEY UPDATE otherwise.
-        let strength = match &key_of_new {
+        let strength = match &new_key {
             Some(k) if *k != old_key => Strength::Update,
             _ => Strength::NoKeyUpdate,
         };
@@ -412,8 +412,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             slot = pg_sys::ExecGetUpdateNewTuple(rinfo, rechecked, old_slot);
             crate::compat::compute_stored_generated(rinfo, estate, slot);
             check_constraints(estate, rinfo, slot, true);
+            (new_key, new) = info.row_from_slot(slot, false);
         }
-        let (new_key, new) = info.row_from_slot(slot, false);
         let new_key = new_key.unwrap_or_else(|| old_key.clone());
         if new_key != old_key {
             // The key changed: the old row leaves, a new one arrives.
