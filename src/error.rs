@@ -92,6 +92,7 @@ pub enum DriftError {
         key: Vec<u8>,
     },
     PrepareWithWrites,
+    PrepareWithDdl,
     Serializable,
     /// NOWAIT found the row locked by another transaction.
     RowLocked {
@@ -415,6 +416,12 @@ impl DriftError {
                 "cannot PREPARE a transaction that has written to DriftDB tables",
                 FUNC,
             ),
+            DriftError::PrepareWithDdl => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                "cannot PREPARE a transaction that created or dropped a DriftDB index or dropped DriftDB tables",
+                FUNC,
+            )
+            .set_detail("DriftDB applies these when the transaction commits in this session, which COMMIT PREPARED would not."),
             DriftError::Serializable => ErrorReport::new(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 "DriftDB tables do not support SERIALIZABLE transactions",

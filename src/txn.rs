@@ -547,6 +547,11 @@ unsafe extern "C-unwind" fn xact_callback(
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if has_pending() => {
             DriftError::PrepareWithWrites.report()
         }
+        // An index made or dropped, a table or database dropped: applied at COMMIT by this
+        // backend, which a COMMIT PREPARED (from any backend) would never do (#22).
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if STATE.with(|s| !s.borrow().ddl.is_empty()) => {
+            DriftError::PrepareWithDdl.report()
+        }
         pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             let ddl = STATE.with(|s| std::mem::take(&mut s.borrow_mut().ddl));
             release_inflight();

@@ -46,6 +46,17 @@ BEGIN;
 INSERT INTO acct VALUES (99, 99);
 PREPARE TRANSACTION 'p1';
 SELECT count(*) FROM acct WHERE id = 99;
+-- Nor DriftDB index or drop work, which COMMIT PREPARED would lose.
+BEGIN;
+SELECT drift_create_index('acct', 'balance');
+PREPARE TRANSACTION 'p2';
+SELECT indexes FROM drift_tables WHERE table_name = 'acct'::regclass;
+CREATE FOREIGN TABLE acct_gone (id int) SERVER drift;
+BEGIN;
+DROP FOREIGN TABLE acct_gone;
+PREPARE TRANSACTION 'p3';
+SELECT count(*) FROM acct_gone;
+DROP FOREIGN TABLE acct_gone;
 -- SERIALIZABLE is refused rather than silently weaker.
 BEGIN ISOLATION LEVEL SERIALIZABLE;
 SELECT count(*) FROM acct;

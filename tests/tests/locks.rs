@@ -574,3 +574,53 @@ fn no_row_lock_survives_a_crash() {
     assert_eq!(value(&mut b, "SELECT v FROM c WHERE id = 2"), 0);
     assert_eq!(value(&mut b, "SELECT v FROM c WHERE id = 6"), 7);
 }
+
+#[test]
+fn prepared_transactions_keep_row_locks_and_refuse_driftdb_schema_work() {
+    let cluster = Cluster::start("prepared", &["max_prepared_transactions = 4"]);
+    let mut a = cluster.create_db("app");
+    table(&mut a, "p");
+    let mut b = cluster.connect("app");
+    // A row lock is all a prepared transaction may hold of DriftDB, and it keeps it until
+    // COMMIT PREPARED, as a heap row lock.
+    a.batch_execute("BEGIN; SELECT * FROM p WHERE id = 1 FOR UPDATE; PREPARE TRANSACTION 'q'")
+        .unwrap();
+    let e = b
+        .query("SELECT * FROM p WHERE id = 1 FOR UPDATE NOWAIT", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55P03");
+    b.batch_execute("COMMIT PREPARED 'q'").unwrap();
+    assert_eq!(
+        b.query("SELECT * FROM p WHERE id = 1 FOR UPDATE NOWAIT", &[])
+            .unwrap()
+            .len(),
+        1
+    );
+    // Writes, index work and drops are refused at PREPARE, and leave nothing (#22: an
+    // index made in a prepared transaction was silently lost).
+    for work in [
+        "UPDATE p SET v = 1 WHERE id = 1",
+        "SELECT drift_create_index('p', 'v')",
+        "DROP FOREIGN TABLE p",
+    ] {
+        let e = a
+            .batch_execute(&format!("BEGIN; {work}; PREPARE TRANSACTION 'r'"))
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{work}: {e}");
+        a.batch_execute("ROLLBACK").unwrap();
+    }
+    let prepared: i64 = a
+        .query_one("SELECT count(*) FROM pg_prepared_xacts", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 0);
+    assert_eq!(value(&mut a, "SELECT sum(v)::int FROM p"), 0);
+    let indexes: Vec<String> = a
+        .query_one(
+            "SELECT indexes FROM drift_tables WHERE table_name = 'p'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(indexes.is_empty(), "{indexes:?}");
+}
