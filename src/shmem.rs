@@ -245,7 +245,8 @@ pub fn pending_imports(table: u64, upto: u64) -> Vec<u32> {
 
 /// Publishes groups that redo made durable: raises the high-water seq and registers each
 /// group's transaction as in flight until it is seen to end (one slot per transaction,
-/// holding its smallest first seq; the overflow entry when no slot is free).
+/// holding its smallest first seq and, for an import's groups, their table; the overflow
+/// entry, which holds up every reader, when no slot is free).
 pub fn publish(groups: &[driftdb_storage::GroupMark], state: &mut Shared) {
     for g in groups {
         state.high_water = state.high_water.max(g.last_seq);
@@ -256,6 +257,11 @@ pub fn publish(groups: &[driftdb_storage::GroupMark], state: &mut Shared) {
             .find(|s| s.first_seq != 0 && s.xid == xid)
         {
             s.first_seq = s.first_seq.min(g.first_seq);
+            // A transaction that imports into one table and also writes others (or
+            // imports into two) holds up every reader, as a commit does.
+            if s.table != g.table {
+                s.table = 0;
+            }
             continue;
         }
         match state.claim_slot() {
@@ -263,7 +269,7 @@ pub fn publish(groups: &[driftdb_storage::GroupMark], state: &mut Shared) {
                 state.inflight[slot] = Inflight {
                     first_seq: g.first_seq,
                     xid,
-                    table: 0,
+                    table: g.table,
                 }
             }
             None => {

@@ -262,10 +262,14 @@ fn describe(b: &Batch) -> String {
         })
         .collect();
     for g in &b.groups {
-        parts.push(format!(
-            "group seqs {}..={} xid {}",
-            g.first_seq, g.last_seq, g.xid
-        ));
+        parts.push(if g.table == 0 {
+            format!("group seqs {}..={} xid {}", g.first_seq, g.last_seq, g.xid)
+        } else {
+            format!(
+                "import group seqs {}..={} xid {} table {}",
+                g.first_seq, g.last_seq, g.xid, g.table
+            )
+        });
     }
     parts.join("; ")
 }

@@ -35,9 +35,11 @@ use std::thread;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{put_bytes, put_varint, DecodeResult, Decoder, SEGMENT_HEADER_LEN};
-use crate::types::{Committed, Seq, Stats};
+use crate::types::{Committed, Seq, Stats, TableId};
 
-const BATCH_VERSION: u8 = 1;
+/// Version 2 gives each group its table (0 but for an import's groups); version 1, without
+/// it, is still read.
+const BATCH_VERSION: u8 = 2;
 
 /// One change to one of the store's files. Paths are relative to the store's root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +174,9 @@ pub struct GroupMark {
     pub first_seq: Seq,
     pub last_seq: Seq,
     pub xid: u64,
+    /// The one table an imported group writes to, 0 for any other group: readers of other
+    /// tables need not wait for an import in progress (batches of version 1 have none).
+    pub table: TableId,
 }
 
 impl From<&Committed> for GroupMark {
@@ -180,6 +185,7 @@ impl From<&Committed> for GroupMark {
             first_seq: c.first_seq,
             last_seq: c.last_seq,
             xid: c.xid,
+            table: 0,
         }
     }
 }
@@ -194,7 +200,8 @@ pub struct Batch {
 impl Batch {
     pub fn decode(buf: &[u8]) -> DecodeResult<Batch> {
         let mut d = Decoder::new(buf);
-        if d.u8()? != BATCH_VERSION {
+        let version = d.u8()?;
+        if version != 1 && version != BATCH_VERSION {
             return Err("unknown file op batch version");
         }
         let n = d.count(3)?;
@@ -204,6 +211,7 @@ impl Batch {
                 first_seq: d.varint()?,
                 last_seq: d.varint()?,
                 xid: d.varint()?,
+                table: if version == 1 { 0 } else { d.varint()? },
             });
         }
         let n = d.count(2)?;
@@ -233,6 +241,7 @@ pub fn encode_batches(ops: &[FileOp], groups: &[GroupMark], max_len: usize) -> V
             put_varint(&mut buf, g.first_seq);
             put_varint(&mut buf, g.last_seq);
             put_varint(&mut buf, g.xid);
+            put_varint(&mut buf, g.table);
         }
         put_varint(&mut buf, cur.len() as u64);
         for op in cur.iter() {
@@ -242,7 +251,7 @@ pub fn encode_batches(ops: &[FileOp], groups: &[GroupMark], max_len: usize) -> V
         cur.clear();
     };
     // Room for the header and the groups in every batch.
-    let overhead = 16 + groups.len() * 30;
+    let overhead = 16 + groups.len() * 40;
     let budget = max_len.saturating_sub(overhead).max(128);
     for op in ops {
         if let FileOp::Write {
@@ -873,14 +882,55 @@ mod tests {
         out
     }
 
+    /// WAL written before groups named their table (batch version 1) still replays, its
+    /// groups naming none.
+    #[test]
+    fn a_version_1_batch_reads_with_groups_of_no_table() {
+        let mut buf = vec![1u8];
+        for v in [1u64, 5, 9, 77, 1] {
+            put_varint(&mut buf, v);
+        }
+        FileOp::MkDir {
+            path: "tables/9".into(),
+        }
+        .encode(&mut buf);
+        let b = Batch::decode(&buf).unwrap();
+        assert_eq!(
+            b.groups,
+            [GroupMark {
+                first_seq: 5,
+                last_seq: 9,
+                xid: 77,
+                table: 0
+            }]
+        );
+        assert_eq!(
+            b.ops,
+            [FileOp::MkDir {
+                path: "tables/9".into()
+            }]
+        );
+        buf[0] = 3;
+        assert!(Batch::decode(&buf).is_err());
+    }
+
     #[test]
     fn batches_round_trip_and_replay_gives_the_same_files() {
         let ops = sample();
-        let groups = [GroupMark {
-            first_seq: 5,
-            last_seq: 9,
-            xid: 77,
-        }];
+        let groups = [
+            GroupMark {
+                first_seq: 5,
+                last_seq: 9,
+                xid: 77,
+                table: 0,
+            },
+            GroupMark {
+                first_seq: 10,
+                last_seq: 12,
+                xid: 78,
+                table: (12 << 32) | 16_384,
+            },
+        ];
         let batches = encode_batches(&ops, &groups, 1024);
         assert!(batches.len() > 1, "the 5000-byte write is split");
         assert!(batches.iter().all(|b| b.len() <= 1024 + 64));

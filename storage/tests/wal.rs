@@ -284,3 +284,49 @@ fn deferred_syncs_keep_the_batch_open_until_finished() {
         .unwrap();
     assert!(syncs(&p) >= before + 2);
 }
+
+/// An imported group's mark names the one table it writes to, so that redo holds up only
+/// that table's readers while the import's transaction is open; a commit's marks name none.
+#[test]
+fn imported_groups_name_their_table_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::default();
+    let mut s = Store::open_with(dir.path(), cfg(), Some(Box::new(rec.clone()))).unwrap();
+    s.create_table(1).unwrap();
+    s.create_table(2).unwrap();
+    s.append(
+        &[txn(
+            7,
+            vec![ins(1, "a", &[(1, "x")]), ins(2, "b", &[(1, "y")])],
+        )],
+        &AllCommitted,
+    )
+    .unwrap();
+    let origin = |xid: u64, commit_ts: i64| Origin {
+        xid,
+        commit_ts,
+        role: "alice".into(),
+    };
+    let imp = |events| Txn {
+        xid: 50,
+        commit_ts: 30_000,
+        role: "importer".into(),
+        events,
+    };
+    s.append_imported(
+        &[
+            imp(vec![ins(2, "c", &[(1, "1")]), ins(2, "d", &[(1, "1")])]),
+            imp(vec![patch(2, "c", &[(1, Some("2"))])]),
+        ],
+        &[origin(900, 100), origin(901, 200)],
+        &AllCommitted,
+    )
+    .unwrap();
+    let replica = tempfile::tempdir().unwrap();
+    let groups = replay(replica.path(), &rec.batches.lock().unwrap());
+    let marks: Vec<(u64, u64, u64, TableId)> = groups
+        .iter()
+        .map(|g| (g.first_seq, g.last_seq, g.xid, g.table))
+        .collect();
+    assert_eq!(marks, [(1, 2, 7, 0), (3, 4, 50, 2), (5, 5, 50, 2)]);
+}

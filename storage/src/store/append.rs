@@ -578,10 +578,21 @@ impl Store {
             true,
             &mut ops,
         );
+        // An imported group (one with an origin) writes to one table, which its mark names
+        // so that redo holds up only that table's readers while the import is open.
         let groups: Vec<GroupMark> = results
             .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(GroupMark::from)
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let mut mark = GroupMark::from(r.as_ref().ok()?);
+                if origins.get(i).is_some() {
+                    let first = txns[i].events.first().map(|e| e.table);
+                    if txns[i].events.iter().all(|e| Some(e.table) == first) {
+                        mark.table = first.unwrap_or(0);
+                    }
+                }
+                Some(mark)
+            })
             .collect();
         self.perform(ops, &groups)?;
         if self.durable() {
