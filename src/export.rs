@@ -15,6 +15,10 @@
 //!   original times: the last imported group committed at or before the time.
 //! - Values are read back with the target columns' input functions, by column name.
 //!   Hidden row ids of tables without a primary key are renumbered.
+//! - A jsonb value holds at most 256 MiB, so long text forms (over 1 MiB, or past 64 MiB
+//!   of one event's `data`) travel in an eighth column, `long_values text[]`, and `data`
+//!   refers to them as `{"long_value": n}`. An events relation without that column is
+//!   read as having none.
 
 use crate::admin::owned_table;
 use crate::datum::{self, Column};
@@ -159,14 +163,36 @@ impl ColumnIo {
     }
 }
 
-/// `{"column": "text form" | null, ...}` of the columns an event stored.
-fn columns_json(cols: &HashMap<u16, ColumnIo>, stored: &[(u16, driftdb_storage::Value)]) -> Value {
+/// Text forms longer than this are exported in `long_values`, not in `data`.
+const LONG_VALUE: usize = 1 << 20;
+/// The most text `data` holds for one event; values past it go to `long_values` too. A
+/// jsonb value holds at most 256 MiB - 1 bytes, its strings included.
+const DATA_BUDGET: usize = 64 << 20;
+
+/// The columns an event stored, as `data` and `long_values` hold them (see `drift_export`).
+fn columns_json(
+    cols: &HashMap<u16, ColumnIo>,
+    stored: &[(u16, driftdb_storage::Value)],
+    long: &mut Vec<String>,
+) -> Value {
     let mut obj = Map::new();
+    let mut budget = DATA_BUDGET;
     for (id, value) in stored {
         // Values of dropped columns are not exported: nothing could read them back.
         let Some(io) = cols.get(id) else { continue };
         let v = match value {
-            Some(bytes) => Value::String(io.text(bytes)),
+            Some(bytes) => {
+                let text = io.text(bytes);
+                if text.len() > LONG_VALUE || text.len() > budget {
+                    long.push(text);
+                    let mut at = Map::new();
+                    at.insert("long_value".into(), Value::from(long.len()));
+                    Value::Object(at)
+                } else {
+                    budget -= text.len();
+                    Value::String(text)
+                }
+            }
             None => Value::Null,
         };
         obj.insert(io.col.name.clone(), v);
@@ -238,13 +264,14 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
             for e in events {
                 let e = e?;
                 let old = pg_sys::MemoryContextSwitchTo(per_row);
+                let mut long = Vec::new();
                 let (op, data) = match &e.op {
-                    Op::Insert(r) => ("INSERT", Some(columns_json(&cols, &r.0))),
-                    Op::Patch(c) => ("PATCH", Some(columns_json(&cols, c))),
+                    Op::Insert(r) => ("INSERT", Some(columns_json(&cols, &r.0, &mut long))),
+                    Op::Patch(c) => ("PATCH", Some(columns_json(&cols, c, &mut long))),
                     Op::SoftDelete => ("SOFT_DELETE", None),
                 };
-                let mut values = [pg_sys::Datum::from(0usize); 7];
-                let mut nulls = [false; 7];
+                let mut values = [pg_sys::Datum::from(0usize); 8];
+                let mut nulls = [false; 8];
                 values[0] = pg_sys::Datum::from(e.seq as i64);
                 values[1] = pg_sys::Datum::from(e.commit_ts);
                 values[2] = pg_sys::Datum::from(e.xid as i64);
@@ -254,6 +281,11 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
                 match &data {
                     Some(d) => values[6] = jsonb(d),
                     None => nulls[6] = true,
+                }
+                if long.is_empty() {
+                    nulls[7] = true;
+                } else {
+                    values[7] = long.into_datum().expect("a text[] datum");
                 }
                 pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
                 pg_sys::MemoryContextSwitchTo(old);
@@ -279,6 +311,8 @@ struct Row7 {
     op: String,
     key: Option<Value>,
     data: Option<Value>,
+    /// The text forms `data` refers to as `{"long_value": n}` (1-based).
+    long: Vec<Option<String>>,
 }
 
 /// Builds the groups of an import and appends them in batches.
@@ -429,9 +463,11 @@ impl Importer<'_> {
         self.imported += 1;
     }
 
-    /// The columns of `data` (an object of text forms or nulls), sorted by id.
-    fn columns(&self, seq: i64, data: Option<&Value>) -> Vec<(u16, driftdb_storage::Value)> {
-        let Some(Value::Object(obj)) = data else {
+    /// The columns of `data` (an object of text forms, nulls or references into
+    /// `long_values`), sorted by id.
+    fn columns(&self, r: &Row7) -> Vec<(u16, driftdb_storage::Value)> {
+        let seq = r.seq;
+        let Some(Value::Object(obj)) = &r.data else {
             bad(format!("The event at seq {seq} has no object of columns."));
         };
         let mut pairs = Vec::with_capacity(obj.len());
@@ -444,8 +480,24 @@ impl Importer<'_> {
             let stored = match v {
                 Value::Null => None,
                 Value::String(s) => Some(self.cols[id].stored(s)),
+                Value::Object(at) if at.len() == 1 && at.contains_key("long_value") => {
+                    let text = at["long_value"]
+                        .as_u64()
+                        .and_then(|n| usize::try_from(n).ok()?.checked_sub(1))
+                        .and_then(|i| r.long.get(i)?.as_deref())
+                        .unwrap_or_else(|| {
+                            bad(format!(
+                                "The event at seq {seq} gives column \"{name}\" the long \
+                                 value {}, which its long_values (of {}) does not have.",
+                                at["long_value"],
+                                r.long.len()
+                            ))
+                        });
+                    Some(self.cols[id].stored(text))
+                }
                 _ => bad(format!(
-                    "The event at seq {seq} gives column \"{name}\" a value that is not a string."
+                    "The event at seq {seq} gives column \"{name}\" a value that is not a \
+                     string, null or {{\"long_value\": n}}."
                 )),
             };
             pairs.push((*id, stored));
@@ -492,7 +544,7 @@ impl Importer<'_> {
     fn event(&mut self, r: &Row7) -> Event {
         let (key, op) = match r.op.as_str() {
             "INSERT" => {
-                let row = Row(self.columns(r.seq, r.data.as_ref()));
+                let row = Row(self.columns(r));
                 // A live INSERT gives every key and NOT NULL column a value (23502).
                 for col in self.info.columns.iter().enumerate().filter_map(|(i, c)| {
                     (!c.dropped && (c.not_null || self.info.key.contains(&i))).then_some(c)
@@ -511,7 +563,7 @@ impl Importer<'_> {
                 (key, Op::Insert(row))
             }
             "PATCH" => {
-                let cols = self.columns(r.seq, r.data.as_ref());
+                let cols = self.columns(r);
                 let key = self.key(r, false);
                 for (id, value) in &cols {
                     let Some(pos) = self.info.columns.iter().position(|c| c.id() == *id) else {
@@ -736,8 +788,23 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
             .ok()
             .flatten()
             .unwrap_or_else(|| DriftError::Internal("naming the events relation".into()).report());
+    // Events relations made before long_values existed have seven columns.
+    let has_long = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
+          WHERE attrelid = $1 AND attname = 'long_values' AND attnum > 0 AND NOT attisdropped)",
+        &[events.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    let long = if has_long {
+        "long_values::pg_catalog.text[]"
+    } else {
+        "NULL::pg_catalog.text[]"
+    };
     let query = format!(
-        "SELECT seq, committed_at, txid::text, role::text, op, key, data FROM {source} ORDER BY seq"
+        "SELECT seq, committed_at, txid::text, role::text, op, key, data, {long} \
+           FROM {source} ORDER BY seq"
     );
     let read = Spi::connect(|client| -> Result<(), pgrx::spi::Error> {
         let mut cursor = client.try_open_cursor(query.as_str(), &[])?;
@@ -762,6 +829,7 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
                     op: row.get::<String>(5)?.unwrap_or_else(|| need("op")),
                     key: row.get::<pgrx::JsonB>(6)?.map(|j| j.0),
                     data: row.get::<pgrx::JsonB>(7)?.map(|j| j.0),
+                    long: row.get::<Vec<Option<String>>>(8)?.unwrap_or_default(),
                 };
                 importer.push(r);
             }
@@ -783,7 +851,7 @@ extension_sql!(
     r#"
 CREATE FUNCTION drift_export(table_name regclass)
     RETURNS TABLE (seq bigint, committed_at timestamptz, txid xid8, role name, op text,
-                   key jsonb, data jsonb)
+                   key jsonb, data jsonb, long_values text[])
     VOLATILE PARALLEL RESTRICTED STRICT
     SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', 'drift_export';

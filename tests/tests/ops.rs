@@ -127,7 +127,7 @@ fn history_moves_between_clusters_with_identical_answers() {
     let mut t = target.create_db("app");
     t.batch_execute(&format!(
         "{TABLE}; CREATE TABLE staging (seq bigint, committed_at timestamptz, txid xid8, \
-         role name, op text, key jsonb, data jsonb)"
+         role name, op text, key jsonb, data jsonb, long_values text[])"
     ))
     .unwrap();
     let mut w = t.copy_in("COPY staging FROM STDIN").unwrap();
@@ -335,6 +335,24 @@ fn counters_sum_over_backends_and_figures_match_the_files() {
     );
 }
 
+/// Tables mt2 (to import 50 events into from mev2) and t2 (one row), readable by the role
+/// reader.
+const OPEN_IMPORT_SETUP: &str = "
+    CREATE FOREIGN TABLE mt2 (id int NOT NULL, v text) SERVER drift
+      OPTIONS (primary_key 'id');
+    CREATE FOREIGN TABLE t2 (id int NOT NULL, v text) SERVER drift
+      OPTIONS (primary_key 'id');
+    CREATE TABLE mev2 AS
+      SELECT g::bigint AS seq,
+             '2021-01-01 00:00:00+00'::timestamptz + g * interval '1 min' AS committed_at,
+             (1000 + g)::text::xid8 AS txid, 'postgres'::name AS role, 'INSERT' AS op,
+             jsonb_build_object('id', g::text) AS key,
+             jsonb_build_object('id', g::text, 'v', 'm' || g) AS data
+        FROM generate_series(1, 50) g;
+    GRANT SELECT ON t2, mt2 TO PUBLIC;
+    CREATE ROLE reader LOGIN;
+    INSERT INTO t2 VALUES (1, 'before');";
+
 /// An import left open holds up no reader of another table, in this database or another,
 /// and never waits on itself; a reader of the importing table's past waits for the import
 /// as a lock wait (lock_timeout applies) and then sees what it committed (#24).
@@ -348,23 +366,7 @@ fn an_open_import_blocks_only_readers_of_its_own_table() {
             "CREATE FOREIGN TABLE o (id int NOT NULL) SERVER drift OPTIONS (primary_key 'id')",
         )
         .unwrap();
-    a.batch_execute(
-        "CREATE FOREIGN TABLE mt2 (id int NOT NULL, v text) SERVER drift \
-           OPTIONS (primary_key 'id');
-         CREATE FOREIGN TABLE t2 (id int NOT NULL, v text) SERVER drift \
-           OPTIONS (primary_key 'id');
-         CREATE TABLE mev2 AS
-           SELECT g::bigint AS seq,
-                  '2021-01-01 00:00:00+00'::timestamptz + g * interval '1 min' AS committed_at,
-                  (1000 + g)::text::xid8 AS txid, 'postgres'::name AS role, 'INSERT' AS op,
-                  jsonb_build_object('id', g::text) AS key,
-                  jsonb_build_object('id', g::text, 'v', 'm' || g) AS data
-             FROM generate_series(1, 50) g;
-         GRANT SELECT ON t2, mt2 TO PUBLIC;
-         CREATE ROLE reader LOGIN;
-         INSERT INTO t2 VALUES (1, 'before');",
-    )
-    .unwrap();
+    a.batch_execute(OPEN_IMPORT_SETUP).unwrap();
     a.batch_execute("BEGIN; SELECT drift_import('mt2', 'mev2')")
         .unwrap();
     // Inside the import's own transaction: its own history, the present and the past of
@@ -481,6 +483,107 @@ fn an_open_import_blocks_only_readers_of_its_own_table() {
         .get(0);
     assert_eq!(now_rows, 50);
     let log = cluster.server_log();
+    assert!(!log.contains("terminated by signal"), "{log}");
+}
+
+/// On a hot standby too, an import open on the primary holds up only the readers of the
+/// table it imports into (#24 item 3: redo marked every group as a commit's, so the
+/// standby's drift_current_seq and every read of the past stopped at the import).
+#[test]
+fn an_open_import_on_the_primary_holds_up_only_its_table_on_a_standby() {
+    let primary = Cluster::start("open-import-primary", &[]);
+    let mut a = primary.create_db("app");
+    a.batch_execute(OPEN_IMPORT_SETUP).unwrap();
+    let standby = primary.standby("open-import-standby");
+    a.batch_execute("BEGIN; SELECT drift_import('mt2', 'mev2')")
+        .unwrap();
+    let mut w = primary.connect("app");
+    w.batch_execute("INSERT INTO t2 VALUES (2, 'during the import')")
+        .unwrap();
+    let t2_seq: i64 = w
+        .query_one("SELECT max(seq) FROM drift_history('t2')", &[])
+        .unwrap()
+        .get(0);
+    primary.wait_replayed(&standby);
+    let mut s = standby.connect("app");
+    let s_seq: i64 = s
+        .query_one("SELECT drift_current_seq()", &[])
+        .unwrap()
+        .get(0);
+    assert!(s_seq >= t2_seq, "standby's seq {s_seq} < {t2_seq}");
+    let past: Vec<i32> = s
+        .query(
+            "SELECT id FROM drift_as_of(NULL::t2, now()) ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(past, vec![1, 2]);
+    let seen: i64 = s
+        .query_one(
+            "SELECT count(*) FROM drift_history('t2') WHERE \"row\"->>'v' = 'during the import'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1);
+    let at_now: i64 = s
+        .query_one("SELECT drift_seq_at(now())", &[])
+        .unwrap()
+        .get(0);
+    assert!(at_now >= t2_seq);
+    // The importing table's past after the import's groups waits for the import (on a
+    // standby by polling the transaction: statement_timeout ends it).
+    s.batch_execute("SET statement_timeout = '300ms'").unwrap();
+    let err = s
+        .query_one(
+            "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
+            &[&s_seq],
+        )
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    s.batch_execute("RESET statement_timeout").unwrap();
+    let s_pid: i32 = s.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let waiter = std::thread::spawn(move || {
+        let n: i64 = s
+            .query_one(
+                "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
+                &[&s_seq],
+            )
+            .unwrap()
+            .get(0);
+        n
+    });
+    // Seen running on the standby before the import commits.
+    let mut watch = standby.connect("app");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running: bool = watch
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 \
+                   AND state = 'active' AND query LIKE '%drift_as_of(NULL::mt2%')",
+                &[&s_pid],
+            )
+            .unwrap()
+            .get(0);
+        if running {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never started"
+        );
+    }
+    assert!(
+        !waiter.is_finished(),
+        "the read did not wait for the import"
+    );
+    a.batch_execute("COMMIT").unwrap();
+    primary.wait_replayed(&standby);
+    assert_eq!(waiter.join().unwrap(), 50);
+    let log = standby.server_log();
     assert!(!log.contains("terminated by signal"), "{log}");
 }
 
