@@ -30,10 +30,15 @@ pub(crate) fn owned_table(relid: pg_sys::Oid, mode: u32) -> TableInfo {
     }
 }
 
-fn column_id(info: &TableInfo, name: &str) -> u16 {
+/// The column named `name`; one to index must have a type whose stored bytes decide
+/// equality (an index on another is dropped without that check).
+fn column_id(info: &TableInfo, name: &str, to_index: bool) -> u16 {
     match info.columns.iter().find(|c| !c.dropped && c.name == name) {
         Some(c) => {
-            datum::check_index_type(c).unwrap_or_else(|e| e.report());
+            if to_index {
+                // SAFETY: catalog lookups inside the calling transaction.
+                unsafe { datum::check_index_type_by_catalog(c) }.unwrap_or_else(|e| e.report());
+            }
             c.id()
         }
         None => DriftError::NoSuchColumn {
@@ -61,7 +66,7 @@ fn drift_create_index(table_name: pg_sys::Oid, column_name: &str) {
     // As ANALYZE or CREATE INDEX CONCURRENTLY: reads and writes go on, a DROP or another
     // index change of the table waits for this transaction.
     let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
-    let col = column_id(&info, column_name);
+    let col = column_id(&info, column_name, true);
     txn::at_commit(Ddl::CreateIndex(info.id, col));
 }
 
@@ -78,7 +83,7 @@ CREATE FUNCTION drift_drop_index(table_name regclass, column_name text) RETURNS 
 )]
 fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
     let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
-    let col = column_id(&info, column_name);
+    let col = column_id(&info, column_name, false);
     let existing = engine::with_store(|s| match s.indexes(info.id) {
         Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
         other => other,

@@ -26,6 +26,10 @@ pub struct Column {
     pub attnum: i16,
     pub name: String,
     pub typid: pg_sys::Oid,
+    /// The type modifier (a `character(n)`'s length), -1 for none.
+    pub typmod: i32,
+    /// The collation of a collatable type, `InvalidOid` for others.
+    pub collation: pg_sys::Oid,
     pub typlen: i16,
     pub typbyval: bool,
     pub not_null: bool,
@@ -42,6 +46,8 @@ impl Column {
             attnum: att.attnum,
             name: name.to_string_lossy().into_owned(),
             typid: att.atttypid,
+            typmod: att.atttypmod,
+            collation: att.attcollation,
             typlen: att.attlen,
             typbyval: att.attbyval,
             not_null: att.attnotnull,
@@ -231,14 +237,163 @@ pub fn check_key_type(col: &Column) -> Result<(), DriftError> {
     }
 }
 
-/// Types whose stored image does not decide equality cannot be indexed either.
-pub fn check_index_type(col: &Column) -> Result<(), DriftError> {
-    check_key_type(col).map_err(|e| match e {
+/// nbtree's support function 4: whether equal values always have equal images.
+const BTEQUALIMAGE_PROC: i16 = 4;
+
+/// [`check_key_type`], then Postgres' own rule for whether byte equality is equality for
+/// the column's type, the rule nbtree deduplication relies on: through domains and arrays,
+/// the type's default btree operator class has an `equalimage` support function that says
+/// so under the column's collation. Composite types are refused (a composite value may
+/// hold a compressed field, stored differently from the same value uncompressed), and so
+/// is `character` without a length (`'ab'` and `'ab '` are equal but stored as written);
+/// `character(n)`, whose values are all stored padded to n, is accepted.
+/// Run where a key or an index is declared (it reads the catalogs); the stored form of
+/// a key never changes after that, as ALTER refuses type changes that would change it.
+///
+/// # Safety
+/// Must run in a transaction (catalog lookups).
+pub unsafe fn check_key_type_by_catalog(col: &Column) -> Result<(), DriftError> {
+    check_key_type(col)?;
+    // SAFETY: per the caller.
+    match unsafe { equal_image(col.typid, col.typmod, col.collation) } {
+        Ok(()) => Ok(()),
+        Err(why) => Err(DriftError::UnsupportedKeyType {
+            column: col.name.clone(),
+            why,
+        }),
+    }
+}
+
+/// [`check_key_type_by_catalog`] for an indexed column: types whose stored image does not
+/// decide equality cannot be indexed either.
+///
+/// # Safety
+/// Must run in a transaction (catalog lookups).
+pub unsafe fn check_index_type_by_catalog(col: &Column) -> Result<(), DriftError> {
+    // SAFETY: per the caller.
+    unsafe { check_key_type_by_catalog(col) }.map_err(|e| match e {
         DriftError::UnsupportedKeyType { column, why } => {
             DriftError::UnsupportedIndexType { column, why }
         }
         other => other,
     })
+}
+
+/// `Ok` when equal values of `typid` (with `typmod`, under `collation`) always have equal
+/// stored bytes; otherwise why not, completing "Its type is ...".
+unsafe fn equal_image(
+    typid: pg_sys::Oid,
+    typmod: i32,
+    collation: pg_sys::Oid,
+) -> Result<(), String> {
+    // SAFETY: catalog lookups in a transaction (per the caller); format_type_be and
+    // get_collation_name return palloc'd strings or NULL.
+    unsafe {
+        let name = |t: pg_sys::Oid| {
+            std::ffi::CStr::from_ptr(pg_sys::format_type_be(t))
+                .to_string_lossy()
+                .into_owned()
+        };
+        let base = pg_sys::getBaseType(typid);
+        let elem = pg_sys::get_element_type(base);
+        if elem != pg_sys::InvalidOid {
+            return equal_image(elem, typmod, collation)
+                .map_err(|why| format!("an array of {why}"));
+        }
+        if pg_sys::type_is_rowtype(base) {
+            return Err(format!(
+                "{}, a composite type (a composite value may hold a compressed field, stored \
+                 differently from the same value uncompressed)",
+                name(base)
+            ));
+        }
+        if base == pg_sys::BPCHAROID {
+            // Postgres' equalimage says no for character: 'ab' and 'ab ' are equal, stored
+            // as written. A character(n) column stores every value padded to n characters,
+            // so its equal values have equal images (lookups pad their constants the same
+            // way, see `encode_lookup`); without a length they do not.
+            if typmod < 0 {
+                return Err("character without a length ('ab' and 'ab ' are equal but \
+                            stored as written); give it a length, character(n), or use text"
+                    .into());
+            }
+            return Ok(());
+        }
+        let opclass = pg_sys::GetDefaultOpClass(base, pg_sys::BTREE_AM_OID);
+        if opclass == pg_sys::InvalidOid {
+            return Err(format!(
+                "{}, which has no default btree operator class (no equality to keep)",
+                name(base)
+            ));
+        }
+        let family = pg_sys::get_opclass_family(opclass);
+        let input = pg_sys::get_opclass_input_type(opclass);
+        let proc = pg_sys::get_opfamily_proc(family, input, input, BTEQUALIMAGE_PROC);
+        if proc == pg_sys::InvalidOid {
+            return Err(format!(
+                "{}, whose equal values may be stored differently{}",
+                name(base),
+                example(base)
+            ));
+        }
+        let ok = pg_sys::OidFunctionCall1Coll(proc, collation, pg_sys::Datum::from(input));
+        if ok.value() == 0 {
+            let coll = pg_sys::get_collation_name(collation);
+            let coll = if coll.is_null() {
+                "its collation".to_string()
+            } else {
+                format!(
+                    "collation \"{}\"",
+                    std::ffi::CStr::from_ptr(coll).to_string_lossy()
+                )
+            };
+            return Err(format!(
+                "{} under {coll}, which is nondeterministic (values it calls equal, such as \
+                 'A' and 'a', are stored differently); use a deterministic collation",
+                name(base)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An example of equal values stored differently, for the types users try most.
+fn example(typid: pg_sys::Oid) -> &'static str {
+    match typid {
+        pg_sys::NUMERICOID => " (1.0 and 1.00)",
+        pg_sys::FLOAT4OID | pg_sys::FLOAT8OID => " (0 and -0)",
+        pg_sys::INTERVALOID => " ('1 day' and '24 hours')",
+        pg_sys::JSONBOID => " ({\"a\": 1.0} and {\"a\": 1.00})",
+        _ => "",
+    }
+}
+
+/// The stored bytes a lookup constant of `col` must have to find a stored value equal to
+/// it, or `None` when no stored value can equal it. Most types store a value as given; a
+/// `character(n)` column stores its values padded with spaces to n characters, and equality
+/// ignores trailing spaces, so a constant is trimmed and padded the same way (and one
+/// longer than n characters matches nothing).
+///
+/// # Safety
+/// `datum` must be a valid, non-null datum of the column's type.
+pub unsafe fn encode_lookup(col: &Column, datum: pg_sys::Datum) -> Option<Vec<u8>> {
+    // SAFETY: per the caller.
+    let mut bytes = unsafe { encode(col, datum) };
+    if col.typid != pg_sys::BPCHAROID || col.typmod < pg_sys::VARHDRSZ as i32 {
+        return Some(bytes);
+    }
+    let width = (col.typmod - pg_sys::VARHDRSZ as i32) as usize;
+    while bytes.last() == Some(&b' ') {
+        bytes.pop();
+    }
+    // SAFETY: counts the characters of a string in the database encoding.
+    let chars =
+        unsafe { pg_sys::pg_mbstrlen_with_len(bytes.as_ptr().cast(), bytes.len() as i32) } as usize;
+    if chars > width {
+        return None;
+    }
+    bytes.resize(bytes.len() + (width - chars), b' ');
+    Some(bytes)
 }
 
 /// Appends the key encoding of one key column's stored bytes to `key`.

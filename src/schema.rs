@@ -13,6 +13,7 @@
 //!   [`keeps_stored_form`]).
 //! - Changing the `primary_key` option of a table that has history is refused.
 
+use crate::datum;
 use crate::drop::is_driftdb_table;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
@@ -77,6 +78,7 @@ unsafe extern "C-unwind" fn process_utility(
     // the statement exactly as it would without DriftDB.
     unsafe {
         let after = check((*pstmt).utilityStmt);
+        let recheck = recheck_of((*pstmt).utilityStmt);
         match PREV_PROCESS_UTILITY {
             Some(prev) => pg_guard_ffi_boundary(|| {
                 prev(
@@ -103,6 +105,78 @@ unsafe extern "C-unwind" fn process_utility(
         }
         if let Some(r) = after {
             rewrite_key_option(r);
+        }
+        recheck.run();
+    }
+}
+
+/// A DriftDB table a statement created or altered, to be checked once it has run.
+enum Recheck {
+    Nothing,
+    Created(*mut pg_sys::RangeVar),
+    Altered(pg_sys::Oid),
+}
+
+/// What to check after `stmt`: CREATE FOREIGN TABLE and ALTER of a DriftDB table.
+unsafe fn recheck_of(stmt: *mut pg_sys::Node) -> Recheck {
+    unsafe {
+        if stmt.is_null() {
+            return Recheck::Nothing;
+        }
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_CreateForeignTableStmt => {
+                let s = &*(stmt as *mut pg_sys::CreateForeignTableStmt);
+                Recheck::Created(s.base.relation)
+            }
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let s = &*(stmt as *mut pg_sys::AlterTableStmt);
+                match driftdb_relation(s.relation, s.missing_ok) {
+                    Some(relid) => Recheck::Altered(relid),
+                    None => Recheck::Nothing,
+                }
+            }
+            _ => Recheck::Nothing,
+        }
+    }
+}
+
+impl Recheck {
+    /// Refuses (rolling the statement back with it) a DriftDB table whose primary_key
+    /// option names a missing column or one whose type cannot be a key, or whose indexed
+    /// column can no longer be indexed: at CREATE and ALTER, not at the first write.
+    unsafe fn run(self) {
+        unsafe {
+            let relid = match self {
+                Recheck::Nothing => return,
+                Recheck::Altered(relid) => relid,
+                Recheck::Created(rv) => pg_sys::RangeVarGetRelidExtended(
+                    rv,
+                    pg_sys::NoLock as pg_sys::LOCKMODE,
+                    pg_sys::RVROption::RVR_MISSING_OK,
+                    None,
+                    std::ptr::null_mut(),
+                ),
+            };
+            // The statement's own changes become visible to the checks.
+            pg_sys::CommandCounterIncrement();
+            if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
+                return;
+            }
+            let info = TableInfo::of(relid);
+            for &pos in &info.key {
+                datum::check_key_type_by_catalog(&info.columns[pos]).unwrap_or_else(|e| e.report());
+            }
+            let indexed = engine::with_store(|s| match s.indexes(info.id) {
+                Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
+                other => other,
+            });
+            for col in info
+                .columns
+                .iter()
+                .filter(|c| !c.dropped && indexed.contains(&c.id()))
+            {
+                datum::check_index_type_by_catalog(col).unwrap_or_else(|e| e.report());
+            }
         }
     }
 }

@@ -38,8 +38,6 @@ INSERT INTO d (made) VALUES ('given');
 SELECT * FROM d ORDER BY id;
 -- Keys must name existing columns of a type whose stored form decides equality.
 CREATE FOREIGN TABLE nokey (id int) SERVER drift OPTIONS (primary_key 'idx');
-INSERT INTO nokey VALUES (1);
 CREATE FOREIGN TABLE numkey (id numeric) SERVER drift OPTIONS (primary_key 'id');
-INSERT INTO numkey VALUES (1.0);
-DROP FOREIGN TABLE k, ck, d, nokey, numkey;
+DROP FOREIGN TABLE k, ck, d;
 DROP SEQUENCE s;

@@ -400,7 +400,17 @@ unsafe fn index_rows(
             if isnull {
                 return Vec::new();
             }
-            values.push(datum::encode(col, d));
+            // Ranges are served for integer-like types only, stored as given; an equal
+            // value is brought to the column's stored form (character(n) padding).
+            let stored = if state.access == Access::IndexEq {
+                datum::encode_lookup(col, d)
+            } else {
+                Some(datum::encode(col, d))
+            };
+            let Some(stored) = stored else {
+                return Vec::new();
+            };
+            values.push(stored);
         }
         let (lo, hi) = if state.access == Access::IndexEq {
             (
@@ -509,7 +519,10 @@ unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> 
                         return Vec::new();
                     }
                     let col = &info.columns[info.key[k]];
-                    datum::push_key_part(col, &datum::encode(col, d), &mut key);
+                    let Some(stored) = datum::encode_lookup(col, d) else {
+                        return Vec::new();
+                    };
+                    datum::push_key_part(col, &stored, &mut key);
                 }
                 keys.push(key);
             }
@@ -541,8 +554,11 @@ unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> 
                     if *nulls.add(i) {
                         continue;
                     }
+                    let Some(stored) = datum::encode_lookup(col, *elems.add(i)) else {
+                        continue;
+                    };
                     let mut key = Vec::new();
-                    datum::push_key_part(col, &datum::encode(col, *elems.add(i)), &mut key);
+                    datum::push_key_part(col, &stored, &mut key);
                     keys.push(key);
                 }
             }
