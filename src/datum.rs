@@ -470,6 +470,8 @@ mod unit {
             attnum: 1,
             name: "c".into(),
             typid,
+            typmod: -1,
+            collation: pg_sys::InvalidOid,
             typlen,
             typbyval: typlen > 0 && typlen <= 8,
             not_null: false,
