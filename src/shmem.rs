@@ -235,12 +235,30 @@ pub fn stable_seq_for(table: u64) -> u64 {
 pub fn pending_imports(table: u64, upto: u64) -> Vec<u32> {
     let mut state = STATE.exclusive();
     state.prune();
-    state
-        .inflight
-        .iter()
-        .filter(|s| s.first_seq != 0 && s.table == table && s.first_seq <= upto)
-        .map(|s| s.xid)
-        .collect()
+    state.imports_into(table, upto)
+}
+
+/// One look for a reader of `table`, under one lock and one pruning: the readable seq
+/// ([`readable_seq`]) and the imports into `table` in progress whose groups begin at or
+/// below `upto` (the readable seq when `None`).
+pub fn read_point(table: u64, upto: Option<u64>) -> (u64, Vec<u32>) {
+    let mut state = STATE.exclusive();
+    state.prune();
+    let readable = state.readable_seq();
+    (
+        readable,
+        state.imports_into(table, upto.unwrap_or(readable)),
+    )
+}
+
+impl Shared {
+    fn imports_into(&self, table: u64, upto: u64) -> Vec<u32> {
+        self.inflight
+            .iter()
+            .filter(|s| s.first_seq != 0 && s.table == table && s.first_seq <= upto)
+            .map(|s| s.xid)
+            .collect()
+    }
 }
 
 /// Publishes groups that redo made durable: raises the high-water seq and registers each

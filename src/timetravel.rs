@@ -26,9 +26,14 @@ pub fn stable_seq() -> u64 {
 /// the importing transaction, as a heap writer waits for another: `lock_timeout`,
 /// `statement_timeout` and deadlock detection apply, and `pg_locks` shows it.
 pub fn wait_for_imports(table: driftdb_storage::TableId, seq: u64) {
+    wait_for(table, seq, shmem::pending_imports(table, seq));
+}
+
+/// [`wait_for_imports`], given the imports pending at the first look.
+fn wait_for(table: driftdb_storage::TableId, seq: u64, mut pending: Vec<u32>) {
     loop {
         // SAFETY: a plain check of this backend's transaction stack.
-        let others: Vec<u32> = shmem::pending_imports(table, seq)
+        let others: Vec<u32> = std::mem::take(&mut pending)
             .into_iter()
             .filter(|&x| unsafe { !pg_sys::TransactionIdIsCurrentTransactionId(x.into()) })
             .collect();
@@ -48,6 +53,7 @@ pub fn wait_for_imports(table: driftdb_storage::TableId, seq: u64) {
                 )
             };
         }
+        pending = shmem::pending_imports(table, seq);
     }
 }
 
@@ -109,18 +115,20 @@ fn drift_seq_at(at: pgrx::datum::TimestampWithTimeZone) -> i64 {
 /// `seq` checked to be a seq readers may read `table` at, once the imports into `table`
 /// that it covers have ended.
 pub fn check_seq(table: driftdb_storage::TableId, seq: i64) -> u64 {
-    let current = stable_seq();
+    engine::read_point();
+    let (current, pending) = shmem::read_point(table, u64::try_from(seq).ok());
     if seq < 0 || seq as u64 > current {
         DriftError::SeqOutOfRange { seq, current }.report()
     }
-    wait_for_imports(table, seq as u64);
+    wait_for(table, seq as u64, pending);
     seq as u64
 }
 
 /// The stable seq, for reading the whole history of `table` up to it.
 pub fn stable_seq_of(table: driftdb_storage::TableId) -> u64 {
-    let seq = stable_seq();
-    wait_for_imports(table, seq);
+    engine::read_point();
+    let (seq, pending) = shmem::read_point(table, None);
+    wait_for(table, seq, pending);
     seq
 }
 
