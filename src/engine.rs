@@ -18,6 +18,8 @@ use std::sync::Arc;
 thread_local! {
     // Postgres backends are single-threaded; thread_local gives this process its handle.
     static STORE: RefCell<Option<Store>> = const { RefCell::new(None) };
+    // Set while the engine runs a call on STORE: still set when an ERROR unwound it.
+    static IN_ENGINE: Cell<bool> = const { Cell::new(false) };
     // The fates DriftDB has recorded itself, as last read (see `refresh_settled`).
     static SETTLED: RefCell<Arc<SettledFates>> = RefCell::new(Arc::default());
     // The count of settlements (`shmem::fates_generation`) SETTLED was read at; `None`
@@ -110,6 +112,13 @@ fn open_store() -> Store {
 pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -> R {
     STORE.with(|cell| {
         let mut slot = cell.borrow_mut();
+        // An ERROR raised inside an earlier `f` (in a callback into Postgres) unwound
+        // through the engine: that store is dropped and opened again from the files,
+        // which the interrupted call had not changed (an append unwinds before its WAL
+        // record, and the engine poisons a store an append unwound through).
+        if IN_ENGINE.replace(false) {
+            *slot = None;
+        }
         let promoted = slot.as_ref().is_some_and(|s| {
             // SAFETY: a plain read of the server's recovery state.
             s.config().mode == OpenMode::Reader && !unsafe { pg_sys::RecoveryInProgress() }
@@ -129,7 +138,9 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
             SETTLED_AT.set(None);
         }
         let store = slot.as_mut().expect("opened above");
+        IN_ENGINE.set(true);
         let out = f(store);
+        IN_ENGINE.set(false);
         crate::stats::publish(store.stats());
         out.unwrap_or_else(|e| DriftError::Engine(e).report())
     })

@@ -141,6 +141,9 @@ pub struct Store {
     /// Set for the next append by [`Store::append_unsynced`]: its syncs wait for
     /// [`Store::finish_append`].
     defer_syncs: bool,
+    /// Set while an append runs: still set when one unwound, which poisons the store
+    /// (see `append_with_origins`).
+    appending: bool,
     /// The syncs of the last append, when deferred; the write-ahead's batch stays open
     /// (`WriteAhead::done` not called) until they are done.
     pending_syncs: Vec<FileOp>,
@@ -446,6 +449,7 @@ impl Store {
             fates_log: FatesLog::new(&root),
             broken: None,
             defer_syncs: false,
+            appending: false,
             pending_syncs: Vec::new(),
             background: None,
             missing: HashMap::new(),
@@ -544,6 +548,8 @@ impl Store {
     /// is [`Store::append`]. The write-ahead's batch stays open until the syncs are done
     /// (in Postgres: the critical section, and the checkpoint held off).
     pub fn append_unsynced(&mut self, txns: &[Txn], fates: &dyn Fates) -> Result<Vec<Committed>> {
+        // If the append unwinds, the flag stays set, but the store is poisoned then (no
+        // later append runs on it).
         self.defer_syncs = true;
         let out = self.append(txns, fates);
         self.defer_syncs = false;

@@ -330,3 +330,105 @@ fn imported_groups_name_their_table_in_the_log() {
         .collect();
     assert_eq!(marks, [(1, 2, 7, 0), (3, 4, 50, 2), (5, 5, 50, 2)]);
 }
+
+/// Fates that count the calls made to them and panic at call `panic_at` (as a Postgres
+/// ERROR raised in a commit log lookup unwinds through the engine in the extension).
+struct PanicAt {
+    calls: std::cell::Cell<usize>,
+    panic_at: usize,
+}
+
+impl Fates for PanicAt {
+    fn fate(&self, xid: u64) -> Fate {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        assert!(n != self.panic_at, "injected failure at fates call {n}");
+        if xid == 66 {
+            Fate::InProgress
+        } else {
+            Fate::Committed
+        }
+    }
+}
+
+/// A store with history whose groups are not settled (so an append asks the fates of
+/// earlier transactions), one of them in progress.
+fn unsettled_store(dir: &Path, rec: &Recorder) -> Store {
+    let mut s = Store::open_with(dir, cfg(), Some(Box::new(rec.clone()))).unwrap();
+    s.create_table(7).unwrap();
+    for (xid, key) in [(60, "a"), (66, "b"), (61, "c")] {
+        s.append(&[txn(xid, vec![ins(7, key, &[(1, "x")])])], &AllCommitted)
+            .unwrap();
+    }
+    s
+}
+
+/// An append that a panic in a `Fates` callback unwinds, at each of the calls it makes,
+/// poisons the store (#22: the deferred-sync flag stayed set, so the next plain append
+/// left its write-ahead batch open, in Postgres a critical section in which an ordinary
+/// error became a PANIC). The poisoned store refuses further appends; the files are as
+/// before the failed append, and a store reopened on them appends and closes its batches.
+#[test]
+fn an_append_unwound_at_any_fates_call_poisons_the_store_and_changes_no_file() {
+    // How many fates calls the append makes.
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::default();
+    let mut s = unsettled_store(dir.path(), &rec);
+    let counting = PanicAt {
+        calls: std::cell::Cell::new(0),
+        panic_at: usize::MAX,
+    };
+    let batch = || {
+        vec![txn(
+            70,
+            vec![
+                ins(7, "d", &[(1, "y")]),
+                patch(7, "a", &[(1, Some("z"))]),
+                del(7, "c"),
+            ],
+        )]
+    };
+    s.append_unsynced(&batch(), &counting).unwrap();
+    s.finish_append().unwrap();
+    let calls = counting.calls.get();
+    assert!(calls >= 2, "the append asks fates {calls} times");
+
+    for panic_at in 0..calls {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Recorder::default();
+        let mut s = unsettled_store(dir.path(), &rec);
+        let before = files(dir.path());
+        let rows = scan_all(&mut s, 7, 3, &AllCommitted);
+        let failing = PanicAt {
+            calls: std::cell::Cell::new(0),
+            panic_at,
+        };
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.append_unsynced(&batch(), &failing)
+        }));
+        assert!(unwound.is_err(), "call {panic_at}: no panic");
+        assert_eq!(*rec.logged_not_done.lock().unwrap(), 0, "call {panic_at}");
+        // Poisoned: the next append is refused, and nothing is left open.
+        let next = s.append(&[txn(71, vec![ins(7, "e", &[(1, "w")])])], &AllCommitted);
+        assert!(
+            matches!(next, Err(Error::Broken(_))),
+            "call {panic_at}: {next:?}"
+        );
+        assert_eq!(*rec.logged_not_done.lock().unwrap(), 0, "call {panic_at}");
+        assert_eq!(files(dir.path()), before, "call {panic_at}");
+        drop(s);
+        // Reopened: the same rows; appends close their write-ahead batches again.
+        let mut s = Store::open_with(dir.path(), cfg(), Some(Box::new(rec.clone()))).unwrap();
+        assert_eq!(
+            scan_all(&mut s, 7, 3, &AllCommitted),
+            rows,
+            "call {panic_at}"
+        );
+        s.append(&[txn(72, vec![ins(7, "f", &[(1, "v")])])], &AllCommitted)
+            .unwrap();
+        assert_eq!(*rec.logged_not_done.lock().unwrap(), 0, "call {panic_at}");
+        s.append_unsynced(&batch(), &AllCommitted).unwrap();
+        s.finish_append().unwrap();
+        assert_eq!(*rec.logged_not_done.lock().unwrap(), 0, "call {panic_at}");
+    }
+}

@@ -361,6 +361,30 @@ impl Store {
         fates: &dyn Fates,
         all_or_nothing: bool,
     ) -> Result<Vec<Result<Committed>>> {
+        // An append that unwound (a panic in a `Fates` callback: in Postgres, an ERROR
+        // raised there) left its state half set: the store is poisoned, and the next
+        // append refuses it (the caller reopens the store from its files, which the
+        // unwound append did not change: it unwinds before anything is WAL-logged).
+        if self.appending {
+            return Err(Error::Broken(
+                "an earlier append was interrupted (a panic unwound through it); reopen the \
+                 store"
+                    .into(),
+            ));
+        }
+        self.appending = true;
+        let out = self.append_unpoisoned(txns, origins, fates, all_or_nothing);
+        self.appending = false;
+        out
+    }
+
+    fn append_unpoisoned(
+        &mut self,
+        txns: &[Txn],
+        origins: &[Origin],
+        fates: &dyn Fates,
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<Committed>>> {
         self.require_writer()?;
         self.refresh_journal_writer()?;
         let judge = NotAborted(fates);
