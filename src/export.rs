@@ -293,6 +293,27 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
             }
             Ok(())
         });
+        // Then the table's secondary indexes, one row each (op INDEX, no seq: after every
+        // event in seq order), so that an import makes them too.
+        let indexed = engine::with_store(|s| match s.indexes(info.id) {
+            Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
+            other => other,
+        });
+        for col in info
+            .columns
+            .iter()
+            .filter(|c| !c.dropped && indexed.contains(&c.id()))
+        {
+            let mut values = [pg_sys::Datum::from(0usize); 8];
+            let mut nulls = [true; 8];
+            values[4] = text_datum("INDEX");
+            nulls[4] = false;
+            let mut obj = Map::new();
+            obj.insert("column".into(), Value::String(col.name.clone()));
+            values[6] = jsonb(&Value::Object(obj));
+            nulls[6] = false;
+            pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
         pg_sys::MemoryContextDelete(per_row);
         pg_sys::Datum::from(0usize)
     }
@@ -337,6 +358,9 @@ struct Importer<'a> {
     batch: Vec<(Txn, Origin)>,
     batch_events: usize,
     imported: i64,
+    /// The columns of the INDEX rows read: indexed when the transaction commits, as
+    /// `drift_create_index` does.
+    indexes: Vec<u16>,
 }
 
 /// The CHECK (and NOT NULL) constraints of the table imported into, checked on each
@@ -413,6 +437,35 @@ impl Checks {
 }
 
 impl Importer<'_> {
+    /// An INDEX row: `{"column": name}` of a column to index, checked as
+    /// `drift_create_index` checks it.
+    fn index(&mut self, data: Option<Value>) {
+        let name = match &data {
+            Some(Value::Object(obj)) => match obj.get("column") {
+                Some(Value::String(n)) if obj.len() == 1 => n.clone(),
+                _ => bad("An INDEX row's data is not {\"column\": name}.".into()),
+            },
+            _ => bad("An INDEX row's data is not {\"column\": name}.".into()),
+        };
+        let Some(col) = self
+            .info
+            .columns
+            .iter()
+            .find(|c| !c.dropped && c.name == name)
+        else {
+            DriftError::NoSuchColumn {
+                relid: self.info.relid,
+                column: name,
+            }
+            .report()
+        };
+        // SAFETY: catalog lookups inside the importing transaction.
+        unsafe { datum::check_index_type_by_catalog(col) }.unwrap_or_else(|e| e.report());
+        if !self.indexes.contains(&col.id()) {
+            self.indexes.push(col.id());
+        }
+    }
+
     /// A key or NOT NULL column without a value: the error a live write gets (23502).
     fn null_in(&self, col: &Column) -> ! {
         DriftError::NullInColumn {
@@ -782,6 +835,7 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
         batch: Vec::new(),
         batch_events: 0,
         imported: 0,
+        indexes: Vec::new(),
     };
     let source =
         Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::text", &[events.into()])
@@ -815,6 +869,11 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
             }
             for row in rows {
                 let need = |what: &str| -> ! { bad(format!("An event has no {what}.")) };
+                let op = row.get::<String>(5)?.unwrap_or_else(|| need("op"));
+                if op == "INDEX" {
+                    importer.index(row.get::<pgrx::JsonB>(7)?.map(|j| j.0));
+                    continue;
+                }
                 let r = Row7 {
                     seq: row.get::<i64>(1)?.unwrap_or_else(|| need("seq")),
                     committed_at: row
@@ -826,7 +885,7 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
                         .and_then(|t| t.parse::<u64>().ok())
                         .unwrap_or_else(|| need("txid")),
                     role: row.get::<String>(4)?.unwrap_or_else(|| need("role")),
-                    op: row.get::<String>(5)?.unwrap_or_else(|| need("op")),
+                    op,
                     key: row.get::<pgrx::JsonB>(6)?.map(|j| j.0),
                     data: row.get::<pgrx::JsonB>(7)?.map(|j| j.0),
                     long: row.get::<Vec<Option<String>>>(8)?.unwrap_or_default(),
@@ -840,6 +899,9 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
     }
     importer.end_group();
     importer.flush();
+    for col in std::mem::take(&mut importer.indexes) {
+        txn::at_commit(txn::Ddl::CreateIndex(info.id, col));
+    }
     if let Some(checks) = importer.checks.take() {
         // SAFETY: after the last check.
         unsafe { checks.close() };

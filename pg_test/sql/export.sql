@@ -13,8 +13,10 @@ RESET ROLE;
 DELETE FROM ex WHERE id = 2;
 INSERT INTO ex VALUES (3, E'tab\there', '{}', NULL);
 UPDATE ex SET id = 4 WHERE id = 3;
+SELECT drift_create_index('ex', 'name');
 
--- The export: op, key and the columns each event stored, as text forms.
+-- The export: op, key and the columns each event stored, as text forms; then one INDEX
+-- row per secondary index (no seq: after every event).
 SELECT seq - :s0 AS seq, role, op, key, data FROM drift_export('ex') ORDER BY seq;
 -- Commit times and transactions are those of drift_history.
 SELECT count(*) AS events,
@@ -35,6 +37,17 @@ CREATE FOREIGN TABLE ex_copy (id int NOT NULL, name text, tags text[], price num
   SERVER drift OPTIONS (primary_key 'id');
 SELECT drift_import('ex_copy', 'ex_events');
 SELECT * FROM ex_copy ORDER BY id;
+-- The INDEX row made the same index, which serves lookups.
+SELECT indexes FROM drift_tables WHERE table_name = 'ex_copy'::regclass;
+EXPLAIN (COSTS OFF) SELECT id FROM ex_copy WHERE name = 'pear';
+-- An INDEX row naming a column the table does not have: 42703.
+CREATE FOREIGN TABLE ex_noidx (id int NOT NULL, label text, tags text[], price numeric(8,2))
+  SERVER drift OPTIONS (primary_key 'id');
+CREATE TABLE ex_index_only AS SELECT * FROM ex_events WHERE op = 'INDEX';
+SELECT drift_import('ex_noidx', 'ex_index_only');
+SELECT count(*) FROM drift_history('ex_noidx');
+DROP FOREIGN TABLE ex_noidx;
+DROP TABLE ex_index_only;
 -- drift_history is the same but for the seqs, which are this cluster's (same order).
 SELECT (SELECT array_agg((committed_at, op, "row", changed, txid, role) ORDER BY seq)
           FROM drift_history('ex'))
