@@ -78,26 +78,51 @@ impl PgWal {
 const SPACE_MARGIN: u64 = 16 << 20;
 
 fn check_space(ops: &[FileOp]) -> driftdb_storage::Result<()> {
-    let need: u64 = ops.iter().map(FileOp::data_len).sum::<u64>() + SPACE_MARGIN;
-    // The data directory: DriftDB's own directory may not exist yet.
-    let root = crate::engine::data_dir();
-    let (free, _) = space(&root).map_err(|e| driftdb_storage::Error::IoAt {
-        path: root.clone(),
-        source: e,
-    })?;
-    if free < need {
-        return Err(driftdb_storage::Error::IoAt {
-            path: root,
-            source: std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                format!(
-                    "{free} bytes free, {need} needed to write {} bytes safely",
-                    need - SPACE_MARGIN
+    let bytes: u64 = ops.iter().map(FileOp::data_len).sum();
+    // The same bytes go to DriftDB's files and, first, into WAL records: count them on
+    // the file system of each (twice where they are one file system). DriftDB's own
+    // directory may not exist yet (then its parent, the data directory, decides).
+    let data = crate::engine::data_dir();
+    let root = crate::engine::root();
+    let files = if root.exists() { root } else { data.clone() };
+    let wal = data.join("pg_wal");
+    let mut needs: Vec<(std::path::PathBuf, u64, u64)> = Vec::new();
+    for path in [files, wal] {
+        let dev = device(&path).map_err(|e| driftdb_storage::Error::IoAt {
+            path: path.clone(),
+            source: e,
+        })?;
+        match needs.iter_mut().find(|(_, d, _)| *d == dev) {
+            Some((_, _, need)) => *need += bytes,
+            None => needs.push((path, dev, bytes + SPACE_MARGIN)),
+        }
+    }
+    for (path, _, need) in needs {
+        let (free, _) = space(&path).map_err(|e| driftdb_storage::Error::IoAt {
+            path: path.clone(),
+            source: e,
+        })?;
+        if free < need {
+            return Err(driftdb_storage::Error::IoAt {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "{free} bytes free, {need} needed to write {bytes} bytes safely \
+                         (DriftDB's files and their WAL records)"
+                    ),
                 ),
-            ),
-        });
+            });
+        }
     }
     Ok(())
+}
+
+/// The device of the file system holding `path` (following a symlink, as `pg_wal` may
+/// be one).
+fn device(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.dev())
 }
 
 /// (free bytes for unprivileged writers, total bytes) of the file system holding `path`.

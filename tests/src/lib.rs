@@ -420,3 +420,47 @@ pub fn lock_wait_of(c: &mut Client, pid: i32) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A tmpfs of a given size mounted at a directory owned by the postgres user, unmounted
+/// when dropped: a small file system for disk-full tests (needs root, as `make test` runs).
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, megabytes: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let uid = Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let gid = Command::new("id")
+            .args(["-g", "postgres"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={megabytes}m,mode=0700,uid={uid},gid={gid}"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a {megabytes} MB tmpfs at {} (disk-full tests need root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
