@@ -76,9 +76,20 @@ fn ordered_int(typid: pg_sys::Oid) -> Option<bool> {
     }
 }
 
-/// True when the stored bytes of `typid` sort like its values (so index ranges are exact).
-pub fn bytes_sort_like_values(typid: pg_sys::Oid) -> bool {
-    ordered_int(typid).is_some()
+/// True when the stored bytes of `typid` sort like its values under the comparison's
+/// collation `collid` (so index ranges are exact): integer-like types (stored big-endian,
+/// sign flipped), uuid (Postgres compares its 16 bytes as they are), and text and varchar
+/// compared under the C (or POSIX) collation, which orders strings by their bytes, a
+/// prefix before the longer string, as a byte-wise comparison of the stored bytes does.
+/// Other collations order by their own rules: equality only.
+pub fn bytes_sort_like_values(typid: pg_sys::Oid, collid: pg_sys::Oid) -> bool {
+    match typid {
+        pg_sys::UUIDOID => true,
+        pg_sys::TEXTOID | pg_sys::VARCHAROID => {
+            collid == pg_sys::C_COLLATION_OID || collid == pg_sys::POSIX_COLLATION_OID
+        }
+        _ => ordered_int(typid).is_some(),
+    }
 }
 
 /// The integer value of a stored integer-like column, sign-extended.

@@ -68,6 +68,46 @@ EXPLAIN (COSTS OFF) SELECT id FROM i_char WHERE c = 'x';
 SELECT id FROM i_char WHERE c = 'x' ORDER BY id;
 SELECT id FROM i_char WHERE c = 'xy  ' ORDER BY id;
 SELECT id FROM i_char WHERE c = 'xyzzy' ORDER BY id;
+-- Ranges on an index: uuid (compared byte by byte) and text under the C collation (by
+-- bytes, a prefix first) are served by the index, exactly as heap answers; text under
+-- another collation is served for equality only (its order is the collation's).
+CREATE FOREIGN TABLE i_rng (id int NOT NULL, u uuid, c text COLLATE "C", d text)
+  SERVER drift OPTIONS (primary_key 'id');
+CREATE TABLE h_rng (id int, u uuid, c text COLLATE "C", d text);
+INSERT INTO i_rng SELECT g, md5(g::text)::uuid, left(md5(g::text), g % 5), 'd' || g
+  FROM generate_series(1, 200) g;
+INSERT INTO h_rng SELECT * FROM i_rng;
+INSERT INTO i_rng VALUES (201, NULL, 'ab', 'x'), (202, NULL, 'ab' || chr(233), 'y'),
+                         (203, NULL, 'abc', 'z'), (204, NULL, 'B', 'w');
+INSERT INTO h_rng VALUES (201, NULL, 'ab', 'x'), (202, NULL, 'ab' || chr(233), 'y'),
+                         (203, NULL, 'abc', 'z'), (204, NULL, 'B', 'w');
+SELECT drift_create_index('i_rng', 'u');
+SELECT drift_create_index('i_rng', 'c');
+SELECT drift_create_index('i_rng', 'd');
+EXPLAIN (COSTS OFF) SELECT id FROM i_rng WHERE u >= '40000000-0000-0000-0000-000000000000'
+                                         AND u < '80000000-0000-0000-0000-000000000000';
+SELECT (SELECT array_agg(id ORDER BY id) FROM i_rng
+         WHERE u >= '40000000-0000-0000-0000-000000000000'
+           AND u < '80000000-0000-0000-0000-000000000000')
+     = (SELECT array_agg(id ORDER BY id) FROM h_rng
+         WHERE u >= '40000000-0000-0000-0000-000000000000'
+           AND u < '80000000-0000-0000-0000-000000000000') AS same_uuid_range,
+       (SELECT count(*) FROM i_rng WHERE u > 'c0000000-0000-0000-0000-000000000000') > 0
+         AS some_rows;
+EXPLAIN (COSTS OFF) SELECT id FROM i_rng WHERE c > 'ab' AND c <= 'b';
+SELECT id, c FROM i_rng WHERE c > 'ab' AND c <= 'abd' ORDER BY id;
+SELECT id, c FROM h_rng WHERE c > 'ab' AND c <= 'abd' ORDER BY id;
+SELECT (SELECT array_agg(id ORDER BY id) FROM i_rng WHERE c >= '3' AND c < 'a')
+     = (SELECT array_agg(id ORDER BY id) FROM h_rng WHERE c >= '3' AND c < 'a') AS same_text_range,
+       (SELECT array_agg(id ORDER BY id) FROM i_rng WHERE c < 'C')
+     = (SELECT array_agg(id ORDER BY id) FROM h_rng WHERE c < 'C') AS same_below_c;
+-- Under the database's collation: equality from the index, a range from a full scan.
+EXPLAIN (COSTS OFF) SELECT id FROM i_rng WHERE d = 'd7';
+EXPLAIN (COSTS OFF) SELECT id FROM i_rng WHERE d > 'd7';
+SELECT count(*) FROM i_rng WHERE d > 'd7';
+SELECT count(*) FROM h_rng WHERE d > 'd7';
+DROP FOREIGN TABLE i_rng;
+DROP TABLE h_rng;
 -- Indexes are refused on the same types as keys, by the same rule.
 CREATE FOREIGN TABLE i_bad (id int NOT NULL, n numeric, i interval, j jsonb, d coord,
                             a numeric[], p kt_pt)

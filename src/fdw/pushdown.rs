@@ -170,7 +170,13 @@ pub unsafe fn choose(
                             Some(3) if collation_ok && index_eq.is_none() => {
                                 index_eq = Some((attno, val.cast()));
                             }
-                            Some(st) if st != 3 && datum::bytes_sort_like_values(col.typid) => {
+                            Some(st)
+                                if st != 3
+                                    && datum::bytes_sort_like_values(
+                                        col.typid,
+                                        (*op).inputcollid,
+                                    ) =>
+                            {
                                 let entry = match ranges.iter_mut().find(|r| r.0 == attno) {
                                     Some(e) => e,
                                     None => {
