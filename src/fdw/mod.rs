@@ -71,6 +71,41 @@ fn driftdb_fdw_validator(options: Internal, catalog: pg_sys::Oid) {
 
 extension_sql!(
     r#"
+-- The extension's schema must be one that no role but superusers can create objects in:
+-- a role that could would be able to plant objects DriftDB's SQL (or a later update
+-- script's CREATE OR REPLACE) meets. PUBLIC, pg_database_owner standing for a database
+-- owner who is not a superuser, or any other role that is not one, is refused.
+DO $driftdb_schema_check$
+DECLARE
+    writers text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0
+                                               THEN 'PUBLIC'
+                                               ELSE pg_catalog.quote_ident(r.rolname) END,
+                                 ', ')
+      INTO writers
+      FROM pg_catalog.pg_namespace n
+     CROSS JOIN LATERAL pg_catalog.aclexplode(
+               COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
+      LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.grantee
+     WHERE n.nspname OPERATOR(pg_catalog.=) '@extschema@'
+       AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+       AND (a.grantee OPERATOR(pg_catalog.=) 0
+            OR NOT COALESCE(r.rolsuper, false)
+               AND NOT (r.rolname OPERATOR(pg_catalog.=) 'pg_database_owner'
+                        AND (SELECT u.rolsuper
+                               FROM pg_catalog.pg_database d
+                               JOIN pg_catalog.pg_roles u ON u.oid OPERATOR(pg_catalog.=) d.datdba
+                              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())));
+    IF writers IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'insufficient_privilege',
+            MESSAGE = pg_catalog.format('DriftDB cannot be installed in schema %I, where roles that are not superusers can create objects (%s)', '@extschema@', writers),
+            HINT = 'Create the extension in a schema of its own (CREATE SCHEMA driftdb; CREATE EXTENSION driftdb SCHEMA driftdb), or revoke CREATE on this schema from those roles.';
+    END IF;
+END
+$driftdb_schema_check$;
+
 CREATE FOREIGN DATA WRAPPER driftdb
     HANDLER @extschema@.driftdb_fdw_handler
     VALIDATOR @extschema@.driftdb_fdw_validator;

@@ -1,7 +1,8 @@
 //! The extension's SQL under a hostile search_path (#23): a role with CREATE on `public`
 //! plants functions, operators and an aggregate that shadow what DriftDB's SQL calls, before
 //! CREATE EXTENSION and before each call; a superuser then creates the extension and uses
-//! it with `public` first on the search path. Nothing planted may ever run.
+//! it with `public` first on the search path. Nothing planted may ever run. CREATE
+//! EXTENSION refuses a schema where a role that is not a superuser may create objects.
 
 use driftdb_e2e::{Client, Cluster};
 
@@ -121,7 +122,16 @@ fn planted_objects_in_public_never_run() {
     );
     su.batch_execute("DELETE FROM public.planted_ran").unwrap();
 
-    // The extension in public, where the plants are (the default schema).
+    // Not in a schema where a role that is not a superuser may create objects (42501):
+    // mallory could plant what a later update script replaces.
+    let e = su.batch_execute("CREATE EXTENSION driftdb").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501", "{db:?}");
+    assert!(db.message().contains("mallory"), "{db:?}");
+    // The extension in public, where the plants are (the default schema), once mallory
+    // may no longer create there.
+    su.batch_execute("REVOKE CREATE ON SCHEMA public FROM mallory")
+        .unwrap();
     su.batch_execute("CREATE EXTENSION driftdb").unwrap();
     make_table(&mut su, "public");
     use_everything(&mut su, "public");
@@ -129,7 +139,8 @@ fn planted_objects_in_public_never_run() {
 
     // The extension in a schema of its own, with look-alikes of its functions in public;
     // a superuser-planted C handler in public is not what the wrapper uses either.
-    su.batch_execute("DROP EXTENSION driftdb CASCADE").unwrap();
+    su.batch_execute("DROP EXTENSION driftdb CASCADE; GRANT CREATE ON SCHEMA public TO mallory")
+        .unwrap();
     su.batch_execute(&format!(
         "SET ROLE mallory; CREATE FUNCTION public.drift_server_stats{own_names}"
     ))
