@@ -138,6 +138,30 @@ unsafe extern "C-unwind" {
     );
 }
 
+unsafe extern "C-unwind" {
+    /// catalog/pg_inherits.h (the same in 15 to 18), which pgrx's bindings leave out.
+    fn find_all_inheritors(
+        parent: pg_sys::Oid,
+        lockmode: pg_sys::LOCKMODE,
+        numparents: *mut *mut pg_sys::List,
+    ) -> *mut pg_sys::List;
+}
+
+/// `relid` and every relation that inherits from it (a partitioned table's partitions,
+/// at every level), each locked in `lockmode`.
+///
+/// # Safety
+/// Catalog lookups and lock waits: must run inside a transaction.
+pub unsafe fn all_inheritors(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
+    unsafe {
+        let list = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            find_all_inheritors(relid, lockmode, std::ptr::null_mut())
+        });
+        let n = if list.is_null() { 0 } else { (*list).length };
+        (0..n).map(|i| pg_sys::list_nth_oid(list, i)).collect()
+    }
+}
+
 /// Computes the stored generated columns of an UPDATE's new row again (after a recheck
 /// built the row anew), as the executor did before the first attempt.
 ///

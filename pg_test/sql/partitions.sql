@@ -1,6 +1,6 @@
 -- A partitioned table whose partitions are DriftDB tables (#23): INSERT routing, UPDATE
--- within a partition, DELETE, pruning, locking reads, the past over the parent, each
--- partition's own history.
+-- within a partition, DELETE, pruning, locking reads, the past over the parent (SET
+-- driftdb.as_of and drift_as_of), each partition's own history.
 \set VERBOSITY terse
 CREATE TABLE pt (id int NOT NULL, region text NOT NULL, v int) PARTITION BY LIST (region);
 CREATE FOREIGN TABLE pt_eu PARTITION OF pt FOR VALUES IN ('eu')
@@ -33,6 +33,24 @@ COMMIT;
 SET driftdb.as_of = :'s0';
 SELECT tableoid::regclass, * FROM pt ORDER BY id;
 RESET driftdb.as_of;
+-- drift_as_of over the parent: every partition at the point, pruned, joined, by time too.
+SELECT * FROM drift_as_of(NULL::pt, :'s0') ORDER BY id;
+SELECT * FROM drift_as_of(NULL::pt, :'s0') WHERE region = 'us' ORDER BY id;
+EXPLAIN (COSTS OFF) SELECT * FROM drift_as_of(NULL::pt, :'s0') WHERE region = 'us';
+SELECT p.id, p.v AS was, n.v AS is FROM drift_as_of(NULL::pt, :'s0') p
+  LEFT JOIN pt n USING (id) ORDER BY p.id;
+SELECT count(*) FROM drift_as_of(NULL::pt, now());
+SELECT count(*) FROM drift_as_of(NULL::pt, 0);
+-- With a heap partition the parent has no DriftDB past: 42809, as before.
+CREATE TABLE pt_other PARTITION OF pt FOR VALUES IN ('other');
+SELECT count(*) FROM drift_as_of(NULL::pt, :'s0');
+DROP TABLE pt_other;
+-- The past of the parent needs SELECT on it, as reading it does.
+CREATE ROLE pt_reader;
+SET ROLE pt_reader;
+SELECT count(*) FROM drift_as_of(NULL::pt, :'s0');
+RESET ROLE;
+DROP ROLE pt_reader;
 SELECT op, row->>'id' AS id, row->>'v' AS v FROM drift_history('pt_eu') ORDER BY seq;
 SELECT op, row->>'id' AS id, row->>'v' AS v FROM drift_history('pt_us') ORDER BY seq;
 -- Many statements in one transaction: no limit on how many UPDATEs it runs.

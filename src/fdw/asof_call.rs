@@ -160,7 +160,7 @@ unsafe fn as_of_call(
             return None;
         }
         let relid = pg_sys::get_typ_typrelid((*(row as *mut pg_sys::Const)).consttype);
-        if relid == pg_sys::InvalidOid || !is_driftdb_table(relid) {
+        if relid == pg_sys::InvalidOid || !(is_driftdb_table(relid) || all_driftdb_parts(relid)) {
             return None;
         }
         // Only a point that is one value for the whole statement: a column of any query
@@ -175,6 +175,26 @@ unsafe fn as_of_call(
             return None;
         }
         Some((relid, point, (*call).funcid))
+    }
+}
+
+/// Whether `relid` is a partitioned table whose leaf partitions are all DriftDB tables:
+/// its past is the union of theirs, read by scanning the parent with the point, which
+/// every partition's scan takes from the entry (the planner copies a parent's entry, its
+/// sample clause with it, into each partition's). A heap partition would take the clause
+/// for a real TABLESAMPLE: then the call stays a function call.
+unsafe fn all_driftdb_parts(relid: pg_sys::Oid) -> bool {
+    unsafe {
+        if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_PARTITIONED_TABLE {
+            return false;
+        }
+        // Locked as the planner locks a parent's partitions when it expands them.
+        crate::compat::all_inheritors(relid, pg_sys::AccessShareLock as _)
+            .into_iter()
+            .all(|part| match pg_sys::get_rel_relkind(part) as u8 {
+                pg_sys::RELKIND_PARTITIONED_TABLE => true,
+                _ => is_driftdb_table(part),
+            })
     }
 }
 
@@ -198,9 +218,11 @@ unsafe fn convert(
         (*sample).args = pg_sys::lappend((*sample).args, point.cast());
         (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
         (*rte).relid = relid;
-        (*rte).relkind = pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char;
+        let relkind = pg_sys::get_rel_relkind(relid);
+        (*rte).relkind = relkind;
         (*rte).rellockmode = pg_sys::AccessShareLock as _;
-        (*rte).inh = false;
+        // A partitioned table is expanded into its partitions, each scanned at the point.
+        (*rte).inh = relkind as u8 == pg_sys::RELKIND_PARTITIONED_TABLE;
         (*rte).functions = std::ptr::null_mut();
         (*rte).funcordinality = false;
         (*rte).tablesample = sample;
