@@ -48,8 +48,29 @@ pub const SECTION_HISTORY_POSITIONS: u8 = 4;
 /// A frame whose payload is larger than this has the positions of each key's events in it
 /// recorded in the key history, so that one key's history decodes those events alone.
 pub const POSITIONS_FROM: usize = 64 << 10;
-/// Largest raw (uncompressed) snapshot block a reader accepts.
+/// Largest raw (uncompressed) snapshot block of several records a reader accepts. Blocks
+/// are cut once they reach their target (64 KiB, 16 KiB for key history), so only a record
+/// larger than that target makes a block grow past it: a record that would take a block
+/// beyond this length is written as a block of its own (see [`MAX_RECORD_BLOCK_RAW_LEN`]).
 pub const MAX_BLOCK_RAW_LEN: u64 = 64 << 20;
+/// Largest raw length of a snapshot block that holds one record alone; a block longer than
+/// [`MAX_BLOCK_RAW_LEN`] must hold exactly one record.
+///
+/// Why [`MAX_FRAME_LEN`]: a row record (`bytes key | columns`) is byte for byte the INSERT
+/// event that wrote the row minus its seq step and op tag, and that event lies inside one
+/// table frame payload next to the frame's group seq, xid and event count (at least five
+/// bytes in all). So any row one frame can hold, its largest value, key and every varint
+/// included, encodes in fewer than `MAX_FRAME_LEN` bytes, and so does a row whose columns
+/// all come from events of one frame (each event brings its own key and column count). An
+/// index record (`bytes value | bytes key`) is shorter than the row record it comes from.
+///
+/// What this does not cover: a row whose columns were set by PATCHes of several
+/// transactions can outgrow any single frame (two 600 MB columns set one transaction
+/// each), and a key history record grows with the number of frames holding the key's
+/// events (a few bytes each: some 170 million frames of one key reach 1 GiB). A snapshot
+/// of such a record fails with `TooLarge` naming it; splitting one record across blocks
+/// would be a new section format.
+pub const MAX_RECORD_BLOCK_RAW_LEN: u64 = MAX_FRAME_LEN as u64;
 
 /// Why a decoder refused its input. The caller adds the file and offset.
 pub type DecodeResult<T> = std::result::Result<T, &'static str>;
@@ -65,6 +86,12 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// The number of bytes [`put_varint`] writes for `v`.
+#[inline]
+pub fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Zigzag then LEB128, for signed values (commit timestamps).
@@ -99,6 +126,19 @@ pub fn put_columns(out: &mut Vec<u8>, cols: &[(ColumnId, Value)]) {
         put_varint(out, u64::from(*c));
         put_value(out, v);
     }
+}
+
+/// The number of bytes [`put_columns`] writes for `cols`.
+pub fn columns_len(cols: &[(ColumnId, Value)]) -> usize {
+    varint_len(cols.len() as u64)
+        + cols
+            .iter()
+            .map(|(c, v)| {
+                varint_len(u64::from(*c))
+                    + v.as_ref()
+                        .map_or(1, |b| varint_len(b.len() as u64 + 1) + b.len())
+            })
+            .sum::<usize>()
 }
 
 /// `u8 tag | body`: INSERT = 1 + columns, PATCH = 2 + columns, SOFT_DELETE = 3.
@@ -862,6 +902,34 @@ pub fn history_record_frames(d: &mut Decoder<'_>, positions: bool) -> DecodeResu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `varint_len` and `columns_len` say how many bytes `put_varint` and `put_columns`
+    /// write, at every varint width.
+    #[test]
+    fn encoded_lengths_are_exact() {
+        let mut widths = Vec::new();
+        for shift in 0..64 {
+            for v in [(1u64 << shift) - 1, 1 << shift, (1 << shift) + 1] {
+                let mut out = Vec::new();
+                put_varint(&mut out, v);
+                assert_eq!(varint_len(v), out.len(), "{v}");
+                widths.push(out.len());
+            }
+        }
+        assert_eq!(widths.iter().max(), Some(&10));
+        let cols: Vec<(ColumnId, Value)> = vec![
+            (1, None),
+            (127, Some(vec![])),
+            (128, Some(vec![7; 126])),
+            (300, Some(vec![7; 127])),
+            (u16::MAX, Some(vec![7; 20_000])),
+        ];
+        for n in 0..=cols.len() {
+            let mut out = Vec::new();
+            put_columns(&mut out, &cols[..n]);
+            assert_eq!(columns_len(&cols[..n]), out.len(), "{n} columns");
+        }
+    }
 
     #[test]
     fn varints_round_trip() {

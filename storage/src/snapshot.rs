@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,10 +13,11 @@ use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
-    history_record, history_record_frames, put_bytes, put_columns, put_history_record, put_varint,
-    skip_history_frames, DecodeResult, Decoder, FramePositions, HistoryRecords, FORMAT_VERSION,
-    MAX_BLOCK_RAW_LEN, SECTION_HISTORY, SECTION_HISTORY_POSITIONS, SECTION_INDEX, SECTION_ROWS,
-    SNAPSHOT_END_MAGIC, SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
+    columns_len, history_record, history_record_frames, put_bytes, put_columns, put_history_record,
+    put_varint, skip_history_frames, varint_len, DecodeResult, Decoder, FramePositions,
+    HistoryRecords, FORMAT_VERSION, MAX_BLOCK_RAW_LEN, MAX_RECORD_BLOCK_RAW_LEN, SECTION_HISTORY,
+    SECTION_HISTORY_POSITIONS, SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC,
+    SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
 };
 use crate::log::map_file;
 use crate::types::{ColumnId, Row, Seq, TableId};
@@ -31,14 +32,32 @@ const HISTORY_BLOCK_TARGET: usize = 16 << 10;
 const ZSTD_LEVEL: i32 = 1;
 /// Decompressed row blocks kept per open snapshot (64 KiB each).
 const CACHED_BLOCKS: usize = 16;
+/// Raw bytes of the decompressed row blocks kept per open snapshot, at most: far above
+/// what 16 blocks of 64 KiB take, it keeps blocks of large records (up to 1 GiB) from
+/// staying in memory; a block larger than this is not kept.
+const CACHED_BYTES: usize = 16 << 20;
 
+/// A block as a snapshot's directory gives it.
 #[derive(Clone, Debug)]
 struct BlockMeta {
     offset: u64,
     clen: u64,
     raw_len: u64,
     crc: u32,
-    /// The block's first key (row and history sections) or first value (index sections).
+    /// The kind of the block's section (`SECTION_*`): what its records are.
+    kind: u8,
+    /// Where the block's first key (row and history sections) or first value (index
+    /// sections) lies in the file (inside the directory): a block of one large record has
+    /// a large first key or value, which is not copied out of the mapping.
+    first: Range<usize>,
+}
+
+/// A block as the writer wrote it, with its first key or value for the directory.
+struct WrittenBlock {
+    offset: u64,
+    clen: u64,
+    raw_len: u64,
+    crc: u32,
     first: Vec<u8>,
 }
 
@@ -113,55 +132,114 @@ pub(crate) struct Snapshot {
     rows_counted: OnceLock<u64>,
     /// The largest key, once read.
     last_key: OnceLock<Option<Vec<u8>>>,
+    /// The largest raw block this snapshot decompresses: [`MAX_RECORD_BLOCK_RAW_LEN`] for
+    /// a file, [`IN_MEMORY_RAW_LEN`] for an image checked in memory (the fuzzer's).
+    max_raw_len: u64,
 }
 
+/// The largest raw block [`check_snapshot_bytes`] decompresses. It serves the fuzzer,
+/// which runs under a 128 MiB allocation limit: a few hundred bytes of zstd can stand for
+/// hundreds of megabytes (a valid block of one large, repetitive record), and a block
+/// decompressed by streaming may hold twice its length while its buffer grows. Blocks
+/// larger than this are refused there, unread; the rule for them (one record) is fuzzed
+/// through [`check_snapshot_block`].
+const IN_MEMORY_RAW_LEN: u64 = 16 << 20;
+
 /// Streams records into compressed blocks of one section.
+///
+/// A block is cut once its raw bytes reach `target`. A record that would take a block
+/// beyond [`MAX_BLOCK_RAW_LEN`] gets a block of its own instead (up to
+/// [`MAX_RECORD_BLOCK_RAW_LEN`]): the records before it are written as one block, then it.
 struct BlockWriter<'a> {
     out: &'a mut Vec<u8>,
     hasher: &'a mut crc32fast::Hasher,
     pos: &'a mut u64,
+    compressor: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
+    /// The first key or value of the block being gathered in `raw` (`None`: none yet).
     first: Option<Vec<u8>>,
-    blocks: Vec<BlockMeta>,
+    blocks: Vec<WrittenBlock>,
     path: &'a Path,
     /// Raw bytes gathered before a block is compressed.
     target: usize,
 }
 
 impl BlockWriter<'_> {
-    fn record(&mut self, first: &[u8], encode: impl FnOnce(&mut Vec<u8>)) -> Result<()> {
-        if self.first.is_none() {
-            self.first = Some(first.to_vec());
+    /// A fresh buffer for the raw bytes of blocks of `target` bytes.
+    fn raw_buffer(target: usize) -> Vec<u8> {
+        Vec::with_capacity(target + 4096)
+    }
+
+    /// Adds one record of about `len` bytes (its length or a little more): `encode`
+    /// appends its bytes to the raw ones and returns the record's first key or value (taken
+    /// by value: kept when it starts a block, else dropped). Room for `len` bytes is made
+    /// first, so that a large record is encoded into a buffer allocated once, not one
+    /// doubled as it grows.
+    fn record(&mut self, len: usize, encode: impl FnOnce(&mut Vec<u8>) -> Vec<u8>) -> Result<()> {
+        let start = self.raw.len();
+        self.raw.reserve(len);
+        let first = encode(&mut self.raw);
+        if self.raw.len() as u64 <= MAX_BLOCK_RAW_LEN {
+            self.first.get_or_insert(first);
+            if self.raw.len() >= self.target {
+                self.flush()?;
+            }
+            return Ok(());
         }
-        encode(&mut self.raw);
-        if self.raw.len() as u64 > MAX_BLOCK_RAW_LEN {
+        let len = self.raw.len() - start;
+        if len as u64 > MAX_RECORD_BLOCK_RAW_LEN {
+            let shown: String = first.iter().take(16).map(|b| format!("{b:02x}")).collect();
             return Err(Error::TooLarge(format!(
-                "a snapshot record of {} bytes exceeds the block limit of {MAX_BLOCK_RAW_LEN}",
-                self.raw.len()
+                "snapshot {}: a record of {len} bytes (first key or value {shown}...) exceeds \
+                 the largest block of one record, {MAX_RECORD_BLOCK_RAW_LEN} bytes",
+                self.path.display()
             )));
         }
-        if self.raw.len() >= self.target {
-            self.flush()?;
+        // The records gathered before it (fewer bytes than the target) make one block.
+        if let Some(before) = self.first.take() {
+            self.write_block(0..start, before)?;
         }
+        self.write_block(start..self.raw.len(), first)?;
+        // Not kept at the large record's size for the rest of the snapshot.
+        self.raw = Self::raw_buffer(self.target);
         Ok(())
     }
 
+    /// Writes the records gathered so far as a block.
     fn flush(&mut self) -> Result<()> {
         let Some(first) = self.first.take() else {
             return Ok(());
         };
-        let compressed = zstd::bulk::compress(&self.raw, ZSTD_LEVEL).at(self.path)?;
-        self.out.extend_from_slice(&compressed);
-        self.hasher.update(&compressed);
-        self.blocks.push(BlockMeta {
+        self.write_block(0..self.raw.len(), first)?;
+        self.raw.clear();
+        Ok(())
+    }
+
+    /// Compresses `raw[range]` as one block straight onto the end of the output.
+    fn write_block(&mut self, range: Range<usize>, first: Vec<u8>) -> Result<()> {
+        let raw = &self.raw[range];
+        let start = self.out.len();
+        self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        // A cursor at the end of the output: the compressor writes into its spare capacity.
+        let mut dst = std::io::Cursor::new(&mut *self.out);
+        dst.set_position(start as u64);
+        let clen = self
+            .compressor
+            .compress_to_buffer(raw, &mut dst)
+            .at(self.path)?;
+        let compressed = &self.out[start..];
+        debug_assert_eq!(compressed.len(), clen);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(compressed);
+        self.hasher.combine(&crc);
+        self.blocks.push(WrittenBlock {
             offset: *self.pos,
-            clen: compressed.len() as u64,
-            raw_len: self.raw.len() as u64,
-            crc: crc32fast::hash(&compressed),
+            clen: clen as u64,
+            raw_len: raw.len() as u64,
+            crc: crc.finalize(),
             first,
         });
-        *self.pos += compressed.len() as u64;
-        self.raw.clear();
+        *self.pos += clen as u64;
         Ok(())
     }
 }
@@ -180,6 +258,9 @@ impl BlockWriter<'_> {
 ///           index block raw bytes = { varint len + value | varint len + key }*  (sorted by (value, key))
 ///           history block raw bytes = { key history record }*  (keys strictly increasing,
 ///                                     see format::put_history_record)
+///           a block is cut once its raw bytes reach its target; a record that would take a
+///           block beyond MAX_BLOCK_RAW_LEN (64 MiB) is a block of its own, of up to
+///           MAX_RECORD_BLOCK_RAW_LEN (1 GiB) raw bytes
 /// dir     = varint nsections | { u8 kind (1 rows, 2 index, 3 history) | varint column (0 for rows and history) |
 ///           varint nblocks | { varint offset | varint clen | varint raw_len |
 ///           u32 crc32(compressed block) | varint len + first key or value }* }*
@@ -195,69 +276,53 @@ pub(crate) fn snapshot_bytes(
     history: Option<impl Iterator<Item = Result<(Vec<u8>, FramePositions)>>>,
     positions: bool,
 ) -> Result<Vec<u8>> {
-    let tmp = path;
-    let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut hasher = crc32fast::Hasher::new();
-    let mut pos = 0u64;
-
-    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
-    header.extend_from_slice(&SNAPSHOT_MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&0u16.to_le_bytes());
-    header.extend_from_slice(&table.to_le_bytes());
-    header.extend_from_slice(&seq.to_le_bytes());
-    let crc = crc32fast::hash(&header);
-    header.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&header);
-    hasher.update(&header);
-    pos += header.len() as u64;
-
+    let mut file = SnapshotOut::begin(table, seq);
     let mut index_entries: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); indexes.len()];
-    let mut sections: Vec<(u8, ColumnId, Vec<BlockMeta>)> = Vec::new();
+    let mut sections: Vec<(u8, ColumnId, Vec<WrittenBlock>)> = Vec::new();
     {
-        let mut w = BlockWriter {
-            out: &mut out,
-            hasher: &mut hasher,
-            pos: &mut pos,
-            raw: Vec::with_capacity(BLOCK_TARGET + 4096),
-            first: None,
-            blocks: Vec::new(),
-            path: tmp,
-            target: BLOCK_TARGET,
-        };
+        let mut w = file.writer(path, BLOCK_TARGET)?;
         for item in rows {
             let (key, row) = item?;
-            for (i, col) in indexes.iter().enumerate() {
-                if let Some(v) = row.get(*col) {
-                    index_entries[i].push((v.to_vec(), key.clone()));
-                }
-            }
-            w.record(&key, |raw| {
+            let entries = &mut index_entries;
+            let len = varint_len(key.len() as u64) + key.len() + columns_len(&row.0);
+            w.record(len, move |raw| {
                 put_bytes(raw, &key);
                 put_columns(raw, &row.0);
+                // The indexed values move from the row to the index entries, and the rest
+                // of the row is freed here, before its block is compressed: a large row is
+                // not held twice besides its encoding.
+                take_indexed(row, indexes, &key, entries);
+                key
             })?;
         }
         w.flush()?;
         sections.push((SECTION_ROWS, 0, std::mem::take(&mut w.blocks)));
         for (i, col) in indexes.iter().enumerate() {
-            let entries = &mut index_entries[i];
+            let mut entries = std::mem::take(&mut index_entries[i]);
             entries.sort_unstable();
-            for (v, k) in entries.iter() {
-                w.record(v, |raw| {
-                    put_bytes(raw, v);
-                    put_bytes(raw, k);
+            for (v, k) in entries {
+                let len =
+                    varint_len(v.len() as u64) + v.len() + varint_len(k.len() as u64) + k.len();
+                w.record(len, move |raw| {
+                    put_bytes(raw, &v);
+                    put_bytes(raw, &k);
+                    v
                 })?;
             }
             w.flush()?;
             sections.push((SECTION_INDEX, *col, std::mem::take(&mut w.blocks)));
-            entries.clear();
         }
         if let Some(history) = history {
             w.target = HISTORY_BLOCK_TARGET;
             for item in history {
                 let (key, frames) = item?;
-                w.record(&key, |raw| {
-                    put_history_record(raw, &key, &frames, positions)
+                // At most: a varint of a u64 takes 10 bytes, of a u32 5.
+                let per_frame =
+                    |f: &(Seq, u64, Vec<u32>)| 20 + if positions { 10 + 5 * f.2.len() } else { 0 };
+                let len = 20 + key.len() + frames.iter().map(per_frame).sum::<usize>();
+                w.record(len, move |raw| {
+                    put_history_record(raw, &key, &frames, positions);
+                    key
                 })?;
             }
             w.flush()?;
@@ -270,32 +335,140 @@ pub(crate) fn snapshot_bytes(
         }
     }
 
-    let mut dir = Vec::new();
-    put_varint(&mut dir, sections.len() as u64);
-    for (kind, col, blocks) in &sections {
-        dir.push(*kind);
-        put_varint(&mut dir, u64::from(*col));
-        put_varint(&mut dir, blocks.len() as u64);
-        for b in blocks {
-            put_varint(&mut dir, b.offset);
-            put_varint(&mut dir, b.clen);
-            put_varint(&mut dir, b.raw_len);
-            dir.extend_from_slice(&b.crc.to_le_bytes());
-            put_bytes(&mut dir, &b.first);
-        }
-    }
-    out.extend_from_slice(&dir);
-    hasher.update(&dir);
-    let mut footer = Vec::with_capacity(SNAPSHOT_FOOTER_LEN);
-    footer.extend_from_slice(&pos.to_le_bytes());
-    footer.extend_from_slice(&(dir.len() as u64).to_le_bytes());
-    footer.extend_from_slice(&crc32fast::hash(&dir).to_le_bytes());
-    footer.extend_from_slice(&hasher.finalize().to_le_bytes());
-    footer.extend_from_slice(&SNAPSHOT_END_MAGIC);
-    out.extend_from_slice(&footer);
-    Ok(out)
+    Ok(file.finish(sections))
 }
 
+/// A snapshot file being encoded: its bytes so far and their checksum.
+struct SnapshotOut {
+    out: Vec<u8>,
+    hasher: crc32fast::Hasher,
+    /// `out.len()`, as a file offset.
+    pos: u64,
+}
+
+impl SnapshotOut {
+    /// A snapshot of `table` at `seq`: its header.
+    fn begin(table: TableId, seq: Seq) -> SnapshotOut {
+        let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&table.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(out.len(), SNAPSHOT_HEADER_LEN);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&out);
+        SnapshotOut {
+            pos: out.len() as u64,
+            out,
+            hasher,
+        }
+    }
+
+    /// A writer of blocks of `target` raw bytes onto the end of the file (`path` names it
+    /// in errors).
+    fn writer<'a>(&'a mut self, path: &'a Path, target: usize) -> Result<BlockWriter<'a>> {
+        Ok(BlockWriter {
+            out: &mut self.out,
+            hasher: &mut self.hasher,
+            pos: &mut self.pos,
+            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL).at(path)?,
+            raw: BlockWriter::raw_buffer(target),
+            first: None,
+            blocks: Vec::new(),
+            path,
+            target,
+        })
+    }
+
+    /// The whole file: the blocks written, then the directory of `sections` and the
+    /// footer. The directory is encoded in place, each block's first key or value freed
+    /// once it is there.
+    fn finish(self, sections: Vec<(u8, ColumnId, Vec<WrittenBlock>)>) -> Vec<u8> {
+        let SnapshotOut {
+            mut out,
+            mut hasher,
+            pos,
+        } = self;
+        let dir_start = out.len();
+        debug_assert_eq!(pos, dir_start as u64);
+        // Room for exactly the directory and the footer: a directory with a large first
+        // key or value would otherwise double the whole file's buffer.
+        let dir_len: usize = varint_len(sections.len() as u64)
+            + sections
+                .iter()
+                .map(|(_, col, blocks)| {
+                    1 + varint_len(u64::from(*col))
+                        + varint_len(blocks.len() as u64)
+                        + blocks
+                            .iter()
+                            .map(|b| {
+                                varint_len(b.offset)
+                                    + varint_len(b.clen)
+                                    + varint_len(b.raw_len)
+                                    + 4
+                                    + varint_len(b.first.len() as u64)
+                                    + b.first.len()
+                            })
+                            .sum::<usize>()
+                })
+                .sum::<usize>();
+        out.reserve_exact(dir_len + SNAPSHOT_FOOTER_LEN);
+        put_varint(&mut out, sections.len() as u64);
+        for (kind, col, blocks) in sections {
+            out.push(kind);
+            put_varint(&mut out, u64::from(col));
+            put_varint(&mut out, blocks.len() as u64);
+            for b in blocks {
+                put_varint(&mut out, b.offset);
+                put_varint(&mut out, b.clen);
+                put_varint(&mut out, b.raw_len);
+                out.extend_from_slice(&b.crc.to_le_bytes());
+                put_bytes(&mut out, &b.first);
+            }
+        }
+        let dir = &out[dir_start..];
+        debug_assert_eq!(dir.len(), dir_len);
+        hasher.update(dir);
+        let dir_len = dir.len() as u64;
+        let dir_crc = crc32fast::hash(dir);
+        out.extend_from_slice(&pos.to_le_bytes());
+        out.extend_from_slice(&dir_len.to_le_bytes());
+        out.extend_from_slice(&dir_crc.to_le_bytes());
+        out.extend_from_slice(&hasher.finalize().to_le_bytes());
+        out.extend_from_slice(&SNAPSHOT_END_MAGIC);
+        out
+    }
+}
+
+/// Moves the values of the `indexes` columns out of `row` (which is dropped) into their
+/// `entries` with `key`; NULL values are not indexed.
+fn take_indexed(
+    mut row: Row,
+    indexes: &[ColumnId],
+    key: &[u8],
+    entries: &mut [Vec<(Vec<u8>, Vec<u8>)>],
+) {
+    for (i, col) in indexes.iter().enumerate() {
+        let Ok(at) = row.0.binary_search_by_key(col, |p| p.0) else {
+            continue;
+        };
+        // Copied only if another index has the same column.
+        let v = if indexes[i + 1..].contains(col) {
+            row.0[at].1.clone()
+        } else {
+            row.0[at].1.take()
+        };
+        if let Some(v) = v {
+            entries[i].push((v, key.to_vec()));
+        }
+    }
+}
+
+/// Decodes the directory `buf`, which starts at `data_end` in the file (where the blocks
+/// end).
 fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<BlockMeta>)>> {
     let mut d = Decoder::new(buf);
     let n = d.count(3)?;
@@ -321,13 +494,15 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
             let clen = d.varint()?;
             let raw_len = d.varint()?;
             let crc = d.u32_le()?;
-            let first = d.len_bytes()?.to_vec();
+            let first_len = d.len_bytes()?.len();
+            let first_end = data_end as usize + d.pos();
             if offset < SNAPSHOT_HEADER_LEN as u64
                 || offset.checked_add(clen).is_none_or(|e| e > data_end)
             {
                 return Err("snapshot block out of bounds");
             }
-            if raw_len > MAX_BLOCK_RAW_LEN {
+            // Beyond MAX_BLOCK_RAW_LEN, a block holds one record (checked as it is read).
+            if raw_len > MAX_RECORD_BLOCK_RAW_LEN {
                 return Err("snapshot block too large");
             }
             blocks.push(BlockMeta {
@@ -335,7 +510,8 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
                 clen,
                 raw_len,
                 crc,
-                first,
+                kind,
+                first: first_end - first_len..first_end,
             });
         }
         sections.push((kind, col, blocks));
@@ -344,6 +520,36 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
         return Err("trailing bytes in snapshot directory");
     }
     Ok(sections)
+}
+
+/// Skips one record of a block of a section of `kind`.
+fn skip_record(d: &mut Decoder<'_>, kind: u8) -> DecodeResult<()> {
+    match kind {
+        SECTION_ROWS => {
+            d.len_bytes()?;
+            d.skip_columns()
+        }
+        SECTION_INDEX => {
+            d.len_bytes()?;
+            d.len_bytes().map(drop)
+        }
+        SECTION_HISTORY | SECTION_HISTORY_POSITIONS => {
+            d.len_bytes()?;
+            skip_history_frames(d, kind == SECTION_HISTORY_POSITIONS)
+        }
+        _ => Err("unknown snapshot section kind"),
+    }
+}
+
+/// Checks that the decompressed block `raw` of a section of `kind` is one whole record: a
+/// block longer than [`MAX_BLOCK_RAW_LEN`] is written for one record alone.
+fn one_record(raw: &[u8], kind: u8) -> DecodeResult<()> {
+    let mut d = Decoder::new(raw);
+    skip_record(&mut d, kind)?;
+    if !d.is_empty() {
+        return Err("a snapshot block larger than 64 MiB holds more than one record");
+    }
+    Ok(())
 }
 
 /// Decodes a decompressed row block.
@@ -392,10 +598,12 @@ impl Snapshot {
     /// whole-file checksum. Any mismatch is corruption naming the file and offset.
     pub fn open(path: &Path, table: TableId) -> Result<Snapshot> {
         let map = map_file(path)?;
-        Snapshot::from_bytes(path, table, Bytes::Map(map))
+        Snapshot::from_bytes(path, table, Bytes::Map(map), MAX_RECORD_BLOCK_RAW_LEN)
     }
 
-    fn from_bytes(path: &Path, table: TableId, map: Bytes) -> Result<Snapshot> {
+    /// Opens and verifies the snapshot `map`, which decompresses no block larger than
+    /// `max_raw_len` raw bytes.
+    fn from_bytes(path: &Path, table: TableId, map: Bytes, max_raw_len: u64) -> Result<Snapshot> {
         let bad = |offset: u64, detail: &str| Error::corruption(path, offset, detail);
         let len = map.len();
         if len < SNAPSHOT_HEADER_LEN + SNAPSHOT_FOOTER_LEN {
@@ -486,15 +694,31 @@ impl Snapshot {
             counters: OnceLock::new(),
             rows_counted: OnceLock::new(),
             last_key: OnceLock::new(),
+            max_raw_len,
         })
     }
 
+    /// Block `b` decompressed, checked to be as long as the directory says and, when it is
+    /// longer than [`MAX_BLOCK_RAW_LEN`], to hold exactly one record.
     fn raw_block(&self, b: &BlockMeta) -> Result<Vec<u8>> {
+        if b.raw_len > self.max_raw_len {
+            return Err(Error::TooLarge(format!(
+                "snapshot {}: the block at offset {} of {} raw bytes is larger than the {} \
+                 this reader decompresses",
+                self.path.display(),
+                b.offset,
+                b.raw_len,
+                self.max_raw_len
+            )));
+        }
         let bytes = &self.map[b.offset as usize..(b.offset + b.clen) as usize];
         let zerr =
             |e: std::io::Error| Error::corruption(&self.path, b.offset, format!("zstd: {e}"));
-        // Reserve the stated length up front only when the compressed size can justify it;
+        // Reserve the stated length up front only when the compressed size can justify it
+        // (the compressed bytes are in the file: at most 64 times as many are reserved);
         // otherwise grow with what the decoder actually produces (bounded by raw_len + 1).
+        // A large block whose directory entry lies about its length is thus found out by
+        // what it decompresses to, not by an allocation of the length it claims.
         let raw = if b.raw_len <= b.clen.saturating_mul(64) {
             // One decompression context per thread: creating one per block was a large
             // part of a point lookup.
@@ -530,6 +754,9 @@ impl Snapshot {
                 "block length mismatch",
             ));
         }
+        if b.raw_len > MAX_BLOCK_RAW_LEN {
+            one_record(&raw, b.kind).map_err(|d| Error::corruption(&self.path, b.offset, d))?;
+        }
         Ok(raw)
     }
 
@@ -540,7 +767,12 @@ impl Snapshot {
     /// Where row block `i` starts in the file, and the first key the directory gives it.
     pub(crate) fn row_block_start(&self, i: usize) -> (u64, &[u8]) {
         let b = &self.rows[i];
-        (b.offset, &b.first)
+        (b.offset, self.first_of(b))
+    }
+
+    /// The first key or value the directory gives block `b`.
+    fn first_of(&self, b: &BlockMeta) -> &[u8] {
+        &self.map[b.first.clone()]
     }
 
     /// The columns this snapshot has an index section for, ascending.
@@ -565,7 +797,7 @@ impl Snapshot {
         let b = &self.indexes[&column][i];
         let entries = decode_index_block(&self.raw_block(b)?)
             .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
-        Ok((b.offset, &b.first, entries))
+        Ok((b.offset, self.first_of(b), entries))
     }
 
     /// Whether this snapshot records where each key's events are.
@@ -590,7 +822,7 @@ impl Snapshot {
         let b = &self.history.as_ref().expect("has a history section")[i];
         let records = decode_history_block(&self.raw_block(b)?, self.history_positions)
             .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
-        Ok((b.offset, &b.first, records))
+        Ok((b.offset, self.first_of(b), records))
     }
 
     /// Where `key`'s events up to this snapshot's seq are in the log (empty: it has none);
@@ -600,7 +832,7 @@ impl Snapshot {
             return Ok(None);
         };
         let Some(i) = blocks
-            .partition_point(|b| b.first.as_slice() <= key)
+            .partition_point(|b| self.first_of(b) <= key)
             .checked_sub(1)
         else {
             return Ok(Some(Vec::new()));
@@ -654,13 +886,18 @@ impl Snapshot {
     }
 
     /// The number of rows, counted once by walking every row block's keys (columns are
-    /// skipped undecoded).
+    /// skipped undecoded). A block longer than [`MAX_BLOCK_RAW_LEN`] counts one row
+    /// without being decompressed: it holds one record, which every read of it checks.
     pub fn row_count(&self) -> Result<u64> {
         if let Some(n) = self.rows_counted.get() {
             return Ok(*n);
         }
         let mut n = 0u64;
         for b in &self.rows {
+            if b.raw_len > MAX_BLOCK_RAW_LEN {
+                n += 1;
+                continue;
+            }
             let raw = self.raw_block(b)?;
             let counted = (|| -> DecodeResult<u64> {
                 let mut d = Decoder::new(&raw);
@@ -678,13 +915,16 @@ impl Snapshot {
         Ok(n)
     }
 
-    /// The largest key, read once from the last row block (`None`: no rows).
+    /// The largest key, read once from the last row block (`None`: no rows). A block
+    /// longer than [`MAX_BLOCK_RAW_LEN`] holds one record: its first key, as the directory
+    /// gives it, is its last, and the block is not decompressed for it.
     pub fn last_key(&self) -> Result<Option<&[u8]>> {
         if let Some(k) = self.last_key.get() {
             return Ok(k.as_deref());
         }
         let last = match self.rows.last() {
             None => None,
+            Some(b) if b.raw_len > MAX_BLOCK_RAW_LEN => Some(self.first_of(b).to_vec()),
             Some(b) => {
                 let raw = self.raw_block(b)?;
                 let found = (|| -> DecodeResult<Option<Vec<u8>>> {
@@ -723,9 +963,20 @@ impl Snapshot {
             raw,
             starts: std::sync::OnceLock::new(),
         });
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(0, (i, block.clone()));
-        cache.truncate(CACHED_BLOCKS);
+        if block.raw.len() <= CACHED_BYTES {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.insert(0, (i, block.clone()));
+            let mut bytes = 0;
+            let kept = cache
+                .iter()
+                .take(CACHED_BLOCKS)
+                .take_while(|(_, b)| {
+                    bytes += b.raw.len();
+                    bytes <= CACHED_BYTES
+                })
+                .count();
+            cache.truncate(kept);
+        }
         Ok((block, false))
     }
 
@@ -747,7 +998,7 @@ impl Snapshot {
 
     /// Finds `key` in the one block that may hold it, decoding only its row.
     fn find(&self, key: &[u8]) -> Result<Option<Row>> {
-        let i = self.rows.partition_point(|b| b.first.as_slice() <= key);
+        let i = self.rows.partition_point(|b| self.first_of(b) <= key);
         let Some(i) = i.checked_sub(1) else {
             return Ok(None);
         };
@@ -835,11 +1086,11 @@ impl Snapshot {
             let start = match lo {
                 Bound::Unbounded => 0,
                 Bound::Included(l) | Bound::Excluded(l) => blocks
-                    .partition_point(|b| b.first.as_slice() < l)
+                    .partition_point(|b| self.first_of(b) < l)
                     .saturating_sub(1),
             };
             for b in &blocks[start..] {
-                if !below_hi(&b.first) {
+                if !below_hi(self.first_of(b)) {
                     break;
                 }
                 let entries = decode_index_block(&self.raw_block(b)?)
@@ -907,7 +1158,12 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
         Some(t) => u64::from_le_bytes(t.try_into().unwrap_or([0; 8])),
         None => 0,
     };
-    let snap = Snapshot::from_bytes(Path::new("<memory>"), table, Bytes::Owned(bytes.to_vec()))?;
+    let snap = Snapshot::from_bytes(
+        Path::new("<memory>"),
+        table,
+        Bytes::Owned(bytes.to_vec()),
+        IN_MEMORY_RAW_LEN,
+    )?;
     let mut n = 0;
     for i in 0..snap.row_blocks() {
         n += snap.row_block(i)?.len();
@@ -924,14 +1180,26 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
     Ok(n)
 }
 
-/// Decodes arbitrary bytes as a raw (decompressed) row block and as an index block, for the
+/// Decodes arbitrary bytes as a raw (decompressed) row block, index block and key history
+/// block (of both kinds), and checks them as a block of one record of each section, for the
 /// fuzzer: block contents are only reached after their CRC passed, so random snapshot files
-/// never get this far. Returns the records decoded.
+/// never get this far. Returns the records decoded (a block found to be one record counts
+/// one).
 pub fn check_snapshot_block(raw: &[u8]) -> usize {
+    let single = [
+        SECTION_ROWS,
+        SECTION_INDEX,
+        SECTION_HISTORY,
+        SECTION_HISTORY_POSITIONS,
+    ]
+    .iter()
+    .filter(|kind| one_record(raw, **kind).is_ok())
+    .count();
     decode_row_block(raw).map_or(0, |r| r.len())
         + decode_index_block(raw).map_or(0, |r| r.len())
         + decode_history_block(raw, false).map_or(0, |r| r.len())
         + decode_history_block(raw, true).map_or(0, |r| r.len())
+        + single
 }
 
 #[cfg(test)]
@@ -978,5 +1246,357 @@ mod tests {
         for absent in [b"a".as_slice(), b"key-", b"z"] {
             assert_eq!(snap.key_history(absent).unwrap(), Some(Vec::new()));
         }
+    }
+
+    /// `n` bytes no compressor shrinks (xorshift64).
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// The error of `r`, which must be corruption of `path` at `offset` saying `detail`.
+    fn assert_corrupt<T: std::fmt::Debug>(r: Result<T>, path: &Path, offset: u64, detail: &str) {
+        match r {
+            Err(Error::Corruption {
+                file,
+                offset: at,
+                detail: d,
+            }) => {
+                assert_eq!(file, path);
+                assert_eq!(at, offset, "{d}");
+                assert!(d.contains(detail), "{d}");
+            }
+            other => panic!("expected corruption at {offset} ({detail}), got {other:?}"),
+        }
+    }
+
+    /// A block's raw bytes and its first key or value.
+    type RawBlock = (Vec<u8>, Vec<u8>);
+
+    /// A snapshot file of `sections`, each a kind, a column and the raw bytes of its
+    /// blocks with their first keys or values, written as given (so that a test can write
+    /// blocks the writer never would).
+    fn snapshot_of(sections: Vec<(u8, ColumnId, Vec<RawBlock>)>) -> Vec<u8> {
+        let path = Path::new("<test>");
+        let mut file = SnapshotOut::begin(1, 10);
+        let mut written = Vec::new();
+        for (kind, col, blocks) in sections {
+            let mut w = file.writer(path, BLOCK_TARGET).unwrap();
+            for (raw, first) in blocks {
+                w.raw = raw;
+                w.write_block(0..w.raw.len(), first).unwrap();
+            }
+            written.push((kind, col, std::mem::take(&mut w.blocks)));
+        }
+        file.finish(written)
+    }
+
+    fn row_record(key: &[u8], row: &Row) -> Vec<u8> {
+        let mut raw = Vec::new();
+        put_bytes(&mut raw, key);
+        put_columns(&mut raw, &row.0);
+        raw
+    }
+
+    /// Small rows around a row of 65 MiB (incompressible) in an indexed column, and a key
+    /// history with a key of 65 MiB (compressible, so that its block is decompressed by
+    /// streaming): each large record is a block of its own, between a block of the records
+    /// before it and one of those after it, with the right first keys and values, and
+    /// everything reads back.
+    #[test]
+    fn a_record_too_large_for_a_block_gets_a_block_of_its_own() {
+        let big_len = (MAX_BLOCK_RAW_LEN + (1 << 20)) as usize;
+        let key = |i: usize| format!("r{i:04}").into_bytes();
+        let rows: Vec<(Vec<u8>, Row)> = (0..200)
+            .map(|i| {
+                let v2 = if i == 100 {
+                    noise(big_len, 7)
+                } else {
+                    format!("s{i:04}").into_bytes()
+                };
+                let row = Row(vec![(1, Some(format!("v{i}").into_bytes())), (2, Some(v2))]);
+                (key(i), row)
+            })
+            .collect();
+        let frames = |i: usize| -> FramePositions { vec![(1 + i as u64, 32 + i as u64, vec![])] };
+        let mut big_history_key = key(150);
+        big_history_key.resize(big_len, b'x');
+        let mut history: Vec<(Vec<u8>, FramePositions)> =
+            (0..200).map(|i| (key(i), frames(i))).collect();
+        history.insert(
+            151,
+            (big_history_key.clone(), vec![(7, 4096, vec![20, 40])]),
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let bytes = snapshot_bytes(
+            &path,
+            1,
+            10,
+            rows.clone().into_iter().map(Ok),
+            &[2],
+            Some(history.clone().into_iter().map(Ok)),
+            true,
+        )
+        .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let snap = Snapshot::open(&path, 1).unwrap();
+
+        // Rows: the 100 before the large one, it alone, the 99 after it.
+        let firsts: Vec<&[u8]> = snap.rows.iter().map(|b| snap.first_of(b)).collect();
+        assert_eq!(firsts, [key(0), key(100), key(101)]);
+        let raw_lens: Vec<u64> = snap.rows.iter().map(|b| b.raw_len).collect();
+        assert!(raw_lens[0] < BLOCK_TARGET as u64 && raw_lens[2] < BLOCK_TARGET as u64);
+        assert_eq!(
+            raw_lens[1],
+            row_record(&key(100), &rows[100].1).len() as u64
+        );
+        assert!(raw_lens[1] > MAX_BLOCK_RAW_LEN);
+        // Incompressible: read without streaming.
+        assert!(snap.rows[1].raw_len <= snap.rows[1].clen * 64);
+        let counts: Vec<usize> = (0..3).map(|i| snap.row_block(i).unwrap().len()).collect();
+        assert_eq!(counts, [100, 1, 99]);
+        let scanned: Vec<(Vec<u8>, Row)> = (0..3)
+            .flat_map(|i| snap.row_block(i).unwrap().as_ref().clone())
+            .collect();
+        assert!(scanned == rows, "the rows read back differ");
+        for (k, r) in [99, 100, 101, 0, 199].map(|i| &rows[i]) {
+            assert!(snap.get(k).unwrap().as_ref() == Some(r), "row {k:?}");
+        }
+        assert_eq!(snap.get(b"r0100a").unwrap(), None);
+        assert_eq!(snap.row_count().unwrap(), 200);
+        assert_eq!(snap.last_key().unwrap(), Some(key(199).as_slice()));
+
+        // The index: entries sorted by value, the large value in a block of its own.
+        let big_value = rows[100].1.get(2).unwrap();
+        let mut entries: Vec<(&[u8], Vec<u8>)> = rows
+            .iter()
+            .map(|(k, r)| (r.get(2).unwrap(), k.clone()))
+            .collect();
+        entries.sort_unstable();
+        let at = entries.iter().position(|e| e.1 == key(100)).unwrap();
+        let blocks = snap.index_blocks(2);
+        let mut got = Vec::new();
+        for i in 0..blocks {
+            let (_, first, block) = snap.index_block(2, i).unwrap();
+            assert_eq!(first, block[0].0.as_slice());
+            got.push(block.len());
+        }
+        let expected: Vec<usize> = [at, 1, entries.len() - at - 1]
+            .into_iter()
+            .filter(|n| *n > 0)
+            .collect();
+        assert_eq!(got, expected);
+        assert!(snap.indexes[&2]
+            .iter()
+            .any(|b| b.raw_len > MAX_BLOCK_RAW_LEN));
+        assert_eq!(
+            snap.index_keys(2, Bound::Included(big_value), Bound::Included(big_value))
+                .unwrap(),
+            [key(100)]
+        );
+        let all = snap
+            .index_keys(2, Bound::Unbounded, Bound::Unbounded)
+            .unwrap();
+        assert_eq!(all, entries.iter().map(|e| e.1.clone()).collect::<Vec<_>>());
+
+        // The key history: the large key alone in a block, decompressed by streaming.
+        let b = snap
+            .history
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|b| b.raw_len > MAX_BLOCK_RAW_LEN)
+            .unwrap();
+        assert!(b.raw_len > b.clen * 64, "{} from {}", b.raw_len, b.clen);
+        assert_eq!(snap.first_of(b), big_history_key.as_slice());
+        assert_eq!(
+            snap.key_history(&big_history_key).unwrap(),
+            Some(vec![(7, 4096, vec![20, 40])])
+        );
+        for i in [0, 150, 151, 199] {
+            assert_eq!(snap.key_history(&key(i)).unwrap(), Some(frames(i)));
+        }
+        let mut records = Vec::new();
+        for i in 0..snap.history_blocks() {
+            records.extend(snap.history_block(i).unwrap().2);
+        }
+        assert!(records == history, "the key history read back differs");
+    }
+
+    /// A block longer than 64 MiB must hold one record: of two records it is corruption at
+    /// the block, whichever way it is read (rows, index, key history), and of one it reads.
+    #[test]
+    fn a_large_block_of_two_records_is_corruption() {
+        let half = (MAX_BLOCK_RAW_LEN / 2 + 1024) as usize;
+        let dir = tempfile::tempdir().unwrap();
+        let row = |fill: u8| Row(vec![(1, Some(vec![fill; half]))]);
+        let mut two_rows = row_record(b"a", &row(1));
+        two_rows.extend(row_record(b"b", &row(2)));
+        let index_record = |value: &[u8], key: &[u8]| {
+            let mut raw = Vec::new();
+            put_bytes(&mut raw, value);
+            put_bytes(&mut raw, key);
+            raw
+        };
+        let mut two_entries = index_record(&vec![3; half], b"a");
+        two_entries.extend(index_record(&vec![4; half], b"b"));
+        let history_key = |c: u8| {
+            let mut k = vec![c];
+            k.resize(half, 0);
+            k
+        };
+        let frames: FramePositions = vec![(5, 64, vec![])];
+        let history_record = |key: &[u8]| {
+            let mut raw = Vec::new();
+            put_history_record(&mut raw, key, &frames, true);
+            raw
+        };
+        let mut two_histories = history_record(&history_key(b'a'));
+        two_histories.extend(history_record(&history_key(b'b')));
+        for (name, section, raw) in [
+            ("rows", SECTION_ROWS, two_rows),
+            ("index", SECTION_INDEX, two_entries),
+            ("key history", SECTION_HISTORY_POSITIONS, two_histories),
+        ] {
+            assert!(raw.len() as u64 > MAX_BLOCK_RAW_LEN);
+            let first = match section {
+                SECTION_ROWS => b"a".to_vec(),
+                SECTION_INDEX => vec![3; half],
+                _ => history_key(b'a'),
+            };
+            let mut sections = vec![(SECTION_ROWS, 0, Vec::new())];
+            if section == SECTION_ROWS {
+                sections[0].2.push((raw, first));
+            } else {
+                let col = if section == SECTION_INDEX { 1 } else { 0 };
+                sections.push((section, col, vec![(raw, first)]));
+            }
+            let path = dir.path().join(format!("two {name}"));
+            std::fs::write(&path, snapshot_of(sections)).unwrap();
+            // The directory and every CRC are fine: loading succeeds.
+            let snap = Snapshot::open(&path, 1).unwrap();
+            let at = SNAPSHOT_HEADER_LEN as u64;
+            let detail = "holds more than one record";
+            match section {
+                SECTION_ROWS => {
+                    assert_corrupt(snap.get(b"a"), &path, at, detail);
+                    assert_corrupt(snap.row_block(0), &path, at, detail);
+                    assert_corrupt(snap.row_block_raw(0), &path, at, detail);
+                }
+                SECTION_INDEX => {
+                    assert_corrupt(snap.index_block(1, 0), &path, at, detail);
+                    let all = snap.index_keys(1, Bound::Unbounded, Bound::Unbounded);
+                    assert_corrupt(all, &path, at, detail);
+                }
+                _ => {
+                    assert_corrupt(snap.history_block(0), &path, at, detail);
+                    let found = snap.key_history(&history_key(b'a'));
+                    assert_corrupt(found, &path, at, detail);
+                }
+            }
+        }
+
+        // One record of the same size is a block as it should be.
+        let one_row = row_record(b"a", &Row(vec![(1, Some(vec![9; 2 * half]))]));
+        let path = dir.path().join("one row");
+        std::fs::write(
+            &path,
+            snapshot_of(vec![(SECTION_ROWS, 0, vec![(one_row, b"a".to_vec())])]),
+        )
+        .unwrap();
+        let snap = Snapshot::open(&path, 1).unwrap();
+        assert!(snap.rows[0].raw_len > MAX_BLOCK_RAW_LEN);
+        assert_eq!(
+            snap.get(b"a").unwrap(),
+            Some(Row(vec![(1, Some(vec![9; 2 * half]))]))
+        );
+    }
+
+    /// A directory that gives a block of small records a raw length of 1 GiB (its CRCs
+    /// made to match) is corruption at the block once the block is read: it decompresses
+    /// to its real length, which is what gives it away. Beyond 1 GiB the directory is
+    /// refused when the snapshot is opened.
+    #[test]
+    fn a_false_raw_length_in_the_directory_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |raw_len: u64| -> PathBuf {
+            let path = dir.path().join(format!("raw {raw_len}"));
+            let mut file = SnapshotOut::begin(1, 10);
+            let mut w = file.writer(&path, BLOCK_TARGET).unwrap();
+            for i in 0..10_000u32 {
+                let key = format!("key{i:05}").into_bytes();
+                let row = Row(vec![(1, Some(format!("value {i}").into_bytes()))]);
+                w.record(0, move |raw| {
+                    put_bytes(raw, &key);
+                    put_columns(raw, &row.0);
+                    key
+                })
+                .unwrap();
+            }
+            w.flush().unwrap();
+            let mut blocks = std::mem::take(&mut w.blocks);
+            assert!(blocks.len() > 1 && blocks[0].raw_len >= BLOCK_TARGET as u64);
+            blocks[0].raw_len = raw_len;
+            std::fs::write(&path, file.finish(vec![(SECTION_ROWS, 0, blocks)])).unwrap();
+            path
+        };
+        let path = write(MAX_RECORD_BLOCK_RAW_LEN);
+        let snap = Snapshot::open(&path, 1).unwrap();
+        let at = SNAPSHOT_HEADER_LEN as u64;
+        assert_corrupt(snap.get(b"key00000"), &path, at, "block length mismatch");
+        assert_corrupt(snap.row_block(0), &path, at, "block length mismatch");
+        // The other blocks are read.
+        assert_eq!(
+            snap.get(b"key09999").unwrap(),
+            Some(Row(vec![(1, Some(b"value 9999".to_vec()))]))
+        );
+
+        let path = write(MAX_RECORD_BLOCK_RAW_LEN + 1);
+        let dir_offset = {
+            let bytes = std::fs::read(&path).unwrap();
+            let foot = &bytes[bytes.len() - SNAPSHOT_FOOTER_LEN..];
+            u64::from_le_bytes(foot[..8].try_into().unwrap())
+        };
+        assert_corrupt(
+            Snapshot::open(&path, 1).map(|_| ()),
+            &path,
+            dir_offset,
+            "snapshot block too large",
+        );
+    }
+
+    /// A record beyond the largest block of one record is refused with `TooLarge` naming
+    /// the snapshot, before anything is compressed.
+    #[test]
+    fn a_record_beyond_the_largest_block_is_too_large() {
+        let path = Path::new("/some/table/snap");
+        let mut file = SnapshotOut::begin(1, 10);
+        let mut w = file.writer(path, BLOCK_TARGET).unwrap();
+        let huge = MAX_RECORD_BLOCK_RAW_LEN as usize + 1;
+        let err = w
+            .record(0, |raw| {
+                // Only the length matters: zeroed pages from the allocator, never touched.
+                *raw = vec![0; huge];
+                b"key".to_vec()
+            })
+            .unwrap_err();
+        match err {
+            Error::TooLarge(m) => {
+                assert!(m.contains("/some/table/snap"), "{m}");
+                assert!(m.contains(&format!("a record of {huge} bytes")), "{m}");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(w.blocks.is_empty());
     }
 }

@@ -52,6 +52,10 @@ enum Entry {
 impl RowBuf {
     fn clear(&mut self) {
         self.bytes.clear();
+        // A chunk that held a large row does not keep its buffer for the rest of the scan.
+        if self.bytes.capacity() > 4 * CHUNK_BYTES {
+            self.bytes = Vec::new();
+        }
         self.cols.clear();
         self.rows.clear();
     }
