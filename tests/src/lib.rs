@@ -426,6 +426,25 @@ pub fn lock_wait_of(c: &mut Client, pid: i32) -> String {
 pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
+    /// Whether this process may mount file systems: root with CAP_SYS_ADMIN (a machine of
+    /// this project's kind; an unprivileged container may not). Tried on a scratch
+    /// directory; callers that get `false` say loudly that they did not run.
+    pub fn can_mount() -> bool {
+        let probe = run_root().join(format!("e2e-mount-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&probe).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&probe)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            let _ = Command::new("umount").arg(&probe).status();
+        }
+        let _ = std::fs::remove_dir(&probe);
+        ok
+    }
+
     pub fn mount(dir: &Path, megabytes: u64) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let uid = Command::new("id")
