@@ -86,7 +86,8 @@ pub fn bytes_sort_like_values(typid: pg_sys::Oid, collid: pg_sys::Oid) -> bool {
     match typid {
         pg_sys::UUIDOID => true,
         pg_sys::TEXTOID | pg_sys::VARCHAROID => {
-            collid == pg_sys::C_COLLATION_OID || collid == pg_sys::POSIX_COLLATION_OID
+            // "POSIX" is oid 951 in 15 to 18 (18's headers no longer name it).
+            collid == pg_sys::C_COLLATION_OID || collid == pg_sys::Oid::from(951u32)
         }
         _ => ordered_int(typid).is_some(),
     }
