@@ -241,3 +241,21 @@ pub unsafe fn scan_check_as_user(node: *mut pg_sys::ForeignScanState) -> pg_sys:
         }
     }
 }
+
+/// ProcArrayLock, which pgrx's bindings do not name: the individual LWLock number 4 in
+/// `MainLWLockArray` (lwlocknames.txt in 15 and 16, lwlocklist.h from 17), checked against
+/// the name Postgres gives that lock, so that another number in a later version is an
+/// ERROR rather than the wrong lock.
+///
+/// # Safety
+/// Shared memory must be set up (any backend or background worker after startup).
+pub unsafe fn proc_array_lock() -> *mut pg_sys::LWLock {
+    const PROC_ARRAY_LOCK: u16 = 4;
+    unsafe {
+        let name = pg_sys::GetLWLockIdentifier(pg_sys::PG_WAIT_LWLOCK, PROC_ARRAY_LOCK);
+        if name.is_null() || std::ffi::CStr::from_ptr(name).to_bytes() != b"ProcArray" {
+            pgrx::error!("driftdb: individual LWLock {PROC_ARRAY_LOCK} is not ProcArrayLock here");
+        }
+        &raw mut (*pg_sys::MainLWLockArray.add(PROC_ARRAY_LOCK as usize)).lock
+    }
+}

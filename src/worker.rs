@@ -133,9 +133,9 @@ fn full_xid(xid: pg_sys::TransactionId, next: pg_sys::FullTransactionId) -> u64 
 /// Makes this process's xmin count for the horizons of every database, not just its own.
 fn affect_all_horizons() {
     // SAFETY: the flag is changed as Postgres changes it for a walsender: under
-    // ProcArrayLock (MainLWLockArray[4]), in MyProc and in ProcGlobal's dense copy.
+    // ProcArrayLock, in MyProc and in ProcGlobal's dense copy.
     unsafe {
-        let lock = &raw mut (*pg_sys::MainLWLockArray.add(4)).lock;
+        let lock = crate::compat::proc_array_lock();
         pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         (*pg_sys::MyProc).statusFlags |= pg_sys::PROC_AFFECTS_ALL_HORIZONS as u8;
         let off = (*pg_sys::MyProc).pgxactoff as usize;
