@@ -49,7 +49,8 @@ step() {
 }
 
 lint() {
-  cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings
+  cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings &&
+    cargo clippy -p driftdb-storage --all-targets --features faults -- -D warnings
 }
 
 regress() {
@@ -91,7 +92,7 @@ setup_with_progress() {
 step setup setup_with_progress
 if [ ${#broken_steps[@]} -ne 0 ]; then echo "0 passed, 1 failed"; exit 1; fi
 step lint lint
-step engine cargo test -p driftdb-storage
+step engine cargo test -p driftdb-storage --features faults
 # A short bounded run of every fuzz target of the engine's decoders.
 step fuzz bash scripts/fuzz.sh "${DRIFTDB_FUZZ_SECONDS:-20}"
 for v in $VERSIONS; do

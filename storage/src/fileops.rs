@@ -304,14 +304,62 @@ pub trait WriteAhead {
     }
 }
 
-/// An I/O failure to inject, for tests of what the store does when the disk fails.
+/// An I/O failure to inject, for tests of what the store does when the disk fails (only
+/// with the `faults` feature: the release library has no injection). Each counts the ops
+/// of its own kind from when it is injected: `n = 0` fails the next one. Several may be
+/// pending at once.
+#[cfg(feature = "faults")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// The `n`th WRITE from now (0 = the next) fails with ENOSPC, having written nothing.
+    /// The `n`th WRITE from now fails with ENOSPC, having written nothing.
     FullDisk { n: usize },
+    /// The `n`th WRITE from now writes the first half of its bytes, then fails with ENOSPC
+    /// (as a write that ran out of room part of the way leaves the file).
+    ShortWrite { n: usize },
     /// The `n`th SYNC or SYNC_DIR from now fails with EIO (after its write went to the page
     /// cache, as a failed fsync leaves it).
     SyncFails { n: usize },
+    /// The `n`th TRUNCATE from now fails with EIO, cutting nothing.
+    TruncateFails { n: usize },
+    /// The `n`th RENAME from now fails with EIO, renaming nothing.
+    RenameFails { n: usize },
+    /// The `n`th REMOVE from now fails with EIO, removing nothing.
+    RemoveFails { n: usize },
+}
+
+#[cfg(feature = "faults")]
+impl Fault {
+    /// The kind of op this fault counts, and how many it lets pass before it fails one.
+    fn counts(&self) -> (OpKind, usize) {
+        match *self {
+            Fault::FullDisk { n } | Fault::ShortWrite { n } => (OpKind::Write, n),
+            Fault::SyncFails { n } => (OpKind::Sync, n),
+            Fault::TruncateFails { n } => (OpKind::Truncate, n),
+            Fault::RenameFails { n } => (OpKind::Rename, n),
+            Fault::RemoveFails { n } => (OpKind::Remove, n),
+        }
+    }
+
+    fn count_down(&mut self) {
+        match self {
+            Fault::FullDisk { n }
+            | Fault::ShortWrite { n }
+            | Fault::SyncFails { n }
+            | Fault::TruncateFails { n }
+            | Fault::RenameFails { n }
+            | Fault::RemoveFails { n } => *n -= 1,
+        }
+    }
+}
+
+/// The kinds of op an injected fault counts (a SYNC_DIR counts as a SYNC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Write,
+    Sync,
+    Truncate,
+    Rename,
+    Remove,
 }
 
 /// Asks the kernel to start writing `len` bytes of `file` from `offset` to the disk now,
@@ -339,17 +387,20 @@ fn start_writeback(file: &File, offset: u64, len: usize) {
     let _ = (file, offset, len);
 }
 
-/// Writes `bytes` at `offset`, then starts their writeback when asked. An injected fault
-/// fails the write as a full disk does, writing nothing.
+/// Writes `bytes` at `offset`, then starts their writeback when asked. `fail_after`
+/// (an injected fault) fails the write as a full disk does, after writing that many of the
+/// bytes.
 fn write_at(
     file: &File,
     abs: &Path,
     offset: u64,
     bytes: &[u8],
     writeback: bool,
-    injected: bool,
+    fail_after: Option<usize>,
 ) -> Result<()> {
-    if injected {
+    if let Some(written) = fail_after {
+        file.write_all_at(&bytes[..written.min(bytes.len())], offset)
+            .at(abs)?;
         return Err(full_disk(abs));
     }
     file.write_all_at(bytes, offset).at(abs)?;
@@ -370,8 +421,8 @@ struct WriteJob {
     offset: u64,
     bytes: Vec<u8>,
     writeback: bool,
-    /// An injected fault: fail as a full disk does, writing nothing.
-    injected: bool,
+    /// An injected fault: fail as a full disk does, after writing this many of the bytes.
+    fail_after: Option<usize>,
     /// `bytes` are whole log frames whose CRCs are still to be computed
     /// ([`crate::format::seal_frames`]).
     seal: bool,
@@ -382,6 +433,14 @@ fn full_disk(path: &Path) -> Error {
     Error::IoAt {
         path: path.to_path_buf(),
         source: std::io::Error::from_raw_os_error(28),
+    }
+}
+
+/// The error of any other op an injected fault fails (EIO).
+fn io_error(path: &Path) -> Error {
+    Error::IoAt {
+        path: path.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(5),
     }
 }
 
@@ -426,7 +485,7 @@ impl BackgroundWrites {
                             job.offset,
                             &job.bytes,
                             job.writeback,
-                            job.injected,
+                            job.fail_after,
                         )
                     };
                     failed |= r.is_err();
@@ -521,7 +580,9 @@ pub struct Applier {
     durable: bool,
     /// Shared with [`BackgroundWrites`]: a file stays open until its writes there are done.
     files: HashMap<String, Arc<File>>,
-    fault: Option<Fault>,
+    /// Injected faults still to fail an op.
+    #[cfg(feature = "faults")]
+    faults: Vec<Fault>,
 }
 
 impl Applier {
@@ -531,29 +592,46 @@ impl Applier {
             root: root.into(),
             durable,
             files: HashMap::new(),
-            fault: None,
+            #[cfg(feature = "faults")]
+            faults: Vec::new(),
         }
     }
 
-    /// Makes a later op fail (tests only; see [`Fault`]).
+    /// Makes a later op fail (tests only; see [`Fault`]), besides any injected before.
+    #[cfg(feature = "faults")]
     pub fn inject(&mut self, fault: Fault) {
-        self.fault = Some(fault);
+        self.faults.push(fault);
     }
 
-    /// Counts down the injected fault for an op of kind `sync`; true if this op fails.
-    fn trips(&mut self, sync: bool) -> bool {
-        let n = match &mut self.fault {
-            Some(Fault::FullDisk { n }) if !sync => n,
-            Some(Fault::SyncFails { n }) if sync => n,
-            _ => return false,
-        };
-        if *n == 0 {
-            self.fault = None;
-            true
-        } else {
-            *n -= 1;
+    /// Counts an op of `kind` against the injected faults: `Some(k)` if one fails it,
+    /// after writing the first `k` of its `len` bytes (a WRITE; 0 for any other op). A
+    /// fault is gone once its op came (of two due at one op, the first injected decides).
+    #[cfg(feature = "faults")]
+    fn trips(&mut self, kind: OpKind, len: usize) -> Option<usize> {
+        let mut fired = None;
+        self.faults.retain_mut(|f| {
+            let (k, n) = f.counts();
+            if k != kind {
+                return true;
+            }
+            if n > 0 {
+                f.count_down();
+                return true;
+            }
+            fired.get_or_insert(*f);
             false
+        });
+        match fired? {
+            Fault::ShortWrite { .. } => Some(len / 2),
+            _ => Some(0),
         }
+    }
+
+    /// Without the `faults` feature no op is ever failed on purpose.
+    #[cfg(not(feature = "faults"))]
+    #[inline(always)]
+    fn trips(&mut self, _kind: OpKind, _len: usize) -> Option<usize> {
+        None
     }
 
     fn abs(&self, rel: &str) -> Result<PathBuf> {
@@ -606,13 +684,16 @@ impl Applier {
                     offset,
                     bytes,
                 } => {
-                    let (abs, file, injected) = self.writable(path)?;
-                    write_at(&file, &abs, *offset, bytes, false, injected)?;
+                    let (abs, file, fail_after) = self.writable(path, bytes.len())?;
+                    write_at(&file, &abs, *offset, bytes, false, fail_after)?;
                     stats.bytes_written += bytes.len() as u64;
                     touched.push(path);
                 }
                 FileOp::Truncate { path, len } => {
                     let abs = self.abs(path)?;
+                    if self.trips(OpKind::Truncate, 0).is_some() {
+                        return Err(io_error(&abs));
+                    }
                     match OpenOptions::new().write(true).open(&abs) {
                         Ok(f) => f.set_len(*len).at(&abs)?,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -637,6 +718,9 @@ impl Applier {
                 }
                 FileOp::Rename { from, to } => {
                     let (a, b) = (self.abs(from)?, self.abs(to)?);
+                    if self.trips(OpKind::Rename, 0).is_some() {
+                        return Err(io_error(&b));
+                    }
                     self.forget(from);
                     self.forget(to);
                     if !a.exists() {
@@ -654,6 +738,9 @@ impl Applier {
                 }
                 FileOp::Remove { path } => {
                     let abs = self.abs(path)?;
+                    if self.trips(OpKind::Remove, 0).is_some() {
+                        return Err(io_error(&abs));
+                    }
                     self.forget(path);
                     let r = match fs::symlink_metadata(&abs) {
                         Ok(m) if m.is_dir() => fs::remove_dir_all(&abs),
@@ -712,7 +799,7 @@ impl Applier {
                     offset,
                     bytes,
                 } => {
-                    let (abs, file, injected) = self.writable(&path)?;
+                    let (abs, file, fail_after) = self.writable(&path, bytes.len())?;
                     stats.bytes_written += bytes.len() as u64;
                     background.send(WriteJob {
                         file,
@@ -723,7 +810,7 @@ impl Applier {
                         offset,
                         bytes,
                         writeback: self.durable,
-                        injected,
+                        fail_after,
                     })?;
                 }
                 other => {
@@ -735,22 +822,19 @@ impl Applier {
         Ok(())
     }
 
-    /// The file a WRITE of `rel` goes to, its absolute path, and whether an injected
-    /// fault fails the write (as a full disk: [`full_disk`]).
-    fn writable(&mut self, rel: &str) -> Result<(PathBuf, Arc<File>, bool)> {
+    /// The file a WRITE of `len` bytes to `rel` goes to, its absolute path, and whether an
+    /// injected fault fails the write (as a full disk: [`full_disk`]) after how many bytes.
+    fn writable(&mut self, rel: &str, len: usize) -> Result<(PathBuf, Arc<File>, Option<usize>)> {
         let abs = self.abs(rel)?;
         self.file(rel)?;
         let file = Arc::clone(&self.files[rel]);
-        Ok((abs, file, self.trips(false)))
+        Ok((abs, file, self.trips(OpKind::Write, len)))
     }
 
     fn sync_file(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
         let abs = self.abs(rel)?;
-        if self.trips(true) {
-            return Err(Error::IoAt {
-                path: abs,
-                source: std::io::Error::from_raw_os_error(5), // EIO
-            });
+        if self.trips(OpKind::Sync, 0).is_some() {
+            return Err(io_error(&abs));
         }
         if !abs.exists() {
             return Ok(());
@@ -762,11 +846,8 @@ impl Applier {
 
     fn sync_dir(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
         let abs = self.abs(rel)?;
-        if self.trips(true) {
-            return Err(Error::IoAt {
-                path: abs,
-                source: std::io::Error::from_raw_os_error(5), // EIO
-            });
+        if self.trips(OpKind::Sync, 0).is_some() {
+            return Err(io_error(&abs));
         }
         match File::open(&abs) {
             Ok(d) => d.sync_all().at(&abs)?,
@@ -912,6 +993,82 @@ mod tests {
         );
         buf[0] = 3;
         assert!(Batch::decode(&buf).is_err());
+    }
+
+    /// Several faults at once, each counting the ops of its own kind from when it was
+    /// injected, each failing one op only, as the op would fail on a real disk.
+    #[cfg(feature = "faults")]
+    #[test]
+    fn injected_faults_count_their_own_kind_of_op_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("d")).unwrap();
+        let mut a = Applier::new(root, true);
+        let mut stats = Stats::default();
+        for f in [
+            Fault::ShortWrite { n: 1 },
+            Fault::TruncateFails { n: 0 },
+            Fault::RenameFails { n: 1 },
+            Fault::RemoveFails { n: 0 },
+            Fault::SyncFails { n: 1 },
+        ] {
+            a.inject(f);
+        }
+        let mut run = |op: FileOp| match a.apply(&[op], false, &mut stats) {
+            Ok(()) => None,
+            Err(Error::IoAt { source, .. }) => source.raw_os_error(),
+            Err(e) => panic!("{e}"),
+        };
+        let write = |path: &str, bytes: &[u8]| FileOp::Write {
+            path: path.into(),
+            offset: 0,
+            bytes: bytes.to_vec(),
+        };
+        let truncate = |len| FileOp::Truncate {
+            path: "d/a".into(),
+            len,
+        };
+        let len = |p: &str| fs::metadata(root.join(p)).map(|m| m.len()).ok();
+
+        assert_eq!(run(write("d/a", b"0123456789")), None, "write 0 passes");
+        assert_eq!(run(truncate(4)), Some(5), "truncate 0 fails");
+        assert_eq!(len("d/a"), Some(10));
+        assert_eq!(run(truncate(4)), None, "the truncate fault is spent");
+        assert_eq!(len("d/a"), Some(4));
+        assert_eq!(
+            run(write("d/b", b"abcdefghij")),
+            Some(28),
+            "write 1 runs short"
+        );
+        assert_eq!(fs::read(root.join("d/b")).unwrap(), b"abcde");
+        assert_eq!(
+            run(FileOp::Sync { path: "d/b".into() }),
+            None,
+            "sync 0 passes"
+        );
+        assert_eq!(
+            run(FileOp::SyncDir { path: "d".into() }),
+            Some(5),
+            "sync 1 fails"
+        );
+        let rename = |from: &str, to: &str| FileOp::Rename {
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(run(rename("d/b", "d/c")), None, "rename 0 passes");
+        assert_eq!(run(rename("d/c", "d/d")), Some(5), "rename 1 fails");
+        assert_eq!((len("d/c"), len("d/d")), (Some(5), None));
+        assert_eq!(run(FileOp::Remove { path: "d/c".into() }), Some(5));
+        assert_eq!(len("d/c"), Some(5));
+        // Every fault is spent: everything goes through.
+        assert_eq!(run(FileOp::Remove { path: "d/c".into() }), None);
+        assert_eq!(len("d/c"), None);
+        assert_eq!(run(write("d/e", b"whole")), None);
+        assert_eq!(fs::read(root.join("d/e")).unwrap(), b"whole");
+        assert_eq!(run(rename("d/e", "d/f")), None);
+        assert_eq!(run(FileOp::SyncDir { path: "d".into() }), None);
+        assert_eq!(run(truncate(1)), None);
+        assert_eq!(len("d/a"), Some(1));
     }
 
     #[test]

@@ -20,7 +20,9 @@ mod types;
 mod verify;
 
 pub use error::{Error, Result};
-pub use fileops::{Applier, Batch, Fault, FileOp, GroupMark, WriteAhead};
+#[cfg(feature = "faults")]
+pub use fileops::Fault;
+pub use fileops::{Applier, Batch, FileOp, GroupMark, WriteAhead};
 pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use hash::{FastMap, FastState};

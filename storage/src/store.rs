@@ -441,11 +441,37 @@ impl Store {
         config: Config,
         wal: Option<Box<dyn WriteAhead + Send>>,
     ) -> Result<Store> {
+        let applier = Applier::new(root.as_ref(), config.durability == Durability::Sync);
+        Store::open_applying(root, config, wal, applier)
+    }
+
+    /// [`Store::open_with`] with `faults` injected before recovery's own changes to the
+    /// files (tests of disk failures, with the `faults` feature).
+    #[cfg(feature = "faults")]
+    pub fn open_with_faults(
+        root: impl AsRef<Path>,
+        config: Config,
+        wal: Option<Box<dyn WriteAhead + Send>>,
+        faults: &[crate::fileops::Fault],
+    ) -> Result<Store> {
+        let mut applier = Applier::new(root.as_ref(), config.durability == Durability::Sync);
+        for f in faults {
+            applier.inject(*f);
+        }
+        Store::open_applying(root, config, wal, applier)
+    }
+
+    fn open_applying(
+        root: impl AsRef<Path>,
+        config: Config,
+        wal: Option<Box<dyn WriteAhead + Send>>,
+        applier: Applier,
+    ) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         let writer = config.mode == OpenMode::Writer;
         let mut store = Store {
             wal,
-            applier: Applier::new(&root, config.durability == Durability::Sync),
+            applier,
             fates_log: FatesLog::new(&root),
             broken: None,
             defer_syncs: false,
@@ -1367,7 +1393,9 @@ impl Store {
         &self.config
     }
 
-    /// Makes a later file operation of this store fail (tests of disk failures).
+    /// Makes a later file operation of this store fail, besides any injected before (tests
+    /// of disk failures, with the `faults` feature).
+    #[cfg(feature = "faults")]
     pub fn inject_fault(&mut self, fault: crate::fileops::Fault) {
         self.applier.inject(fault);
     }
