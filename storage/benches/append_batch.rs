@@ -79,6 +79,62 @@ pub fn batch(scattered: bool) -> Vec<Txn> {
     }
 }
 
+/// `n` distinct keys of 58 bytes in classes of 32 that each had one hash, whatever the
+/// seed, under the hasher the engine had before #22 (`(h.rotate_left(23) ^ word) * odd`
+/// per 8-byte word): a class is one base key (its number in the last two bytes) with bit
+/// 63 of word `p` and bit 22 of word `p + 1` flipped, for any set of the 5 pairs `p` that
+/// end before the last word. The hash flood bench's keys.
+pub fn colliding_keys(n: u64) -> Vec<Vec<u8>> {
+    let base = random_keys(1).remove(0);
+    (0..n as usize)
+        .map(|i| {
+            let mut key = base.clone();
+            key[56..].copy_from_slice(&((i / 32) as u16).to_be_bytes());
+            for p in (0..5).filter(|p| i >> p & 1 == 1) {
+                key[8 * p + 7] ^= 0x80;
+                key[8 * (p + 1) + 2] ^= 0x40;
+            }
+            key
+        })
+        .collect()
+}
+
+/// `n` keys of 58 bytes, `z` and 57 random ones (the same ones each time; all different,
+/// as random keys of 456 bits are), so that they sort above the one row of
+/// [`fresh_store`] (the table has none of them: no lookup).
+pub fn random_keys(n: u64) -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let mut key: Vec<u8> = (0..58).map(|_| next() as u8).collect();
+            key[0] = b'z';
+            key
+        })
+        .collect()
+}
+
+/// [`inserts`] from 0 ([`TXNS`] x [`PER_TXN`] events) with the keys `keys` (as many)
+/// scattered as in [`scattered_inserts`]: event `i` gets `keys[i * 7919 % n]`.
+pub fn inserts_of_keys(keys: &[Vec<u8>]) -> Vec<Txn> {
+    let n = keys.len() as u64;
+    assert_eq!(n, TXNS * PER_TXN);
+    let mut batch = inserts(0, TXNS, PER_TXN);
+    for (i, e) in batch
+        .iter_mut()
+        .flat_map(|t| t.events.iter_mut())
+        .enumerate()
+    {
+        e.key = keys[(i as u64 * 7919 % n) as usize].clone();
+    }
+    batch
+}
+
 pub fn config(durability: Durability) -> Config {
     Config {
         durability,

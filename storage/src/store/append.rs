@@ -119,7 +119,9 @@ impl<'t> Ordinals<'t> {
 /// key's hash in the others: a probe reads a key (a cache miss, in a large batch) only
 /// when those match (one mismatch in 65,536 for a batch of 50k events). Its own table
 /// rather than a general one because a judgement knows the hashes of the keys ahead of
-/// the one it looks up: [`Verdicts::prefetch`] asks for their words early.
+/// the one it looks up: [`Verdicts::prefetch`] asks for their words early. The hash is
+/// keyed anew for each batch ([`FastState`]): no keys collide whatever the seeds, so none
+/// can be chosen to share a word and make the probes quadratic under the append lock (#22).
 struct Verdicts {
     /// The table, allocated on first use.
     words: Vec<u32>,
@@ -1210,6 +1212,58 @@ mod tests {
                 "tagged {tagged}: {} tags",
                 tags.len()
             );
+        }
+    }
+
+    /// Keys that all had one hash under the old hasher, whatever its seed (#22), spread
+    /// over the verdict table as random keys do: of 4,096 such keys (128 classes of 32)
+    /// placed in a table of 8,192 words, at most 10 start probing at one word (random
+    /// hashes: more than 10 once in millions of tables), and the words probed past the
+    /// first add up to what linear probing at half full gives random keys, half a word a
+    /// key (1,747-2,485 over 2,000 tables of these keys, and of random ones alike; the
+    /// test allows 4,000). Before, each class of 32 started at one word, and the words
+    /// probed past the first added up to 134,944 (at least 128 * (0 + 1 + ... + 31) =
+    /// 63,488), every one of those probes reading a key.
+    #[test]
+    fn verdicts_spread_keys_that_collided_under_the_old_hash() {
+        let keys = crate::hash::old_collision_family(4096);
+        let txns: Vec<Txn> = keys
+            .chunks(16)
+            .enumerate()
+            .map(|(t, chunk)| Txn {
+                xid: t as u64 + 1,
+                commit_ts: 0,
+                role: String::new(),
+                events: chunk
+                    .iter()
+                    .map(|k| Event {
+                        table: 3,
+                        key: k.clone(),
+                        op: Op::SoftDelete,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let batch = Ordinals::new(&txns);
+        for _ in 0..8 {
+            let mut v = Verdicts::new(batch.total);
+            for o in 0..batch.total {
+                assert_eq!(v.slot(o, batch.key(o), &batch), o);
+            }
+            assert_eq!(v.words.len(), 8192);
+            let mask = v.words.len() - 1;
+            let mut homes = vec![0u32; v.words.len()];
+            let mut past = 0;
+            for at in (0..v.words.len()).filter(|&at| v.words[at] != 0) {
+                let slot = (v.words[at] & v.slot_bits) as usize - 1;
+                let home = v.home(v.hash(batch.key(slot)));
+                homes[home] += 1;
+                past += at.wrapping_sub(home) & mask;
+            }
+            assert_eq!(homes.iter().sum::<u32>(), 4096);
+            let most = homes.iter().max().copied().unwrap_or(0);
+            assert!(most <= 10, "{most} keys start at one word");
+            assert!(past < 4000, "{past} words probed past the keys' first");
         }
     }
 
