@@ -83,6 +83,26 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     }
 }
 
+/// The size of a row's record in a snapshot: its key and its columns as the log encodes
+/// them (the varint of the key's length at most 10 bytes).
+pub fn row_record_len(key: &[u8], row: &Row) -> u64 {
+    (driftdb_storage::format::columns_len(&row.0) + key.len() + 10) as u64
+}
+
+/// Refuses (54000) an UPDATE that would make a row larger than a snapshot can hold as one
+/// record: one INSERT cannot (its table frame is no larger), but PATCHes of several
+/// transactions could build one, which no snapshot of the table could then take.
+fn check_row_size(key: &[u8], row: &Row) {
+    let len = row_record_len(key, row);
+    let max = driftdb_storage::format::MAX_RECORD_BLOCK_RAW_LEN;
+    if len > max {
+        DriftError::Engine(driftdb_storage::Error::TooLarge(format!(
+            "the row would take {len} bytes; a DriftDB row takes at most {max}"
+        )))
+        .report()
+    }
+}
+
 /// Buffers one change to a row of this table in the transaction.
 fn push_event(info: &TableInfo, key: Vec<u8>, op: Op) {
     txn::push(
@@ -415,6 +435,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             (new_key, new) = info.row_from_slot(slot, false);
         }
         let new_key = new_key.unwrap_or_else(|| old_key.clone());
+        check_row_size(&new_key, &new);
         if new_key != old_key {
             // The key changed: the old row leaves, a new one arrives.
             rowlock::lock_row(info.relid, &old_key, Strength::Update, Wait::Block);
@@ -520,5 +541,41 @@ pub unsafe fn rewrite_on_conflict(parse: *mut pg_sys::Query) {
             .report()
         }
         (*oc).arbiterElems = std::ptr::null_mut();
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::row_record_len;
+    use driftdb_storage::format::{put_bytes, put_columns};
+    use driftdb_storage::Row;
+
+    /// The measure an UPDATE is refused by bounds the record a snapshot writes from above,
+    /// by no more than a varint.
+    #[test]
+    fn a_row_record_is_measured_from_above() {
+        let big = vec![7u8; 300_000];
+        let rows = [
+            (
+                b"k".to_vec(),
+                Row(vec![(1, Some(b"v".to_vec())), (2, None)]),
+            ),
+            (
+                vec![9u8; 200],
+                Row(vec![(1, Some(big.clone())), (3, Some(big.clone()))]),
+            ),
+            (Vec::new(), Row(Vec::new())),
+        ];
+        for (key, row) in rows {
+            let mut record = Vec::new();
+            put_bytes(&mut record, &key);
+            put_columns(&mut record, &row.0);
+            let measured = row_record_len(&key, &row);
+            let exact = record.len() as u64;
+            assert!(
+                measured >= exact && measured <= exact + 10,
+                "{measured} for {exact}"
+            );
+        }
     }
 }
