@@ -84,10 +84,7 @@ CREATE FUNCTION drift_drop_index(table_name regclass, column_name text) RETURNS 
 fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
     let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
     let col = column_id(&info, column_name, false);
-    let existing = engine::with_store(|s| match s.indexes(info.id) {
-        Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
-        other => other,
-    });
+    let existing = engine::indexes(info.id);
     if !existing.contains(&col) {
         DriftError::NoSuchIndex {
             relid: info.relid,

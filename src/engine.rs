@@ -146,6 +146,15 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
     })
 }
 
+/// The columns of table `id` that have a secondary index (none for a table without files
+/// yet).
+pub fn indexes(id: driftdb_storage::TableId) -> Vec<driftdb_storage::ColumnId> {
+    with_store(|s| match s.indexes(id) {
+        Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
+        other => other,
+    })
+}
+
 /// Like [`with_store`], for callers that must not raise an ERROR on engine failures
 /// (the store is still opened by `with_store`, whose failures do raise).
 pub fn try_with_store<R>(

@@ -295,10 +295,7 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
         });
         // Then the table's secondary indexes, one row each (op INDEX, no seq: after every
         // event in seq order), so that an import makes them too.
-        let indexed = engine::with_store(|s| match s.indexes(info.id) {
-            Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
-            other => other,
-        });
+        let indexed = engine::indexes(info.id);
         for col in info
             .columns
             .iter()

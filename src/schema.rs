@@ -166,10 +166,7 @@ impl Recheck {
             for &pos in &info.key {
                 datum::check_key_type_by_catalog(&info.columns[pos]).unwrap_or_else(|e| e.report());
             }
-            let indexed = engine::with_store(|s| match s.indexes(info.id) {
-                Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
-                other => other,
-            });
+            let indexed = engine::indexes(info.id);
             for col in info
                 .columns
                 .iter()
@@ -594,10 +591,7 @@ unsafe fn dropping_column(relid: pg_sys::Oid, attnum: i16) {
         .report()
     }
     let column = attnum as u16;
-    let indexed = engine::with_store(|s| match s.indexes(info.id) {
-        Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
-        other => other,
-    });
+    let indexed = engine::indexes(info.id);
     if indexed.contains(&column) {
         txn::at_commit(Ddl::DropIndex(info.id, column));
     }

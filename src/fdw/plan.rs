@@ -33,10 +33,7 @@ const STARTUP_COST: f64 = 10.0;
 unsafe fn choose(relid: pg_sys::Oid, rti: pg_sys::Index, quals: *mut pg_sys::List) -> Choice {
     unsafe {
         let info = TableInfo::of(relid);
-        let indexes = engine::with_store(|s| match s.indexes(info.id) {
-            Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
-            other => other,
-        });
+        let indexes = engine::indexes(info.id);
         pushdown::choose(&info, rti, quals, &indexes)
     }
 }
