@@ -32,7 +32,7 @@ pub(crate) fn owned_table(relid: pg_sys::Oid, mode: u32) -> TableInfo {
 
 /// The column named `name`; one to index must have a type whose stored bytes decide
 /// equality (an index on another is dropped without that check).
-fn column_id(info: &TableInfo, name: &str, to_index: bool) -> u16 {
+pub(crate) fn column_id(info: &TableInfo, name: &str, to_index: bool) -> u16 {
     match info.columns.iter().find(|c| !c.dropped && c.name == name) {
         Some(c) => {
             if to_index {

@@ -20,7 +20,7 @@
 //!   refers to them as `{"long_value": n}`. An events relation without that column is
 //!   read as having none.
 
-use crate::admin::owned_table;
+use crate::admin::{column_id, owned_table};
 use crate::datum::{self, Column};
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
@@ -438,28 +438,15 @@ impl Importer<'_> {
     /// `drift_create_index` checks it.
     fn index(&mut self, data: Option<Value>) {
         let name = match &data {
-            Some(Value::Object(obj)) => match obj.get("column") {
-                Some(Value::String(n)) if obj.len() == 1 => n.clone(),
+            Some(Value::Object(obj)) if obj.len() == 1 => match obj.get("column") {
+                Some(Value::String(n)) => n.as_str(),
                 _ => bad("An INDEX row's data is not {\"column\": name}.".into()),
             },
             _ => bad("An INDEX row's data is not {\"column\": name}.".into()),
         };
-        let Some(col) = self
-            .info
-            .columns
-            .iter()
-            .find(|c| !c.dropped && c.name == name)
-        else {
-            DriftError::NoSuchColumn {
-                relid: self.info.relid,
-                column: name,
-            }
-            .report()
-        };
-        // SAFETY: catalog lookups inside the importing transaction.
-        unsafe { datum::check_index_type_by_catalog(col) }.unwrap_or_else(|e| e.report());
-        if !self.indexes.contains(&col.id()) {
-            self.indexes.push(col.id());
+        let col = column_id(self.info, name, true);
+        if !self.indexes.contains(&col) {
+            self.indexes.push(col);
         }
     }
 

@@ -353,6 +353,44 @@ const OPEN_IMPORT_SETUP: &str = "
     CREATE ROLE reader LOGIN;
     INSERT INTO t2 VALUES (1, 'before');";
 
+/// What a reader of t2's past sees while mt2's import is open: the row written during the
+/// import in drift_history and drift_as_of(now()), and drift_seq_at(now()) at or past
+/// `seq` (the import holds none of it up).
+fn other_table_passes(c: &mut Client, seq: i64) {
+    let history: i64 = c
+        .query_one(
+            "SELECT count(*) FROM drift_history('t2') WHERE \"row\"->>'v' = 'during the import'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 1);
+    let past: Vec<i32> = c
+        .query(
+            "SELECT id FROM drift_as_of(NULL::t2, now()) ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(past, vec![1, 2]);
+    let at_now: i64 = c
+        .query_one("SELECT drift_seq_at(now())", &[])
+        .unwrap()
+        .get(0);
+    assert!(at_now >= seq, "drift_seq_at(now()) {at_now} < {seq}");
+}
+
+/// The rows of mt2's past at `seq`.
+fn mt2_at(c: &mut Client, seq: i64) -> Result<i64, postgres::Error> {
+    c.query_one(
+        "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
+        &[&seq],
+    )
+    .map(|r| r.get(0))
+}
+
 /// An import left open holds up no reader of another table, in this database or another,
 /// and never waits on itself; a reader of the importing table's past waits for the import
 /// as a lock wait (lock_timeout applies) and then sees what it committed (#24).
@@ -416,29 +454,7 @@ fn an_open_import_blocks_only_readers_of_its_own_table() {
         .unwrap()
         .get(0);
     assert!(after > before, "drift_current_seq stayed at {before}");
-    let history: i64 = b
-        .query_one(
-            "SELECT count(*) FROM drift_history('t2') WHERE \"row\"->>'v' = 'during the import'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(history, 1);
-    let past: Vec<i32> = b
-        .query(
-            "SELECT id FROM drift_as_of(NULL::t2, now()) ORDER BY id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(past, vec![1, 2]);
-    let at_now: i64 = b
-        .query_one("SELECT drift_seq_at(now())", &[])
-        .unwrap()
-        .get(0);
-    assert!(at_now >= after);
+    other_table_passes(&mut b, after);
     let mut o = cluster.connect("other");
     o.batch_execute("INSERT INTO o VALUES (1)").unwrap();
     let o_seq: i64 = o
@@ -453,25 +469,11 @@ fn an_open_import_blocks_only_readers_of_its_own_table() {
     // The past of the importing table at a seq past the import's groups waits for it: a
     // lock wait, which lock_timeout ends with 55P03.
     b.batch_execute("SET lock_timeout = '300ms'").unwrap();
-    let err = b
-        .query_one(
-            "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
-            &[&after],
-        )
-        .unwrap_err();
+    let err = mt2_at(&mut b, after).unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("55P03"), "{err}");
     b.batch_execute("RESET lock_timeout").unwrap();
     let b_pid: i32 = b.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let waiter = std::thread::spawn(move || {
-        let n: i64 = b
-            .query_one(
-                "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
-                &[&after],
-            )
-            .unwrap()
-            .get(0);
-        n
-    });
+    let waiter = std::thread::spawn(move || mt2_at(&mut b, after).unwrap());
     let what = lock_wait_of(&mut writer, b_pid);
     assert_eq!(what, "Lock:transactionid");
     a.batch_execute("COMMIT").unwrap();
@@ -511,51 +513,15 @@ fn an_open_import_on_the_primary_holds_up_only_its_table_on_a_standby() {
         .unwrap()
         .get(0);
     assert!(s_seq >= t2_seq, "standby's seq {s_seq} < {t2_seq}");
-    let past: Vec<i32> = s
-        .query(
-            "SELECT id FROM drift_as_of(NULL::t2, now()) ORDER BY id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(past, vec![1, 2]);
-    let seen: i64 = s
-        .query_one(
-            "SELECT count(*) FROM drift_history('t2') WHERE \"row\"->>'v' = 'during the import'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(seen, 1);
-    let at_now: i64 = s
-        .query_one("SELECT drift_seq_at(now())", &[])
-        .unwrap()
-        .get(0);
-    assert!(at_now >= t2_seq);
+    other_table_passes(&mut s, t2_seq);
     // The importing table's past after the import's groups waits for the import (on a
     // standby by polling the transaction: statement_timeout ends it).
     s.batch_execute("SET statement_timeout = '300ms'").unwrap();
-    let err = s
-        .query_one(
-            "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
-            &[&s_seq],
-        )
-        .unwrap_err();
+    let err = mt2_at(&mut s, s_seq).unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
     s.batch_execute("RESET statement_timeout").unwrap();
     let s_pid: i32 = s.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-    let waiter = std::thread::spawn(move || {
-        let n: i64 = s
-            .query_one(
-                "SELECT count(*) FROM drift_as_of(NULL::mt2, $1::bigint)",
-                &[&s_seq],
-            )
-            .unwrap()
-            .get(0);
-        n
-    });
+    let waiter = std::thread::spawn(move || mt2_at(&mut s, s_seq).unwrap());
     // Seen running on the standby before the import commits.
     let mut watch = standby.connect("app");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
