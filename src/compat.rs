@@ -162,21 +162,110 @@ pub unsafe fn all_inheritors(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> 
     }
 }
 
-/// Computes the stored generated columns of an UPDATE's new row again (after a recheck
-/// built the row anew), as the executor did before the first attempt.
+/// Computes the stored generated columns of a new row: an UPDATE's again (`CMD_UPDATE`,
+/// after a recheck built the row anew, as the executor did before the first attempt), or
+/// a row moved into another partition (`CMD_INSERT`, as routing an INSERT computes them).
 ///
 /// # Safety
-/// The pointers are an UPDATE's result relation, executor state and new-row slot.
+/// The pointers are a result relation, its executor state and a slot of its row type.
 pub unsafe fn compute_stored_generated(
     rinfo: *mut pg_sys::ResultRelInfo,
     estate: *mut pg_sys::EState,
     slot: *mut pg_sys::TupleTableSlot,
+    cmd: pg_sys::CmdType::Type,
 ) {
     unsafe {
         let constr = (*(*(*rinfo).ri_RelationDesc).rd_att).constr;
         if !constr.is_null() && (*constr).has_generated_stored {
-            ExecComputeStoredGenerated(rinfo, estate, slot, pg_sys::CmdType::CMD_UPDATE);
+            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                ExecComputeStoredGenerated(rinfo, estate, slot, cmd)
+            });
         }
+    }
+}
+
+unsafe extern "C-unwind" {
+    /// executor/execPartition.h (the same in 15 to 18), which pgrx's bindings leave out.
+    fn ExecSetupPartitionTupleRouting(
+        estate: *mut pg_sys::EState,
+        rel: pg_sys::Relation,
+    ) -> *mut pg_sys::PartitionTupleRouting;
+    fn ExecFindPartition(
+        mtstate: *mut pg_sys::ModifyTableState,
+        root: *mut pg_sys::ResultRelInfo,
+        proute: *mut pg_sys::PartitionTupleRouting,
+        slot: *mut pg_sys::TupleTableSlot,
+        estate: *mut pg_sys::EState,
+    ) -> *mut pg_sys::ResultRelInfo;
+}
+
+/// Routes `slot`, a row of an UPDATE's partition `rinfo`, from the statement's root
+/// partitioned table to the leaf partition it belongs in, as the executor routes a row
+/// that an UPDATE moves (`ExecCrossPartitionUpdate`): the routing state is set up once per
+/// statement on the ModifyTable node (which cleans it up at its end), the row converted to
+/// the root's row type, the partition found (23514 when none takes it) and opened as a
+/// result relation (its FDW's BeginForeignInsert called). Returns the partition's result
+/// relation and the row converted to its row type.
+///
+/// # Safety
+/// `mtstate` is a running UPDATE whose root result relation is a partitioned table, and
+/// `rinfo` one of its leaf result relations with `slot` holding a row of its type.
+pub unsafe fn route_from_root(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+) -> (*mut pg_sys::ResultRelInfo, *mut pg_sys::TupleTableSlot) {
+    unsafe {
+        let estate = (*mtstate).ps.state;
+        let root = (*rinfo).ri_RootResultRelInfo;
+        let root_rel = (*root).ri_RelationDesc;
+        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            if (*mtstate).mt_partition_tuple_routing.is_null() {
+                // Built for the rest of the statement, as the executor builds it.
+                let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+                (*mtstate).mt_partition_tuple_routing =
+                    ExecSetupPartitionTupleRouting(estate, root_rel);
+                (*mtstate).mt_root_tuple_slot =
+                    pg_sys::table_slot_create(root_rel, std::ptr::null_mut());
+                pg_sys::MemoryContextSwitchTo(old);
+            }
+            let to_root = pg_sys::ExecGetChildToRootMap(rinfo);
+            let root_slot = if to_root.is_null() {
+                slot
+            } else {
+                pg_sys::execute_attr_map_slot(
+                    (*to_root).attrMap,
+                    slot,
+                    (*mtstate).mt_root_tuple_slot,
+                )
+            };
+            let dest = ExecFindPartition(
+                mtstate,
+                root,
+                (*mtstate).mt_partition_tuple_routing,
+                root_slot,
+                estate,
+            );
+            #[cfg(feature = "pg15")]
+            let to_dest = (*dest).ri_RootToPartitionMap;
+            #[cfg(not(feature = "pg15"))]
+            let to_dest = pg_sys::ExecGetRootToChildMap(dest, estate);
+            if to_dest.is_null() {
+                return (dest, root_slot);
+            }
+            if (*dest).ri_PartitionTupleSlot.is_null() {
+                (*dest).ri_PartitionTupleSlot = pg_sys::table_slot_create(
+                    (*dest).ri_RelationDesc,
+                    &raw mut (*estate).es_tupleTable,
+                );
+            }
+            let dest_slot = pg_sys::execute_attr_map_slot(
+                (*to_dest).attrMap,
+                root_slot,
+                (*dest).ri_PartitionTupleSlot,
+            );
+            (dest, dest_slot)
+        })
     }
 }
 

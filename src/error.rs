@@ -107,6 +107,14 @@ pub enum DriftError {
     OnConflictUpdate {
         relid: pg_sys::Oid,
     },
+    /// An UPDATE through a partitioned table that would move a row out of DriftDB
+    /// partition `from` where the move cannot be done as heap does it (`to`: the partition
+    /// it belongs in, when known).
+    RowMove {
+        from: pg_sys::Oid,
+        to: pg_sys::Oid,
+        why: String,
+    },
     /// A rewritten call of a function the user may not EXECUTE.
     NoExecute {
         funcid: pg_sys::Oid,
@@ -338,6 +346,24 @@ impl DriftError {
                 "Upsert in two statements: UPDATE the row by its key, and when it updated no row, \
                  INSERT ... ON CONFLICT DO NOTHING (and UPDATE again if that inserted nothing).",
             ),
+            DriftError::RowMove { from, to, why } => ErrorReport::new(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                if to == pg_sys::InvalidOid {
+                    format!(
+                        "cannot move a row out of DriftDB partition \"{}\"",
+                        rel_name(from)
+                    )
+                } else {
+                    format!(
+                        "cannot move a row from DriftDB partition \"{}\" to partition \"{}\"",
+                        rel_name(from),
+                        rel_name(to)
+                    )
+                },
+                FUNC,
+            )
+            .set_detail(format!("DriftDB cannot move it as heap would: {why}."))
+            .set_hint("DELETE the row and INSERT it through the partitioned table, in one transaction."),
             DriftError::NoExecute { funcid } => {
                 // SAFETY: a catalog lookup of an existing function, inside a transaction.
                 let name = unsafe {

@@ -124,6 +124,11 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     unsafe {
         txn::refuse_serializable();
         crate::asof::refuse_writes();
+        if !(*rinfo).ri_FdwState.is_null() {
+            // A partition the same UPDATE changes, taking a row another partition's UPDATE
+            // moves into it: the state its BeginForeignModify left serves both.
+            return;
+        }
         let info = TableInfo::from_relation((*rinfo).ri_RelationDesc);
         // Rows routed through a partitioned table keep its ON CONFLICT DO NOTHING (COPY's
         // state has no plan).
@@ -284,23 +289,31 @@ unsafe fn target_key(state: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot
 
 /// Checks the table's NOT NULL and CHECK constraints, which Postgres does not check for
 /// foreign tables by itself, with Postgres' own errors (23502, 23514); and a partition's
-/// partition constraint, as heap does: for an UPDATE always (Postgres moves no row out of
-/// a foreign partition, so a row that would leave is 23514), for an INSERT unless tuple
-/// routing chose the partition.
+/// partition constraint, as heap does: for an INSERT unless tuple routing chose the
+/// partition, for an UPDATE of the partition itself always (23514). An UPDATE through a
+/// partitioned table of a row that no longer belongs in its partition returns `false`
+/// unchecked: the row moves (`move_row`), and its new partition checks it.
 unsafe fn check_constraints(
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     update: bool,
-) {
+) -> bool {
     unsafe {
         let rel = (*rinfo).ri_RelationDesc;
+        let partition = (*(*rel).rd_rel).relispartition;
+        let routed = !(*rinfo).ri_RootResultRelInfo.is_null();
+        // In heap's order: an UPDATE checks the partition first, an INSERT last.
+        if partition && update && !pg_sys::ExecPartitionCheck(rinfo, slot, estate, !routed) {
+            return false;
+        }
         if !(*(*rel).rd_att).constr.is_null() {
             pg_sys::ExecConstraints(rinfo, slot, estate);
         }
-        if (*(*rel).rd_rel).relispartition && (update || (*rinfo).ri_RootResultRelInfo.is_null()) {
+        if partition && !update && !routed {
             pg_sys::ExecPartitionCheck(rinfo, slot, estate, true);
         }
+        true
     }
 }
 
@@ -329,8 +342,18 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     slot: *mut pg_sys::TupleTableSlot,
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    unsafe { insert_row(modify_state(rinfo), estate, rinfo, slot) }
+}
+
+/// Inserts the row in `slot` into the table of `rinfo`: an INSERT's row, or a row an
+/// UPDATE moved into this partition. Null when ON CONFLICT DO NOTHING skips it.
+unsafe fn insert_row(
+    state: &ModifyState,
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
     unsafe {
-        let state = modify_state(rinfo);
         check_constraints(estate, rinfo, slot, false);
         let (key, row) = state.info.row_from_slot(slot, true);
         let key = key.expect("a new row always has a key");
@@ -413,10 +436,12 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         let state = modify_state(rinfo);
         let info = &state.info;
         let old_key = target_key(state, plan_slot);
-        check_constraints(estate, rinfo, slot, true);
+        let mut stays = check_constraints(estate, rinfo, slot, true);
         let (mut new_key, mut new) = info.row_from_slot(slot, false);
-        // Heap takes FOR UPDATE strength when the key changes, FOR NO KEY UPDATE otherwise.
+        // Heap takes FOR UPDATE strength when the key changes or the row leaves its
+        // partition, FOR NO KEY UPDATE otherwise.
         let strength = match &new_key {
+            _ if !stays => Strength::Update,
             Some(k) if *k != old_key => Strength::Update,
             _ => Strength::NoKeyUpdate,
         };
@@ -430,9 +455,17 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             let old_slot = (*rinfo).ri_oldTupleSlot;
             info.store_row(old_slot, &old);
             slot = pg_sys::ExecGetUpdateNewTuple(rinfo, rechecked, old_slot);
-            crate::compat::compute_stored_generated(rinfo, estate, slot);
-            check_constraints(estate, rinfo, slot, true);
+            crate::compat::compute_stored_generated(
+                rinfo,
+                estate,
+                slot,
+                pg_sys::CmdType::CMD_UPDATE,
+            );
+            stays = check_constraints(estate, rinfo, slot, true);
             (new_key, new) = info.row_from_slot(slot, false);
+        }
+        if !stays {
+            return move_row(state, estate, rinfo, slot, old_key);
         }
         let new_key = new_key.unwrap_or_else(|| old_key.clone());
         check_row_size(&new_key, &new);
@@ -453,6 +486,99 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             push_event(info, old_key, Op::Patch(patch));
         }
         slot
+    }
+}
+
+/// An UPDATE through a partitioned table whose new row belongs in another partition moves
+/// the row, as heap does (`ExecCrossPartitionUpdate`): routed from the statement's root,
+/// the row is inserted into the partition it belongs in (which computes its generated
+/// columns, checks its constraints and key) and leaves this one (its key's history ends
+/// with a delete). The row is locked already; RETURNING is computed from the new row.
+///
+/// Heap fires the DELETE triggers of the old partition and the INSERT triggers of the new
+/// one instead of the old partition's AFTER UPDATE triggers, and reports the new partition
+/// as the row's `tableoid`; Postgres' executor, which calls this for a foreign partition,
+/// fires the AFTER UPDATE triggers and reports the old partition. So a move is refused
+/// (0A000) where either would show: row triggers of those kinds, RETURNING tableoid, or a
+/// destination that is not a DriftDB table.
+unsafe fn move_row(
+    state: &ModifyState,
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    old_key: Vec<u8>,
+) -> *mut pg_sys::TupleTableSlot {
+    unsafe {
+        let info = &state.info;
+        if state.mtstate.is_null() {
+            DriftError::Internal("a row moves between partitions without its plan".into()).report()
+        }
+        let from = info.relid;
+        let refuse = |to: pg_sys::Oid, why: &str| -> ! {
+            DriftError::RowMove {
+                from,
+                to,
+                why: why.into(),
+            }
+            .report()
+        };
+        let trig = (*rinfo).ri_TrigDesc;
+        if !trig.is_null()
+            && ((*trig).trig_update_after_row
+                || (*trig).trig_delete_before_row
+                || (*trig).trig_delete_after_row)
+        {
+            refuse(
+                pg_sys::InvalidOid,
+                "the partition it leaves has row triggers ON UPDATE (AFTER) or ON DELETE",
+            )
+        }
+        if returns_tableoid(rinfo) {
+            refuse(pg_sys::InvalidOid, "RETURNING names tableoid")
+        }
+        let (dest, dest_slot) = crate::compat::route_from_root(state.mtstate, rinfo, slot);
+        let to = (*(*dest).ri_RelationDesc).rd_id;
+        if !crate::drop::is_driftdb_table(to) {
+            refuse(to, "the partition it belongs in is not a DriftDB table")
+        }
+        let trig = (*dest).ri_TrigDesc;
+        if !trig.is_null() && ((*trig).trig_insert_before_row || (*trig).trig_insert_after_row) {
+            refuse(to, "the partition it belongs in has row triggers ON INSERT")
+        }
+        (*dest_slot).tts_tableOid = to;
+        crate::compat::compute_stored_generated(
+            dest,
+            estate,
+            dest_slot,
+            pg_sys::CmdType::CMD_INSERT,
+        );
+        if !(*dest).ri_WithCheckOptions.is_null() {
+            // As routing checks a moved row: the UPDATE's policies, not INSERT's.
+            pg_sys::ExecWithCheckOptions(
+                pg_sys::WCOKind::WCO_RLS_UPDATE_CHECK,
+                dest,
+                dest_slot,
+                estate,
+            );
+        }
+        insert_row(modify_state(dest), estate, dest, dest_slot);
+        rowlock::lock_row(info.relid, &old_key, Strength::Update, Wait::Block);
+        push_event(info, old_key, Op::SoftDelete);
+        slot
+    }
+}
+
+/// Whether the result relation's RETURNING list reads `tableoid`.
+unsafe fn returns_tableoid(rinfo: *mut pg_sys::ResultRelInfo) -> bool {
+    unsafe {
+        let list = (*rinfo).ri_returningList;
+        if list.is_null() {
+            return false;
+        }
+        let vars = pg_sys::pull_var_clause(list.cast(), 0);
+        pgrx::PgList::<pg_sys::Var>::from_pg(vars)
+            .iter_ptr()
+            .any(|v| (*v).varattno == pg_sys::TableOidAttributeNumber as pg_sys::AttrNumber)
     }
 }
 

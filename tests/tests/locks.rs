@@ -193,6 +193,93 @@ fn writers_wait_and_recheck_the_new_version() {
 }
 
 #[test]
+fn a_row_moving_between_partitions_waits_and_moves_the_new_version() {
+    let cluster = Cluster::start("movers", CONF);
+    let mut a = cluster.create_db("app");
+    a.batch_execute(
+        "CREATE TABLE mp (id int NOT NULL, region text NOT NULL, v int) \
+           PARTITION BY LIST (region); \
+         CREATE FOREIGN TABLE mp_eu PARTITION OF mp FOR VALUES IN ('eu') \
+           SERVER drift OPTIONS (primary_key 'id'); \
+         CREATE FOREIGN TABLE mp_us PARTITION OF mp FOR VALUES IN ('us') \
+           SERVER drift OPTIONS (primary_key 'id'); \
+         INSERT INTO mp SELECT g, 'eu', 0 FROM generate_series(1, 4) g",
+    )
+    .unwrap();
+    let mut watch = cluster.connect("app");
+    let mut b = cluster.connect("app");
+    let b_pid = pid(&mut b);
+    let where_is = |c: &mut Client, id: i32| -> Vec<(String, i32)> {
+        c.query(
+            "SELECT tableoid::regclass::text, v FROM mp WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+
+    // The mover waits for the writer of the row, then moves the row as the writer left
+    // it (READ COMMITTED's recheck, as heap's row movement does).
+    a.batch_execute("BEGIN; UPDATE mp SET v = v + 10 WHERE id = 1")
+        .unwrap();
+    let h = spawn(b, "UPDATE mp SET region = 'us', v = v + 1 WHERE id = 1");
+    assert_eq!(lock_wait_of(&mut watch, b_pid), "Lock:tuple");
+    a.batch_execute("COMMIT").unwrap();
+    let (r, b2) = h.join().unwrap();
+    b = b2;
+    assert_eq!(r.unwrap(), 1);
+    assert_eq!(where_is(&mut a, 1), [("mp_us".to_string(), 11)]);
+
+    // A row deleted meanwhile is not moved: no row comes back to life.
+    a.batch_execute("BEGIN; DELETE FROM mp WHERE id = 2")
+        .unwrap();
+    let h = spawn(b, "UPDATE mp SET region = 'us' WHERE id = 2");
+    lock_wait_of(&mut watch, b_pid);
+    a.batch_execute("COMMIT").unwrap();
+    let (r, b2) = h.join().unwrap();
+    b = b2;
+    assert_eq!(r.unwrap(), 0);
+    assert!(where_is(&mut a, 2).is_empty());
+
+    // A row that no longer matches the statement's conditions stays where it is.
+    a.batch_execute("BEGIN; UPDATE mp SET v = 100 WHERE id = 3")
+        .unwrap();
+    let h = spawn(b, "UPDATE mp SET region = 'us' WHERE id = 3 AND v < 50");
+    lock_wait_of(&mut watch, b_pid);
+    a.batch_execute("COMMIT").unwrap();
+    let (r, b2) = h.join().unwrap();
+    b = b2;
+    assert_eq!(r.unwrap(), 0);
+    assert_eq!(where_is(&mut a, 3), [("mp_eu".to_string(), 100)]);
+
+    // Moving a row into a partition waits for a transaction inserting the same key there,
+    // and fails as a duplicate when it commits.
+    a.batch_execute("BEGIN; INSERT INTO mp VALUES (4, 'us', 7)")
+        .unwrap();
+    let h = spawn(
+        b,
+        "UPDATE mp SET region = 'us' WHERE region = 'eu' AND id = 4",
+    );
+    lock_wait_of(&mut watch, b_pid);
+    a.batch_execute("COMMIT").unwrap();
+    let (r, _b) = h.join().unwrap();
+    assert_eq!(sqlstate(&r.unwrap_err()), "23505");
+    let mut rows = a
+        .query(
+            "SELECT tableoid::regclass::text, v FROM mp WHERE id = 4 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+        .collect::<Vec<_>>();
+    rows.sort();
+    assert_eq!(rows, [("mp_eu".to_string(), 0), ("mp_us".to_string(), 7)]);
+}
+
+#[test]
 fn locking_reads_conflict_as_heap_row_locks_do() {
     let cluster = Cluster::start("strengths", CONF);
     let mut a = cluster.create_db("app");
