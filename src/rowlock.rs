@@ -28,7 +28,6 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 /// How many row locks on one table a transaction takes before it tries to lock the table.
 static ESCALATION: GucSetting<i32> = GucSetting::<i32>::new(256);
@@ -113,12 +112,92 @@ pub fn init() {
 }
 
 /// The lock tag of row `key` of table `relid`.
+/// The file holding the cluster's secret key of row-lock tags.
+pub const TAG_KEY_FILE: &str = "rowlock.key";
+
+thread_local! {
+    static TAG_KEY: std::cell::OnceCell<(u64, u64)> = const { std::cell::OnceCell::new() };
+}
+
+/// The cluster's secret key of row-lock tags, `$PGDATA/driftdb/rowlock.key`: 16 random
+/// bytes made by the first backend that needed them and kept for the cluster's life, so
+/// every backend, before and after a restart (a prepared transaction keeps its row locks
+/// through one), computes the same tag for a key, while a client cannot choose keys whose
+/// tags collide with another's (which would make it wait on locks it never asked for).
+fn tag_key() -> (u64, u64) {
+    let root = crate::engine::root();
+    let path = root.join(TAG_KEY_FILE);
+    let fail = |what: &str, e: std::io::Error| -> ! {
+        DriftError::Engine(driftdb_storage::Error::IoAt {
+            path: path.clone(),
+            source: std::io::Error::new(e.kind(), format!("{what} the row-lock key: {e}")),
+        })
+        .report()
+    };
+    let parse = |b: &[u8]| -> Option<(u64, u64)> {
+        let b: &[u8; 16] = b.try_into().ok()?;
+        let (k0, k1) = b.split_at(8);
+        Some((
+            u64::from_le_bytes(k0.try_into().ok()?),
+            u64::from_le_bytes(k1.try_into().ok()?),
+        ))
+    };
+    match std::fs::read(&path) {
+        Ok(b) => {
+            return parse(&b).unwrap_or_else(|| {
+                fail(
+                    "reading",
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not 16 bytes"),
+                )
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => fail("reading", e),
+    }
+    let mut fresh = [0u8; 16];
+    // SAFETY: fills the 16 bytes of `fresh` from the OS's strong random source.
+    if !unsafe { pg_sys::pg_strong_random(fresh.as_mut_ptr().cast(), fresh.len()) } {
+        fail(
+            "making",
+            std::io::Error::other("no strong random bytes are available"),
+        )
+    }
+    // Written whole to a file of this process, made durable, then linked into place:
+    // of two backends that race, the first link wins and both read the winner's key.
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| fail("creating the directory of", e));
+    let tmp = root.join(format!("{TAG_KEY_FILE}.{}", std::process::id()));
+    let written = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&fresh)?;
+        f.sync_all()
+    })();
+    written.unwrap_or_else(|e| fail("writing", e));
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => fail("creating", e),
+    }
+    if let Ok(dir) = std::fs::File::open(&root) {
+        dir.sync_all()
+            .unwrap_or_else(|e| fail("syncing the directory of", e));
+    }
+    let b = std::fs::read(&path).unwrap_or_else(|e| fail("reading", e));
+    parse(&b).unwrap_or_else(|| {
+        fail(
+            "reading",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not 16 bytes"),
+        )
+    })
+}
+
 fn tag(relid: pg_sys::Oid, key: &[u8]) -> pg_sys::LOCKTAG {
-    // SipHash with fixed keys: every backend runs the same binary, so the same key gives
-    // the same tag everywhere.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    let v = h.finish();
+    let v = TAG_KEY.with(|k| {
+        let k = k.get_or_init(tag_key);
+        siphasher::sip::SipHasher13::new_with_keys(k.0, k.1).hash(key)
+    });
     pg_sys::LOCKTAG {
         // SAFETY: a plain read of the backend's database oid.
         locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),

@@ -676,6 +676,38 @@ fn prepared_transactions_keep_row_locks_and_refuse_driftdb_schema_work() {
         .query("SELECT * FROM p WHERE id = 1 FOR UPDATE NOWAIT", &[])
         .unwrap_err();
     assert_eq!(sqlstate(&e), "55P03");
+    // It keeps it through a restart: the key's tag is computed again with the cluster's
+    // row-lock key, which lasts as long as the cluster.
+    let tag = |c: &mut Client| -> (i32, i16) {
+        let r = c
+            .query_one(
+                "SELECT page, tuple FROM pg_locks WHERE locktype = 'tuple' \
+                 AND relation = 'p'::regclass",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let before = tag(&mut b);
+    drop((a, b));
+    cluster.stop();
+    cluster.restart();
+    let mut a = cluster.connect("app");
+    let mut b = cluster.connect("app");
+    assert_eq!(tag(&mut b), before);
+    let e = b
+        .query("SELECT * FROM p WHERE id = 1 FOR UPDATE NOWAIT", &[])
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55P03");
+    // Another cluster has a key of its own: the same key of the same table has another
+    // tag there, so nobody can pick keys whose tags collide from knowing the hash alone.
+    let other = Cluster::start("prepared-other", &[]);
+    let mut o = other.create_db("app");
+    table(&mut o, "p");
+    o.batch_execute("BEGIN; SELECT * FROM p WHERE id = 1 FOR UPDATE")
+        .unwrap();
+    assert_ne!(tag(&mut o), before);
+    o.batch_execute("COMMIT").unwrap();
     b.batch_execute("COMMIT PREPARED 'q'").unwrap();
     assert_eq!(
         b.query("SELECT * FROM p WHERE id = 1 FOR UPDATE NOWAIT", &[])
