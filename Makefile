@@ -16,6 +16,7 @@ test:
 bench:
 	@bash bench/run.sh
 	@bash bench/tpcb.sh
+	@bash bench/onekey.sh
 
 setup:
 	@bash scripts/setup.sh
