@@ -402,7 +402,7 @@ impl DriftError {
             )
             .set_hint("The past is read-only: RESET driftdb.as_of to lock rows."),
             DriftError::DuplicateKey { relid, key } => {
-                let detail = crate::fdw::table::describe_key(relid, &key);
+                let detail = crate::table::describe_key(relid, &key);
                 ErrorReport::new(
                     ERRCODE_UNIQUE_VIOLATION,
                     format!(
@@ -414,7 +414,7 @@ impl DriftError {
                 .set_detail(format!("Key {detail} already exists."))
             }
             DriftError::ConcurrentChange { relid, key } => {
-                let detail = crate::fdw::table::describe_key(relid, &key);
+                let detail = crate::table::describe_key(relid, &key);
                 ErrorReport::new(
                     ERRCODE_T_R_SERIALIZATION_FAILURE,
                     "could not serialize access due to concurrent update",

@@ -24,10 +24,10 @@ use crate::admin::{column_id, owned_table};
 use crate::datum::{self, Column};
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
-use crate::fdw::table::{split_key, TableInfo};
 use crate::history::{jsonb_from_cstr, materialize, name_datum, text_datum};
 use crate::schema::has_history;
 use crate::shmem;
+use crate::table::{split_key, TableInfo};
 use crate::timetravel::{readable_table, stable_seq_of};
 use crate::txn;
 use driftdb_storage::{Event, Op, Origin, Row, TableId, Txn};
@@ -674,7 +674,7 @@ impl Importer<'_> {
             bad(format!(
                 "The event at seq {} {what}: {}.",
                 r.seq,
-                crate::fdw::table::describe_key(self.info.relid, &key)
+                crate::table::describe_key(self.info.relid, &key)
             ));
         }
         Event {

@@ -5,7 +5,7 @@
 use crate::datum;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use crate::timetravel::{check_seq, readable_table, stable_seq_of};
 use driftdb_storage::{HistoryEntry, Op, Row};
 use pgrx::pg_sys;

@@ -21,6 +21,7 @@ mod rowlock;
 mod schema;
 mod shmem;
 mod stats;
+mod table;
 mod timetravel;
 mod txn;
 mod verify;
@@ -98,6 +99,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(server.as_deref(), Some("driftdb"));
+    }
+
+    /// A scan's plan data reads back as written, through a copy of the plan's list (plans
+    /// are cached and copied); a list that is not one is an internal error, never a guess.
+    #[pg_test]
+    fn scan_plan_data_round_trips() {
+        use crate::fdw::asof_call::Point;
+        use crate::fdw::plan::ScanPrivate;
+        use crate::fdw::pushdown::Access;
+        for needed in [None, Some(vec![]), Some(vec![1, 3, 7])] {
+            let p = ScanPrivate {
+                is_target: true,
+                access: Access::IndexRange,
+                column: 3,
+                flags: 5,
+                point: Point::Time,
+                needed,
+                as_of_function: pg_sys::Oid::from(4_000_000_000u32),
+            };
+            // SAFETY: a list made here, copied as the plan cache copies plans.
+            let back = unsafe {
+                let list = p.to_list();
+                ScanPrivate::from_list(pg_sys::copyObjectImpl(list.cast()).cast())
+            };
+            assert_eq!(back, p);
+            assert_eq!(
+                back.needed_flags(7),
+                back.needed
+                    .as_ref()
+                    .map(|a| (1..=7).map(|i| a.contains(&i)).collect())
+            );
+        }
+    }
+
+    #[pg_test(error = "driftdb: a DriftDB scan plan holds [1, 2, 3]")]
+    fn a_scan_plan_list_of_the_wrong_shape_is_refused() {
+        let mut list = pgrx::PgList::<pg_sys::Integer>::new();
+        for i in [1, 2, 3] {
+            // SAFETY: a node allocated in the current memory context.
+            list.push(unsafe { pg_sys::makeInteger(i) });
+        }
+        // SAFETY: a list of Integer nodes, as fdw_private holds.
+        unsafe { crate::fdw::plan::ScanPrivate::from_list(list.into_pg()) };
     }
 
     #[pg_test(error = "invalid option \"colour\"")]

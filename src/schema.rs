@@ -18,7 +18,7 @@ use crate::drop::is_driftdb_table;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
 use crate::fdw::options::primary_key_columns;
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use crate::txn::{self, Ddl, Own};
 use pgrx::pg_sys;
 use pgrx::pg_sys::submodules::ffi::pg_guard_ffi_boundary;

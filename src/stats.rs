@@ -10,7 +10,7 @@
 //! starts. `drift_backend_stats()` shows the calling backend's own counts.
 
 use crate::engine::{self, LatestFates};
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use crate::timetravel::stable_seq;
 use driftdb_storage::{EventCount, Stats, TableId};
 use pgrx::atomics::PgAtomic;

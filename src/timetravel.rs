@@ -7,8 +7,8 @@
 use crate::drop::is_driftdb_table;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
-use crate::fdw::table::TableInfo;
 use crate::shmem;
+use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 

@@ -2,7 +2,7 @@
 //! over one pass), so that the planner's statistics and row counts are real.
 
 use crate::engine::{self, SnapshotFates};
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 

@@ -19,7 +19,7 @@
 use super::asof_call::{is_extension_function, single_call};
 use crate::datum;
 use crate::drop::is_driftdb_table;
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::PgList;
 

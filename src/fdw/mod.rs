@@ -6,10 +6,9 @@ pub mod asof_call;
 mod history_call;
 pub mod modify;
 pub mod options;
-mod plan;
-mod pushdown;
+pub mod plan;
+pub mod pushdown;
 mod scan;
-pub mod table;
 
 use pgrx::datum::Internal;
 use pgrx::prelude::*;

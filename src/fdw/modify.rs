@@ -4,8 +4,8 @@
 use crate::engine::{self, LatestFates, SnapshotFates};
 use crate::error::DriftError;
 use crate::fdw::scan::{from_ctid, visible_row};
-use crate::fdw::table::TableInfo;
 use crate::rowlock::{self, Strength, Wait};
+use crate::table::TableInfo;
 use crate::txn::{self, Own};
 use driftdb_storage::{Event, Op, Row};
 use pgrx::pg_sys;

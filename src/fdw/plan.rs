@@ -2,19 +2,18 @@
 //!
 //! Primary-key equality and IN lists are answered by point lookups, indexed columns by
 //! index lookups and ranges (see `pushdown`); everything else reads the table's state.
-//! `fdw_private` holds only copyable nodes (plans are cached and copied):
-//! [is_target, access, indexed column, range flags, point, needed..., as-of function].
-//! `needed` is -1 when the scan must fill every column, else the count of needed attnums
-//! followed by them (see [`needed_attrs`]); the function oid is there when `point` is. A scan converted from a
-//! `drift_as_of` call (see `asof_call`) reads at its point: `point` says whether that is a
-//! seq or a time, and the point's expression follows the key values in `fdw_exprs`.
+//! What the plan tells the scan is one [`ScanPrivate`], kept in `fdw_private` as a list
+//! of Integer nodes (plans are cached and copied, so it holds only copyable nodes). A scan
+//! converted from a `drift_as_of` call (see `asof_call`) reads at its point: `point` says
+//! whether that is a seq or a time, and the point's expression follows the key values in
+//! `fdw_exprs`.
 
 use crate::compat;
 use crate::engine;
 use crate::error::DriftError;
 use crate::fdw::asof_call::{self, Point};
 use crate::fdw::pushdown::{self, Access, Choice};
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts};
@@ -212,32 +211,21 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         };
         // Every qual stays with Postgres, which checks it on each row returned.
         let clauses = pg_sys::extract_actual_clauses(scan_clauses, false);
-        let mut private = PgList::<pg_sys::Integer>::new();
-        private.push(pg_sys::makeInteger(is_target as i32));
-        private.push(pg_sys::makeInteger(c.access as i32));
-        private.push(pg_sys::makeInteger(c.column.into()));
-        private.push(pg_sys::makeInteger(c.flags));
-        private.push(pg_sys::makeInteger(point as i32));
-        match needed_attrs(baserel) {
-            None => private.push(pg_sys::makeInteger(-1)),
-            Some(attrs) => {
-                private.push(pg_sys::makeInteger(attrs.len() as i32));
-                for a in attrs {
-                    private.push(pg_sys::makeInteger(a));
-                }
-            }
-        }
-        if point != Point::Present {
-            // The drift_as_of function the scan came from, last: the scan checks EXECUTE on
-            // it each time it starts (a cached plan may run for another role).
-            private.push(pg_sys::makeInteger(funcid.to_u32() as i32));
-        }
+        let private = ScanPrivate {
+            is_target,
+            access: c.access,
+            column: c.column,
+            flags: c.flags,
+            point,
+            needed: needed_attrs(baserel),
+            as_of_function: funcid,
+        };
         pg_sys::make_foreignscan(
             tlist,
             clauses,
             (*baserel).relid,
             fdw_exprs.into_pg(),
-            private.into_pg(),
+            private.to_list(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             outer_plan,
@@ -282,23 +270,98 @@ unsafe fn needed_attrs(baserel: *mut pg_sys::RelOptInfo) -> Option<Vec<i32>> {
     }
 }
 
-/// The needed attnums a plan made by [`get_foreign_plan`] records, as a flag per
-/// attribute (`natts` of them), or `None` for all.
-pub fn needed_from_private(private: &PgList<pg_sys::Integer>, natts: usize) -> Option<Vec<bool>> {
-    // SAFETY: the list holds Integer nodes, made by get_foreign_plan.
-    let at = |i: usize| private.get_ptr(i).map(|p| unsafe { (*p).ival });
-    let n = at(5)?;
-    if n < 0 {
-        return None;
+/// What a plan made by [`get_foreign_plan`] tells its scan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanPrivate {
+    /// The scan reads the target of an UPDATE or DELETE.
+    pub is_target: bool,
+    pub access: Access,
+    /// The indexed column's attnum (index accesses).
+    pub column: i16,
+    /// The range's bound flags (see `pushdown`).
+    pub flags: i32,
+    pub point: Point,
+    /// The attnums the scan must fill, or `None` for all (see [`needed_attrs`]).
+    pub needed: Option<Vec<i32>>,
+    /// The `drift_as_of` function the scan came from (invalid in the present): the scan
+    /// checks EXECUTE on it each time it starts, as a cached plan may run for another role.
+    pub as_of_function: pg_sys::Oid,
+}
+
+impl ScanPrivate {
+    /// `fdw_private`: `[is_target, access, column, flags, point, as_of_function, n,
+    /// needed...]`, with `n` -1 when every column is needed.
+    pub fn to_list(&self) -> *mut pg_sys::List {
+        let mut ints = vec![
+            self.is_target as i32,
+            self.access as i32,
+            self.column.into(),
+            self.flags,
+            self.point as i32,
+            self.as_of_function.to_u32() as i32,
+        ];
+        match &self.needed {
+            None => ints.push(-1),
+            Some(attrs) => {
+                ints.push(attrs.len() as i32);
+                ints.extend(attrs);
+            }
+        }
+        let mut list = PgList::<pg_sys::Integer>::new();
+        for i in ints {
+            // SAFETY: makeInteger allocates a node in the planner's current memory context.
+            list.push(unsafe { pg_sys::makeInteger(i) });
+        }
+        list.into_pg()
     }
-    let mut needed = vec![false; natts];
-    for i in 0..n as usize {
-        let attno = at(6 + i)?;
-        if let Some(flag) = needed.get_mut(attno as usize - 1) {
-            *flag = true;
+
+    /// Reads back what [`ScanPrivate::to_list`] wrote.
+    ///
+    /// # Safety
+    /// `list` is the `fdw_private` of a DriftDB foreign scan plan.
+    pub unsafe fn from_list(list: *mut pg_sys::List) -> ScanPrivate {
+        let ints: Vec<i32> = unsafe {
+            PgList::<pg_sys::Integer>::from_pg(list)
+                .iter_ptr()
+                .map(|i| (*i).ival)
+                .collect()
+        };
+        let bad = || -> ! {
+            DriftError::Internal(format!("a DriftDB scan plan holds {ints:?}")).report()
+        };
+        if ints.len() < 7 {
+            bad()
+        }
+        let needed = match ints[6] {
+            -1 => None,
+            n if n >= 0 && ints.len() == 7 + n as usize => Some(ints[7..].to_vec()),
+            _ => bad(),
+        };
+        ScanPrivate {
+            is_target: ints[0] != 0,
+            access: Access::from_i32(ints[1]),
+            column: i16::try_from(ints[2]).unwrap_or_else(|_| bad()),
+            flags: ints[3],
+            point: Point::from_i32(ints[4]),
+            as_of_function: pg_sys::Oid::from(ints[5] as u32),
+            needed,
         }
     }
-    Some(needed)
+
+    /// The needed attnums as a flag per attribute (`natts` of them), or `None` for all.
+    pub fn needed_flags(&self, natts: usize) -> Option<Vec<bool>> {
+        let attrs = self.needed.as_ref()?;
+        let mut needed = vec![false; natts];
+        for &attno in attrs {
+            if let Some(flag) = usize::try_from(attno - 1)
+                .ok()
+                .and_then(|i| needed.get_mut(i))
+            {
+                *flag = true;
+            }
+        }
+        Some(needed)
+    }
 }
 
 #[pg_guard]
@@ -308,9 +371,8 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
 ) {
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
-        let private = PgList::<pg_sys::Integer>::from_pg((*plan).fdw_private);
-        let access = Access::from_i32(private.get_ptr(1).map_or(0, |i| (*i).ival));
-        let text = match access {
+        let private = ScanPrivate::from_list((*plan).fdw_private);
+        let text = match private.access {
             Access::Full => c"full scan",
             Access::Key => c"primary key lookup",
             Access::KeyIn => c"primary key lookups (IN list)",
@@ -318,7 +380,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
             Access::IndexRange => c"index range",
         };
         pg_sys::ExplainPropertyText(c"DriftDB Access".as_ptr(), text.as_ptr(), es);
-        let point = match Point::from_i32(private.get_ptr(4).map_or(0, |i| (*i).ival)) {
+        let point = match private.point {
             Point::Present => None,
             Point::Seq => Some(c"drift_as_of seq"),
             Point::Time => Some(c"drift_as_of time"),
@@ -327,10 +389,9 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         if let Some(p) = point {
             pg_sys::ExplainPropertyText(c"DriftDB As Of".as_ptr(), p.as_ptr(), es);
         }
-        if matches!(access, Access::IndexEq | Access::IndexRange) {
-            let attno = private.get_ptr(2).map_or(0, |i| (*i).ival);
+        if matches!(private.access, Access::IndexEq | Access::IndexRange) {
             let relid = (*(*node).ss.ss_currentRelation).rd_id;
-            let name = pg_sys::get_attname(relid, attno as i16, false);
+            let name = pg_sys::get_attname(relid, private.column, false);
             pg_sys::ExplainPropertyText(c"DriftDB Index".as_ptr(), name, es);
         }
     }

@@ -6,7 +6,7 @@
 //! narrows a scan and never changes its answer.
 
 use crate::datum;
-use crate::fdw::table::TableInfo;
+use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::PgList;
 

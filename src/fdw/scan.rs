@@ -7,7 +7,7 @@ use crate::engine::{self, LatestFates, SnapshotFates};
 use crate::error::DriftError;
 use crate::fdw::asof_call::Point;
 use crate::fdw::pushdown::{self, Access};
-use crate::fdw::table::{Columns, TableInfo};
+use crate::table::{Columns, TableInfo};
 use crate::txn::{self, Own};
 use driftdb_storage::{Fates, Row, RowRef, Store, TableId};
 use pgrx::pg_sys;
@@ -294,20 +294,18 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         }
         txn::refuse_serializable();
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
-        let private = PgList::<pg_sys::Integer>::from_pg((*plan).fdw_private);
-        let is_target = private.get_ptr(0).is_some_and(|i| (*i).ival != 0);
-        let access = Access::from_i32(private.get_ptr(1).map_or(0, |i| (*i).ival));
+        let private = crate::fdw::plan::ScanPrivate::from_list((*plan).fdw_private);
+        let is_target = private.is_target;
+        let access = private.access;
         let info = TableInfo::from_relation((*node).ss.ss_currentRelation);
         let mut exprs = pg_sys::ExecInitExprList((*plan).fdw_exprs, node.cast());
-        let column = private.get_ptr(2).map_or(0, |i| (*i).ival) as i16;
-        let flags = private.get_ptr(3).map_or(0, |i| (*i).ival);
-        let point = Point::from_i32(private.get_ptr(4).map_or(0, |i| (*i).ival));
+        let column = private.column;
+        let flags = private.flags;
+        let point = private.point;
         if point != Point::Present {
             // EXECUTE on the drift_as_of function the scan was planned from, for the role
             // running it now, as the executor checks for a function call.
-            let funcid = private
-                .get_ptr(private.len() - 1)
-                .map_or(pg_sys::InvalidOid, |i| pg_sys::Oid::from((*i).ival as u32));
+            let funcid = private.as_of_function;
             if !crate::compat::may_execute(funcid) {
                 DriftError::NoExecute { funcid }.report()
             }
@@ -319,7 +317,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             point_expr = list.get_ptr(n - 1).expect("the point follows the keys");
             exprs = pg_sys::list_truncate(pg_sys::list_copy(exprs), (n - 1) as i32);
         }
-        let needed = crate::fdw::plan::needed_from_private(&private, info.columns.len());
+        let needed = private.needed_flags(info.columns.len());
         let state = ScanState {
             needed,
             info,
