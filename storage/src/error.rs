@@ -43,6 +43,18 @@ pub enum Error {
     TooLarge(String),
     #[error("store opened read-only")]
     ReadOnly,
+    /// The store's files record a segment size other than `Config::segment_size`: every
+    /// store opened on one root must use the segment size it was created with. Nothing was
+    /// written.
+    #[error(
+        "segment size mismatch: {} records segment_size {recorded}, but the store is opened with segment_size {configured} (every store opened on one root must use the segment size it was created with)",
+        .file.display()
+    )]
+    SegmentSizeMismatch {
+        file: PathBuf,
+        recorded: u64,
+        configured: u64,
+    },
     /// An earlier change to the files failed halfway; the store must be reopened.
     #[error("an earlier write failed ({0}); reopen the store to recover")]
     Broken(String),
@@ -107,6 +119,15 @@ impl Error {
             Error::InvalidTxn(s) => Error::InvalidTxn(s.clone()),
             Error::TooLarge(s) => Error::TooLarge(s.clone()),
             Error::ReadOnly => Error::ReadOnly,
+            Error::SegmentSizeMismatch {
+                file,
+                recorded,
+                configured,
+            } => Error::SegmentSizeMismatch {
+                file: file.clone(),
+                recorded: *recorded,
+                configured: *configured,
+            },
         }
     }
 }

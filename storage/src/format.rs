@@ -21,7 +21,9 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const KIND_JOURNAL: u8 = 1;
 /// Segment kind: one table's log.
 pub const KIND_TABLE: u8 = 2;
-/// `magic[8] | u16 version | u8 kind | u8 0 | u64 table | u64 first_seq | u32 crc32(bytes 0..28)`.
+/// `magic[8] | u16 version | u8 kind | u8 0 | u64 table | u64 first_seq | u32 crc32(bytes 0..28)`;
+/// in a journal segment the `u64 table` word is the store's segment size instead (see
+/// [`SegmentHeader`]).
 pub const SEGMENT_HEADER_LEN: usize = 32;
 /// `u32 len | u32 !len | u32 crc32(payload)`.
 pub const FRAME_HEADER_LEN: usize = 12;
@@ -431,14 +433,38 @@ pub fn read_frame(buf: &[u8], pos: usize) -> FrameRead<'_> {
 // Segment header
 
 /// A segment's header, the first [`SEGMENT_HEADER_LEN`] bytes of the file.
+///
+/// Its `u64` word after the kind means one thing per kind: in a table log
+/// ([`KIND_TABLE`]) the table's id, in a journal segment ([`KIND_JOURNAL`]) the segment
+/// size of the store that wrote it (`Config::segment_size`; 0 in segments written before
+/// sizes were recorded: not recorded). Build a journal segment's header with
+/// [`SegmentHeader::journal`] and read its size with
+/// [`SegmentHeader::recorded_segment_size`], not through `table`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub kind: u8,
+    /// A table log's table id; in a journal segment, the recorded segment size (see above).
     pub table: TableId,
     pub first_seq: Seq,
 }
 
 impl SegmentHeader {
+    /// The header of a journal segment starting at `first_seq`, written by a store that
+    /// rolls segments over at `segment_size` bytes.
+    pub fn journal(first_seq: Seq, segment_size: u64) -> SegmentHeader {
+        SegmentHeader {
+            kind: KIND_JOURNAL,
+            table: segment_size,
+            first_seq,
+        }
+    }
+
+    /// The segment size recorded in a journal segment's header: `None` in a table log's
+    /// segment and in a journal segment written before sizes were recorded (which holds 0).
+    pub fn recorded_segment_size(&self) -> Option<u64> {
+        (self.kind == KIND_JOURNAL && self.table != 0).then_some(self.table)
+    }
+
     /// `magic "DRIFTLOG" | u16 version | u8 kind | u8 0 | u64 table | u64 first_seq |
     /// u32 crc32(bytes 0..28)`, little-endian.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
@@ -1025,6 +1051,16 @@ mod tests {
             assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
         }
         assert!(SegmentHeader::decode(&b[..10]).is_err());
+        assert_eq!(h.recorded_segment_size(), None);
+        // A journal segment's header carries the segment size in the same word.
+        let j = SegmentHeader::journal(7, 300);
+        let b = j.encode();
+        assert_eq!(b[10], KIND_JOURNAL);
+        assert_eq!(&b[12..20], &300u64.to_le_bytes());
+        let back = SegmentHeader::decode(&b).unwrap();
+        assert_eq!((back, back.recorded_segment_size()), (j, Some(300)));
+        let old = SegmentHeader::decode(&SegmentHeader::journal(7, 0).encode()).unwrap();
+        assert_eq!(old.recorded_segment_size(), None);
     }
 
     #[test]

@@ -7,12 +7,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::config::{check_segment_size, RecoveryMode};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     read_frame, FrameRead, JournalRecord, SegmentHeader, KIND_JOURNAL, SEGMENT_HEADER_LEN,
 };
 use crate::log::list_segments;
-use crate::store::RecoveryMode;
 use crate::types::{Origin, Seq, TableId};
 
 /// One group of the journal, kept in memory (40 bytes per group).
@@ -87,6 +87,8 @@ pub(crate) struct Journal {
     pub imported: HashMap<TableId, Vec<ImportRun>>,
     pub next_seq: Seq,
     pub last_ts: Option<i64>,
+    /// `Config::segment_size`: what a full segment's length is, and what every segment's
+    /// header must record (if it records a size).
     segment_size: u64,
     /// The open file of segment `cur`.
     file: Option<(usize, File)>,
@@ -172,13 +174,16 @@ impl Journal {
             let mut pos = 0usize;
             if self.off == 0 {
                 let h = SegmentHeader::decode(&data).map_err(|d| Error::corruption(&path, 0, d))?;
-                if h.kind != KIND_JOURNAL || h.first_seq != first || h.table != 0 {
+                if h.kind != KIND_JOURNAL || h.first_seq != first {
                     return Err(Error::corruption(
                         &path,
                         0,
                         "journal segment header does not match its name",
                     ));
                 }
+                // Every segment's header is read once, on the way: the check costs nothing
+                // more than the reading.
+                check_segment_size(&path, h.recorded_segment_size(), self.segment_size)?;
                 if first != self.next_seq {
                     return Err(Error::corruption(
                         &path,
@@ -219,7 +224,8 @@ impl Journal {
             };
             self.off = base + pos as u64;
             // A writer starts a new segment only once this one is full (all stores on one
-            // root use the same segment size), so a short last segment needs no listing.
+            // root use the same segment size: checked against each header above), so a
+            // short last segment needs no listing.
             if self.cur + 1 >= self.segs.len() && (torn.is_some() || len >= self.segment_size) {
                 self.segs = list_segments(&self.dir)?;
             }

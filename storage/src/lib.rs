@@ -5,6 +5,7 @@
 //! materialised table states so that reads at any seq cost the rows returned plus the
 //! distance from the nearest snapshot. See `docs/format.md` for the byte layout.
 
+mod config;
 mod error;
 pub mod fileops;
 pub mod format;
@@ -19,6 +20,7 @@ mod table;
 mod types;
 mod verify;
 
+pub use config::{Config, Durability, OpenMode, RecoveryMode};
 pub use error::{Error, Result};
 #[cfg(feature = "faults")]
 pub use fileops::Fault;
@@ -29,8 +31,7 @@ pub use hash::{FastMap, FastState};
 pub use settled::{SettledFates, FATES_FILE};
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{
-    ColumnsOf, Config, Durability, EventCount, OpenMode, RecoveryMode, RowRef, Scan, ScanRows,
-    SnapshotStats, Store, TableHistory, TableStats,
+    ColumnsOf, EventCount, RowRef, Scan, ScanRows, SnapshotStats, Store, TableHistory, TableStats,
 };
 pub use types::{
     AllCommitted, Change, ColumnId, Committed, Event, Fate, FateSet, Fates, HistoryEntry, Op,

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use memmap2::{Mmap, MmapOptions};
 
+use crate::config::{Config, Durability, RecoveryMode};
 use crate::error::{Error, IoContext, Result};
 use crate::fileops::{relative, replace_ops, truncate_ops, FileOp};
-use crate::format::{peek_group_seq, read_frame, FrameRead, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::store::{Config, Durability, RecoveryMode};
+use crate::format::{
+    peek_group_seq, read_frame, FrameRead, SegmentHeader, KIND_JOURNAL, SEGMENT_HEADER_LEN,
+};
 use crate::types::{Seq, TableId};
 
 /// A segment's file name: its first seq, zero-padded so names sort like seqs.
@@ -129,19 +131,25 @@ impl LogWriter {
         }
     }
 
-    /// Plans a new segment holding only its header, created atomically.
+    /// Plans a new segment holding only its header, created atomically. A journal
+    /// segment's header records `segment_size`, the size its store rolls over at.
     fn create(
         root: &Path,
         (dir, kind, table): (&Path, u8, TableId),
         first_seq: Seq,
+        segment_size: u64,
         durable: bool,
         ops: &mut Vec<FileOp>,
     ) -> LogWriter {
         let path = dir.join(segment_file_name(first_seq));
-        let header = SegmentHeader {
-            kind,
-            table,
-            first_seq,
+        let header = if kind == KIND_JOURNAL {
+            SegmentHeader::journal(first_seq, segment_size)
+        } else {
+            SegmentHeader {
+                kind,
+                table,
+                first_seq,
+            }
         }
         .encode();
         let w = LogWriter::at(root, &path, SEGMENT_HEADER_LEN as u64);
@@ -204,7 +212,14 @@ pub(crate) fn plan_frames(
                     });
                 }
             }
-            *writer = Some(LogWriter::create(root, log, *seq, durable, ops));
+            *writer = Some(LogWriter::create(
+                root,
+                log,
+                *seq,
+                config.segment_size,
+                durable,
+                ops,
+            ));
         }
         pending = Some(match pending {
             Some(p) => p.start..range.end,

@@ -7,6 +7,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::{Config, Durability, OpenMode};
 use crate::error::{Error, IoContext, Result};
 use crate::fileops::{
     relative, replace_ops, truncate_ops, Applier, BackgroundWrites, FileOp, GroupMark, WriteAhead,
@@ -31,55 +32,6 @@ mod inspect;
 mod scan;
 pub use inspect::{EventCount, SnapshotStats, TableStats};
 pub use scan::{ColumnsOf, RowRef, Scan, ScanRows};
-
-/// What recovery does with damage at the very end of the last segment of a log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecoveryMode {
-    /// Cut a torn tail (partial last frame, zeroes, bad CRC at the very end) back to the
-    /// last whole frame. Damage anywhere else is still [`Error::Corruption`].
-    TolerateTornTail,
-    /// Any damage, a torn tail included, is [`Error::Corruption`].
-    Strict,
-}
-
-/// Whether appends and snapshots are made durable with fdatasync / fsync.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    Sync,
-    /// For tests and benchmarks only: a crash may lose acknowledged appends.
-    NoSync,
-}
-
-/// A writer recovers the files on open and may append; a reader never changes a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenMode {
-    Writer,
-    Reader,
-}
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub mode: OpenMode,
-    pub recovery: RecoveryMode,
-    pub durability: Durability,
-    /// A segment rolls over once it has reached this many bytes. Every store opened on one
-    /// root must use the same value (readers rely on it to skip directory listings).
-    pub segment_size: u64,
-    /// Snapshots kept per table; older ones are deleted after a new one is written.
-    pub snapshots_kept: usize,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            mode: OpenMode::Writer,
-            recovery: RecoveryMode::TolerateTornTail,
-            durability: Durability::Sync,
-            segment_size: 64 << 20,
-            snapshots_kept: 4,
-        }
-    }
-}
 
 /// Counts every group that is not aborted as committed: the append-time view of liveness.
 struct NotAborted<'a>(&'a dyn Fates);

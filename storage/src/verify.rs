@@ -5,8 +5,9 @@
 //!
 //! What is checked:
 //!
-//! - the journal: every segment header (magic, version, kind, CRC, first seq = name), every
-//!   frame (length, `!len`, CRC), every record (decodes, seqs contiguous from 1, commit times
+//! - the journal: every segment header (magic, version, kind, CRC, first seq = name; once a
+//!   segment records a segment size, every later one records the same, and a segment with
+//!   a later one after it is at least that long), every frame (length, `!len`, CRC), every record (decodes, seqs contiguous from 1, commit times
 //!   strictly increasing). A torn tail of the last segment is not written yet, not damage.
 //!   And `fates.log`, as its readers check it.
 //! - a table's `meta` (CRC, decodes).
@@ -285,15 +286,17 @@ impl Verifier {
         let mut next: Seq = 1;
         let mut last_ts: Option<i64> = None;
         let mut report = JournalReport::default();
+        // The segment size recorded by the first segment that records one.
+        let mut size: Option<u64> = None;
         'segs: for (k, (name, path)) in segs.iter().enumerate() {
             let last_segment = k + 1 == segs.len();
             let mut r = SegmentReader::open(path)?;
-            match r.header()? {
+            let h = match r.header()? {
                 Err(detail) => {
                     report.problems.add(path, 0, detail);
                     break;
                 }
-                Ok(h) if h.kind != KIND_JOURNAL || h.table != 0 || h.first_seq != *name => {
+                Ok(h) if h.kind != KIND_JOURNAL || h.first_seq != *name => {
                     report.problems.add(
                         path,
                         0,
@@ -301,7 +304,35 @@ impl Verifier {
                     );
                     break;
                 }
-                Ok(_) => {}
+                Ok(h) => h,
+            };
+            // Any size is possible, but once a segment records one, every later one records
+            // the same (a store opening with another size fails), and a segment another
+            // follows was filled up to it first (readers rely on that to skip listings).
+            match (size, h.recorded_segment_size()) {
+                (Some(s), this) if this != Some(s) => report.problems.add(
+                    path,
+                    0,
+                    format!(
+                        "journal segment header records segment size {}, but an earlier segment records {s}",
+                        this.unwrap_or(0)
+                    ),
+                ),
+                (None, this) => size = this,
+                _ => {}
+            }
+            if let Some(s) = h
+                .recorded_segment_size()
+                .filter(|s| !last_segment && r.len < *s)
+            {
+                report.problems.add(
+                    path,
+                    0,
+                    format!(
+                        "journal segment holds {} bytes, fewer than the segment size {s} its header records, yet a later segment follows",
+                        r.len
+                    ),
+                );
             }
             if *name != next {
                 report.problems.add(
@@ -1400,8 +1431,8 @@ impl SegmentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Durability};
     use crate::snapshot::snapshot_bytes;
-    use crate::store::{Config, Durability};
     use crate::types::{AllCommitted, Event, Op, Txn};
 
     fn row(v: &str) -> Row {

@@ -1,8 +1,11 @@
 mod common;
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 
 use common::*;
+use driftdb_storage::format::{SegmentHeader, KIND_TABLE, SEGMENT_HEADER_LEN};
 use driftdb_storage::*;
 
 const T: TableId = 7;
@@ -304,6 +307,192 @@ fn segments_roll_over_and_old_seqs_stay_readable() {
     }
     assert_eq!(s.history(T, b"k42", 60, &AllCommitted).unwrap().len(), 1);
     assert_eq!(s.table_history(T, 60, &AllCommitted).unwrap().count(), 60);
+}
+
+/// The journal's segments under `root`, in order.
+fn journal_segments(root: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(root.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+fn header_of(path: &Path) -> SegmentHeader {
+    SegmentHeader::decode(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Every file under `dir` with its bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.insert(p.clone(), std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn journal_segments_record_the_segment_size_and_reopen_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(dir.path(), 20);
+    let jsegs = journal_segments(dir.path());
+    assert!(jsegs.len() > 1, "{jsegs:?}");
+    for p in &jsegs {
+        assert_eq!(header_of(p).recorded_segment_size(), Some(300), "{p:?}");
+    }
+    // A table log's header still names its table, and records no size.
+    let tseg = std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let h = header_of(&tseg);
+    assert_eq!(
+        (h.kind, h.table, h.recorded_segment_size()),
+        (KIND_TABLE, T, None)
+    );
+    // The same size reopens it, as a writer and as a reader.
+    let mut w = Store::open(dir.path(), config.clone()).unwrap();
+    let mut r = Store::open(
+        dir.path(),
+        Config {
+            mode: OpenMode::Reader,
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    for i in 20..40u64 {
+        w.append(
+            &[txn(
+                i + 1,
+                vec![ins(T, &format!("k{i:02}"), &[(1, "more value")])],
+            )],
+            &AllCommitted,
+        )
+        .unwrap();
+    }
+    assert!(journal_segments(dir.path()).len() > jsegs.len());
+    assert_eq!(r.current_seq().unwrap(), 40);
+    assert_eq!(scan_all(&mut r, T, 40, &AllCommitted).len(), 40);
+}
+
+#[test]
+fn a_store_opened_with_another_segment_size_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(dir.path(), 20);
+    let jsegs = journal_segments(dir.path());
+    assert!(jsegs.len() > 1, "{jsegs:?}");
+    // A torn tail, which a writer opening with the right size cuts.
+    let last = jsegs.last().unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    std::io::Write::write_all(&mut f, &[7, 0, 0, 0, 0xf8]).unwrap();
+    drop(f);
+    let before = files(dir.path());
+    for mode in [OpenMode::Writer, OpenMode::Reader] {
+        for size in [200, 301, 64 << 20] {
+            let opened = Store::open(
+                dir.path(),
+                Config {
+                    mode,
+                    segment_size: size,
+                    ..config.clone()
+                },
+            );
+            let err = opened.err().expect("another segment size is refused");
+            match &err {
+                Error::SegmentSizeMismatch {
+                    file,
+                    recorded,
+                    configured,
+                } => assert_eq!((file, *recorded, *configured), (&jsegs[0], 300, size)),
+                e => panic!("{e}"),
+            }
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "segment size mismatch: {} records segment_size 300, but the store is \
+                     opened with segment_size {size} (every store opened on one root must use \
+                     the segment size it was created with)",
+                    jsegs[0].display()
+                )
+            );
+        }
+    }
+    assert!(files(dir.path()) == before, "a refused open writes nothing");
+    // Its own size opens it: the torn tail is cut and every row is there.
+    let len = std::fs::metadata(last).unwrap().len();
+    let mut s = Store::open(dir.path(), config).unwrap();
+    assert_eq!(std::fs::metadata(last).unwrap().len(), len - 5);
+    assert_eq!(s.current_seq().unwrap(), 20);
+    assert_eq!(scan_all(&mut s, T, 20, &AllCommitted).len(), 20);
+}
+
+#[test]
+fn journal_segments_recording_no_segment_size_open_with_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments(dir.path(), 20);
+    // As written before segment sizes were recorded: 0 where the size goes.
+    let old = journal_segments(dir.path());
+    for p in &old {
+        let mut bytes = std::fs::read(p).unwrap();
+        let h = SegmentHeader::journal(header_of(p).first_seq, 0);
+        bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&h.encode());
+        std::fs::write(p, bytes).unwrap();
+        assert_eq!(header_of(p).recorded_segment_size(), None);
+    }
+    for size in [200, 300, 400, 64 << 20] {
+        let mut r = Store::open(
+            dir.path(),
+            Config {
+                mode: OpenMode::Reader,
+                segment_size: size,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(scan_all(&mut r, T, 20, &AllCommitted).len(), 20, "{size}");
+    }
+    // A writer with another size takes the store over: the segments it starts record
+    // its size, which is the store's from then on.
+    let bigger = Config {
+        segment_size: 400,
+        ..config.clone()
+    };
+    let mut w = Store::open(dir.path(), bigger.clone()).unwrap();
+    for i in 20..40u64 {
+        w.append(
+            &[txn(
+                i + 1,
+                vec![ins(T, &format!("k{i:02}"), &[(1, "more value")])],
+            )],
+            &AllCommitted,
+        )
+        .unwrap();
+    }
+    drop(w);
+    let jsegs = journal_segments(dir.path());
+    assert!(jsegs.len() > old.len(), "{jsegs:?}");
+    for p in &jsegs[old.len()..] {
+        assert_eq!(header_of(p).recorded_segment_size(), Some(400), "{p:?}");
+    }
+    let opened = Store::open(dir.path(), config);
+    assert!(
+        matches!(
+            opened.err(),
+            Some(Error::SegmentSizeMismatch { file, recorded: 400, configured: 300 })
+                if file == jsegs[old.len()]
+        ),
+        "the old size no longer opens it"
+    );
+    let mut s = Store::open(dir.path(), bigger).unwrap();
+    assert_eq!(scan_all(&mut s, T, 40, &AllCommitted).len(), 40);
 }
 
 #[test]
@@ -608,14 +797,7 @@ fn reader_sees_later_appends_and_never_writes() {
     w.create_table(T).unwrap();
     w.append(&[txn(1, vec![ins(T, "a", &[(1, "1")])])], &AllCommitted)
         .unwrap();
-    let mut r = Store::open(
-        dir.path(),
-        Config {
-            segment_size: 200,
-            ..reader_cfg()
-        },
-    )
-    .unwrap();
+    let mut r = Store::open(dir.path(), reader_cfg()).unwrap();
     assert_eq!(r.current_seq().unwrap(), 1);
     assert_eq!(scan_all(&mut r, T, 1, &AllCommitted).len(), 1);
     assert!(matches!(
@@ -877,7 +1059,11 @@ fn two_writers_taking_turns_across_segment_rollovers_keep_every_group_in_order()
         })
         .count();
     assert!(segments > 5, "{segments} segments");
-    let mut r = Store::open(d.path(), reader_cfg()).unwrap();
+    let reader = Config {
+        mode: OpenMode::Reader,
+        ..small()
+    };
+    let mut r = Store::open(d.path(), reader).unwrap();
     for s in [&mut a, &mut b, &mut r] {
         let at = s.current_seq().unwrap();
         assert_eq!(at, 60);
@@ -971,7 +1157,6 @@ fn estimate_rows_follows_inserts_and_deletes_around_a_snapshot() {
 /// edges, against a map kept alongside, at the snapshot's seq, in the middle and at the end.
 #[test]
 fn scans_merge_many_blocks_with_the_delta() {
-    use std::collections::BTreeMap;
     let (_d, mut s) = setup();
     let filler = "v".repeat(120);
     let mut model: BTreeMap<String, Row> = BTreeMap::new();

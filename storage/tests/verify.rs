@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use driftdb_storage::format::{read_frame, FrameRead, SEGMENT_HEADER_LEN};
+use driftdb_storage::format::{
+    read_frame, FrameRead, SegmentHeader, KIND_TABLE, SEGMENT_HEADER_LEN,
+};
 use driftdb_storage::*;
 
 const T: TableId = 1;
@@ -446,6 +448,109 @@ fn journal_damage_is_reported_at_its_frame() {
     let t = v.verify_table(T, &AllCommitted).unwrap();
     assert!(t.ok(), "{t:?}");
     assert_eq!(t.frames, b.t_frames - 1);
+}
+
+/// Writes `h` over the header of the segment at `path` (its CRC recomputed).
+fn rewrite_header(path: &Path, h: SegmentHeader) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&h.encode());
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn header_of(path: &Path) -> SegmentHeader {
+    SegmentHeader::decode(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The journal's problems as `(file, offset, detail)`.
+fn journal_problems(root: &Path) -> Vec<(PathBuf, u64, String)> {
+    let v = Verifier::open(root).unwrap();
+    v.journal()
+        .problems
+        .listed
+        .iter()
+        .map(|p| (p.file.clone(), p.offset, p.detail.clone()))
+        .collect()
+}
+
+#[test]
+fn journal_segment_headers_record_the_segment_size() {
+    let b = build();
+    let segs = journal_segments(&b.root);
+    assert!(segs.len() >= 2, "{segs:?}");
+    for seg in &segs {
+        assert_eq!(header_of(seg).recorded_segment_size(), Some(SEGMENT));
+    }
+    // Segments written before sizes were recorded (0) are fine, and so are the segments
+    // recording a size after them.
+    for seg in &segs[..segs.len() - 1] {
+        rewrite_header(seg, SegmentHeader::journal(header_of(seg).first_seq, 0));
+    }
+    assert_eq!(journal_problems(&b.root), vec![]);
+}
+
+#[test]
+fn a_journal_segment_header_naming_something_impossible_is_reported() {
+    let b = build();
+    let segs = journal_segments(&b.root);
+    let seg = &segs[1];
+    let good = std::fs::read(seg).unwrap();
+    let first = header_of(seg).first_seq;
+    let mismatch = "journal segment header does not match its name and directory";
+    // A table log's header, and a journal header naming another seq.
+    for h in [
+        SegmentHeader {
+            kind: KIND_TABLE,
+            table: T,
+            first_seq: first,
+        },
+        SegmentHeader::journal(first + 1, SEGMENT),
+    ] {
+        rewrite_header(seg, h);
+        assert_eq!(
+            journal_problems(&b.root),
+            vec![(seg.clone(), 0, mismatch.to_string())],
+            "{h:?}"
+        );
+    }
+    // Another segment size than an earlier segment's, or none after one: no store could
+    // have written it (a store opening with another size fails).
+    for size in [SEGMENT / 2, 0] {
+        rewrite_header(seg, SegmentHeader::journal(first, size));
+        assert_eq!(
+            journal_problems(&b.root),
+            vec![(
+                seg.clone(),
+                0,
+                format!(
+                    "journal segment header records segment size {size}, but an earlier \
+                     segment records {SEGMENT}"
+                )
+            )]
+        );
+    }
+    std::fs::write(seg, good).unwrap();
+    assert_eq!(journal_problems(&b.root), vec![]);
+    // A size the segments never reached, though later segments follow them: readers
+    // would not have looked for those.
+    let big = 1 << 20;
+    for seg in &segs {
+        rewrite_header(seg, SegmentHeader::journal(header_of(seg).first_seq, big));
+    }
+    let expected: Vec<_> = segs[..segs.len() - 1]
+        .iter()
+        .map(|seg| {
+            let len = std::fs::metadata(seg).unwrap().len();
+            (
+                seg.clone(),
+                0,
+                format!(
+                    "journal segment holds {len} bytes, fewer than the segment size {big} its \
+                     header records, yet a later segment follows"
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(journal_problems(&b.root), expected);
 }
 
 #[test]

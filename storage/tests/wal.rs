@@ -157,7 +157,11 @@ fn replaying_the_log_gives_the_same_files_and_the_same_reads() {
     assert_eq!(files(primary.path()), files(mid.path()));
 
     // And a store opened on the replayed files reads what the primary reads, at every seq.
-    let mut r = Store::open(standby.path(), reader_cfg()).unwrap();
+    let reader = Config {
+        mode: OpenMode::Reader,
+        ..small_segments()
+    };
+    let mut r = Store::open(standby.path(), reader).unwrap();
     let last = s.current_seq().unwrap();
     for at in 0..=last {
         for t in [1, 2] {
