@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::index::IndexKind;
 use crate::types::{ColumnId, Seq, TableId};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,11 @@ pub enum Error {
     KeyMissing { table: TableId, key: Vec<u8> },
     #[error("invalid transaction: {0}")]
     InvalidTxn(String),
+    /// A value that is not a valid stored form of an index kind ([`crate::index_key`]): a
+    /// lookup bound given to an index of that kind. A row holding such a value in a column
+    /// with an index of that kind is `Corruption` when an index read meets it.
+    #[error("not a valid {kind} value: {detail}")]
+    BadValue { kind: IndexKind, detail: String },
     /// A frame or snapshot block would exceed its format's limit.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -117,6 +123,10 @@ impl Error {
                 key: key.clone(),
             },
             Error::InvalidTxn(s) => Error::InvalidTxn(s.clone()),
+            Error::BadValue { kind, detail } => Error::BadValue {
+                kind: *kind,
+                detail: detail.clone(),
+            },
             Error::TooLarge(s) => Error::TooLarge(s.clone()),
             Error::ReadOnly => Error::ReadOnly,
             Error::SegmentSizeMismatch {

@@ -47,6 +47,10 @@ pub const SECTION_HISTORY: u8 = 3;
 /// The key history section with the payload positions of a key's events in large frames
 /// (snapshots written since these positions exist; kind 3 has none).
 pub const SECTION_HISTORY_POSITIONS: u8 = 4;
+/// An index of canonical keys ([`crate::index_key`]): its directory entry gives the index
+/// kind (a byte after the column), its records are `(canonical key, key)` pairs. An index
+/// of kind `Bytes` is a `SECTION_INDEX`, as before index kinds existed.
+pub const SECTION_INDEX_KEYED: u8 = 5;
 /// A frame whose payload is larger than this has the positions of each key's events in it
 /// recorded in the key history, so that one key's history decodes those events alone.
 pub const POSITIONS_FROM: usize = 64 << 10;

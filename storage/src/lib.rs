@@ -11,6 +11,7 @@ pub mod fileops;
 pub mod format;
 mod group;
 mod hash;
+mod index;
 mod journal;
 mod log;
 mod settled;
@@ -28,6 +29,7 @@ pub use fileops::{Applier, Batch, FileOp, GroupMark, WriteAhead};
 pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use hash::{FastMap, FastState};
+pub use index::{index_key, IndexKind};
 pub use settled::{SettledFates, FATES_FILE};
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{

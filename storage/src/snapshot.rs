@@ -16,9 +16,10 @@ use crate::format::{
     columns_len, history_record, history_record_frames, put_bytes, put_columns, put_history_record,
     put_varint, skip_history_frames, varint_len, DecodeResult, Decoder, FramePositions,
     HistoryRecords, FORMAT_VERSION, MAX_BLOCK_RAW_LEN, MAX_RECORD_BLOCK_RAW_LEN, SECTION_HISTORY,
-    SECTION_HISTORY_POSITIONS, SECTION_INDEX, SECTION_ROWS, SNAPSHOT_END_MAGIC,
-    SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
+    SECTION_HISTORY_POSITIONS, SECTION_INDEX, SECTION_INDEX_KEYED, SECTION_ROWS,
+    SNAPSHOT_END_MAGIC, SNAPSHOT_FOOTER_LEN, SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC,
 };
+use crate::index::{entry_key, IndexKind};
 use crate::log::map_file;
 use crate::types::{ColumnId, Row, Seq, TableId};
 
@@ -88,7 +89,7 @@ impl std::ops::Deref for Bytes {
     }
 }
 type IndexEntries = Arc<Vec<(Vec<u8>, Vec<u8>)>>;
-/// The decoded `(value, key)` entries of one index block.
+/// The decoded `(index key, key)` entries of one index block.
 pub(crate) type IndexBlock = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Hits and misses of the decompressed-block cache of point lookups, shared by the
@@ -115,7 +116,8 @@ pub(crate) struct Snapshot {
     map: Bytes,
     pub seq: Seq,
     rows: Vec<BlockMeta>,
-    indexes: HashMap<ColumnId, Vec<BlockMeta>>,
+    /// Each index section: its column, its kind and its blocks.
+    indexes: HashMap<ColumnId, (IndexKind, Vec<BlockMeta>)>,
     /// Where each key's events are in the log up to `seq` (`None`: a snapshot written
     /// before snapshots had this section).
     history: Option<Vec<BlockMeta>>,
@@ -124,8 +126,9 @@ pub(crate) struct Snapshot {
     history_positions: bool,
     /// Recently decompressed row blocks, most recent first.
     cache: Mutex<Vec<(usize, Arc<IndexedBlock>)>>,
-    /// Indexes this snapshot lacks, rebuilt from its rows on first use.
-    rebuilt: Mutex<HashMap<ColumnId, IndexEntries>>,
+    /// Indexes this snapshot lacks (no section for the column, or one of another kind),
+    /// rebuilt from its rows on first use.
+    rebuilt: Mutex<HashMap<(ColumnId, IndexKind), IndexEntries>>,
     /// Where block cache hits and misses are counted, once a store set it.
     counters: OnceLock<Arc<BlockCounters>>,
     /// The number of rows, once counted.
@@ -255,13 +258,17 @@ impl BlockWriter<'_> {
 /// header  = magic "DRIFTSNP" | u16 version | u16 0 | u64 table | u64 seq | u32 crc32(bytes 0..28)
 /// blocks  = zstd frames, row blocks first, then each index's blocks, then the history blocks
 ///           row block raw bytes   = { varint len + key | columns }*   (keys strictly increasing)
-///           index block raw bytes = { varint len + value | varint len + key }*  (sorted by (value, key))
+///           index block raw bytes = { varint len + index key | varint len + key }*
+///                                   (sorted by (index key, key); the index key is the value
+///                                   for kind Bytes, its canonical key for the others)
 ///           history block raw bytes = { key history record }*  (keys strictly increasing,
 ///                                     see format::put_history_record)
 ///           a block is cut once its raw bytes reach its target; a record that would take a
 ///           block beyond MAX_BLOCK_RAW_LEN (64 MiB) is a block of its own, of up to
 ///           MAX_RECORD_BLOCK_RAW_LEN (1 GiB) raw bytes
-/// dir     = varint nsections | { u8 kind (1 rows, 2 index, 3 history) | varint column (0 for rows and history) |
+/// dir     = varint nsections | { u8 kind (1 rows, 2 index of kind Bytes, 3 or 4 history,
+///           5 index of canonical keys) | varint column (0 for rows and history) |
+///           [u8 index kind, in kind 5 only (never 0, Bytes)] |
 ///           varint nblocks | { varint offset | varint clen | varint raw_len |
 ///           u32 crc32(compressed block) | varint len + first key or value }* }*
 /// footer  = u64 dir_offset | u64 dir_len | u32 crc32(dir) | u32 crc32(bytes 0..dir_offset+dir_len) |
@@ -272,13 +279,13 @@ pub(crate) fn snapshot_bytes(
     table: TableId,
     seq: Seq,
     rows: impl Iterator<Item = Result<(Vec<u8>, Row)>>,
-    indexes: &[ColumnId],
+    indexes: &[(ColumnId, IndexKind)],
     history: Option<impl Iterator<Item = Result<(Vec<u8>, FramePositions)>>>,
     positions: bool,
 ) -> Result<Vec<u8>> {
     let mut file = SnapshotOut::begin(table, seq);
     let mut index_entries: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); indexes.len()];
-    let mut sections: Vec<(u8, ColumnId, Vec<WrittenBlock>)> = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
     {
         let mut w = file.writer(path, BLOCK_TARGET)?;
         for item in rows {
@@ -288,16 +295,22 @@ pub(crate) fn snapshot_bytes(
             w.record(len, move |raw| {
                 put_bytes(raw, &key);
                 put_columns(raw, &row.0);
-                // The indexed values move from the row to the index entries, and the rest
-                // of the row is freed here, before its block is compressed: a large row is
-                // not held twice besides its encoding.
+                // The indexed values move from the row to the index entries (or their
+                // canonical keys are taken), and the rest of the row is freed here, before
+                // its block is compressed: a large row is not held twice besides its
+                // encoding. The row record keeps every value.
                 take_indexed(row, indexes, &key, entries);
                 key
             })?;
         }
         w.flush()?;
-        sections.push((SECTION_ROWS, 0, std::mem::take(&mut w.blocks)));
-        for (i, col) in indexes.iter().enumerate() {
+        sections.push((
+            SECTION_ROWS,
+            0,
+            IndexKind::Bytes,
+            std::mem::take(&mut w.blocks),
+        ));
+        for (i, (col, kind)) in indexes.iter().enumerate() {
             let mut entries = std::mem::take(&mut index_entries[i]);
             entries.sort_unstable();
             for (v, k) in entries {
@@ -310,7 +323,11 @@ pub(crate) fn snapshot_bytes(
                 })?;
             }
             w.flush()?;
-            sections.push((SECTION_INDEX, *col, std::mem::take(&mut w.blocks)));
+            let section = match kind {
+                IndexKind::Bytes => SECTION_INDEX,
+                _ => SECTION_INDEX_KEYED,
+            };
+            sections.push((section, *col, *kind, std::mem::take(&mut w.blocks)));
         }
         if let Some(history) = history {
             w.target = HISTORY_BLOCK_TARGET;
@@ -331,12 +348,16 @@ pub(crate) fn snapshot_bytes(
             } else {
                 SECTION_HISTORY
             };
-            sections.push((kind, 0, std::mem::take(&mut w.blocks)));
+            sections.push((kind, 0, IndexKind::Bytes, std::mem::take(&mut w.blocks)));
         }
     }
 
     Ok(file.finish(sections))
 }
+
+/// A section as written: its kind, its column, its index kind (written to the directory
+/// for `SECTION_INDEX_KEYED` only) and its blocks.
+type Section = (u8, ColumnId, IndexKind, Vec<WrittenBlock>);
 
 /// A snapshot file being encoded: its bytes so far and their checksum.
 struct SnapshotOut {
@@ -386,7 +407,7 @@ impl SnapshotOut {
     /// The whole file: the blocks written, then the directory of `sections` and the
     /// footer. The directory is encoded in place, each block's first key or value freed
     /// once it is there.
-    fn finish(self, sections: Vec<(u8, ColumnId, Vec<WrittenBlock>)>) -> Vec<u8> {
+    fn finish(self, sections: Vec<Section>) -> Vec<u8> {
         let SnapshotOut {
             mut out,
             mut hasher,
@@ -399,8 +420,9 @@ impl SnapshotOut {
         let dir_len: usize = varint_len(sections.len() as u64)
             + sections
                 .iter()
-                .map(|(_, col, blocks)| {
+                .map(|(kind, col, _, blocks)| {
                     1 + varint_len(u64::from(*col))
+                        + usize::from(*kind == SECTION_INDEX_KEYED)
                         + varint_len(blocks.len() as u64)
                         + blocks
                             .iter()
@@ -417,9 +439,12 @@ impl SnapshotOut {
                 .sum::<usize>();
         out.reserve_exact(dir_len + SNAPSHOT_FOOTER_LEN);
         put_varint(&mut out, sections.len() as u64);
-        for (kind, col, blocks) in sections {
+        for (kind, col, index_kind, blocks) in sections {
             out.push(kind);
             put_varint(&mut out, u64::from(col));
+            if kind == SECTION_INDEX_KEYED {
+                out.push(index_kind.code());
+            }
             put_varint(&mut out, blocks.len() as u64);
             for b in blocks {
                 put_varint(&mut out, b.offset);
@@ -443,23 +468,26 @@ impl SnapshotOut {
     }
 }
 
-/// Moves the values of the `indexes` columns out of `row` (which is dropped) into their
-/// `entries` with `key`; NULL values are not indexed.
+/// Moves the values of the `indexes` columns of kind `Bytes` out of `row` (which is
+/// dropped) into their `entries` with `key`, and adds the index keys of the other kinds'
+/// values; NULL values are not indexed.
 fn take_indexed(
     mut row: Row,
-    indexes: &[ColumnId],
+    indexes: &[(ColumnId, IndexKind)],
     key: &[u8],
     entries: &mut [Vec<(Vec<u8>, Vec<u8>)>],
 ) {
-    for (i, col) in indexes.iter().enumerate() {
+    for (i, (col, kind)) in indexes.iter().enumerate() {
         let Ok(at) = row.0.binary_search_by_key(col, |p| p.0) else {
             continue;
         };
-        // Copied only if another index has the same column.
-        let v = if indexes[i + 1..].contains(col) {
-            row.0[at].1.clone()
-        } else {
-            row.0[at].1.take()
+        let v = match kind {
+            // Copied only if another index has the same column.
+            IndexKind::Bytes if indexes[i + 1..].iter().any(|(c, _)| c == col) => {
+                row.0[at].1.clone()
+            }
+            IndexKind::Bytes => row.0[at].1.take(),
+            kind => row.0[at].1.as_deref().map(|v| entry_key(*kind, v)),
         };
         if let Some(v) = v {
             entries[i].push((v, key.to_vec()));
@@ -467,9 +495,13 @@ fn take_indexed(
     }
 }
 
+/// A section as the directory gives it: its kind, its column, its index kind (`Bytes` but
+/// for `SECTION_INDEX_KEYED`) and its blocks.
+type DirSection = (u8, ColumnId, IndexKind, Vec<BlockMeta>);
+
 /// Decodes the directory `buf`, which starts at `data_end` in the file (where the blocks
 /// end).
-fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<BlockMeta>)>> {
+fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<DirSection>> {
     let mut d = Decoder::new(buf);
     let n = d.count(3)?;
     let mut sections = Vec::with_capacity(n);
@@ -480,12 +512,22 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
             SECTION_INDEX,
             SECTION_HISTORY,
             SECTION_HISTORY_POSITIONS,
+            SECTION_INDEX_KEYED,
         ]
         .contains(&kind)
         {
             return Err("unknown snapshot section kind");
         }
         let col = ColumnId::try_from(d.varint()?).map_err(|_| "column id overflows u16")?;
+        let index_kind = if kind == SECTION_INDEX_KEYED {
+            match IndexKind::from_code(d.u8()?) {
+                Some(IndexKind::Bytes) => return Err("an index of kind bytes in a keyed section"),
+                Some(k) => k,
+                None => return Err("unknown index kind in snapshot directory"),
+            }
+        } else {
+            IndexKind::Bytes
+        };
         // Each block entry takes at least 8 bytes.
         let nb = d.count(8)?;
         let mut blocks = Vec::with_capacity(nb);
@@ -514,7 +556,7 @@ fn decode_dir(buf: &[u8], data_end: u64) -> DecodeResult<Vec<(u8, ColumnId, Vec<
                 first: first_end - first_len..first_end,
             });
         }
-        sections.push((kind, col, blocks));
+        sections.push((kind, col, index_kind, blocks));
     }
     if !d.is_empty() {
         return Err("trailing bytes in snapshot directory");
@@ -529,7 +571,7 @@ fn skip_record(d: &mut Decoder<'_>, kind: u8) -> DecodeResult<()> {
             d.len_bytes()?;
             d.skip_columns()
         }
-        SECTION_INDEX => {
+        SECTION_INDEX | SECTION_INDEX_KEYED => {
             d.len_bytes()?;
             d.len_bytes().map(drop)
         }
@@ -657,7 +699,7 @@ impl Snapshot {
         let mut indexes = HashMap::new();
         let mut history = None;
         let mut history_positions = false;
-        for (kind, col, blocks) in sections {
+        for (kind, col, index_kind, blocks) in sections {
             for b in &blocks {
                 let bytes = &map[b.offset as usize..(b.offset + b.clen) as usize];
                 if crc32fast::hash(bytes) != b.crc {
@@ -673,7 +715,7 @@ impl Snapshot {
                 if history.replace(blocks).is_some() {
                     return Err(bad(dir_offset, "two key history sections"));
                 }
-            } else if indexes.insert(col, blocks).is_some() {
+            } else if indexes.insert(col, (index_kind, blocks)).is_some() {
                 return Err(bad(dir_offset, "two sections for one index"));
             }
         }
@@ -775,26 +817,28 @@ impl Snapshot {
         &self.map[b.first.clone()]
     }
 
-    /// The columns this snapshot has an index section for, ascending.
-    pub(crate) fn index_columns(&self) -> Vec<ColumnId> {
-        let mut cols: Vec<ColumnId> = self.indexes.keys().copied().collect();
+    /// The columns this snapshot has an index section for, ascending, with each section's
+    /// index kind.
+    pub(crate) fn index_columns(&self) -> Vec<(ColumnId, IndexKind)> {
+        let mut cols: Vec<(ColumnId, IndexKind)> =
+            self.indexes.iter().map(|(c, (k, _))| (*c, *k)).collect();
         cols.sort_unstable();
         cols
     }
 
     /// The number of blocks in `column`'s index section.
     pub(crate) fn index_blocks(&self, column: ColumnId) -> usize {
-        self.indexes.get(&column).map_or(0, Vec::len)
+        self.indexes.get(&column).map_or(0, |(_, b)| b.len())
     }
 
-    /// Block `i` of `column`'s index section, decoded: its offset, the first value the
-    /// directory gives it, and its `(value, key)` entries.
+    /// Block `i` of `column`'s index section, decoded: its offset, the first index key the
+    /// directory gives it, and its `(index key, key)` entries.
     pub(crate) fn index_block(
         &self,
         column: ColumnId,
         i: usize,
     ) -> Result<(u64, &[u8], IndexBlock)> {
-        let b = &self.indexes[&column][i];
+        let b = &self.indexes[&column].1[i];
         let entries = decode_index_block(&self.raw_block(b)?)
             .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
         Ok((b.offset, self.first_of(b), entries))
@@ -880,7 +924,7 @@ impl Snapshot {
     pub fn block_bytes(&self) -> (u64, u64) {
         self.rows
             .iter()
-            .chain(self.indexes.values().flatten())
+            .chain(self.indexes.values().flat_map(|(_, b)| b))
             .chain(self.history.iter().flatten())
             .fold((0, 0), |(r, c), b| (r + b.raw_len, c + b.clen))
     }
@@ -1063,11 +1107,16 @@ impl Snapshot {
         Ok(self.find(key)?.is_some())
     }
 
-    /// Keys whose `column` value lies within `(lo, hi)`, from the index section or, when
-    /// this snapshot has none for the column, from an index rebuilt from its rows.
+    /// Keys whose `column` value has an index key of `kind` within `(lo, hi)` (index keys,
+    /// see [`crate::index_key`]), in index order, from the index section or, when this
+    /// snapshot has none for the column or one of another kind, from an index rebuilt from
+    /// its rows. For a kind other than `Bytes`, the keys of rows whose value is not valid
+    /// for the kind (filed under the empty index key) come first, whatever the bounds: the
+    /// caller checks every row it is given.
     pub fn index_keys(
         &self,
         column: ColumnId,
+        kind: IndexKind,
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
     ) -> Result<Vec<Vec<u8>>> {
@@ -1081,8 +1130,25 @@ impl Snapshot {
             Bound::Excluded(h) => v < h,
             Bound::Unbounded => true,
         };
+        // Invalid values sort first: an unbounded read meets them anyway.
+        let invalid_too = kind != IndexKind::Bytes && lo != Bound::Unbounded;
         let mut out = Vec::new();
-        if let Some(blocks) = self.indexes.get(&column) {
+        if let Some((_, blocks)) = self.indexes.get(&column).filter(|(k, _)| *k == kind) {
+            if invalid_too {
+                'invalid: for b in blocks {
+                    if !self.first_of(b).is_empty() {
+                        break;
+                    }
+                    let entries = decode_index_block(&self.raw_block(b)?)
+                        .map_err(|d| Error::corruption(&self.path, b.offset, d))?;
+                    for (v, k) in entries {
+                        if !v.is_empty() {
+                            break 'invalid;
+                        }
+                        out.push(k);
+                    }
+                }
+            }
             let start = match lo {
                 Bound::Unbounded => 0,
                 Bound::Included(l) | Bound::Excluded(l) => blocks
@@ -1106,7 +1172,15 @@ impl Snapshot {
             }
             return Ok(out);
         }
-        let entries = self.rebuilt_index(column)?;
+        let entries = self.rebuilt_index(column, kind)?;
+        if invalid_too {
+            out.extend(
+                entries
+                    .iter()
+                    .take_while(|(v, _)| v.is_empty())
+                    .map(|(_, k)| k.clone()),
+            );
+        }
         let start = match lo {
             Bound::Unbounded => 0,
             Bound::Included(l) | Bound::Excluded(l) => {
@@ -1124,12 +1198,12 @@ impl Snapshot {
         Ok(out)
     }
 
-    fn rebuilt_index(&self, column: ColumnId) -> Result<IndexEntries> {
+    fn rebuilt_index(&self, column: ColumnId, kind: IndexKind) -> Result<IndexEntries> {
         if let Some(e) = self
             .rebuilt
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&column)
+            .get(&(column, kind))
         {
             return Ok(e.clone());
         }
@@ -1137,7 +1211,7 @@ impl Snapshot {
         for i in 0..self.rows.len() {
             for (k, row) in self.row_block(i)?.iter() {
                 if let Some(v) = row.get(column) {
-                    entries.push((v.to_vec(), k.clone()));
+                    entries.push((entry_key(kind, v), k.clone()));
                 }
             }
         }
@@ -1146,9 +1220,46 @@ impl Snapshot {
         self.rebuilt
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(column, entries.clone());
+            .insert((column, kind), entries.clone());
         Ok(entries)
     }
+}
+
+/// A block's raw bytes and its first key or value.
+#[cfg(test)]
+pub(crate) type RawBlock = (Vec<u8>, Vec<u8>);
+
+/// A snapshot file of `table` at `seq` of `sections`, each a kind, a column, an index kind
+/// (written for `SECTION_INDEX_KEYED`) and the raw bytes of its blocks with their first
+/// keys or values, written as given (so that a test can write blocks the writer never
+/// would).
+#[cfg(test)]
+pub(crate) fn snapshot_of_sections(
+    table: TableId,
+    seq: Seq,
+    sections: Vec<(u8, ColumnId, IndexKind, Vec<RawBlock>)>,
+) -> Vec<u8> {
+    let path = Path::new("<test>");
+    let mut file = SnapshotOut::begin(table, seq);
+    let mut written = Vec::new();
+    for (kind, col, index_kind, blocks) in sections {
+        let mut w = file.writer(path, BLOCK_TARGET).unwrap();
+        for (raw, first) in blocks {
+            w.raw = raw;
+            w.write_block(0..w.raw.len(), first).unwrap();
+        }
+        written.push((kind, col, index_kind, std::mem::take(&mut w.blocks)));
+    }
+    file.finish(written)
+}
+
+/// The raw bytes of a row record.
+#[cfg(test)]
+pub(crate) fn row_record(key: &[u8], row: &Row) -> Vec<u8> {
+    let mut raw = Vec::new();
+    put_bytes(&mut raw, key);
+    put_columns(&mut raw, &row.0);
+    raw
 }
 
 /// Decodes a whole snapshot image held in memory, for the fuzzer: verifies it like
@@ -1168,10 +1279,9 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
     for i in 0..snap.row_blocks() {
         n += snap.row_block(i)?.len();
     }
-    let cols: Vec<ColumnId> = snap.indexes.keys().copied().collect();
-    for c in cols {
+    for (c, kind) in snap.index_columns() {
         n += snap
-            .index_keys(c, Bound::Unbounded, Bound::Unbounded)?
+            .index_keys(c, kind, Bound::Unbounded, Bound::Unbounded)?
             .len();
     }
     for i in 0..snap.history_blocks() {
@@ -1189,6 +1299,7 @@ pub fn check_snapshot_block(raw: &[u8]) -> usize {
     let single = [
         SECTION_ROWS,
         SECTION_INDEX,
+        SECTION_INDEX_KEYED,
         SECTION_HISTORY,
         SECTION_HISTORY_POSITIONS,
     ]
@@ -1278,32 +1389,162 @@ mod tests {
         }
     }
 
-    /// A block's raw bytes and its first key or value.
-    type RawBlock = (Vec<u8>, Vec<u8>);
-
-    /// A snapshot file of `sections`, each a kind, a column and the raw bytes of its
-    /// blocks with their first keys or values, written as given (so that a test can write
-    /// blocks the writer never would).
+    /// A snapshot file of table 1 at seq 10 of `sections` (see [`snapshot_of_sections`]),
+    /// of index kind `Bytes`.
     fn snapshot_of(sections: Vec<(u8, ColumnId, Vec<RawBlock>)>) -> Vec<u8> {
-        let path = Path::new("<test>");
-        let mut file = SnapshotOut::begin(1, 10);
-        let mut written = Vec::new();
-        for (kind, col, blocks) in sections {
-            let mut w = file.writer(path, BLOCK_TARGET).unwrap();
-            for (raw, first) in blocks {
-                w.raw = raw;
-                w.write_block(0..w.raw.len(), first).unwrap();
-            }
-            written.push((kind, col, std::mem::take(&mut w.blocks)));
-        }
-        file.finish(written)
+        let sections = sections
+            .into_iter()
+            .map(|(kind, col, blocks)| (kind, col, IndexKind::Bytes, blocks))
+            .collect();
+        snapshot_of_sections(1, 10, sections)
     }
 
-    fn row_record(key: &[u8], row: &Row) -> Vec<u8> {
-        let mut raw = Vec::new();
-        put_bytes(&mut raw, key);
-        put_columns(&mut raw, &row.0);
-        raw
+    /// A snapshot with an index section of each kind (`Bytes` for column 1, the others
+    /// keyed): the directory gives each kind, the keyed sections hold canonical keys, the
+    /// rows keep every value, and each index answers by its own kind; asked by another
+    /// kind, it is rebuilt from the rows.
+    #[test]
+    fn index_sections_of_every_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snap");
+        let f8 = |x: f64| x.to_le_bytes().to_vec();
+        let f4 = |x: f32| x.to_le_bytes().to_vec();
+        // 1.0 and 1.00 as numerics (short format, dscale 1 and 2), and -0.
+        let n1 = vec![0x80, 0x80, 1, 0];
+        let n100 = vec![0x00, 0x81, 1, 0];
+        let nzero = vec![0x00, 0xA0];
+        let rows: Vec<(Vec<u8>, Row)> = [
+            ("a", f8(-0.0), f4(1.5), n1.clone()),
+            ("b", f8(0.0), f4(f32::NAN), n100.clone()),
+            ("c", f8(-1.0), f4(-1.5), nzero.clone()),
+        ]
+        .into_iter()
+        .map(|(k, x, y, z)| {
+            let row = Row(vec![
+                (1, Some(x.clone())),
+                (2, Some(x)),
+                (3, Some(y)),
+                (4, Some(z)),
+            ]);
+            (k.as_bytes().to_vec(), row)
+        })
+        .collect();
+        let kinds = [
+            (1, IndexKind::Bytes),
+            (2, IndexKind::Float8),
+            (3, IndexKind::Float4),
+            (4, IndexKind::Numeric),
+        ];
+        let none = None::<std::iter::Empty<Result<(Vec<u8>, FramePositions)>>>;
+        let bytes = snapshot_bytes(
+            &path,
+            1,
+            10,
+            rows.clone().into_iter().map(Ok),
+            &kinds,
+            none,
+            true,
+        )
+        .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let snap = Snapshot::open(&path, 1).unwrap();
+        assert_eq!(snap.index_columns(), kinds);
+        for (col, kind) in kinds {
+            let section = if kind == IndexKind::Bytes {
+                SECTION_INDEX
+            } else {
+                SECTION_INDEX_KEYED
+            };
+            assert!(snap.indexes[&col].1.iter().all(|b| b.kind == section));
+            let (_, first, entries) = snap.index_block(col, 0).unwrap();
+            assert_eq!(first, entries[0].0.as_slice());
+            let mut want: Vec<(Vec<u8>, Vec<u8>)> = rows
+                .iter()
+                .map(|(k, r)| (entry_key(kind, r.get(col).unwrap()), k.clone()))
+                .collect();
+            want.sort();
+            assert_eq!(entries, want, "column {col}");
+        }
+        for i in 0..snap.row_blocks() {
+            assert!(*snap.row_block(i).unwrap() == rows);
+        }
+        let keys = |col, kind, v: &[u8]| {
+            let k = crate::index::index_key(kind, v).unwrap();
+            snap.index_keys(col, kind, Bound::Included(&k), Bound::Included(&k))
+                .unwrap()
+        };
+        assert_eq!(keys(1, IndexKind::Bytes, &f8(0.0)), [b"b"]);
+        assert_eq!(keys(2, IndexKind::Float8, &f8(0.0)), [b"a", b"b"]);
+        assert_eq!(keys(3, IndexKind::Float4, &f4(-f32::NAN)), [b"b"]);
+        assert_eq!(keys(4, IndexKind::Numeric, &n100), [b"a", b"b"]);
+        assert_eq!(keys(4, IndexKind::Numeric, &[0x00, 0x80]), [b"c"]);
+        // Asked by other kinds: rebuilt from the rows, each once.
+        assert_eq!(keys(1, IndexKind::Float8, &f8(-0.0)), [b"a", b"b"]);
+        assert_eq!(keys(2, IndexKind::Bytes, &f8(-0.0)), [b"a"]);
+        assert_eq!(keys(4, IndexKind::Bytes, &n1), [b"a"]);
+        let rebuilt = snap.rebuilt.lock().unwrap();
+        let mut cached: Vec<_> = rebuilt.keys().copied().collect();
+        cached.sort();
+        assert_eq!(
+            cached,
+            [
+                (1, IndexKind::Float8),
+                (2, IndexKind::Bytes),
+                (4, IndexKind::Bytes)
+            ]
+        );
+    }
+
+    /// A keyed index section's directory entry carries its index kind: an unknown kind, or
+    /// kind `Bytes` (whose sections are of kind 2), is corruption at the directory.
+    #[test]
+    fn a_keyed_section_of_a_bad_index_kind_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entry = Vec::new();
+        put_bytes(&mut entry, &[4]);
+        put_bytes(&mut entry, b"a");
+        for (code, detail) in [
+            (0u8, "an index of kind bytes in a keyed section"),
+            (4, "unknown index kind in snapshot directory"),
+        ] {
+            let good = snapshot_of_sections(
+                1,
+                10,
+                vec![
+                    (SECTION_ROWS, 0, IndexKind::Bytes, Vec::new()),
+                    (
+                        SECTION_INDEX_KEYED,
+                        7,
+                        IndexKind::Numeric,
+                        vec![(entry.clone(), vec![4])],
+                    ),
+                ],
+            );
+            let path = dir.path().join(format!("kind {code}"));
+            std::fs::write(&path, &good).unwrap();
+            let snap = Snapshot::open(&path, 1).unwrap();
+            assert_eq!(snap.index_columns(), [(7, IndexKind::Numeric)]);
+            // The directory: 2 sections, rows (kind 1, column 0, no blocks), then kind 5,
+            // column 7, index kind 3.
+            let foot = &good[good.len() - SNAPSHOT_FOOTER_LEN..];
+            let dir_offset = u64::from_le_bytes(foot[..8].try_into().unwrap()) as usize;
+            assert_eq!(&good[dir_offset..dir_offset + 7], &[2, 1, 0, 0, 5, 7, 3]);
+            let mut bad = good.clone();
+            bad[dir_offset + 6] = code;
+            // The checksums made to match the changed directory.
+            let foot_at = bad.len() - SNAPSHOT_FOOTER_LEN;
+            let dir_crc = crc32fast::hash(&bad[dir_offset..foot_at]);
+            bad[foot_at + 16..foot_at + 20].copy_from_slice(&dir_crc.to_le_bytes());
+            let file_crc = crc32fast::hash(&bad[..foot_at]);
+            bad[foot_at + 20..foot_at + 24].copy_from_slice(&file_crc.to_le_bytes());
+            std::fs::write(&path, &bad).unwrap();
+            assert_corrupt(
+                Snapshot::open(&path, 1).map(|_| ()),
+                &path,
+                dir_offset as u64,
+                detail,
+            );
+        }
     }
 
     /// Small rows around a row of 65 MiB (incompressible) in an indexed column, and a key
@@ -1343,7 +1584,7 @@ mod tests {
             1,
             10,
             rows.clone().into_iter().map(Ok),
-            &[2],
+            &[(2, IndexKind::Bytes)],
             Some(history.clone().into_iter().map(Ok)),
             true,
         )
@@ -1397,15 +1638,21 @@ mod tests {
             .collect();
         assert_eq!(got, expected);
         assert!(snap.indexes[&2]
+            .1
             .iter()
             .any(|b| b.raw_len > MAX_BLOCK_RAW_LEN));
         assert_eq!(
-            snap.index_keys(2, Bound::Included(big_value), Bound::Included(big_value))
-                .unwrap(),
+            snap.index_keys(
+                2,
+                IndexKind::Bytes,
+                Bound::Included(big_value),
+                Bound::Included(big_value)
+            )
+            .unwrap(),
             [key(100)]
         );
         let all = snap
-            .index_keys(2, Bound::Unbounded, Bound::Unbounded)
+            .index_keys(2, IndexKind::Bytes, Bound::Unbounded, Bound::Unbounded)
             .unwrap();
         assert_eq!(all, entries.iter().map(|e| e.1.clone()).collect::<Vec<_>>());
 
@@ -1495,7 +1742,8 @@ mod tests {
                 }
                 SECTION_INDEX => {
                     assert_corrupt(snap.index_block(1, 0), &path, at, detail);
-                    let all = snap.index_keys(1, Bound::Unbounded, Bound::Unbounded);
+                    let all =
+                        snap.index_keys(1, IndexKind::Bytes, Bound::Unbounded, Bound::Unbounded);
                     assert_corrupt(all, &path, at, detail);
                 }
                 _ => {
@@ -1547,7 +1795,11 @@ mod tests {
             let mut blocks = std::mem::take(&mut w.blocks);
             assert!(blocks.len() > 1 && blocks[0].raw_len >= BLOCK_TARGET as u64);
             blocks[0].raw_len = raw_len;
-            std::fs::write(&path, file.finish(vec![(SECTION_ROWS, 0, blocks)])).unwrap();
+            std::fs::write(
+                &path,
+                file.finish(vec![(SECTION_ROWS, 0, IndexKind::Bytes, blocks)]),
+            )
+            .unwrap();
             path
         };
         let path = write(MAX_RECORD_BLOCK_RAW_LEN);

@@ -15,6 +15,7 @@ use crate::fileops::{
 use crate::format::{
     key_events, peek_group_seq, read_frame, FrameRead, TableFrame, SEGMENT_HEADER_LEN,
 };
+use crate::index::{index_key, IndexKind};
 use crate::journal::Journal;
 use crate::log::{recover_table_log, LogWriter};
 use crate::settled::{encode_settlement, FatesLog, SettledFates};
@@ -177,9 +178,13 @@ impl View<'_> {
         Scan::new(self.snap.clone(), self.delta.clone(), self.upto)
     }
 
+    /// Rows whose `column` value has an index key of `kind` within `(lo, hi)` (index
+    /// keys), ordered by (index key, key). A visible row whose value is not valid for
+    /// `kind` is [`Error::BadValue`] naming it.
     fn index_range(
         &self,
         column: ColumnId,
+        kind: IndexKind,
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
     ) -> Result<Vec<(Vec<u8>, Row)>> {
@@ -196,40 +201,62 @@ impl View<'_> {
         };
         let mut candidates: BTreeSet<Vec<u8>> = BTreeSet::new();
         if let Some(s) = &self.snap {
-            candidates.extend(s.index_keys(column, lo, hi)?);
+            candidates.extend(s.index_keys(column, kind, lo, hi)?);
         }
-        if let Some(set) = self.delta.index.get(&column) {
-            let start: (Vec<u8>, Vec<u8>) = match lo {
-                Bound::Included(l) | Bound::Excluded(l) => (l.to_vec(), Vec::new()),
-                Bound::Unbounded => (Vec::new(), Vec::new()),
-            };
-            for (v, k) in set.range(start..) {
-                let past_hi = match hi {
-                    Bound::Included(h) => v.as_slice() > h,
-                    Bound::Excluded(h) => v.as_slice() >= h,
-                    Bound::Unbounded => false,
+        match self.delta.index.get(&column).filter(|ix| ix.kind == kind) {
+            Some(ix) => {
+                let start: (Vec<u8>, Vec<u8>) = match lo {
+                    Bound::Included(l) | Bound::Excluded(l) => (l.to_vec(), Vec::new()),
+                    Bound::Unbounded => (Vec::new(), Vec::new()),
                 };
-                if past_hi {
-                    break;
+                if kind != IndexKind::Bytes && lo != Bound::Unbounded {
+                    // Values not valid for the kind, under the empty index key: checked below.
+                    let invalid = ix.set.iter().take_while(|(v, _)| v.is_empty());
+                    candidates.extend(invalid.map(|(_, k)| k.clone()));
                 }
-                if in_range(v) {
-                    candidates.insert(k.clone());
+                for (v, k) in ix.set.range(start..) {
+                    let past_hi = match hi {
+                        Bound::Included(h) => v.as_slice() > h,
+                        Bound::Excluded(h) => v.as_slice() >= h,
+                        Bound::Unbounded => false,
+                    };
+                    if past_hi {
+                        break;
+                    }
+                    if in_range(v) {
+                        candidates.insert(k.clone());
+                    }
                 }
             }
-        } else {
-            // Not indexed in this delta: look at every key it changed.
-            candidates.extend(self.delta.keys.keys().cloned());
+            // Not indexed (so) in this delta: look at every key it changed.
+            None => candidates.extend(self.delta.keys.keys().cloned()),
         }
         let mut out = Vec::new();
         for k in candidates {
-            if let Some(row) = self.get(&k)? {
-                if row.get(column).is_some_and(in_range) {
-                    out.push((
-                        row.get(column).map(<[u8]>::to_vec).unwrap_or_default(),
-                        k,
-                        row,
-                    ));
+            let Some(row) = self.get(&k)? else {
+                continue;
+            };
+            let Some(v) = row.get(column) else {
+                continue;
+            };
+            let ik = match index_key(kind, v) {
+                Ok(ik) => ik.into_owned(),
+                Err(Error::BadValue { kind, detail }) => {
+                    let mut shown: String = k.iter().take(32).map(|b| format!("{b:02x}")).collect();
+                    if k.len() > 32 {
+                        shown.push_str("...");
+                    }
+                    return Err(Error::BadValue {
+                        kind,
+                        detail: format!(
+                            "{detail}, in column {column} of the row under key {shown}"
+                        ),
+                    });
                 }
+                Err(e) => return Err(e),
+            };
+            if in_range(&ik) {
+                out.push((ik, k, row));
             }
         }
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -930,42 +957,42 @@ impl Store {
         Ok(())
     }
 
-    /// Defines a secondary index on `column` (a no-op if it exists). It serves reads at
-    /// every seq, past ones included; snapshots written from now on persist it.
-    pub fn create_index(&mut self, id: TableId, column: ColumnId) -> Result<()> {
-        self.set_index(id, column, true)
+    /// Defines a secondary index of `kind` on `column` (a no-op if it exists; an index of
+    /// the column of another kind is replaced: the column has one index). It serves reads
+    /// at every seq, past ones included; snapshots written from now on persist it.
+    pub fn create_index(&mut self, id: TableId, column: ColumnId, kind: IndexKind) -> Result<()> {
+        self.set_index(id, column, Some(kind))
     }
 
     pub fn drop_index(&mut self, id: TableId, column: ColumnId) -> Result<()> {
-        self.set_index(id, column, false)
+        self.set_index(id, column, None)
     }
 
-    /// The columns of table `id` that have a secondary index, as the files say now
-    /// (another process may have created or dropped one).
-    pub fn indexes(&mut self, id: TableId) -> Result<Vec<ColumnId>> {
+    /// The columns of table `id` that have a secondary index, ascending, with each index's
+    /// kind, as the files say now (another process may have created or dropped one).
+    pub fn indexes(&mut self, id: TableId) -> Result<Vec<(ColumnId, IndexKind)>> {
         let t = self.load_table(id)?;
         let meta = TableMeta::load(&t.dir)?;
-        for c in &meta.indexes {
-            Arc::make_mut(&mut t.delta).ensure_index(*c);
+        for (c, kind) in &meta.indexes {
+            Arc::make_mut(&mut t.delta).ensure_index(*c, *kind);
         }
         t.meta = meta;
         Ok(t.meta.indexes.clone())
     }
 
-    fn set_index(&mut self, id: TableId, column: ColumnId, present: bool) -> Result<()> {
+    fn set_index(&mut self, id: TableId, column: ColumnId, kind: Option<IndexKind>) -> Result<()> {
         self.require_writer()?;
         let durable = self.durable();
         let t = self.load_table(id)?;
         let mut meta = TableMeta::load(&t.dir)?;
-        if meta.indexes.contains(&column) == present {
+        if meta.index_kind(column) == kind {
             t.meta = meta;
             return Ok(());
         }
-        if present {
-            meta.indexes.push(column);
+        meta.indexes.retain(|(c, _)| *c != column);
+        if let Some(kind) = kind {
+            meta.indexes.push((column, kind));
             meta.indexes.sort_unstable();
-        } else {
-            meta.indexes.retain(|c| *c != column);
         }
         let meta_path = t.dir.join("meta");
         let path = relative(&self.root, &meta_path);
@@ -974,10 +1001,9 @@ impl Store {
         self.perform(ops, &[])?;
         self.replay_cache = None;
         let t = self.tables.get_mut(&id).expect("loaded");
-        if present {
-            Arc::make_mut(&mut t.delta).ensure_index(column);
-        } else {
-            Arc::make_mut(&mut t.delta).drop_index(column);
+        match kind {
+            Some(kind) => Arc::make_mut(&mut t.delta).ensure_index(column, kind),
+            None => Arc::make_mut(&mut t.delta).drop_index(column),
         }
         t.meta = meta;
         Ok(())
@@ -1207,7 +1233,8 @@ impl Store {
         self.view(id, &parts, at, fates).get(key)
     }
 
-    /// Rows whose `column` equals `value` as of seq `at`, by key.
+    /// Rows whose `column` equals `value` (a value as rows hold it) as of seq `at`, by key:
+    /// equal by the index's kind (see [`Store::index_range`]).
     pub fn index_eq(
         &mut self,
         id: TableId,
@@ -1226,8 +1253,12 @@ impl Store {
         )
     }
 
-    /// Rows whose `column` lies between `lo` and `hi` (memcmp order; NULLs never match) as of
-    /// seq `at`, ordered by (value, key).
+    /// Rows whose `column` lies between `lo` and `hi` as of seq `at`, ordered by (value,
+    /// key), in the order of the column's index: its kind's canonical keys
+    /// ([`crate::index_key`]), the bytes themselves (memcmp) for kind `Bytes`. The bounds
+    /// are values as rows hold them; one that is not valid for the index's kind is
+    /// [`Error::BadValue`]. NULLs never match. A row the read meets whose value is not
+    /// valid for the kind is `Corruption` naming the table's directory.
     pub fn index_range(
         &mut self,
         id: TableId,
@@ -1238,16 +1269,35 @@ impl Store {
         fates: &dyn Fates,
     ) -> Result<Vec<(Vec<u8>, Row)>> {
         self.prepare_read(id, at)?;
-        if !self.tables[&id].meta.indexes.contains(&column) {
-            let t = self.tables.get_mut(&id).expect("loaded");
-            t.meta = TableMeta::load(&t.dir)?;
-            if !t.meta.indexes.contains(&column) {
-                return Err(Error::NoSuchIndex { table: id, column });
+        let kind = match self.tables[&id].meta.index_kind(column) {
+            Some(kind) => kind,
+            None => {
+                let t = self.tables.get_mut(&id).expect("loaded");
+                t.meta = TableMeta::load(&t.dir)?;
+                let Some(kind) = t.meta.index_kind(column) else {
+                    return Err(Error::NoSuchIndex { table: id, column });
+                };
+                Arc::make_mut(&mut t.delta).ensure_index(column, kind);
+                kind
             }
-            Arc::make_mut(&mut t.delta).ensure_index(column);
-        }
+        };
+        // The bounds' index keys (for kind Bytes, the bounds themselves).
+        let (lo, hi) = (index_bound(kind, lo)?, index_bound(kind, hi)?);
         let parts = self.view_parts(id, at)?;
-        self.view(id, &parts, at, fates).index_range(column, lo, hi)
+        let found = self.view(id, &parts, at, fates).index_range(
+            column,
+            kind,
+            lo.as_ref().map(|k| k.as_ref()),
+            hi.as_ref().map(|k| k.as_ref()),
+        );
+        found.map_err(|e| match e {
+            Error::BadValue { kind, detail } => Error::corruption(
+                self.table_dir(id),
+                0,
+                format!("not a valid {kind} value for the index: {detail}"),
+            ),
+            e => e,
+        })
     }
 
     /// Every visible event of table `id` up to `upto`, oldest first.
@@ -1355,6 +1405,15 @@ impl Store {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// The index key of a lookup bound (a stored value) for an index of `kind`.
+fn index_bound(kind: IndexKind, b: Bound<&[u8]>) -> Result<Bound<std::borrow::Cow<'_, [u8]>>> {
+    Ok(match b {
+        Bound::Included(v) => Bound::Included(index_key(kind, v)?),
+        Bound::Excluded(v) => Bound::Excluded(index_key(kind, v)?),
+        Bound::Unbounded => Bound::Unbounded,
+    })
 }
 
 /// An upper bound of an op's encoded size (tag, counts, ids, lengths, values).

@@ -11,11 +11,20 @@ use crate::format::{
     peek_group_seq, put_varint, read_frame, Decoder, FrameRead, TableFrame, FORMAT_VERSION,
     KIND_TABLE, SEGMENT_HEADER_LEN, TABLE_META_MAGIC,
 };
+use crate::index::{entry_key, IndexKind};
 use crate::log::{list_segments, LogWriter, Segment};
 use crate::types::{ColumnId, Fate, Fates, Op, Row, Seq, TableId, Value};
 
-/// `(value, key)` pairs of one indexed column.
+/// `(index key, key)` pairs of one indexed column: the index key is the value's canonical
+/// key for the index's kind ([`crate::index::entry_key`]).
 pub(crate) type IndexSet = BTreeSet<(Vec<u8>, Vec<u8>)>;
+
+/// One indexed column of a delta: its kind and its entries.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeltaIndex {
+    pub kind: IndexKind,
+    pub set: IndexSet,
+}
 
 /// One event of a key kept in a delta.
 #[derive(Clone, Debug)]
@@ -30,17 +39,26 @@ pub(crate) struct Version {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Delta {
     pub keys: BTreeMap<Vec<u8>, Vec<Version>>,
-    /// Per indexed column: `(value, key)` for every non-NULL value a version sets.
-    pub index: BTreeMap<ColumnId, IndexSet>,
+    /// Per indexed column: `(index key, key)` for every non-NULL value a version sets.
+    pub index: BTreeMap<ColumnId, DeltaIndex>,
     /// The last group applied.
     pub upto: Seq,
 }
 
 impl Delta {
-    pub fn with_indexes(upto: Seq, columns: &[ColumnId]) -> Delta {
+    pub fn with_indexes(upto: Seq, indexes: &[(ColumnId, IndexKind)]) -> Delta {
         Delta {
             keys: BTreeMap::new(),
-            index: columns.iter().map(|c| (*c, BTreeSet::new())).collect(),
+            index: indexes
+                .iter()
+                .map(|(c, kind)| {
+                    let ix = DeltaIndex {
+                        kind: *kind,
+                        set: BTreeSet::new(),
+                    };
+                    (*c, ix)
+                })
+                .collect(),
             upto,
         }
     }
@@ -89,21 +107,32 @@ impl Delta {
             Op::Patch(p) => p,
             Op::SoftDelete => return,
         };
-        for (col, set) in self.index.iter_mut() {
+        for (col, ix) in self.index.iter_mut() {
             if let Ok(i) = cols.binary_search_by_key(col, |p| p.0) {
                 if let Some(v) = &cols[i].1 {
-                    set.insert((v.clone(), key.to_vec()));
+                    let k = match ix.kind {
+                        IndexKind::Bytes => v.clone(),
+                        kind => entry_key(kind, v),
+                    };
+                    ix.set.insert((k, key.to_vec()));
                 }
             }
         }
     }
 
-    /// Starts indexing `column` (a no-op if already indexed).
-    pub fn ensure_index(&mut self, column: ColumnId) {
-        if self.index.contains_key(&column) {
+    /// Indexes `column` by `kind` (a no-op if already so indexed; an index of the column of
+    /// another kind is rebuilt).
+    pub fn ensure_index(&mut self, column: ColumnId, kind: IndexKind) {
+        if self.index.get(&column).is_some_and(|ix| ix.kind == kind) {
             return;
         }
-        self.index.insert(column, BTreeSet::new());
+        self.index.insert(
+            column,
+            DeltaIndex {
+                kind,
+                set: BTreeSet::new(),
+            },
+        );
         self.reindex();
     }
 
@@ -112,8 +141,8 @@ impl Delta {
     }
 
     fn reindex(&mut self) {
-        for set in self.index.values_mut() {
-            set.clear();
+        for ix in self.index.values_mut() {
+            ix.set.clear();
         }
         let keys = std::mem::take(&mut self.keys);
         for (k, vs) in &keys {
@@ -193,19 +222,31 @@ pub(crate) struct TableMeta {
     /// The journal's last seq when the table was created; older groups naming this table
     /// id belong to a dropped table of the same id.
     pub created_seq: Seq,
-    pub indexes: Vec<ColumnId>,
+    /// The indexed columns (ascending, each once) and their index kinds.
+    pub indexes: Vec<(ColumnId, IndexKind)>,
 }
+
+/// The table meta extension listing each index's kind.
+const META_KINDS: u8 = 1;
 
 impl TableMeta {
     /// `magic "DRIFTTBL" | u16 version | varint created_seq | varint n | n x varint column |
-    /// u32 crc32(everything before)`.
+    /// [u8 1 | n x u8 index kind] | u32 crc32(everything before)`.
+    ///
+    /// The kinds are written only when an index is not of kind `Bytes`: a meta file whose
+    /// indexes are all `Bytes` is byte for byte what builds from before index kinds wrote
+    /// (and read), and such a file, without kinds, decodes as all `Bytes`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = TABLE_META_MAGIC.to_vec();
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         put_varint(&mut out, self.created_seq);
         put_varint(&mut out, self.indexes.len() as u64);
-        for c in &self.indexes {
+        for (c, _) in &self.indexes {
             put_varint(&mut out, u64::from(*c));
+        }
+        if self.indexes.iter().any(|(_, k)| *k != IndexKind::Bytes) {
+            out.push(META_KINDS);
+            out.extend(self.indexes.iter().map(|(_, k)| k.code()));
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -231,7 +272,16 @@ impl TableMeta {
         let n = d.count(1)?;
         let mut indexes = Vec::with_capacity(n);
         for _ in 0..n {
-            indexes.push(ColumnId::try_from(d.varint()?).map_err(|_| "column id overflows u16")?);
+            let c = ColumnId::try_from(d.varint()?).map_err(|_| "column id overflows u16")?;
+            indexes.push((c, IndexKind::Bytes));
+        }
+        if !d.is_empty() {
+            if d.u8()? != META_KINDS {
+                return Err("unknown table meta extension");
+            }
+            for (_, kind) in &mut indexes {
+                *kind = IndexKind::from_code(d.u8()?).ok_or("unknown index kind in table meta")?;
+            }
         }
         if !d.is_empty() {
             return Err("trailing bytes in table meta");
@@ -240,6 +290,14 @@ impl TableMeta {
             created_seq,
             indexes,
         })
+    }
+
+    /// The kind of the index on `column`, if it has one.
+    pub fn index_kind(&self, column: ColumnId) -> Option<IndexKind> {
+        self.indexes
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, k)| *k)
     }
 
     pub fn load(dir: &Path) -> Result<TableMeta> {
@@ -598,5 +656,84 @@ impl Table {
             Some(g) if *g > self.meta.created_seq => *g,
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a meta file as builds from before index kinds wrote it.
+    fn old_meta(created_seq: u8, columns: &[u8]) -> Vec<u8> {
+        let mut out = b"DRIFTTBL\x01\x00".to_vec();
+        out.push(created_seq);
+        out.push(columns.len() as u8);
+        out.extend_from_slice(columns);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    #[test]
+    fn meta_without_kinds_reads_as_bytes_and_is_written_so() {
+        let old = old_meta(9, &[2, 5]);
+        let meta = TableMeta::decode(&old).unwrap();
+        assert_eq!(
+            meta,
+            TableMeta {
+                created_seq: 9,
+                indexes: vec![(2, IndexKind::Bytes), (5, IndexKind::Bytes)],
+            }
+        );
+        assert_eq!(meta.encode(), old);
+        assert_eq!(meta.index_kind(5), Some(IndexKind::Bytes));
+        assert_eq!(meta.index_kind(3), None);
+        let empty = old_meta(0, &[]);
+        assert_eq!(TableMeta::decode(&empty).unwrap(), TableMeta::default());
+        assert_eq!(TableMeta::default().encode(), empty);
+    }
+
+    #[test]
+    fn meta_with_kinds_round_trips() {
+        let meta = TableMeta {
+            created_seq: 300,
+            indexes: vec![
+                (1, IndexKind::Float8),
+                (2, IndexKind::Bytes),
+                (200, IndexKind::Numeric),
+                (7000, IndexKind::Float4),
+            ],
+        };
+        let bytes = meta.encode();
+        let mut want = b"DRIFTTBL\x01\x00".to_vec();
+        want.extend([0xAC, 0x02, 4, 1, 2, 0xC8, 0x01, 0xD8, 0x36]);
+        want.extend([1, 2, 0, 3, 1]);
+        assert_eq!(bytes, with_crc(want));
+        assert_eq!(TableMeta::decode(&bytes).unwrap(), meta);
+    }
+
+    #[test]
+    fn bad_kinds_in_meta_are_errors() {
+        let body = old_meta(0, &[1, 2]);
+        let body = &body[..body.len() - 4];
+        let with = |tail: &[u8]| {
+            let mut b = body.to_vec();
+            b.extend_from_slice(tail);
+            TableMeta::decode(&with_crc(b))
+        };
+        assert_eq!(
+            with(&[1, 0, 3]).unwrap().indexes,
+            [(1, IndexKind::Bytes), (2, IndexKind::Numeric)]
+        );
+        assert_eq!(with(&[2, 0, 3]), Err("unknown table meta extension"));
+        assert_eq!(with(&[1, 0, 4]), Err("unknown index kind in table meta"));
+        assert!(with(&[1, 0]).is_err());
+        assert_eq!(with(&[1, 0, 1, 1]), Err("trailing bytes in table meta"));
     }
 }

@@ -23,7 +23,8 @@
 //! - every snapshot up to the journal's last seq: header, footer, directory, block CRCs and
 //!   the whole-file checksum (as [`Snapshot::open`] does), keys strictly increasing, each
 //!   block's first key as the directory says, each index section sorted and holding exactly
-//!   the `(value, key)` pairs of the rows, and the rows equal to the table's state rebuilt
+//!   the `(index key, key)` pairs of the rows (index keys of the section's kind; a row value
+//!   not valid for the kind is reported), and the rows equal to the table's state rebuilt
 //!   from the log at the snapshot's seq (from the previous snapshot found equal to the log,
 //!   or from the start), counting the groups the given [`Fates`] call committed, as the
 //!   snapshot builder does. A key history section (where each key's events are) is checked
@@ -51,6 +52,7 @@ use crate::format::{
     frame_keys, FramePositions, JournalRecord, SegmentHeader, TableFrame, FRAME_HEADER_LEN,
     KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN, POSITIONS_FROM, SEGMENT_HEADER_LEN,
 };
+use crate::index::index_key;
 use crate::log::list_segments;
 use crate::settled::{FatesLog, SettledFates};
 use crate::snapshot::Snapshot;
@@ -911,7 +913,7 @@ fn show_key(key: &[u8]) -> String {
     s
 }
 
-/// `(count, sum of hashes)` of a set of `(value, key)` pairs: equal sets give equal sums,
+/// `(count, sum of hashes)` of a set of `(index key, key)` pairs: equal sets give equal sums,
 /// whatever the order they are added in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct PairSum {
@@ -930,7 +932,8 @@ impl PairSum {
 }
 
 /// Checks a snapshot's rows (keys strictly increasing, first keys as the directory says),
-/// its index sections (sorted, holding exactly the rows' `(value, key)` pairs), and, when
+/// its index sections (sorted, holding exactly the rows' `(index key, key)` pairs, by each
+/// section's kind; a value not valid for the kind is reported), and, when
 /// `state` is given, that the rows equal it. Adds what is wrong to `problems`; returns
 /// whether the rows equal `state` (true when there is none).
 fn check_snapshot(
@@ -972,9 +975,24 @@ fn check_snapshot(
                 return Ok(false);
             }
             prev_key = Some(key.clone());
-            for (sum, col) in from_rows.iter_mut().zip(&index_cols) {
+            for (sum, (col, kind)) in from_rows.iter_mut().zip(&index_cols) {
                 if let Some(v) = row.get(*col) {
-                    sum.add(v, key);
+                    match index_key(*kind, v) {
+                        Ok(k) => sum.add(&k, key),
+                        Err(e) => {
+                            problems.add(
+                                &path,
+                                offset,
+                                format!(
+                                    "the row under key {} has in column {col}, which the \
+                                     snapshot indexes by kind {kind}, {e}",
+                                    show_key(key)
+                                ),
+                            );
+                            // Filed under the empty index key, as the writer files it.
+                            sum.add(&[], key);
+                        }
+                    }
                 }
             }
             let Some(state) = state.as_mut() else {
@@ -1019,7 +1037,7 @@ fn check_snapshot(
             return Ok(false);
         }
     }
-    for (col, rows_sum) in index_cols.iter().zip(&from_rows) {
+    for ((col, kind), rows_sum) in index_cols.iter().zip(&from_rows) {
         let mut sum = PairSum::default();
         let mut prev: Option<(Vec<u8>, Vec<u8>)> = None;
         let mut section_at = None;
@@ -1033,7 +1051,7 @@ fn check_snapshot(
                     &path,
                     offset,
                     format!(
-                        "index block of column {col}: the first value is not the one the directory gives"
+                        "index block of column {col} ({kind}): the first index key is not the one the directory gives"
                     ),
                 );
             }
@@ -1042,7 +1060,9 @@ fn check_snapshot(
                     problems.add(
                         &path,
                         offset,
-                        format!("index of column {col}: entries not in (value, key) order"),
+                        format!(
+                            "index of column {col} ({kind}): entries not in (index key, key) order"
+                        ),
                     );
                     return Ok(false);
                 }
@@ -1055,7 +1075,7 @@ fn check_snapshot(
                 &path,
                 section_at.unwrap_or(0),
                 format!(
-                    "index of column {col} holds {} entries that do not match the rows' {} values",
+                    "index of column {col} ({kind}) holds {} entries that do not match the rows' {} values",
                     sum.n, rows_sum.n
                 ),
             );
@@ -1475,7 +1495,16 @@ mod tests {
                 let frame = (1, SEGMENT_HEADER_LEN as u64, Vec::new());
                 Ok((k.as_bytes().to_vec(), vec![frame]))
             });
-            let bytes = snapshot_bytes(&path, 7, seq, rows, &[1], Some(history), true).unwrap();
+            let bytes = snapshot_bytes(
+                &path,
+                7,
+                seq,
+                rows,
+                &[(1, crate::index::IndexKind::Bytes)],
+                Some(history),
+                true,
+            )
+            .unwrap();
             std::fs::write(&path, bytes).unwrap();
         };
         // Checksums are right; the rows are not the log's.
@@ -1503,6 +1532,153 @@ mod tests {
         );
         rewrite(vec![("a", row("a")), ("b", row("b")), ("c", row("c"))]);
         assert!(s.verify(7, &AllCommitted).unwrap().ok());
+    }
+
+    /// A snapshot's canonical index section is checked against the rows by its kind: the
+    /// right keys verify (as does a section of another kind than the table's index, which
+    /// readers rebuild from the rows instead of using); keys of the wrong kind, keys out of
+    /// order and a first key other than the directory's are reported.
+    #[test]
+    fn a_damaged_canonical_index_section_is_reported() {
+        use crate::format::{put_bytes, SECTION_INDEX, SECTION_INDEX_KEYED, SECTION_ROWS};
+        use crate::index::{entry_key, IndexKind};
+        use crate::snapshot::{row_record, snapshot_of_sections};
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            durability: Durability::NoSync,
+            ..Config::default()
+        };
+        let mut s = Store::open(dir.path(), config).unwrap();
+        s.create_table(7).unwrap();
+        s.create_index(7, 1, IndexKind::Numeric).unwrap();
+        // 1.0 (short, dscale 1), 1.00 (long, dscale 2), -2.
+        let values: [(&str, Vec<u8>); 3] = [
+            ("a", vec![0x80, 0x80, 1, 0]),
+            ("b", vec![0x02, 0x00, 0x00, 0x00, 1, 0]),
+            ("c", vec![0x00, 0xA0, 2, 0]),
+        ];
+        let rows: Vec<(Vec<u8>, Row)> = values
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), Row(vec![(1, Some(v.clone()))])))
+            .collect();
+        let events = rows
+            .iter()
+            .map(|(k, r)| Event {
+                table: 7,
+                key: k.clone(),
+                op: Op::Insert(r.clone()),
+            })
+            .collect();
+        let txn = Txn {
+            xid: 1,
+            commit_ts: 1,
+            role: "r".into(),
+            events,
+        };
+        s.append(&[txn], &AllCommitted).unwrap();
+        let seq = s.snapshot(7, 3, &AllCommitted).unwrap();
+        assert!(s.verify(7, &AllCommitted).unwrap().ok());
+        let path = dir.path().join("tables/7").join(snapshot_file_name(seq));
+
+        let mut row_raw = Vec::new();
+        for (k, r) in &rows {
+            row_raw.extend(row_record(k, r));
+        }
+        let entries = |kind: IndexKind| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let mut e: Vec<_> = rows
+                .iter()
+                .map(|(k, r)| (entry_key(kind, r.get(1).unwrap()), k.clone()))
+                .collect();
+            e.sort();
+            e
+        };
+        let problems = |section: u8,
+                        kind: IndexKind,
+                        entries: Vec<(Vec<u8>, Vec<u8>)>,
+                        first: Option<Vec<u8>>| {
+            let mut raw = Vec::new();
+            for (v, k) in &entries {
+                put_bytes(&mut raw, v);
+                put_bytes(&mut raw, k);
+            }
+            let first = first.unwrap_or_else(|| entries[0].0.clone());
+            let bytes = snapshot_of_sections(
+                7,
+                seq,
+                vec![
+                    (
+                        SECTION_ROWS,
+                        0,
+                        IndexKind::Bytes,
+                        vec![(row_raw.clone(), b"a".to_vec())],
+                    ),
+                    (section, 1, kind, vec![(raw, first)]),
+                ],
+            );
+            std::fs::write(&path, bytes).unwrap();
+            let r = s.verify(7, &AllCommitted).unwrap();
+            r.problems
+                .listed
+                .iter()
+                .map(|p| p.detail.clone())
+                .collect::<Vec<_>>()
+        };
+        let keyed = entries(IndexKind::Numeric);
+        assert_eq!(keyed[0].1, b"c");
+        assert_eq!(keyed[1].0, keyed[2].0, "1.0 and 1.00 have one key");
+        assert_eq!(
+            problems(SECTION_INDEX_KEYED, IndexKind::Numeric, keyed.clone(), None),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(
+                SECTION_INDEX,
+                IndexKind::Bytes,
+                entries(IndexKind::Bytes),
+                None
+            ),
+            Vec::<String>::new()
+        );
+        // The stored bytes where the canonical keys belong.
+        assert_eq!(
+            problems(
+                SECTION_INDEX_KEYED,
+                IndexKind::Numeric,
+                entries(IndexKind::Bytes),
+                None
+            ),
+            ["index of column 1 (numeric) holds 3 entries that do not match the rows' 3 values"]
+        );
+        // In order, but b's entry says 1.5.
+        let mut wrong = keyed.clone();
+        wrong[2].0 = entry_key(IndexKind::Numeric, &[0x80, 0x80, 1, 0, 0x88, 0x13]);
+        assert!(wrong[1] < wrong[2]);
+        assert_eq!(
+            problems(SECTION_INDEX_KEYED, IndexKind::Numeric, wrong, None),
+            ["index of column 1 (numeric) holds 3 entries that do not match the rows' 3 values"]
+        );
+        let mut swapped = keyed.clone();
+        swapped.swap(0, 2);
+        assert_eq!(
+            problems(SECTION_INDEX_KEYED, IndexKind::Numeric, swapped, None),
+            ["index of column 1 (numeric): entries not in (index key, key) order"]
+        );
+        assert_eq!(
+            problems(SECTION_INDEX_KEYED, IndexKind::Numeric, keyed.clone(), Some(vec![9])),
+            ["index block of column 1 (numeric): the first index key is not the one the directory gives"]
+        );
+        // The rows hold 1.0 under an index of kind float8: not a value of the kind.
+        let p = problems(
+            SECTION_INDEX_KEYED,
+            IndexKind::Float8,
+            entries(IndexKind::Float8),
+            None,
+        );
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("the row under key 61 has in column 1, which the snapshot indexes by kind float8, not a valid float8 value: 4 bytes"),
+            "{p:?}"
+        );
     }
 
     fn reader_over(bytes: &[u8]) -> (tempfile::TempDir, SegmentReader) {

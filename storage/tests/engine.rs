@@ -569,7 +569,7 @@ fn snapshot_corruption_is_detected_on_load() {
             .map(|i| ins(T, &format!("key{i:05}"), &[(1, &format!("value {i}"))]))
             .collect();
         s.append(&[txn(1, events)], &AllCommitted).unwrap();
-        s.create_index(T, 1).unwrap();
+        s.create_index(T, 1, IndexKind::Bytes).unwrap();
         s.snapshot(T, 3000, &AllCommitted).unwrap();
     }
     let path = dir
@@ -611,7 +611,7 @@ fn snapshot_corruption_is_detected_on_load() {
 #[test]
 fn indexes_answer_at_every_seq() {
     let (_d, mut s) = setup();
-    s.create_index(T, 2).unwrap();
+    s.create_index(T, 2, IndexKind::Bytes).unwrap();
     s.append(
         &[txn(
             1,
@@ -696,7 +696,7 @@ fn indexes_answer_at_every_seq() {
         })
     ));
     // An index created after the snapshot is rebuilt from it; the next snapshot holds it.
-    s.create_index(T, 1).unwrap();
+    s.create_index(T, 1, IndexKind::Bytes).unwrap();
     assert_eq!(
         keys(s.index_eq(T, 1, b"y", 3, &AllCommitted).unwrap()),
         ["b"]

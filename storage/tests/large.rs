@@ -159,8 +159,8 @@ fn a_row_of_70_mib_snapshots_and_reads_back() {
     let seq = {
         let mut s = Store::open(&root, cfg()).unwrap();
         s.create_table(T).unwrap();
-        s.create_index(T, 1).unwrap();
-        s.create_index(T, 2).unwrap();
+        s.create_index(T, 1, IndexKind::Bytes).unwrap();
+        s.create_index(T, 2, IndexKind::Bytes).unwrap();
         let events = |range: std::ops::Range<usize>| -> Vec<Event> {
             range
                 .map(|i| insert(expected[i].0.clone(), expected[i].1.clone()))
@@ -293,7 +293,7 @@ fn a_key_of_65_mib_gets_blocks_of_its_own_in_every_section() {
     expected.push((b"z".to_vec(), bytes_row(vec![(1, b"after".to_vec())])));
     let mut s = Store::open(&root, cfg()).unwrap();
     s.create_table(T).unwrap();
-    s.create_index(T, 1).unwrap();
+    s.create_index(T, 1, IndexKind::Bytes).unwrap();
     let events: Vec<Event> = expected
         .iter()
         .map(|(k, r)| insert(k.clone(), r.clone()))

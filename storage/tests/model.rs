@@ -358,7 +358,9 @@ fn run(actions: Vec<Action>) {
                 store = Store::open(dir.path(), config()).unwrap();
             }
             Action::Index(t, c) => {
-                store.create_index(TABLES[t as usize], c as u16).unwrap();
+                store
+                    .create_index(TABLES[t as usize], c as u16, IndexKind::Bytes)
+                    .unwrap();
                 model.indexes.insert((TABLES[t as usize], c as u16));
             }
             Action::Check(a, b) => {

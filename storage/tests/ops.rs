@@ -82,7 +82,7 @@ fn table_stats_match_the_files_and_the_state() {
     assert_eq!((early.events.count, early.live_rows), (5, 5));
 
     // A snapshot, an index, more changes on top of it.
-    s.create_index(T, 1).unwrap();
+    s.create_index(T, 1, IndexKind::Bytes).unwrap();
     s.snapshot(T, at, &fates).unwrap();
     s.append(
         &[txn(

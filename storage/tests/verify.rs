@@ -47,7 +47,7 @@ fn build() -> Built {
     let mut s = Store::open(&root, config()).unwrap();
     s.create_table(T).unwrap();
     s.create_table(U).unwrap();
-    s.create_index(T, 1).unwrap();
+    s.create_index(T, 1, IndexKind::Bytes).unwrap();
     let (mut t_frames, mut t_events, mut u_frames, mut u_events) = (0, 0, 0, 0);
     let mut snaps = Vec::new();
     for i in 1..=12u64 {

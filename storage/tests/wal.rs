@@ -107,7 +107,7 @@ fn replaying_the_log_gives_the_same_files_and_the_same_reads() {
         }
         s.append(&[txn(i + 1, events)], &AllCommitted).unwrap();
         if i == 10 {
-            s.create_index(1, 2).unwrap();
+            s.create_index(1, 2, IndexKind::Bytes).unwrap();
         }
         if i % 9 == 8 {
             let at = s.current_seq().unwrap();

@@ -43,6 +43,7 @@ pub struct TableStats {
     pub log_bytes: u64,
     pub segments: u64,
     pub snapshot: Option<SnapshotStats>,
+    /// The indexed columns, ascending (their kinds: [`Store::indexes`]).
     pub indexes: Vec<ColumnId>,
 }
 
@@ -101,7 +102,7 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        let indexes = self.indexes(id)?;
+        let indexes = self.indexes(id)?.into_iter().map(|(c, _)| c).collect();
         Ok(TableStats {
             events: EventCount {
                 created_seq,
