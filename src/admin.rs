@@ -8,6 +8,7 @@ use crate::error::DriftError;
 use crate::shmem;
 use crate::table::TableInfo;
 use crate::txn::{self, Ddl};
+use driftdb_storage::IndexKind;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -32,15 +33,9 @@ pub(crate) fn owned_table(relid: pg_sys::Oid, mode: u32) -> TableInfo {
 
 /// The column named `name`; one to index must have a type whose stored bytes decide
 /// equality (an index on another is dropped without that check).
-pub(crate) fn column_id(info: &TableInfo, name: &str, to_index: bool) -> u16 {
+pub(crate) fn column_id(info: &TableInfo, name: &str) -> u16 {
     match info.columns.iter().find(|c| !c.dropped && c.name == name) {
-        Some(c) => {
-            if to_index {
-                // SAFETY: catalog lookups inside the calling transaction.
-                unsafe { datum::check_index_type_by_catalog(c) }.unwrap_or_else(|e| e.report());
-            }
-            c.id()
-        }
+        Some(c) => c.id(),
         None => DriftError::NoSuchColumn {
             relid: info.relid,
             column: name.to_string(),
@@ -49,9 +44,24 @@ pub(crate) fn column_id(info: &TableInfo, name: &str, to_index: bool) -> u16 {
     }
 }
 
+/// The column named `name` to index, and the kind of index its type takes (refused when
+/// its type cannot be indexed).
+pub(crate) fn index_column(info: &TableInfo, name: &str) -> (u16, IndexKind) {
+    let id = column_id(info, name);
+    let col = info
+        .columns
+        .iter()
+        .find(|c| c.id() == id)
+        .expect("found by column_id");
+    // SAFETY: catalog lookups inside the calling transaction.
+    let kind = unsafe { datum::check_index_type_by_catalog(col) }.unwrap_or_else(|e| e.report());
+    (id, kind)
+}
+
 /// Creates a secondary index on a column of a DriftDB table, built from its history. It
-/// serves equality (and ranges, for integer-like, date and time types) in scans, at the
-/// current point and in the past. Takes effect when the transaction commits.
+/// serves equality (and ranges, for integer-like, date and time types, numeric, real,
+/// double precision, uuid, and text under the C collation) in scans, at the current point
+/// and in the past. Takes effect when the transaction commits.
 #[pg_extern(
     volatile,
     parallel_restricted,
@@ -66,8 +76,8 @@ fn drift_create_index(table_name: pg_sys::Oid, column_name: &str) {
     // As ANALYZE or CREATE INDEX CONCURRENTLY: reads and writes go on, a DROP or another
     // index change of the table waits for this transaction.
     let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
-    let col = column_id(&info, column_name, true);
-    txn::at_commit(Ddl::CreateIndex(info.id, col));
+    let (col, kind) = index_column(&info, column_name);
+    txn::at_commit(Ddl::CreateIndex(info.id, col, kind));
 }
 
 /// Drops the secondary index on a column. Takes effect when the transaction commits.
@@ -83,9 +93,8 @@ CREATE FUNCTION drift_drop_index(table_name regclass, column_name text) RETURNS 
 )]
 fn drift_drop_index(table_name: pg_sys::Oid, column_name: &str) {
     let info = owned_table(table_name, pg_sys::ShareUpdateExclusiveLock);
-    let col = column_id(&info, column_name, false);
-    let existing = engine::indexes(info.id);
-    if !existing.contains(&col) {
+    let col = column_id(&info, column_name);
+    if !engine::indexes(info.id).iter().any(|&(c, _)| c == col) {
         DriftError::NoSuchIndex {
             relid: info.relid,
             column: column_name.to_string(),

@@ -17,6 +17,7 @@
 //! terminated by 0x00 0x01 (everything else), so composite keys never run into each other.
 
 use crate::error::DriftError;
+use driftdb_storage::IndexKind;
 use pgrx::pg_sys;
 
 /// How to encode one attribute, read from the relation's tuple descriptor.
@@ -276,19 +277,45 @@ pub unsafe fn check_key_type_by_catalog(col: &Column) -> Result<(), DriftError> 
     }
 }
 
-/// [`check_key_type_by_catalog`] for an indexed column: types whose stored image does not
-/// decide equality cannot be indexed either.
+/// The index kind the engine keys a column's values by: `numeric`, `real` and `double
+/// precision` (and domains over them), whose equal values may have different images
+/// (1.0 and 1.00, 0 and -0), by a canonical, order-preserving key the engine derives from
+/// the stored image (so their indexes answer equality and ranges exactly); every other
+/// type by its stored bytes.
 ///
 /// # Safety
 /// Must run in a transaction (catalog lookups).
-pub unsafe fn check_index_type_by_catalog(col: &Column) -> Result<(), DriftError> {
+pub unsafe fn index_kind(typid: pg_sys::Oid) -> IndexKind {
     // SAFETY: per the caller.
-    unsafe { check_key_type_by_catalog(col) }.map_err(|e| match e {
-        DriftError::UnsupportedKeyType { column, why } => {
-            DriftError::UnsupportedIndexType { column, why }
-        }
-        other => other,
-    })
+    match unsafe { pg_sys::getBaseType(typid) } {
+        pg_sys::NUMERICOID => IndexKind::Numeric,
+        pg_sys::FLOAT4OID => IndexKind::Float4,
+        pg_sys::FLOAT8OID => IndexKind::Float8,
+        _ => IndexKind::Bytes,
+    }
+}
+
+/// The index kind of a column to index ([`index_kind`]); a type keyed by its bytes must
+/// pass [`check_key_type_by_catalog`]: types whose stored image does not decide equality
+/// cannot be indexed by it.
+///
+/// # Safety
+/// Must run in a transaction (catalog lookups).
+pub unsafe fn check_index_type_by_catalog(col: &Column) -> Result<IndexKind, DriftError> {
+    // SAFETY: per the caller.
+    let kind = unsafe { index_kind(col.typid) };
+    if kind != IndexKind::Bytes {
+        return Ok(kind);
+    }
+    // SAFETY: per the caller.
+    unsafe { check_key_type_by_catalog(col) }
+        .map(|()| kind)
+        .map_err(|e| match e {
+            DriftError::UnsupportedKeyType { column, why } => {
+                DriftError::UnsupportedIndexType { column, why }
+            }
+            other => other,
+        })
 }
 
 /// `Ok` when equal values of `typid` (with `typmod`, under `collation`) always have equal

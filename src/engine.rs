@@ -146,9 +146,11 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
     })
 }
 
-/// The columns of table `id` that have a secondary index (none for a table without files
-/// yet).
-pub fn indexes(id: driftdb_storage::TableId) -> Vec<driftdb_storage::ColumnId> {
+/// The columns of table `id` that have a secondary index, with the index's kind (none for
+/// a table without files yet).
+pub fn indexes(
+    id: driftdb_storage::TableId,
+) -> Vec<(driftdb_storage::ColumnId, driftdb_storage::IndexKind)> {
     with_store(|s| match s.indexes(id) {
         Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(Vec::new()),
         other => other,

@@ -20,7 +20,7 @@
 //!   refers to them as `{"long_value": n}`. An events relation without that column is
 //!   read as having none.
 
-use crate::admin::{column_id, owned_table};
+use crate::admin::{index_column, owned_table};
 use crate::datum::{self, Column};
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
@@ -299,7 +299,7 @@ pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -
         for col in info
             .columns
             .iter()
-            .filter(|c| !c.dropped && indexed.contains(&c.id()))
+            .filter(|c| !c.dropped && indexed.iter().any(|&(i, _)| i == c.id()))
         {
             let mut values = [pg_sys::Datum::from(0usize); 8];
             let mut nulls = [true; 8];
@@ -357,7 +357,7 @@ struct Importer<'a> {
     imported: i64,
     /// The columns of the INDEX rows read: indexed when the transaction commits, as
     /// `drift_create_index` does.
-    indexes: Vec<u16>,
+    indexes: Vec<(u16, driftdb_storage::IndexKind)>,
 }
 
 /// The CHECK (and NOT NULL) constraints of the table imported into, checked on each
@@ -444,9 +444,9 @@ impl Importer<'_> {
             },
             _ => bad("An INDEX row's data is not {\"column\": name}.".into()),
         };
-        let col = column_id(self.info, name, true);
-        if !self.indexes.contains(&col) {
-            self.indexes.push(col);
+        let (col, kind) = index_column(self.info, name);
+        if !self.indexes.iter().any(|&(c, _)| c == col) {
+            self.indexes.push((col, kind));
         }
     }
 
@@ -883,8 +883,8 @@ fn drift_import(table_name: pg_sys::Oid, events: pg_sys::Oid) -> i64 {
     }
     importer.end_group();
     importer.flush();
-    for col in std::mem::take(&mut importer.indexes) {
-        txn::at_commit(txn::Ddl::CreateIndex(info.id, col));
+    for (col, kind) in std::mem::take(&mut importer.indexes) {
+        txn::at_commit(txn::Ddl::CreateIndex(info.id, col, kind));
     }
     if let Some(checks) = importer.checks.take() {
         // SAFETY: after the last check.

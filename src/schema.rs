@@ -166,13 +166,22 @@ impl Recheck {
             for &pos in &info.key {
                 datum::check_key_type_by_catalog(&info.columns[pos]).unwrap_or_else(|e| e.report());
             }
-            let indexed = engine::indexes(info.id);
-            for col in info
-                .columns
-                .iter()
-                .filter(|c| !c.dropped && indexed.contains(&c.id()))
-            {
-                datum::check_index_type_by_catalog(col).unwrap_or_else(|e| e.report());
+            for (id, kind) in engine::indexes(info.id) {
+                let Some(col) = info.columns.iter().find(|c| !c.dropped && c.id() == id) else {
+                    continue;
+                };
+                let now = datum::check_index_type_by_catalog(col).unwrap_or_else(|e| e.report());
+                if now != kind {
+                    DriftError::UnsupportedIndexType {
+                        column: col.name.clone(),
+                        why: format!(
+                            "one its index no longer fits (the index keys values as {kind}, \
+                             the type needs {now}); drop the index first with \
+                             drift_drop_index, and create it again after"
+                        ),
+                    }
+                    .report()
+                }
             }
         }
     }
@@ -591,8 +600,7 @@ unsafe fn dropping_column(relid: pg_sys::Oid, attnum: i16) {
         .report()
     }
     let column = attnum as u16;
-    let indexed = engine::indexes(info.id);
-    if indexed.contains(&column) {
+    if engine::indexes(info.id).iter().any(|&(c, _)| c == column) {
         txn::at_commit(Ddl::DropIndex(info.id, column));
     }
 }

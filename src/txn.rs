@@ -61,7 +61,7 @@ pub enum Ddl {
     /// Every table of the database with this oid (its ids' high 32 bits).
     DropDatabase(u32),
     /// Create or drop a secondary index at PRE_COMMIT (where an error still aborts).
-    CreateIndex(TableId, u16),
+    CreateIndex(TableId, u16, driftdb_storage::IndexKind),
     DropIndex(TableId, u16),
 }
 
@@ -224,11 +224,12 @@ fn apply_index_ddl(
 ) -> driftdb_storage::Result<()> {
     for (op, _) in ddl {
         match *op {
-            Ddl::CreateIndex(table, col) => {
-                if let Err(driftdb_storage::Error::NoSuchTable(_)) = store.create_index(table, col)
+            Ddl::CreateIndex(table, col, kind) => {
+                if let Err(driftdb_storage::Error::NoSuchTable(_)) =
+                    store.create_index(table, col, kind)
                 {
                     store.create_table(table)?;
-                    store.create_index(table, col)?;
+                    store.create_index(table, col, kind)?;
                 }
             }
             Ddl::DropIndex(table, col) => match store.drop_index(table, col) {

@@ -1,12 +1,14 @@
 //! Which restrictions of a scan DriftDB answers itself: equality on the whole primary key,
 //! an IN list on a one-column key, or equality or a range on a column with a secondary
-//! index (ranges only for types whose stored bytes sort like their values). Only exact
+//! index (ranges for types whose stored bytes sort like their values, and on numeric and
+//! float indexes, which the engine keys canonically). Only exact
 //! matches are pushed (the type's own btree operators on both sides, a deterministic
 //! collation), and Postgres still checks every qual on the rows returned, so pushdown
 //! narrows a scan and never changes its answer.
 
 use crate::datum;
 use crate::table::TableInfo;
+use driftdb_storage::IndexKind;
 use pgrx::pg_sys;
 use pgrx::PgList;
 
@@ -87,7 +89,8 @@ pub struct Choice {
 }
 
 /// The btree strategy (1 <, 2 <=, 3 =, 4 >=, 5 >) of `opno` for the column's type, seen
-/// from the column's side, when both operands have the column's type.
+/// from the column's side, when both operands have the column's type (a domain's column
+/// is compared as its base type, by the base type's operators).
 unsafe fn strategy(
     opno: pg_sys::Oid,
     typid: pg_sys::Oid,
@@ -95,7 +98,8 @@ unsafe fn strategy(
     var_on_left: bool,
 ) -> Option<i32> {
     unsafe {
-        if pg_sys::exprType(other) != typid {
+        let typid = pg_sys::getBaseType(typid);
+        if pg_sys::getBaseType(pg_sys::exprType(other)) != typid {
             return None;
         }
         let tc = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_BTREE_OPFAMILY as i32);
@@ -119,7 +123,7 @@ pub unsafe fn choose(
     info: &TableInfo,
     relid: pg_sys::Index,
     restrictinfo: *mut pg_sys::List,
-    indexes: &[u16],
+    indexes: &[(u16, IndexKind)],
 ) -> Choice {
     let full = Choice {
         access: Access::Full,
@@ -161,21 +165,24 @@ pub unsafe fn choose(
                                 break;
                             }
                         }
-                        if !indexes.contains(&col.id()) {
+                        let Some(&(_, kind)) = indexes.iter().find(|(c, _)| *c == col.id()) else {
                             continue;
-                        }
+                        };
                         let collation_ok = (*op).inputcollid == pg_sys::InvalidOid
                             || pg_sys::get_collation_isdeterministic((*op).inputcollid);
                         match strategy((*op).opno, col.typid, val, var_on_left) {
                             Some(3) if collation_ok && index_eq.is_none() => {
                                 index_eq = Some((attno, val.cast()));
                             }
+                            // A canonical index key sorts like the values; stored bytes
+                            // do for some types only.
                             Some(st)
                                 if st != 3
-                                    && datum::bytes_sort_like_values(
-                                        col.typid,
-                                        (*op).inputcollid,
-                                    ) =>
+                                    && (kind != IndexKind::Bytes
+                                        || datum::bytes_sort_like_values(
+                                            col.typid,
+                                            (*op).inputcollid,
+                                        )) =>
                             {
                                 let entry = match ranges.iter_mut().find(|r| r.0 == attno) {
                                     Some(e) => e,
