@@ -117,6 +117,7 @@ mod tests {
                 point: Point::Time,
                 needed,
                 as_of_function: pg_sys::Oid::from(4_000_000_000u32),
+                prelock: Some(crate::rowlock::Strength::NoKeyUpdate),
             };
             // SAFETY: a list made here, copied as the plan cache copies plans.
             let back = unsafe {

@@ -42,6 +42,22 @@ pub enum Strength {
 }
 
 impl Strength {
+    /// The strength's number in a plan (`fdw_private`).
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_code(code: i32) -> Option<Strength> {
+        [
+            Strength::KeyShare,
+            Strength::Share,
+            Strength::NoKeyUpdate,
+            Strength::Update,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
     /// The heavyweight mode Postgres takes for the same heap tuple lock.
     fn mode(self) -> pg_sys::LOCKMODE {
         (match self {

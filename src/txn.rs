@@ -43,6 +43,10 @@ struct State {
     /// Keys of the rows returned by the scan of each UPDATE/DELETE target, by position:
     /// the scan puts the position in the row's ctid, the modify callbacks look it up.
     target_keys: BTreeMap<u32, Vec<Vec<u8>>>,
+    /// Rows of those scans that the scan itself locked and found changed by a transaction
+    /// that committed after the statement's snapshot (see `scan::iterate_foreign_scan`):
+    /// the newest version, which the scan returned instead, by (scan, position).
+    target_newest: HashMap<(u32, u64), Row>,
     /// For each key this transaction updated or deleted: the committed row it based the
     /// change on (as its snapshot saw it). At commit the row must still be that, or some
     /// other transaction changed it meanwhile and this one fails with 40001 (no lost
@@ -395,19 +399,35 @@ pub fn register_target_scan() -> u32 {
     })
 }
 
-/// Records the key of row `n` of target scan `scan` (rows are numbered from 0).
-pub fn record_target_key(scan: u32, key: Vec<u8>) -> u64 {
+/// Records the key of the next row of target scan `scan` (rows are numbered from 0), and
+/// the newest version the scan returned for it when it locked the row and found it
+/// changed since the statement's snapshot. Returns the row's number.
+pub fn record_target_key(scan: u32, key: Vec<u8>, newest: Option<Row>) -> u64 {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         let keys = s.target_keys.get_mut(&scan).expect("registered");
         keys.push(key);
-        keys.len() as u64 - 1
+        let n = keys.len() as u64 - 1;
+        if let Some(row) = newest {
+            s.target_newest.insert((scan, n), row);
+        }
+        n
     })
 }
 
 /// Forgets the keys of target scan `scan`, which has ended.
 pub fn release_target_scan(scan: u32) {
-    STATE.with(|s| s.borrow_mut().target_keys.remove(&scan));
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.target_keys.remove(&scan);
+        s.target_newest.retain(|&(sc, _), _| sc != scan);
+    });
+}
+
+/// The newest version target scan `scan` returned for its row `n`, having locked it
+/// (see [`record_target_key`]).
+pub fn target_newest(scan: u32, n: u64) -> Option<Row> {
+    STATE.with(|s| s.borrow().target_newest.get(&(scan, n)).cloned())
 }
 
 /// The key of row `n` of target scan `scan`.

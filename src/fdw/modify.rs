@@ -277,13 +277,19 @@ unsafe fn ctid_of(
     }
 }
 
-unsafe fn target_key(state: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> Vec<u8> {
+/// The key of the row being changed, and the newest version of it when the scan locked
+/// it and returned that version (see `scan::lock_returned_row`).
+unsafe fn target_key(
+    state: &ModifyState,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> (Vec<u8>, Option<Row>) {
     unsafe {
         let tid = ctid_of(state, plan_slot);
         let (scan, n) = from_ctid(&tid);
-        txn::target_key(scan, n).unwrap_or_else(|| {
+        let key = txn::target_key(scan, n).unwrap_or_else(|| {
             DriftError::Internal(format!("no row {n} in target scan {scan}")).report()
-        })
+        });
+        (key, txn::target_newest(scan, n))
     }
 }
 
@@ -392,17 +398,26 @@ fn conflict_is_invisible(info: &TableInfo, key: &[u8]) -> bool {
 /// Locks the row an UPDATE or DELETE changes and finds what it is now. Returns the row to
 /// change and, when another transaction changed it after the statement's snapshot (READ
 /// COMMITTED), the recheck's output row; `None` when the row is to be skipped (deleted
-/// meanwhile, or no longer matching the statement's conditions).
+/// meanwhile, or no longer matching the statement's conditions). `newest`: the version
+/// the scan already locked and returned (the statement's new row was computed from it,
+/// and its BEFORE ROW triggers fired on it), which stays the newest while the lock holds.
 unsafe fn lock_target(
     state: &ModifyState,
     rinfo: *mut pg_sys::ResultRelInfo,
     plan_slot: *mut pg_sys::TupleTableSlot,
     key: &[u8],
+    newest: Option<Row>,
     strength: Strength,
 ) -> Option<(Row, *mut pg_sys::TupleTableSlot)> {
     let info = &state.info;
     rowlock::lock_row(info.relid, key, strength, Wait::Block);
-    match unsafe { after_lock(info, key) } {
+    let found = match (unsafe { after_lock(info, key) }, newest) {
+        (Locked::Changed(Some(latest)), Some(newest)) if latest == newest => {
+            Locked::Unchanged(Some(latest), Some(newest))
+        }
+        (found, _) => found,
+    };
+    match found {
         Locked::Unchanged(current, base) => {
             txn::expect(info.relid, info.id, key, base);
             // None: deleted earlier by this transaction, nothing left to change.
@@ -435,7 +450,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     unsafe {
         let state = modify_state(rinfo);
         let info = &state.info;
-        let old_key = target_key(state, plan_slot);
+        let (old_key, newest) = target_key(state, plan_slot);
         let mut stays = check_constraints(estate, rinfo, slot, true);
         let (mut new_key, mut new) = info.row_from_slot(slot, false);
         // Heap takes FOR UPDATE strength when the key changes or the row leaves its
@@ -445,7 +460,8 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             Some(k) if *k != old_key => Strength::Update,
             _ => Strength::NoKeyUpdate,
         };
-        let Some((old, rechecked)) = lock_target(state, rinfo, plan_slot, &old_key, strength)
+        let Some((old, rechecked)) =
+            lock_target(state, rinfo, plan_slot, &old_key, newest, strength)
         else {
             return std::ptr::null_mut();
         };
@@ -592,8 +608,9 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
     unsafe {
         let state = modify_state(rinfo);
         let info = &state.info;
-        let key = target_key(state, plan_slot);
-        let Some((old, _)) = lock_target(state, rinfo, plan_slot, &key, Strength::Update) else {
+        let (key, newest) = target_key(state, plan_slot);
+        let Some((old, _)) = lock_target(state, rinfo, plan_slot, &key, newest, Strength::Update)
+        else {
             return std::ptr::null_mut();
         };
         push_event(info, key, Op::SoftDelete);

@@ -169,7 +169,7 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
 pub unsafe extern "C-unwind" fn get_foreign_plan(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _relid: pg_sys::Oid,
+    relid: pg_sys::Oid,
     _best_path: *mut pg_sys::ForeignPath,
     tlist: *mut pg_sys::List,
     scan_clauses: *mut pg_sys::List,
@@ -187,13 +187,18 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             });
         // A partition of a partitioned target is a result relation of its own
         // (`all_result_relids`), not the query's `resultRelation`.
-        let is_target = locked
-            || ((*parse).resultRelation == (*baserel).relid as i32
-                || pg_sys::bms_is_member((*baserel).relid as i32, (*root).all_result_relids))
-                && matches!(
-                    (*parse).commandType,
-                    pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
-                );
+        let modified = ((*parse).resultRelation == (*baserel).relid as i32
+            || pg_sys::bms_is_member((*baserel).relid as i32, (*root).all_result_relids))
+            && matches!(
+                (*parse).commandType,
+                pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
+            );
+        let is_target = locked || modified;
+        let prelock = if modified {
+            trigger_lock(relid, (*parse).commandType)
+        } else {
+            None
+        };
         // The scan's quals are the relation's restrictions (DriftDB paths are never
         // parameterized), which the choice was made from.
         let c = planned_choice(baserel);
@@ -219,6 +224,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             point,
             needed: needed_attrs(baserel),
             as_of_function: funcid,
+            prelock,
         };
         pg_sys::make_foreignscan(
             tlist,
@@ -230,6 +236,46 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             std::ptr::null_mut(),
             outer_plan,
         )
+    }
+}
+
+/// The row lock the scan of an UPDATE or DELETE target takes itself, when the table has
+/// BEFORE ROW triggers for the command: heap locks a row and finds its newest version
+/// before those triggers fire (`GetTupleForTrigger`), so that they fire once, on the row
+/// the statement changes. Postgres fires a foreign table's on the row its scan returned,
+/// so the scan locks each row that passes the statement's conditions and returns its
+/// newest version (see `scan::iterate_foreign_scan`). Without such triggers the lock is
+/// taken where the change is made (`modify::lock_target`), as heap takes it.
+///
+/// # Safety
+/// Planner callback context: `relid` is a relation of the query being planned, locked.
+unsafe fn trigger_lock(
+    relid: pg_sys::Oid,
+    cmd: pg_sys::CmdType::Type,
+) -> Option<crate::rowlock::Strength> {
+    use crate::rowlock::Strength;
+    // SAFETY: the relation is open and locked by the planner; its trigger descriptor
+    // lives in the relcache entry until it is closed below.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
+            return None;
+        }
+        let trig = (*rel).trigdesc;
+        let (fires, strength) = match cmd {
+            // An UPDATE that changes the key upgrades the lock where it changes the row.
+            pg_sys::CmdType::CMD_UPDATE => (
+                !trig.is_null() && (*trig).trig_update_before_row,
+                Strength::NoKeyUpdate,
+            ),
+            pg_sys::CmdType::CMD_DELETE => (
+                !trig.is_null() && (*trig).trig_delete_before_row,
+                Strength::Update,
+            ),
+            _ => (false, Strength::Update),
+        };
+        pg_sys::RelationClose(rel);
+        fires.then_some(strength)
     }
 }
 
@@ -286,11 +332,13 @@ pub struct ScanPrivate {
     /// The `drift_as_of` function the scan came from (invalid in the present): the scan
     /// checks EXECUTE on it each time it starts, as a cached plan may run for another role.
     pub as_of_function: pg_sys::Oid,
+    /// The lock the scan takes on each row it returns (see [`trigger_lock`]).
+    pub prelock: Option<crate::rowlock::Strength>,
 }
 
 impl ScanPrivate {
-    /// `fdw_private`: `[is_target, access, column, flags, point, as_of_function, n,
-    /// needed...]`, with `n` -1 when every column is needed.
+    /// `fdw_private`: `[is_target, access, column, flags, point, as_of_function, prelock,
+    /// n, needed...]`, with `prelock` -1 for none and `n` -1 when every column is needed.
     pub fn to_list(&self) -> *mut pg_sys::List {
         let mut ints = vec![
             self.is_target as i32,
@@ -299,6 +347,7 @@ impl ScanPrivate {
             self.flags,
             self.point as i32,
             self.as_of_function.to_u32() as i32,
+            self.prelock.map_or(-1, |s| s.code()),
         ];
         match &self.needed {
             None => ints.push(-1),
@@ -329,13 +378,17 @@ impl ScanPrivate {
         let bad = || -> ! {
             DriftError::Internal(format!("a DriftDB scan plan holds {ints:?}")).report()
         };
-        if ints.len() < 7 {
+        if ints.len() < 8 {
             bad()
         }
-        let needed = match ints[6] {
+        let needed = match ints[7] {
             -1 => None,
-            n if n >= 0 && ints.len() == 7 + n as usize => Some(ints[7..].to_vec()),
+            n if n >= 0 && ints.len() == 8 + n as usize => Some(ints[8..].to_vec()),
             _ => bad(),
+        };
+        let prelock = match ints[6] {
+            -1 => None,
+            code => Some(crate::rowlock::Strength::from_code(code).unwrap_or_else(|| bad())),
         };
         ScanPrivate {
             is_target: ints[0] != 0,
@@ -344,6 +397,7 @@ impl ScanPrivate {
             flags: ints[3],
             point: Point::from_i32(ints[4]),
             as_of_function: pg_sys::Oid::from(ints[5] as u32),
+            prelock,
             needed,
         }
     }

@@ -255,6 +255,9 @@ struct ScanState {
     needed: Option<Vec<bool>>,
     /// Set when this scan feeds an UPDATE/DELETE: its slot in the key registry.
     target: Option<u32>,
+    /// The lock this scan takes on each row it returns (a target with BEFORE ROW
+    /// triggers, see `plan::trigger_lock`).
+    prelock: Option<crate::rowlock::Strength>,
     /// The role whose privileges the scan reads with (a view's owner), or invalid for
     /// the current user's.
     check_as: pg_sys::Oid,
@@ -329,6 +332,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             point_expr,
             rows: None,
             target: is_target.then(txn::register_target_scan),
+            prelock: private.prelock,
             check_as: crate::compat::scan_check_as_user(node),
         };
         // Freed with the query's memory context, also when the query fails.
@@ -359,19 +363,90 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 }
             });
         }
-        match state.rows.as_mut().expect("opened").next() {
-            Some(row) => {
-                state.info.store_some(slot, &row, state.needed.as_deref());
-                if let Some(scan) = state.target {
-                    let n = txn::record_target_key(scan, row.key().to_vec());
-                    (*slot).tts_tid = ctid_for(scan, n);
-                }
-                slot
-            }
-            None => {
+        loop {
+            let Some(row) = state.rows.as_mut().expect("opened").next() else {
                 pg_sys::ExecClearTuple(slot);
-                slot
+                return slot;
+            };
+            state.info.store_some(slot, &row, state.needed.as_deref());
+            let Some(scan) = state.target else {
+                return slot;
+            };
+            let key = row.key().to_vec();
+            let mut newest = None;
+            if let Some(strength) = state.prelock {
+                match lock_returned_row(node, state, slot, &key, strength) {
+                    Returned::Skip => continue,
+                    Returned::AsRead => {}
+                    Returned::Newest(row) => newest = Some(row),
+                }
             }
+            let n = txn::record_target_key(scan, key, newest);
+            (*slot).tts_tid = ctid_for(scan, n);
+            return slot;
+        }
+    }
+}
+
+/// What a scan that locks its rows returns for one row.
+enum Returned {
+    /// Nothing: the statement's conditions leave it out, or it was deleted meanwhile.
+    Skip,
+    /// The row as the scan read it (nobody changed it since the snapshot).
+    AsRead,
+    /// Its newest version, committed after the snapshot, now in the slot.
+    Newest(driftdb_storage::Row),
+}
+
+/// Locks row `key`, just read into `slot`, for an UPDATE or DELETE whose BEFORE ROW
+/// triggers fire on the row the scan returns (`plan::trigger_lock`), as heap locks the row
+/// before its triggers fire: only a row that passes the statement's conditions (evaluated
+/// here as the scan node would; Postgres evaluates them again on what is returned), and,
+/// when another transaction committed a change to it after the snapshot, its newest
+/// version is returned instead (READ COMMITTED, whose conditions Postgres then checks on
+/// it), or a serialization failure (REPEATABLE READ), as heap's EvalPlanQual does.
+///
+/// # Safety
+/// `node` is the running foreign scan whose state is `state` and scan slot `slot`.
+unsafe fn lock_returned_row(
+    node: *mut pg_sys::ForeignScanState,
+    state: &ScanState,
+    slot: *mut pg_sys::TupleTableSlot,
+    key: &[u8],
+    strength: crate::rowlock::Strength,
+) -> Returned {
+    use crate::fdw::modify::{after_lock, uses_transaction_snapshot, Locked};
+    // SAFETY: the node's expression context and qual belong to this running scan; the
+    // executor called us in the context's per-tuple memory, which it resets per row, as
+    // is done here for a row left out.
+    unsafe {
+        let econtext = (*node).ss.ps.ps_ExprContext;
+        (*econtext).ecxt_scantuple = slot;
+        if !pg_sys::ExecQual((*node).ss.ps.qual, econtext) {
+            pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+            return Returned::Skip;
+        }
+    }
+    crate::rowlock::lock_row(state.info.relid, key, strength, crate::rowlock::Wait::Block);
+    // SAFETY: inside the scan's statement (after_lock reads the active snapshot).
+    match unsafe { after_lock(&state.info, key) } {
+        Locked::Unchanged(..) => Returned::AsRead,
+        Locked::Changed(_) if uses_transaction_snapshot() => DriftError::ConcurrentChange {
+            relid: state.info.relid,
+            key: key.to_vec(),
+        }
+        .report(),
+        Locked::Changed(None) => {
+            // SAFETY: as above: the row is left out.
+            unsafe {
+                pg_sys::MemoryContextReset((*(*node).ss.ps.ps_ExprContext).ecxt_per_tuple_memory)
+            };
+            Returned::Skip
+        }
+        Locked::Changed(Some(row)) => {
+            // SAFETY: the scan's own slot, filled with every column of the newest row.
+            unsafe { state.info.store_row(slot, &row) };
+            Returned::Newest(row)
         }
     }
 }

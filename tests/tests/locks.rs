@@ -280,6 +280,107 @@ fn a_row_moving_between_partitions_waits_and_moves_the_new_version() {
 }
 
 #[test]
+fn before_row_triggers_fire_once_on_the_row_the_statement_changes() {
+    // Heap locks a row and finds its newest version before BEFORE ROW triggers fire
+    // (GetTupleForTrigger): a waiting UPDATE's trigger fires once, on the row it changes.
+    let cluster = Cluster::start("brtrig", CONF);
+    let mut a = cluster.create_db("app");
+    a.batch_execute(
+        "CREATE FOREIGN TABLE bt (id int NOT NULL, v int, w int) SERVER drift \
+           OPTIONS (primary_key 'id'); \
+         INSERT INTO bt VALUES (1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 4, 0); \
+         CREATE TABLE audit (op text, id int, v int); \
+         CREATE FUNCTION bt_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO audit VALUES (TG_OP, OLD.id, OLD.v); \
+           IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; \
+           NEW.w := NEW.v * 10; RETURN NEW; END $$; \
+         CREATE TRIGGER bt_upd BEFORE UPDATE ON bt FOR EACH ROW EXECUTE FUNCTION bt_note(); \
+         CREATE TRIGGER bt_del BEFORE DELETE ON bt FOR EACH ROW EXECUTE FUNCTION bt_note();",
+    )
+    .unwrap();
+    let mut watch = cluster.connect("app");
+    let mut b = cluster.connect("app");
+    let b_pid = pid(&mut b);
+    let audit = |c: &mut Client| -> Vec<(String, i32, i32)> {
+        c.query("SELECT op, id, v FROM audit ORDER BY op, id, v", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+
+    // UPDATE: the waiter's trigger sees the row the first writer left, and what it sets
+    // is kept.
+    a.batch_execute("BEGIN; UPDATE bt SET v = v + 10 WHERE id = 1")
+        .unwrap();
+    let h = spawn(b, "UPDATE bt SET v = v + 1 WHERE v > 0 AND id = 1");
+    assert_eq!(lock_wait_of(&mut watch, b_pid), "Lock:tuple");
+    a.batch_execute("COMMIT").unwrap();
+    let (r, b2) = h.join().unwrap();
+    b = b2;
+    assert_eq!(r.unwrap(), 1);
+    let row: (i32, i32) = {
+        let r = a
+            .query_one("SELECT v, w FROM bt WHERE id = 1", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(row, (12, 120));
+    assert_eq!(
+        audit(&mut a),
+        [("UPDATE".to_string(), 1, 1), ("UPDATE".to_string(), 1, 11)]
+    );
+
+    // A row the statement's conditions leave out is not locked (heap locks only the rows
+    // it changes): the second statement does not wait for the first's row 2.
+    a.batch_execute("BEGIN; UPDATE bt SET v = 20 WHERE id = 2")
+        .unwrap();
+    b.batch_execute("SET lock_timeout = '5s'").unwrap();
+    assert_eq!(
+        b.execute("UPDATE bt SET v = v + 1 WHERE v = 3", &[])
+            .unwrap(),
+        1
+    );
+    // The newest version no longer matching: skipped, its trigger not fired.
+    let h = spawn(b, "UPDATE bt SET v = v + 1 WHERE v = 2");
+    lock_wait_of(&mut watch, b_pid);
+    a.batch_execute("COMMIT").unwrap();
+    let (r, b2) = h.join().unwrap();
+    b = b2;
+    assert_eq!(r.unwrap(), 0);
+
+    // DELETE: the trigger sees the newest row too.
+    a.batch_execute("BEGIN; UPDATE bt SET v = 40 WHERE id = 4")
+        .unwrap();
+    let h = spawn(b, "DELETE FROM bt WHERE id = 4");
+    lock_wait_of(&mut watch, b_pid);
+    a.batch_execute("COMMIT").unwrap();
+    let (r, b2) = h.join().unwrap();
+    b = b2;
+    assert_eq!(r.unwrap(), 1);
+    let deletes: Vec<_> = audit(&mut a)
+        .into_iter()
+        .filter(|(op, _, _)| op == "DELETE")
+        .collect();
+    assert_eq!(deletes, [("DELETE".to_string(), 4, 40)]);
+
+    // REPEATABLE READ: 40001 once the first writer commits, with no trigger fired.
+    let before = audit(&mut a).len();
+    b.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1 FROM bt LIMIT 1")
+        .unwrap();
+    a.batch_execute("BEGIN; UPDATE bt SET v = 50 WHERE id = 3")
+        .unwrap();
+    let h = spawn(b, "UPDATE bt SET v = v + 1 WHERE id = 3");
+    lock_wait_of(&mut watch, b_pid);
+    a.batch_execute("COMMIT").unwrap();
+    let (r, mut b) = h.join().unwrap();
+    assert_eq!(sqlstate(&r.unwrap_err()), "40001");
+    b.batch_execute("ROLLBACK").unwrap();
+    // The first writer's own trigger fired (one row); the waiter's did not.
+    assert_eq!(audit(&mut a).len(), before + 1);
+}
+
+#[test]
 fn locking_reads_conflict_as_heap_row_locks_do() {
     let cluster = Cluster::start("strengths", CONF);
     let mut a = cluster.create_db("app");
