@@ -13,6 +13,7 @@ mod group;
 mod hash;
 mod index;
 mod journal;
+pub mod ledger;
 mod log;
 mod settled;
 mod snapshot;
@@ -30,6 +31,7 @@ pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use hash::{FastMap, FastState};
 pub use index::{index_key, IndexKind};
+pub use ledger::{ConsistencyProof, InclusionProof, LedgerDigest, MerkleTree, ProofError};
 pub use settled::{SettledFates, FATES_FILE};
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{
