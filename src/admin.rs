@@ -1,10 +1,10 @@
 //! Administration functions: secondary indexes and snapshots.
 
-use crate::compat;
 use crate::datum;
 use crate::drop::is_driftdb_table;
 use crate::engine;
 use crate::error::DriftError;
+use crate::pg::compat;
 use crate::shmem;
 use crate::table::TableInfo;
 use crate::txn::{self, Ddl};

@@ -83,7 +83,7 @@ unsafe extern "C-unwind" fn check_as_of(
             return false;
         }
         let setter =
-            crate::compat::guc_extra(std::mem::size_of::<pg_sys::Oid>()) as *mut pg_sys::Oid;
+            crate::pg::compat::guc_extra(std::mem::size_of::<pg_sys::Oid>()) as *mut pg_sys::Oid;
         if setter.is_null() {
             return false;
         }

@@ -55,7 +55,7 @@ fn settled_fate(full: u64) -> Option<Fate> {
     // compares xids with Postgres' wraparound-aware comparison.
     let forgotten = unsafe {
         pg_sys::TransactionIdIsNormal(xid)
-            && pg_sys::TransactionIdPrecedes(xid, crate::compat::oldest_clog_xid())
+            && pg_sys::TransactionIdPrecedes(xid, crate::pg::compat::oldest_clog_xid())
     };
     if forgotten {
         DriftError::FateForgotten { xid: full }.report()

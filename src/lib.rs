@@ -8,7 +8,6 @@ use pgrx::prelude::*;
 
 mod admin;
 mod asof;
-mod compat;
 mod datum;
 mod drop;
 mod engine;
@@ -17,6 +16,7 @@ mod export;
 mod fdw;
 mod health;
 mod history;
+mod pg;
 mod rowlock;
 mod schema;
 mod shmem;

@@ -210,7 +210,7 @@ unsafe fn driftdb_relation(rv: *mut pg_sys::RangeVar, missing_ok: bool) -> Optio
         // history); anyone else gets Postgres' own 42501 from the statement itself.
         (relid != pg_sys::InvalidOid
             && is_driftdb_table(relid)
-            && crate::compat::owns_relation(relid))
+            && crate::pg::compat::owns_relation(relid))
         .then_some(relid)
     }
 }

@@ -156,7 +156,7 @@ impl WriteAhead for PgWal {
             let mut last = 0;
             for rec in &records {
                 pg_sys::XLogBeginInsert();
-                crate::compat::xlog_register_data(rec);
+                crate::pg::compat::xlog_register_data(rec);
                 last = pg_sys::XLogInsert(RMGR_ID, XLOG_DRIFTDB_FILE_OPS);
             }
             // WAL before data: the files are written only once their records are durable.

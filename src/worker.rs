@@ -135,7 +135,7 @@ fn affect_all_horizons() {
     // SAFETY: the flag is changed as Postgres changes it for a walsender: under
     // ProcArrayLock, in MyProc and in ProcGlobal's dense copy.
     unsafe {
-        let lock = crate::compat::proc_array_lock();
+        let lock = crate::pg::compat::proc_array_lock();
         pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         (*pg_sys::MyProc).statusFlags |= pg_sys::PROC_AFFECTS_ALL_HORIZONS as u8;
         let off = (*pg_sys::MyProc).pgxactoff as usize;

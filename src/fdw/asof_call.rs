@@ -171,7 +171,7 @@ unsafe fn as_of_call(
         }
         // Without EXECUTE on the function the call stays a call, which the executor
         // refuses with 42501 as for any function (#23).
-        if !crate::compat::may_execute((*call).funcid) {
+        if !crate::pg::compat::may_execute((*call).funcid) {
             return None;
         }
         Some((relid, point, (*call).funcid))
@@ -189,7 +189,7 @@ unsafe fn all_driftdb_parts(relid: pg_sys::Oid) -> bool {
             return false;
         }
         // Locked as the planner locks a parent's partitions when it expands them.
-        crate::compat::all_inheritors(relid, pg_sys::AccessShareLock as _)
+        crate::pg::compat::all_inheritors(relid, pg_sys::AccessShareLock as _)
             .into_iter()
             .all(|part| match pg_sys::get_rel_relkind(part) as u8 {
                 pg_sys::RELKIND_PARTITIONED_TABLE => true,
@@ -229,7 +229,7 @@ unsafe fn convert(
         // The whole row is read: SELECT on the table (or on every column), as for
         // `SELECT * FROM t`.
         let whole_row = pg_sys::bms_make_singleton(-pg_sys::FirstLowInvalidHeapAttributeNumber);
-        crate::compat::require_select(query, rte, whole_row);
+        crate::pg::compat::require_select(query, rte, whole_row);
     }
 }
 

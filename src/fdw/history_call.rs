@@ -70,7 +70,7 @@ pub unsafe fn push_down_keys(q: *mut pg_sys::Query) {
                 continue;
             };
             // Without EXECUTE on drift_history the call stays, and is refused (#23).
-            if !crate::compat::may_execute((*call).funcid) {
+            if !crate::pg::compat::may_execute((*call).funcid) {
                 continue;
             }
             super::asof_call::note_rewrite((*call).funcid);

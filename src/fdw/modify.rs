@@ -471,7 +471,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
             let old_slot = (*rinfo).ri_oldTupleSlot;
             info.store_row(old_slot, &old);
             slot = pg_sys::ExecGetUpdateNewTuple(rinfo, rechecked, old_slot);
-            crate::compat::compute_stored_generated(
+            crate::pg::compat::compute_stored_generated(
                 rinfo,
                 estate,
                 slot,
@@ -552,7 +552,7 @@ unsafe fn move_row(
         if returns_tableoid(rinfo) {
             refuse(pg_sys::InvalidOid, "RETURNING names tableoid")
         }
-        let (dest, dest_slot) = crate::compat::route_from_root(state.mtstate, rinfo, slot);
+        let (dest, dest_slot) = crate::pg::compat::route_from_root(state.mtstate, rinfo, slot);
         let to = (*(*dest).ri_RelationDesc).rd_id;
         if !crate::drop::is_driftdb_table(to) {
             refuse(to, "the partition it belongs in is not a DriftDB table")
@@ -562,7 +562,7 @@ unsafe fn move_row(
             refuse(to, "the partition it belongs in has row triggers ON INSERT")
         }
         (*dest_slot).tts_tableOid = to;
-        crate::compat::compute_stored_generated(
+        crate::pg::compat::compute_stored_generated(
             dest,
             estate,
             dest_slot,

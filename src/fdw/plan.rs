@@ -8,11 +8,11 @@
 //! whether that is a seq or a time, and the point's expression follows the key values in
 //! `fdw_exprs`.
 
-use crate::compat;
 use crate::engine;
 use crate::error::DriftError;
 use crate::fdw::asof_call::{self, Point};
 use crate::fdw::pushdown::{self, Access, Choice};
+use crate::pg::compat;
 use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;

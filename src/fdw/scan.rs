@@ -309,7 +309,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             // EXECUTE on the drift_as_of function the scan was planned from, for the role
             // running it now, as the executor checks for a function call.
             let funcid = private.as_of_function;
-            if !crate::compat::may_execute(funcid) {
+            if !crate::pg::compat::may_execute(funcid) {
                 DriftError::NoExecute { funcid }.report()
             }
         }
@@ -333,7 +333,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             rows: None,
             target: is_target.then(txn::register_target_scan),
             prelock: private.prelock,
-            check_as: crate::compat::scan_check_as_user(node),
+            check_as: crate::pg::compat::scan_check_as_user(node),
         };
         // Freed with the query's memory context, also when the query fails.
         let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
