@@ -24,7 +24,7 @@ use crate::admin::{index_column, owned_table};
 use crate::datum::{self, Column};
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
-use crate::history::{jsonb_from_cstr, materialize, name_datum, text_datum};
+use crate::pg::srf::{function_info_v1, jsonb_from_cstr, materialize, name_datum, text_datum};
 use crate::schema::has_history;
 use crate::shmem;
 use crate::table::{split_key, TableInfo};
@@ -223,18 +223,13 @@ fn key_json(info: &TableInfo, cols: &HashMap<u16, ColumnIo>, key: &[u8]) -> Valu
     Value::Object(obj)
 }
 
-/// A jsonb datum of a JSON value.
-unsafe fn jsonb(v: &Value) -> pg_sys::Datum {
+/// A jsonb datum of a JSON value, in the current memory context.
+fn jsonb(v: &Value) -> pg_sys::Datum {
     let text = CString::new(v.to_string()).expect("JSON text has no NUL");
-    unsafe { jsonb_from_cstr(text.as_ptr()) }
+    jsonb_from_cstr(&text)
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_export() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(drift_export);
 
 /// `drift_export(regclass)`: every event of the table, oldest first, as rows that
 /// `drift_import` reads back.

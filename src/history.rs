@@ -5,6 +5,9 @@
 use crate::datum;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
+use crate::pg::srf::{
+    function_info_v1, jsonb_from_cstr, materialize, name_datum, text_array, text_datum,
+};
 use crate::table::TableInfo;
 use crate::timetravel::{check_seq, readable_table, stable_seq_of};
 use driftdb_storage::{HistoryEntry, Op, Row};
@@ -12,7 +15,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 /// A jsonb datum of `row`, typed as the table.
 unsafe fn row_jsonb(info: &TableInfo, tupdesc: pg_sys::TupleDesc, row: &Row) -> pg_sys::Datum {
@@ -29,35 +32,7 @@ unsafe fn row_jsonb(info: &TableInfo, tupdesc: pg_sys::TupleDesc, row: &Row) -> 
             composite,
         );
         let text = pg_sys::text_to_cstring(json.cast_mut_ptr());
-        jsonb_from_cstr(text)
-    }
-}
-
-pub(crate) unsafe fn jsonb_from_cstr(text: *const std::ffi::c_char) -> pg_sys::Datum {
-    unsafe {
-        pg_sys::OidFunctionCall1Coll(
-            pg_sys::Oid::from(pg_sys::F_JSONB_IN),
-            pg_sys::InvalidOid,
-            pg_sys::Datum::from(text),
-        )
-    }
-}
-
-/// A `text[]` datum of `items`.
-unsafe fn text_array(items: &[String]) -> pg_sys::Datum {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    let literal = CString::new(format!("{{{}}}", quoted.join(","))).expect("no NUL in names");
-    unsafe {
-        pg_sys::OidFunctionCall3Coll(
-            pg_sys::Oid::from(pg_sys::F_ARRAY_IN),
-            pg_sys::InvalidOid,
-            pg_sys::Datum::from(literal.as_ptr()),
-            pg_sys::Datum::from(pg_sys::TEXTOID),
-            pg_sys::Datum::from(-1i32),
-        )
+        jsonb_from_cstr(CStr::from_ptr(text))
     }
 }
 
@@ -73,7 +48,7 @@ unsafe fn key_jsonb(
         if info.key.is_empty() {
             let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
             let text = CString::new(format!("{{\"row_id\": \"{hex}\"}}")).expect("hex");
-            return jsonb_from_cstr(text.as_ptr());
+            return jsonb_from_cstr(&text);
         }
         let others: Vec<String> = info
             .columns
@@ -91,40 +66,7 @@ unsafe fn key_jsonb(
     }
 }
 
-pub(crate) unsafe fn text_datum(s: &str) -> pg_sys::Datum {
-    let c = CString::new(s).expect("no NUL");
-    unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())) }
-}
-
-/// A `name` datum of `s` (a role name; one with a NUL is empty, as no role can have it).
-pub(crate) unsafe fn name_datum(s: &str) -> pg_sys::Datum {
-    let c = CString::new(s).unwrap_or_default();
-    unsafe {
-        pg_sys::OidFunctionCall1Coll(
-            pg_sys::Oid::from(pg_sys::F_NAMEIN),
-            pg_sys::InvalidOid,
-            pg_sys::Datum::from(c.as_ptr()),
-        )
-    }
-}
-
-/// Sets up the result set of a RETURNS TABLE function; returns (result store, row desc).
-pub(crate) unsafe fn materialize(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> (*mut pg_sys::Tuplestorestate, pg_sys::TupleDesc) {
-    unsafe {
-        pg_sys::InitMaterializedSRF(fcinfo, 0);
-        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
-        ((*rsinfo).setResult, (*rsinfo).setDesc)
-    }
-}
-
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_history() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(drift_history);
 
 /// `drift_history(regclass)`: every visible event of the table, oldest first.
 #[pg_guard]
@@ -140,12 +82,7 @@ pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) 
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_history_key() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(drift_history_key);
 
 /// `drift_history_key(regclass, text[])`: the events of the row whose primary key columns,
 /// rendered as `drift_history`'s `row->>'column'` renders them, are the given texts (in
@@ -282,12 +219,7 @@ unsafe fn return_history(
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_diff() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(drift_diff);
 
 /// `drift_diff(regclass, from, to)`: rows added, changed and removed between two seqs.
 #[pg_guard]

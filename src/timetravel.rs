@@ -7,6 +7,7 @@
 use crate::drop::is_driftdb_table;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
+use crate::pg::srf::{function_info_v1, materialize};
 use crate::shmem;
 use crate::table::TableInfo;
 use pgrx::pg_sys;
@@ -170,8 +171,7 @@ unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
 /// Materialises the table's rows as of `seq` into the function's result set.
 unsafe fn return_rows_as_of(fcinfo: pg_sys::FunctionCallInfo, info: &TableInfo, seq: u64) {
     unsafe {
-        pg_sys::InitMaterializedSRF(fcinfo, 0);
-        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        let (store, desc) = materialize(fcinfo);
         let natts = info.columns.len();
         let mut values = vec![pg_sys::Datum::from(0usize); natts];
         let mut nulls = vec![true; natts];
@@ -192,33 +192,16 @@ unsafe fn return_rows_as_of(fcinfo: pg_sys::FunctionCallInfo, info: &TableInfo, 
             let old = pg_sys::MemoryContextSwitchTo(per_row);
             info.fill(&row, values.as_mut_ptr(), nulls.as_mut_ptr());
             pg_sys::MemoryContextSwitchTo(old);
-            pg_sys::tuplestore_putvalues(
-                (*rsinfo).setResult,
-                (*rsinfo).setDesc,
-                values.as_mut_ptr(),
-                nulls.as_mut_ptr(),
-            );
+            pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             pg_sys::MemoryContextReset(per_row);
         }
         pg_sys::MemoryContextDelete(per_row);
     }
 }
 
-/// V1 calling convention for the two `drift_as_of` functions below, which take the row
-/// type as `anyelement` and so need the call's own information (pgrx does not expose it).
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_as_of_seq() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
-
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_as_of_time() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+// The `drift_as_of` functions use the V1 calling convention directly: they take the row
+// type as `anyelement` and so need the call's own information (pgrx does not expose it).
+function_info_v1!(drift_as_of_seq);
 
 /// `drift_as_of(anyelement, bigint)`: the table's rows as of a seq.
 #[pg_guard]
@@ -234,6 +217,8 @@ pub unsafe extern "C-unwind" fn drift_as_of_seq(fcinfo: pg_sys::FunctionCallInfo
         pg_sys::Datum::from(0usize)
     }
 }
+
+function_info_v1!(drift_as_of_time);
 
 /// `drift_as_of(anyelement, timestamptz)`: the table's rows after the last transaction
 /// committed at or before an instant.
@@ -253,12 +238,7 @@ pub unsafe extern "C-unwind" fn drift_as_of_time(
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_as_of_text() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(drift_as_of_text);
 
 /// `drift_as_of(anyelement, text)`: the point as text, read as `SET driftdb.as_of` reads
 /// it (an integer is a seq, anything else a timestamptz). An untyped literal or parameter

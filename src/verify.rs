@@ -11,7 +11,7 @@
 use crate::drop::is_driftdb_table;
 use crate::engine::{self, LatestFates};
 use crate::error::DriftError;
-use crate::history::{materialize, text_datum};
+use crate::pg::srf::{function_info_v1, materialize, text_datum};
 use crate::timetravel::readable_table;
 use driftdb_storage::{Fate, Fates, Problems, SettledFates, Verifier};
 use pgrx::pg_sys;
@@ -97,12 +97,7 @@ fn describe(journal: &Problems, table: &Problems) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_drift_verify() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(drift_verify);
 
 /// `drift_verify(regclass DEFAULT NULL)`: one row per table verified.
 #[pg_guard]

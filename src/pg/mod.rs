@@ -8,6 +8,8 @@
 //! export, stats) are to call only safe functions of this layer. So far it holds:
 //!
 //! - [`compat`]: the places where the Postgres versions DriftDB builds for differ.
+//! - [`srf`]: the plumbing of DriftDB's hand-written set-returning functions (their V1
+//!   info records, the materialised result set, the datums their rows are made of).
 //!
 //! The rest of the crate still calls `pg_sys` directly, inside documented `unsafe` blocks;
 //! `docs/design.md` ("Not built yet") lists what remains to move here.
@@ -29,3 +31,4 @@
 //!   function says otherwise; a wrapper that returns it says which context that is.
 
 pub mod compat;
+pub mod srf;
