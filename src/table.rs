@@ -20,13 +20,17 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
-    /// The table `relid`, read from its relation (opened and closed again).
+    /// The table `relid`, read from its relation (opened and closed again). A relation
+    /// that no longer exists (dropped while the caller waited for its lock) is 42P01.
     ///
     /// # Safety
     /// `relid` must be a DriftDB foreign table; must run inside a transaction.
     pub unsafe fn of(relid: pg_sys::Oid) -> TableInfo {
         unsafe {
             let rel = pg_sys::RelationIdGetRelation(relid);
+            if rel.is_null() {
+                DriftError::TableDropped { relid }.report()
+            }
             let info = TableInfo::from_relation(rel);
             pg_sys::RelationClose(rel);
             info

@@ -65,7 +65,9 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
                         values.as_mut_ptr(),
                         nulls.as_mut_ptr(),
                     );
-                    if i < kept && !(*rows.add(i)).is_null() && seen as usize > target {
+                    // A replacement frees the tuple it replaces. `rows` is not zeroed: slot
+                    // `i` is read only once every slot has been filled (seen > target).
+                    if seen as usize > target && !(*rows.add(i)).is_null() {
                         pg_sys::heap_freetuple(*rows.add(i));
                     }
                     *rows.add(i) = tuple;

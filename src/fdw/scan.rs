@@ -608,14 +608,18 @@ unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> 
                 }
                 let col = &info.columns[info.key[0]];
                 let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+                // The array's own element type: the key column's, or one binary-compatible
+                // with it (text for a varchar key, the base type for a domain's), which
+                // deconstruct_array requires to be named exactly.
+                let elemtype = (*arr).elemtype;
                 let (mut typlen, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
-                pg_sys::get_typlenbyvalalign(col.typid, &mut typlen, &mut byval, &mut align);
+                pg_sys::get_typlenbyvalalign(elemtype, &mut typlen, &mut byval, &mut align);
                 let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
                 let mut nulls: *mut bool = std::ptr::null_mut();
                 let mut n = 0;
                 pg_sys::deconstruct_array(
                     arr,
-                    col.typid,
+                    elemtype,
                     typlen.into(),
                     byval,
                     align,
