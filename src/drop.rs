@@ -69,7 +69,11 @@ unsafe extern "C-unwind" fn object_access(
 ) {
     unsafe {
         if let Some(prev) = PREV_OBJECT_ACCESS_HOOK {
-            prev(access, class_id, object_id, sub_id, arg);
+            // Another extension's hook may be C: its ERROR must become a Rust panic here,
+            // not a longjmp over this frame (as in schema.rs).
+            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                prev(access, class_id, object_id, sub_id, arg)
+            });
         }
         if access == pg_sys::ObjectAccessType::OAT_DROP
             && class_id == pg_sys::RelationRelationId

@@ -45,7 +45,11 @@ unsafe extern "C-unwind" fn planner(
         REWRITTEN.with(|r| r.borrow_mut().clear());
         rewrite_calls(parse);
         let stmt = match PREV_PLANNER {
-            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            // Another extension's hook (pg_stat_statements', say) is C: its ERROR (any
+            // planning error) must become a Rust panic here, not a longjmp over this frame.
+            Some(prev) => pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                prev(parse, query_string, cursor_options, bound_params)
+            }),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
         };
         // The plan no longer calls the functions it was written with: it must still be

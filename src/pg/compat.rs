@@ -219,53 +219,48 @@ pub unsafe fn route_from_root(
         let estate = (*mtstate).ps.state;
         let root = (*rinfo).ri_RootResultRelInfo;
         let root_rel = (*root).ri_RelationDesc;
-        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-            if (*mtstate).mt_partition_tuple_routing.is_null() {
-                // Built for the rest of the statement, as the executor builds it.
-                let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
-                (*mtstate).mt_partition_tuple_routing =
-                    ExecSetupPartitionTupleRouting(estate, root_rel);
-                (*mtstate).mt_root_tuple_slot =
-                    pg_sys::table_slot_create(root_rel, std::ptr::null_mut());
-                pg_sys::MemoryContextSwitchTo(old);
-            }
-            let to_root = pg_sys::ExecGetChildToRootMap(rinfo);
-            let root_slot = if to_root.is_null() {
-                slot
-            } else {
-                pg_sys::execute_attr_map_slot(
-                    (*to_root).attrMap,
-                    slot,
-                    (*mtstate).mt_root_tuple_slot,
-                )
-            };
-            let dest = ExecFindPartition(
-                mtstate,
-                root,
-                (*mtstate).mt_partition_tuple_routing,
-                root_slot,
-                estate,
+        // Only the functions pgrx's bindings leave out run inside a guard of their own: a
+        // guarded binding's ERROR is a panic, which must not unwind out of such a closure.
+        if (*mtstate).mt_partition_tuple_routing.is_null() {
+            // Built for the rest of the statement, as the executor builds it.
+            let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+            let routing = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                ExecSetupPartitionTupleRouting(estate, root_rel)
+            });
+            (*mtstate).mt_partition_tuple_routing = routing;
+            (*mtstate).mt_root_tuple_slot =
+                pg_sys::table_slot_create(root_rel, std::ptr::null_mut());
+            pg_sys::MemoryContextSwitchTo(old);
+        }
+        let to_root = pg_sys::ExecGetChildToRootMap(rinfo);
+        let root_slot = if to_root.is_null() {
+            slot
+        } else {
+            pg_sys::execute_attr_map_slot((*to_root).attrMap, slot, (*mtstate).mt_root_tuple_slot)
+        };
+        let routing = (*mtstate).mt_partition_tuple_routing;
+        let dest = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            ExecFindPartition(mtstate, root, routing, root_slot, estate)
+        });
+        #[cfg(feature = "pg15")]
+        let to_dest = (*dest).ri_RootToPartitionMap;
+        #[cfg(not(feature = "pg15"))]
+        let to_dest = pg_sys::ExecGetRootToChildMap(dest, estate);
+        if to_dest.is_null() {
+            return (dest, root_slot);
+        }
+        if (*dest).ri_PartitionTupleSlot.is_null() {
+            (*dest).ri_PartitionTupleSlot = pg_sys::table_slot_create(
+                (*dest).ri_RelationDesc,
+                &raw mut (*estate).es_tupleTable,
             );
-            #[cfg(feature = "pg15")]
-            let to_dest = (*dest).ri_RootToPartitionMap;
-            #[cfg(not(feature = "pg15"))]
-            let to_dest = pg_sys::ExecGetRootToChildMap(dest, estate);
-            if to_dest.is_null() {
-                return (dest, root_slot);
-            }
-            if (*dest).ri_PartitionTupleSlot.is_null() {
-                (*dest).ri_PartitionTupleSlot = pg_sys::table_slot_create(
-                    (*dest).ri_RelationDesc,
-                    &raw mut (*estate).es_tupleTable,
-                );
-            }
-            let dest_slot = pg_sys::execute_attr_map_slot(
-                (*to_dest).attrMap,
-                root_slot,
-                (*dest).ri_PartitionTupleSlot,
-            );
-            (dest, dest_slot)
-        })
+        }
+        let dest_slot = pg_sys::execute_attr_map_slot(
+            (*to_dest).attrMap,
+            root_slot,
+            (*dest).ri_PartitionTupleSlot,
+        );
+        (dest, dest_slot)
     }
 }
 
