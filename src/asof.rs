@@ -62,12 +62,23 @@ pub fn seq_of_text(table: driftdb_storage::TableId, value: &str) -> u64 {
 
 /// Rejects values that are neither empty, a seq, nor a timestamp, at SET time, and keeps
 /// the role that sets the value with it.
+///
+/// # Safety
+/// Only Postgres calls this, as the check hook of `driftdb.as_of`, with the proposed value
+/// and its `extra` slot.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_as_of(
     newval: *mut *mut std::ffi::c_char,
     extra: *mut *mut std::ffi::c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
+    // SAFETY: Postgres calls a string GUC's check hook with valid pointers to the proposed
+    // value (itself null or a NUL-terminated string, checked) and to the `extra` slot,
+    // which the hook may set to memory Postgres frees later: guc_extra allocates it as
+    // Postgres expects (null checked) for one Oid, written before it is handed over. A
+    // value that timestamptz_in refuses raises an ERROR inside the PgTryBuilder, which
+    // turns it into `false`: the input function holds no lock, buffer or other resource
+    // when it fails.
     unsafe {
         if newval.is_null() || (*newval).is_null() {
             return true;
@@ -94,6 +105,10 @@ unsafe extern "C-unwind" fn check_as_of(
 }
 
 /// Remembers who set the value now in force.
+///
+/// # Safety
+/// Only Postgres calls this, as the assign hook of `driftdb.as_of`, with the value in force
+/// and the `extra` its check hook made for it (or null).
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_as_of(
     _newval: *const std::ffi::c_char,

@@ -131,6 +131,11 @@ fn int_bytes(col: &Column, v: i64, signed: bool) -> Vec<u8> {
 /// # Safety
 /// `datum` must be a valid, non-null datum of the column's type.
 pub unsafe fn encode(col: &Column, datum: pg_sys::Datum) -> Vec<u8> {
+    // SAFETY: per the caller, datum is a valid non-null datum of the column's type: a
+    // by-value one is read from the Datum itself; otherwise it points to a varlena
+    // (detoasted into a palloc'd copy when it is toasted or compressed, freed after the
+    // copy; its header gives the payload's length), a NUL-terminated cstring, or typlen
+    // bytes of a fixed-length type.
     unsafe {
         if col.typbyval {
             if let Some(signed) = ordered_int(col.typid) {
@@ -174,6 +179,10 @@ pub unsafe fn decode(col: &Column, bytes: &[u8]) -> Result<pg_sys::Datum, DriftE
         column: col.name.clone(),
         detail: format!("{} bytes for a type of length {}", bytes.len(), col.typlen),
     };
+    // SAFETY: every pointer written here was just returned by palloc, in the current memory
+    // context (a valid one, per the caller), and is written within the length it was
+    // allocated with: VARHDRSZ plus the bytes (the total checked below the varlena limit),
+    // the bytes plus a NUL, or exactly typlen bytes (checked).
     unsafe {
         if col.typbyval {
             if bytes.len() != col.typlen as usize {
@@ -320,6 +329,9 @@ pub unsafe fn check_index_type_by_catalog(col: &Column) -> Result<IndexKind, Dri
 
 /// `Ok` when equal values of `typid` (with `typmod`, under `collation`) always have equal
 /// stored bytes; otherwise why not, completing "Its type is ...".
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
 unsafe fn equal_image(
     typid: pg_sys::Oid,
     typmod: i32,

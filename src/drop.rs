@@ -24,6 +24,11 @@ pub fn init() {
 /// # Safety
 /// Catalog lookups: must run inside a transaction.
 pub unsafe fn is_driftdb_table(relid: pg_sys::Oid) -> bool {
+    // SAFETY: per the caller, inside a transaction: get_rel_relkind is a syscache lookup
+    // (no relation: not a foreign table), and for a foreign table GetForeignTable,
+    // GetForeignServer and GetForeignDataWrapper return palloc'd copies of its catalog
+    // entries (raising an ERROR when one is missing), whose fdwname is a NUL-terminated
+    // string.
     unsafe {
         if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE {
             return false;
@@ -59,6 +64,12 @@ pub fn lock_table(relid: pg_sys::Oid, mode: u32) {
     }
 }
 
+/// The object-access hook: a dropped DriftDB table, or a dropped database, has its files
+/// removed when the transaction commits.
+///
+/// # Safety
+/// Only Postgres calls this, as `object_access_hook`, for an access to an object inside a
+/// transaction.
 #[pg_guard]
 unsafe extern "C-unwind" fn object_access(
     access: pg_sys::ObjectAccessType::Type,
@@ -67,6 +78,10 @@ unsafe extern "C-unwind" fn object_access(
     sub_id: std::ffi::c_int,
     arg: *mut std::ffi::c_void,
 ) {
+    // SAFETY: Postgres calls the object-access hook with the event and the object's ids,
+    // inside the transaction that accesses the object; the previous hook gets exactly those
+    // arguments, behind a guard as it may be C. On a drop, the relation being dropped still
+    // exists in the catalogs, so is_driftdb_table can look it up.
     unsafe {
         if let Some(prev) = PREV_OBJECT_ACCESS_HOOK {
             // Another extension's hook may be C: its ERROR must become a Rust panic here,

@@ -200,7 +200,8 @@ impl Fates for SnapshotFates {
             return *f;
         }
         let xid = xid_of(full);
-        // SAFETY: plain lookups in the snapshot and the commit log for a normal xid.
+        // SAFETY: plain lookups in the commit log, and in the snapshot, which is valid while
+        // this value is used (the contract of SnapshotFates::new).
         let fate = unsafe {
             if pg_sys::TransactionIdIsCurrentTransactionId(xid) {
                 Fate::Committed

@@ -56,10 +56,7 @@ pub fn init() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
             if IMPORT_SLOTS.with(|s| !s.borrow().is_empty()) =>
@@ -233,9 +230,21 @@ function_info_v1!(drift_export);
 
 /// `drift_export(regclass)`: every event of the table, oldest first, as rows that
 /// `drift_import` reads back.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_export(regclass)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_export(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_export through its V1 info record with a valid fcinfo
+    // for `drift_export(regclass)` declared below (RETURNS TABLE of 8 columns, STRICT):
+    // argument 0 is read as an Oid, the table is checked and locked by readable_table, and
+    // the result set is set up on the call's own fcinfo. Each event's datums are made in
+    // `per_row`, a child of the current memory context (freed with it on an ERROR), reset
+    // only after tuplestore_putvalues copied the 8 values into the store's memory; the
+    // INDEX rows' datums live in the current memory context, which outlives the call's use
+    // of them.
     unsafe {
         let Some(relid) = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0) else {
             return pg_sys::Datum::from(0usize);
@@ -370,6 +379,13 @@ impl Checks {
     /// # Safety
     /// Inside a transaction that holds a lock on `relid`.
     unsafe fn new(relid: pg_sys::Oid) -> Option<Checks> {
+        // SAFETY: per the caller, inside a transaction that holds a lock on relid, so
+        // RelationIdGetRelation returns it open (kept open in the ResultRelInfo until
+        // close, or released with the transaction's resources on an ERROR); the executor
+        // state, the zeroed ResultRelInfo InitResultRelInfo fills (range-table index 0: no
+        // range table), the virtual slot of the relation's descriptor and the per-row
+        // context are all allocated in the current memory context, which lasts until
+        // drift_import returns.
         unsafe {
             let rel = pg_sys::RelationIdGetRelation(relid);
             let constr = (*(*rel).rd_att).constr;
@@ -405,6 +421,10 @@ impl Checks {
     /// # Safety
     /// `info` is the table this checker was made for, in the same transaction.
     unsafe fn check(&self, info: &TableInfo, row: &Row) {
+        // SAFETY: per the caller, info is the table this checker was made for, so the slot
+        // has its descriptor, which store_row fills (in `per_row`, reset once
+        // ExecConstraints is done with the row); rinfo and estate are the ones `new` made,
+        // alive until close.
         unsafe {
             let old = pg_sys::MemoryContextSwitchTo(self.per_row);
             info.store_row(self.slot, row);
@@ -419,6 +439,9 @@ impl Checks {
     /// # Safety
     /// Called once, after the last check.
     unsafe fn close(self) {
+        // SAFETY: per the caller, this runs once, after the last check: the slot, the
+        // relation reference taken in `new`, the executor state and the per-row context are
+        // each released exactly once, and nothing uses them after.
         unsafe {
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
             pg_sys::RelationClose((*self.rinfo).ri_RelationDesc);

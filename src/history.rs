@@ -18,7 +18,16 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 /// A jsonb datum of `row`, typed as the table.
+///
+/// # Safety
+/// `tupdesc` is the tuple descriptor of `info`'s relation (open for the call).
 unsafe fn row_jsonb(info: &TableInfo, tupdesc: pg_sys::TupleDesc, row: &Row) -> pg_sys::Datum {
+    // SAFETY: per the caller, tupdesc is the table's tuple descriptor (of an open
+    // relation), one attribute per entry of info.columns, so `fill` writes exactly the
+    // natts values heap_form_tuple reads; the tuple, its composite datum (typed as the
+    // table's row type, which row_to_json reads from it), the JSON text and its C string
+    // are palloc'd in the current memory context, and text_to_cstring returns a
+    // NUL-terminated copy.
     unsafe {
         let natts = info.columns.len();
         let mut values = vec![pg_sys::Datum::from(0usize); natts];
@@ -38,12 +47,18 @@ unsafe fn row_jsonb(info: &TableInfo, tupdesc: pg_sys::TupleDesc, row: &Row) -> 
 
 /// The primary key of `row` as a jsonb object; for a table without one, the hidden row id
 /// in hex.
+///
+/// # Safety
+/// As [`row_jsonb`].
 unsafe fn key_jsonb(
     info: &TableInfo,
     tupdesc: pg_sys::TupleDesc,
     key: &[u8],
     row: &Row,
 ) -> pg_sys::Datum {
+    // SAFETY: per the caller, tupdesc is the table's tuple descriptor, as row_jsonb needs;
+    // jsonb_delete(jsonb, text[]) gets two datums of those types, made in the current
+    // memory context.
     unsafe {
         if info.key.is_empty() {
             let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
@@ -69,9 +84,17 @@ unsafe fn key_jsonb(
 function_info_v1!(drift_history);
 
 /// `drift_history(regclass)`: every visible event of the table, oldest first.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_history(regclass)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_history(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_history through its V1 info record with a valid fcinfo
+    // for the SQL declaration below (one regclass argument, RETURNS TABLE, STRICT):
+    // pg_getarg reads argument 0 as an Oid, and return_history is given the call's fcinfo
+    // and the table readable_table checked and locked.
     unsafe {
         let Some(relid) = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0) else {
             return pg_sys::Datum::from(0usize);
@@ -89,11 +112,19 @@ function_info_v1!(drift_history_key);
 /// the order of the key's columns). What a `drift_history` call with such conditions on
 /// every key column is planned as (`fdw/history_call.rs`). Text that no key value renders
 /// as matches nothing, as the condition would.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_history_key(regclass, text[])` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_history_key(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_history_key through its V1 info record with a valid
+    // fcinfo for the SQL declaration below (regclass and text[], RETURNS TABLE, STRICT):
+    // pg_getarg reads the arguments as an Oid and a text array; the result set is set up on
+    // the call's own fcinfo.
     unsafe {
         let relid = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0);
         let parts = pgrx::fcinfo::pg_getarg::<Vec<Option<String>>>(fcinfo, 1);
@@ -138,12 +169,22 @@ pub unsafe extern "C-unwind" fn drift_history_key(
 
 /// Materialises the visible events of table `relid` (of `key` alone, if given), oldest
 /// first, into the function's result set.
+///
+/// # Safety
+/// `fcinfo` is the running call of `drift_history` or `drift_history_key`, and `relid` the
+/// DriftDB table `info` describes, checked and locked by `readable_table`.
 unsafe fn return_history(
     fcinfo: pg_sys::FunctionCallInfo,
     relid: pg_sys::Oid,
     info: &TableInfo,
     key: Option<&[u8]>,
 ) {
+    // SAFETY: per the caller, fcinfo is the running call of a RETURNS TABLE function of the
+    // history's seven columns and relid a DriftDB table readable_table checked and locked,
+    // so RelationIdGetRelation returns it open (closed at the end; an ERROR releases it
+    // with the transaction's resources). Each row's datums are made in `per_row`, which is
+    // reset only after tuplestore_putvalues copied them into the store's own memory; the
+    // values arrays have the 7 entries of the result's descriptor.
     unsafe {
         let rel = pg_sys::RelationIdGetRelation(relid);
         let rowdesc = (*rel).rd_att;
@@ -222,9 +263,19 @@ unsafe fn return_history(
 function_info_v1!(drift_diff);
 
 /// `drift_diff(regclass, from, to)`: rows added, changed and removed between two seqs.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_diff(regclass, bigint, bigint)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_diff(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_diff through its V1 info record with a valid fcinfo for
+    // the SQL declaration below (regclass, bigint, bigint, RETURNS TABLE): pg_getarg reads
+    // the arguments as an Oid and two i64s; the table is checked and locked by
+    // readable_table, so RelationIdGetRelation returns it open (closed at the end); each
+    // row's datums are made in `per_row`, reset only after tuplestore_putvalues copied the
+    // 4 values into the store.
     unsafe {
         let relid = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0);
         let from = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1);

@@ -61,6 +61,13 @@ struct KeyRename {
     key: Vec<String>,
 }
 
+/// The ProcessUtility hook: schema changes of DriftDB tables are checked before they run
+/// (see the module doc) and after (`Recheck`), and a renamed key column is renamed in the
+/// `primary_key` option.
+///
+/// # Safety
+/// Only Postgres calls this, as `ProcessUtility_hook`, with a planned utility statement and
+/// what running it needs.
 #[pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
@@ -118,7 +125,14 @@ enum Recheck {
 }
 
 /// What to check after `stmt`: CREATE FOREIGN TABLE and ALTER of a DriftDB table.
+///
+/// # Safety
+/// `stmt` is null or the parse tree of the utility statement about to run, inside its
+/// transaction.
 unsafe fn recheck_of(stmt: *mut pg_sys::Node) -> Recheck {
+    // SAFETY: per the caller, stmt is null (checked) or the utility statement's parse tree:
+    // it is read as a CreateForeignTableStmt or an AlterTableStmt only after its tag says
+    // so, and driftdb_relation gets that statement's own RangeVar.
     unsafe {
         if stmt.is_null() {
             return Recheck::Nothing;
@@ -144,7 +158,16 @@ impl Recheck {
     /// Refuses (rolling the statement back with it) a DriftDB table whose primary_key
     /// option names a missing column or one whose type cannot be a key, or whose indexed
     /// column can no longer be indexed: at CREATE and ALTER, not at the first write.
+    ///
+    /// # Safety
+    /// Runs after the statement `self` was made for, inside its transaction.
     unsafe fn run(self) {
+        // SAFETY: per the caller, this runs after the statement ran, inside its
+        // transaction: a Created RangeVar points into the statement's parse tree, which
+        // stays allocated until the statement's memory is released, after this; the lookups
+        // read the catalogs (made current by CommandCounterIncrement), and the relation
+        // TableInfo::of opens was just created or altered by this statement, which holds
+        // its lock.
         unsafe {
             let relid = match self {
                 Recheck::Nothing => return,
@@ -189,7 +212,14 @@ impl Recheck {
 
 /// The DriftDB table a statement names, or `None` (not a DriftDB table, or missing and
 /// the statement says IF EXISTS; a missing table otherwise raises Postgres' own error).
+///
+/// # Safety
+/// `rv` is null or a RangeVar of a statement's parse tree, inside its transaction.
 unsafe fn driftdb_relation(rv: *mut pg_sys::RangeVar, missing_ok: bool) -> Option<pg_sys::Oid> {
+    // SAFETY: per the caller, rv is null (checked) or a RangeVar of a statement's parse
+    // tree, inside its transaction: the lookup takes no lock and returns InvalidOid only
+    // with RVR_MISSING_OK (without it a missing relation is Postgres' own ERROR); the rest
+    // are catalog lookups.
     unsafe {
         if rv.is_null() {
             return None;
@@ -217,7 +247,17 @@ unsafe fn driftdb_relation(rv: *mut pg_sys::RangeVar, missing_ok: bool) -> Optio
 
 /// Refuses the schema changes that would misread stored rows; returns what to do after a
 /// statement that renames a key column.
+///
+/// # Safety
+/// `stmt` is null or the parse tree of the utility statement about to run, inside its
+/// transaction.
 unsafe fn check(stmt: *mut pg_sys::Node) -> Option<KeyRename> {
+    // SAFETY: per the caller, stmt is null (checked) or the utility statement's parse tree,
+    // inside its transaction: it is read as an AlterTableStmt or a RenameStmt only after
+    // its tag says so, and each ALTER subcommand's def is what its subtype says (a
+    // ColumnDef for ADD COLUMN and ALTER COLUMN TYPE, a list of DefElems for OPTIONS), each
+    // null-checked by the function it goes to. TableInfo::of opens the DriftDB table
+    // driftdb_relation found (42P01 if it was dropped meanwhile).
     unsafe {
         if stmt.is_null() {
             return None;
@@ -282,7 +322,12 @@ unsafe fn check(stmt: *mut pg_sys::Node) -> Option<KeyRename> {
 }
 
 /// True for a NULL constant (possibly cast), the one default that changes nothing.
+///
+/// # Safety
+/// `node` is null or a valid raw parse-tree expression node.
 unsafe fn is_null_constant(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: per the caller, node is null (checked) or a raw parse-tree expression node,
+    // read as an A_Const or a TypeCast only after its tag says so.
     unsafe {
         if node.is_null() {
             return true;
@@ -296,7 +341,13 @@ unsafe fn is_null_constant(node: *mut pg_sys::Node) -> bool {
 }
 
 /// What a new column would need applied to the rows already there, if anything.
+///
+/// # Safety
+/// `def` is a valid ColumnDef of a raw parse tree.
 unsafe fn fills_existing_rows(def: *mut pg_sys::ColumnDef) -> Option<&'static str> {
+    // SAFETY: per the caller, def is a valid ColumnDef of a raw parse tree: its type name
+    // (null checked) holds a list of name nodes, read as a String only after its tag says
+    // so, and its constraint list holds Constraint nodes.
     unsafe {
         let def = &*def;
         if !def.typeName.is_null() {
@@ -368,7 +419,16 @@ pub fn has_history(info: &TableInfo) -> bool {
         || !txn::own_changes(info.id, None, pg_sys::CommandId::MAX, true, &mut |_| None).is_empty()
 }
 
+/// Refuses an ADD COLUMN that would need values filled into the rows a DriftDB table has.
+///
+/// # Safety
+/// `relid` is a DriftDB table and `def` null or the ColumnDef of an ADD COLUMN of it,
+/// inside the transaction of the ALTER.
 unsafe fn check_add_column(relid: pg_sys::Oid, def: *mut pg_sys::ColumnDef) {
+    // SAFETY: per the caller, def is null (checked) or the ColumnDef of an ADD COLUMN, and
+    // relid a DriftDB table, inside the transaction: get_attnum reads the catalog for the
+    // NUL-terminated name, and the lock taken is the one ALTER takes anyway; TableInfo::of
+    // then opens the locked relation (42P01 if it was dropped while this waited).
     unsafe {
         if def.is_null() {
             return;
@@ -448,7 +508,18 @@ pub fn keeps_stored_form(old: (pg_sys::Oid, i32), new: (pg_sys::Oid, i32)) -> bo
     }
 }
 
+/// Refuses an ALTER COLUMN TYPE of a DriftDB table whose stored values the new type would
+/// misread ([`keeps_stored_form`]).
+///
+/// # Safety
+/// `relid` is a DriftDB table and `def` null or the ColumnDef of an ALTER COLUMN TYPE of
+/// it, inside the transaction of the ALTER.
 unsafe fn check_type_change(relid: pg_sys::Oid, column: &str, def: *mut pg_sys::ColumnDef) {
+    // SAFETY: per the caller, def is null (checked) or the ColumnDef of an ALTER COLUMN
+    // TYPE, whose typeName is checked not null, and relid a DriftDB table, inside the
+    // transaction: the attribute and type lookups read the catalogs (typenameTypeIdAndMod
+    // raises Postgres' own ERROR for a missing type), and format_type_with_typemod returns
+    // palloc'd NUL-terminated names.
     unsafe {
         if def.is_null() || (*def).typeName.is_null() {
             return;
@@ -489,7 +560,15 @@ unsafe fn check_type_change(relid: pg_sys::Oid, column: &str, def: *mut pg_sys::
 
 /// Refuses a change of the `primary_key` option that would file new events under other
 /// key columns than the table's history.
+///
+/// # Safety
+/// `relid` is a DriftDB table and `options` the DefElems of an OPTIONS clause on it, inside
+/// the transaction of the ALTER.
 unsafe fn check_key_option(relid: pg_sys::Oid, options: *mut pg_sys::List) {
+    // SAFETY: per the caller, options is the list of DefElems of an OPTIONS clause on the
+    // DriftDB table relid (possibly empty), inside the transaction: each has a
+    // NUL-terminated name, and defGetString is called only for one that sets a value (not
+    // for DROP); TableInfo::of and get_attnum read the table and the catalogs.
     unsafe {
         if REWRITING_KEY.with(Cell::get) {
             return;
@@ -542,7 +621,12 @@ impl Drop for RewriteGuard {
 }
 
 /// Points the `primary_key` option at the renamed column, within the same transaction.
+///
+/// # Safety
+/// Runs inside the transaction whose statement renamed the key column, after it ran.
 unsafe fn rewrite_key_option(r: KeyRename) {
+    // SAFETY: per the caller, inside the transaction whose statement renamed the column:
+    // CommandCounterIncrement makes the rename visible to the SPI statements below.
     unsafe {
         pg_sys::CommandCounterIncrement();
     }
@@ -565,6 +649,12 @@ unsafe fn rewrite_key_option(r: KeyRename) {
     }
 }
 
+/// The object-access hook: a column of a DriftDB table being dropped is refused when it is
+/// a key column, and takes its index with it.
+///
+/// # Safety
+/// Only Postgres calls this, as `object_access_hook`, for an access to an object inside a
+/// transaction.
 #[pg_guard]
 unsafe extern "C-unwind" fn object_access(
     access: pg_sys::ObjectAccessType::Type,
@@ -590,7 +680,14 @@ unsafe extern "C-unwind" fn object_access(
 }
 
 /// A column of a DriftDB table is being dropped.
+///
+/// # Safety
+/// `relid` is a DriftDB table whose column `attnum` is being dropped (the drop holds its
+/// lock).
 unsafe fn dropping_column(relid: pg_sys::Oid, attnum: i16) {
+    // SAFETY: per the caller, relid is the DriftDB table a column of which is being
+    // dropped: the drop holds its lock, and the table itself still exists, so TableInfo::of
+    // opens it.
     let info = unsafe { TableInfo::of(relid) };
     if let Some(&pos) = info.key.iter().find(|&&p| info.columns[p].attnum == attnum) {
         DriftError::KeyColumnDrop {

@@ -26,6 +26,9 @@ impl TableInfo {
     /// # Safety
     /// `relid` must be a DriftDB foreign table; must run inside a transaction.
     pub unsafe fn of(relid: pg_sys::Oid) -> TableInfo {
+        // SAFETY: per the caller, inside a transaction: RelationIdGetRelation returns the
+        // relation open (a relcache reference, closed below) or null when it does not exist
+        // (checked); from_relation reads it while it is open.
         unsafe {
             let rel = pg_sys::RelationIdGetRelation(relid);
             if rel.is_null() {
@@ -40,6 +43,11 @@ impl TableInfo {
     /// # Safety
     /// `rel` must be an open relation of a DriftDB foreign table.
     pub unsafe fn from_relation(rel: pg_sys::Relation) -> TableInfo {
+        // SAFETY: per the caller, rel is an open relation of a DriftDB foreign table: its
+        // descriptor's attributes are read while it is open (Column::from_attribute copies
+        // what it needs), GetForeignTable returns its palloc'd catalog entry (an ERROR for
+        // a table that is not foreign), whose options are DefElem nodes with NUL-terminated
+        // names and string values.
         unsafe {
             let relid = (*rel).rd_id;
             let tupdesc = pgrx::PgTupleDesc::from_pg_unchecked((*rel).rd_att);
@@ -91,6 +99,10 @@ impl TableInfo {
         slot: *mut pg_sys::TupleTableSlot,
         new_rowid: bool,
     ) -> (Option<Vec<u8>>, Row) {
+        // SAFETY: per the caller, slot holds a tuple of this table, whose descriptor has
+        // one attribute per entry of self.columns: slot_getsomeattrs_int makes the first
+        // natts attributes valid, and tts_values and tts_isnull are read within natts; each
+        // non-null datum is of its column's type, as encode requires.
         unsafe {
             let natts = self.columns.len();
             if ((*slot).tts_nvalid as usize) < natts {
@@ -144,6 +156,7 @@ impl TableInfo {
     /// Both arrays must have one entry per attribute; runs in the memory context the
     /// values should live in.
     pub unsafe fn fill(&self, row: &impl Columns, values: *mut pg_sys::Datum, nulls: *mut bool) {
+        // SAFETY: per the caller, as fill_some requires.
         unsafe { self.fill_some(row, values, nulls, None) }
     }
 
@@ -159,6 +172,9 @@ impl TableInfo {
         nulls: *mut bool,
         needed: Option<&[bool]>,
     ) {
+        // SAFETY: per the caller, values and nulls have one entry per attribute, so the
+        // writes at i < self.columns.len() are in bounds; decode allocates in the current
+        // memory context, the one the caller wants the values in.
         unsafe {
             for (i, col) in self.columns.iter().enumerate() {
                 let wanted =
@@ -185,6 +201,7 @@ impl TableInfo {
     /// `slot` must have this table's tuple descriptor; runs in the memory context the
     /// values should live in.
     pub unsafe fn store_row(&self, slot: *mut pg_sys::TupleTableSlot, row: &impl Columns) {
+        // SAFETY: per the caller, as store_some requires.
         unsafe { self.store_some(slot, row, None) }
     }
 
@@ -199,6 +216,10 @@ impl TableInfo {
         row: &impl Columns,
         needed: Option<&[bool]>,
     ) {
+        // SAFETY: per the caller, slot has this table's tuple descriptor: its tts_values
+        // and tts_isnull arrays have one entry per attribute, as fill_some requires, and
+        // ExecStoreVirtualTuple marks the filled slot valid after ExecClearTuple emptied
+        // it.
         unsafe {
             pg_sys::ExecClearTuple(slot);
             self.fill_some(row, (*slot).tts_values, (*slot).tts_isnull, needed);

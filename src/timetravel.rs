@@ -157,7 +157,13 @@ pub fn readable_table(relid: pg_sys::Oid) -> TableInfo {
 }
 
 /// The DriftDB table whose row type `fcinfo`'s first argument has, checked for SELECT.
+///
+/// # Safety
+/// `fcinfo` is the running call of a `drift_as_of` function, inside its transaction.
 unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
+    // SAFETY: per the caller, fcinfo is the running call of a drift_as_of function: its
+    // flinfo is valid, and get_fn_expr_argtype reads the call expression (InvalidOid
+    // without one, refused below); the rest are catalog lookups inside the transaction.
     unsafe {
         let typid = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 0);
         let relid = pg_sys::get_typ_typrelid(typid);
@@ -169,7 +175,17 @@ unsafe fn table_of_argument(fcinfo: pg_sys::FunctionCallInfo) -> TableInfo {
 }
 
 /// Materialises the table's rows as of `seq` into the function's result set.
+///
+/// # Safety
+/// `fcinfo` is the running call of a `drift_as_of` function on `info`'s table (whose row
+/// type is the call's result type).
 unsafe fn return_rows_as_of(fcinfo: pg_sys::FunctionCallInfo, info: &TableInfo, seq: u64) {
+    // SAFETY: per the caller, fcinfo is the running call of a drift_as_of function whose
+    // result type resolved to the row type of `info`'s table (its descriptor, dropped
+    // columns included, has one attribute per entry of info.columns, the natts values
+    // `fill` writes). The datums are made in `per_row`, a child of the current memory
+    // context (freed with it on an ERROR), reset only after tuplestore_putvalues copied
+    // them into the store's memory, and deleted at the end.
     unsafe {
         let (store, desc) = materialize(fcinfo);
         let natts = info.columns.len();
@@ -204,9 +220,17 @@ unsafe fn return_rows_as_of(fcinfo: pg_sys::FunctionCallInfo, info: &TableInfo, 
 function_info_v1!(drift_as_of_seq);
 
 /// `drift_as_of(anyelement, bigint)`: the table's rows as of a seq.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_as_of(anyelement, bigint)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_as_of_seq(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_as_of_seq through its V1 info record with a valid fcinfo
+    // for `drift_as_of(anyelement, bigint)` declared below (RETURNS SETOF anyelement):
+    // argument 1 is read as an i64, and the call's fcinfo is what table_of_argument and
+    // return_rows_as_of need.
     unsafe {
         let info = table_of_argument(fcinfo);
         let Some(seq) = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1) else {
@@ -222,11 +246,19 @@ function_info_v1!(drift_as_of_time);
 
 /// `drift_as_of(anyelement, timestamptz)`: the table's rows after the last transaction
 /// committed at or before an instant.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_as_of(anyelement, timestamptz)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_as_of_time(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_as_of_time through its V1 info record with a valid
+    // fcinfo for `drift_as_of(anyelement, timestamptz)` declared below (RETURNS SETOF
+    // anyelement): argument 1, a timestamptz, is read as its i64 microseconds, and the
+    // call's fcinfo is what table_of_argument and return_rows_as_of need.
     unsafe {
         let info = table_of_argument(fcinfo);
         let Some(at) = pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 1) else {
@@ -244,11 +276,19 @@ function_info_v1!(drift_as_of_text);
 /// it (an integer is a seq, anything else a timestamptz). An untyped literal or parameter
 /// resolves to this overload (the other two are of different type categories, so
 /// Postgres could not choose between them).
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_as_of(anyelement, text)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_as_of_text(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_as_of_text through its V1 info record with a valid
+    // fcinfo for `drift_as_of(anyelement, text)` declared below (RETURNS SETOF anyelement):
+    // argument 1 is read as text, and the call's fcinfo is what table_of_argument and
+    // return_rows_as_of need.
     unsafe {
         let info = table_of_argument(fcinfo);
         let Some(point) = pgrx::fcinfo::pg_getarg::<String>(fcinfo, 1) else {

@@ -559,10 +559,7 @@ fn commit() {
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => commit(),
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if has_pending() => {
@@ -590,7 +587,7 @@ unsafe extern "C-unwind" fn xact_callback(
 }
 
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
+extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
     my_subid: pg_sys::SubTransactionId,
     parent_subid: pg_sys::SubTransactionId,

@@ -100,9 +100,18 @@ fn describe(journal: &Problems, table: &Problems) -> Option<String> {
 function_info_v1!(drift_verify);
 
 /// `drift_verify(regclass DEFAULT NULL)`: one row per table verified.
+///
+/// # Safety
+/// Only Postgres calls this, through its V1 info record, for the SQL function
+/// `drift_verify(regclass)` declared below.
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn drift_verify(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: Postgres calls drift_verify through its V1 info record with a valid fcinfo
+    // for `drift_verify(regclass DEFAULT NULL)` declared below (RETURNS TABLE, not STRICT):
+    // argument 0 is read as an Oid or None for NULL, and the result set is set up on the
+    // call's own fcinfo; each row's four datums (the text one in the current memory
+    // context) go into the store, which copies them.
     unsafe {
         let asked = pgrx::fcinfo::pg_getarg::<pg_sys::Oid>(fcinfo, 0);
         let tables = tables_to_verify(asked);

@@ -220,7 +220,7 @@ unsafe fn batch_of(record: *mut pg_sys::XLogReaderState) -> Result<Batch, String
 /// Start of recovery: publish what the files already hold (a base backup's copy, or the
 /// files a crash left), before redo publishes the groups it replays.
 #[pg_guard]
-unsafe extern "C-unwind" fn startup() {
+extern "C-unwind" fn startup() {
     let config = driftdb_storage::Config {
         mode: driftdb_storage::OpenMode::Reader,
         ..Default::default()
@@ -233,6 +233,12 @@ unsafe extern "C-unwind" fn startup() {
     state.initialized = true;
 }
 
+/// Redo of DriftDB's records: the file operations are applied to the files under
+/// `$PGDATA/driftdb` and synced, and the groups they made durable published.
+///
+/// # Safety
+/// Only Postgres calls this, as the resource manager's `rm_redo`, with the decoded record
+/// being replayed.
 #[pg_guard]
 unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     // SAFETY: Postgres passes the record being replayed.
@@ -256,6 +262,11 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     }
 }
 
+/// The description of a record, for `pg_waldump` and the like.
+///
+/// # Safety
+/// Only Postgres calls this, as the resource manager's `rm_desc`, with the buffer to append
+/// to and a decoded record.
 #[pg_guard]
 unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::XLogReaderState) {
     // SAFETY: Postgres passes the record to describe.
@@ -300,7 +311,7 @@ fn describe(b: &Batch) -> String {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn identify(info: u8) -> *const std::ffi::c_char {
+extern "C-unwind" fn identify(info: u8) -> *const std::ffi::c_char {
     if info & pg_sys::XLR_RMGR_INFO_MASK as u8 == XLOG_DRIFTDB_FILE_OPS {
         c"FILE_OPS".as_ptr()
     } else {

@@ -6,12 +6,19 @@ use crate::table::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+/// AnalyzeForeignTable: ANALYZE samples DriftDB tables with [`acquire_sample_rows`].
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's AnalyzeForeignTable callback, with pointers
+/// to the sampler and the page count it sets.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn analyze_foreign_table(
     _relation: pg_sys::Relation,
     func: *mut pg_sys::AcquireSampleRowsFunc,
     totalpages: *mut pg_sys::BlockNumber,
 ) -> bool {
+    // SAFETY: Postgres calls AnalyzeForeignTable with valid pointers to its sampler
+    // function and page count, which it reads after this returns.
     unsafe {
         *func = Some(acquire_sample_rows);
         // DriftDB has no pages; one keeps ANALYZE's progress reporting meaningful.
@@ -20,6 +27,12 @@ pub unsafe extern "C-unwind" fn analyze_foreign_table(
     true
 }
 
+/// The sampler of ANALYZE: a uniform sample of the table's current rows, at most `targrows`
+/// of them, into `rows`.
+///
+/// # Safety
+/// Only Postgres calls this, as the sampler [`analyze_foreign_table`] returned, with the
+/// open relation, an array of `targrows` tuple pointers and the two counters.
 #[pg_guard]
 unsafe extern "C-unwind" fn acquire_sample_rows(
     relation: pg_sys::Relation,
@@ -29,6 +42,13 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
     totalrows: *mut f64,
     totaldeadrows: *mut f64,
 ) -> std::ffi::c_int {
+    // SAFETY: Postgres calls the sampler AnalyzeForeignTable returned with the open
+    // relation being analyzed, inside ANALYZE's transaction with an active snapshot (valid
+    // for the whole call, in which SnapshotFates reads it), and `rows`, an uninitialised
+    // array of targrows tuple pointers, plus the two counters to set. Every tuple is formed
+    // from the relation's own descriptor, whose natts values `fill` writes (TableInfo has
+    // one column per attribute of it), in the current memory context, where ANALYZE expects
+    // them; slot i < targrows, and a slot is read only after it was written.
     unsafe {
         let info = TableInfo::from_relation(relation);
         let snapshot = pg_sys::GetActiveSnapshot();

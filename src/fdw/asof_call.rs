@@ -33,6 +33,14 @@ pub fn init() {
     }
 }
 
+/// The planner hook: `drift_as_of` calls that are one value for the whole statement become
+/// scans of their table (see the module doc), `drift_history` calls with the whole key
+/// become `drift_history_key`, and ON CONFLICT on DriftDB tables is rewritten (see
+/// `modify::rewrite_on_conflict`).
+///
+/// # Safety
+/// Only Postgres calls this, as `planner_hook`, with the query to plan and its text,
+/// options and parameters.
 #[pg_guard]
 unsafe extern "C-unwind" fn planner(
     parse: *mut pg_sys::Query,
@@ -40,6 +48,12 @@ unsafe extern "C-unwind" fn planner(
     cursor_options: std::ffi::c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: Postgres calls the planner hook with the query to plan (a tree the planner
+    // may change: the plan cache plans a copy), its text, options and parameters, all
+    // passed on unchanged to the previous hook (inside a guard, as it may be C) or to
+    // standard_planner, which return a valid PlannedStmt. The invalidation items are
+    // palloc'd in the current memory context, the one the plan was made in, and appended
+    // to its own list.
     unsafe {
         crate::fdw::modify::rewrite_on_conflict(parse);
         REWRITTEN.with(|r| r.borrow_mut().clear());
@@ -106,7 +120,11 @@ impl Point {
 }
 
 /// Whether `funcid` is one of the driftdb extension's `drift_as_of` functions.
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
 unsafe fn is_as_of_call(funcid: pg_sys::Oid) -> bool {
+    // SAFETY: per the caller, inside a transaction (catalog lookups).
     unsafe { is_extension_function(funcid, b"drift_as_of") }
 }
 
@@ -115,6 +133,9 @@ unsafe fn is_as_of_call(funcid: pg_sys::Oid) -> bool {
 /// # Safety
 /// Catalog lookups: must run inside a transaction.
 pub unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
+    // SAFETY: per the caller, inside a transaction: get_func_name returns null or a
+    // palloc'd NUL-terminated name, and the extension lookups read the catalogs
+    // (missing_ok, so a missing extension is InvalidOid).
     unsafe {
         let found = pg_sys::get_func_name(funcid);
         if found.is_null() || std::ffi::CStr::from_ptr(found).to_bytes() != name {
@@ -132,6 +153,9 @@ pub unsafe fn is_extension_function(funcid: pg_sys::Oid, name: &[u8]) -> bool {
 /// # Safety
 /// `rte` must be a valid range-table entry.
 pub unsafe fn single_call(rte: *mut pg_sys::RangeTblEntry) -> Option<*mut pg_sys::FuncExpr> {
+    // SAFETY: per the caller, rte is a valid range-table entry: for a function entry its
+    // functions list holds RangeTblFunction nodes whose funcexpr is null (checked) or an
+    // expression node, read as a FuncExpr only after its tag says so.
     unsafe {
         if (*rte).rtekind != pg_sys::RTEKind::RTE_FUNCTION || (*rte).funcordinality {
             return None;
@@ -149,10 +173,17 @@ pub unsafe fn single_call(rte: *mut pg_sys::RangeTblEntry) -> Option<*mut pg_sys
 }
 
 /// The DriftDB table and the point of an entry that is one plain `drift_as_of` call.
+///
+/// # Safety
+/// `rte` must be a valid range-table entry of a query being planned, inside its
+/// transaction.
 unsafe fn as_of_call(
     rte: *mut pg_sys::RangeTblEntry,
 ) -> Option<(pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid)> {
     // Returns (table, point, the drift_as_of function).
+    // SAFETY: per the caller, rte is a valid range-table entry of a query being planned,
+    // inside its transaction: the call's arguments are expression nodes whose tags are
+    // checked before they are read as a Const; the rest are catalog lookups.
     unsafe {
         let call = single_call(rte)?;
         let args = pgrx::PgList::<pg_sys::Node>::from_pg((*call).args);
@@ -187,7 +218,12 @@ unsafe fn as_of_call(
 /// every partition's scan takes from the entry (the planner copies a parent's entry, its
 /// sample clause with it, into each partition's). A heap partition would take the clause
 /// for a real TABLESAMPLE: then the call stays a function call.
+///
+/// # Safety
+/// Catalog lookups and lock waits: must run inside a transaction.
 unsafe fn all_driftdb_parts(relid: pg_sys::Oid) -> bool {
+    // SAFETY: per the caller, inside a transaction: catalog lookups, and all_inheritors
+    // locks each partition it returns, as the planner would when expanding the table.
     unsafe {
         if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_PARTITIONED_TABLE {
             return false;
@@ -203,11 +239,21 @@ unsafe fn all_driftdb_parts(relid: pg_sys::Oid) -> bool {
 }
 
 /// Turns the call entry into a scan of the table, carrying the point (see the module doc).
+///
+/// # Safety
+/// `query` is the query being planned, `rte` one of its range-table entries that
+/// [`as_of_call`] returned `call` for.
 unsafe fn convert(
     query: *mut pg_sys::Query,
     rte: *mut pg_sys::RangeTblEntry,
     (relid, point, funcid): (pg_sys::Oid, *mut pg_sys::Node, pg_sys::Oid),
 ) {
+    // SAFETY: per the caller, query is the query being planned, rte one of its range-table
+    // entries (as_of_call found it to be one plain drift_as_of call of a DriftDB table) and
+    // point an expression node of the call's, moved into the new TableSampleClause: the
+    // clause and its argument list are allocated in the current memory context, the
+    // planner's, as is the permission bitmapset; the entry becomes a relation entry with no
+    // function list, its relation locked here as the parser would have locked it.
     unsafe {
         note_rewrite(funcid);
         // A relation in a plan is locked from planning on, as the parser would have.
@@ -244,6 +290,9 @@ unsafe fn convert(
 pub unsafe fn point_of(
     rte: *mut pg_sys::RangeTblEntry,
 ) -> Option<(*mut pg_sys::Expr, Point, pg_sys::Oid)> {
+    // SAFETY: per the caller, rte is a valid range-table entry: its tablesample is null or
+    // a TableSampleClause, whose args list holds expression nodes (for a converted entry,
+    // the point).
     unsafe {
         let sample = (*rte).tablesample;
         if sample.is_null() || !is_as_of_call((*sample).tsmhandler) {
@@ -264,8 +313,19 @@ struct Walk {
     queries: Vec<*mut pg_sys::Query>,
 }
 
+/// Walks a query tree, subqueries included, converting the plain `drift_as_of` call entries
+/// and handing each query to `history_call::push_down_keys`.
+///
+/// # Safety
+/// Called by Postgres' tree walkers only, with a node of the tree being walked (or null)
+/// and a pointer to the [`Walk`] that [`rewrite_calls`] passed.
 #[pg_guard]
 unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, ctx: *mut std::ffi::c_void) -> bool {
+    // SAFETY: query_tree_walker and expression_tree_walker call the walker with null or a
+    // node of the tree being walked, and ctx is the Walk that rewrite_calls passed, alive
+    // for the whole walk and used through this one reference at a time; a node is read as a
+    // Query or a RangeTblEntry only after its tag says so, and the innermost Query on the
+    // stack is the one whose range table holds that entry.
     unsafe {
         if node.is_null() {
             return false;
@@ -298,7 +358,12 @@ unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, ctx: *mut std::ffi::
 }
 
 /// Converts every plain `drift_as_of` call entry in `parse` and its subqueries.
+///
+/// # Safety
+/// `parse` is null or a valid query about to be planned, inside its transaction.
 unsafe fn rewrite_calls(parse: *mut pg_sys::Query) {
+    // SAFETY: per the caller, parse is null (checked) or the query about to be planned;
+    // walker gets a pointer to the Walk on this stack frame, which outlives the walk.
     unsafe {
         if parse.is_null() || (*parse).commandType == pg_sys::CmdType::CMD_UTILITY {
             return;

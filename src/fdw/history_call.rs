@@ -31,6 +31,13 @@ const ROW_ATTNO: i16 = 4;
 /// # Safety
 /// `q` must be a valid query tree being planned.
 pub unsafe fn push_down_keys(q: *mut pg_sys::Query) {
+    // SAFETY: per the caller, q is a valid query being planned, inside its transaction: its
+    // join tree and range table are its own nodes, and every node is read as a type only
+    // after its tag says so. TableInfo::of opens the relation history_call found to be a
+    // DriftDB table, locked here first (one dropped while this waited for the lock is
+    // 42P01 there). The new ArrayExpr, its element copies and the extended argument list
+    // are allocated in the current memory context, the planner's, and are complete nodes
+    // (palloc0 zeroes every other field).
     unsafe {
         if (*q).jointree.is_null() || (*(*q).jointree).quals.is_null() {
             return;
@@ -94,7 +101,12 @@ pub unsafe fn push_down_keys(q: *mut pg_sys::Query) {
 }
 
 /// The top-level AND terms of a WHERE clause.
+///
+/// # Safety
+/// `quals` is a valid expression node (a WHERE clause).
 unsafe fn and_terms(quals: *mut pg_sys::Node) -> Vec<*mut pg_sys::Node> {
+    // SAFETY: per the caller, quals is a valid expression node; it is read as a BoolExpr
+    // only after its tag says so, and its args list holds expression nodes.
     unsafe {
         if (*quals).type_ == pg_sys::NodeTag::T_BoolExpr {
             let b = quals as *mut pg_sys::BoolExpr;
@@ -110,9 +122,16 @@ unsafe fn and_terms(quals: *mut pg_sys::Node) -> Vec<*mut pg_sys::Node> {
 
 /// The call and its table, if `rte` is exactly one plain `drift_history(<constant>)` of
 /// the driftdb extension on a DriftDB table.
+///
+/// # Safety
+/// `rte` is a valid range-table entry of a query being planned, inside its transaction.
 unsafe fn history_call(
     rte: *mut pg_sys::RangeTblEntry,
 ) -> Option<(*mut pg_sys::FuncExpr, pg_sys::Oid)> {
+    // SAFETY: per the caller, rte is a valid range-table entry of a query being planned,
+    // inside its transaction: single_call checks the entry, the argument is read as a Const
+    // only after its tag says so, and its value is an Oid when its type is regclass and it
+    // is not null (both checked).
     unsafe {
         let call = single_call(rte)?;
         let args = PgList::<pg_sys::Node>::from_pg((*call).args);
@@ -133,7 +152,15 @@ unsafe fn history_call(
 }
 
 /// `drift_history_key(regclass, text[])`, from the schema of `drift_history` (`funcid`).
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
 unsafe fn key_function(funcid: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    // SAFETY: per the caller, inside a transaction: the name lookups return null (checked)
+    // or palloc'd NUL-terminated strings, the qualified name list is built of String nodes
+    // in the current memory context, and LookupFuncName reads the argument types from the
+    // array, alive for the call, with missing_ok (InvalidOid when there is no such
+    // function).
     unsafe {
         let schema = pg_sys::get_namespace_name(pg_sys::get_func_namespace(funcid));
         if schema.is_null() {
@@ -153,10 +180,17 @@ unsafe fn key_function(funcid: pg_sys::Oid) -> Option<pg_sys::Oid> {
 
 /// The column name and the text of a term `"row" ->> 'name' = <text>` (either way round)
 /// on range-table entry `varno`, the text being one value for the whole query.
+///
+/// # Safety
+/// `term` is a valid expression node of the query's WHERE clause, inside the planning
+/// transaction.
 unsafe fn key_condition(
     term: *mut pg_sys::Node,
     varno: usize,
 ) -> Option<(Vec<u8>, *mut pg_sys::Node)> {
+    // SAFETY: per the caller, term is a valid expression node of the query's WHERE clause:
+    // it is read as an OpExpr only after its tag says so, whose args list holds expression
+    // nodes (a list of fewer than two is None through get_ptr).
     unsafe {
         if (*term).type_ != pg_sys::NodeTag::T_OpExpr {
             return None;
@@ -183,7 +217,14 @@ unsafe fn key_condition(
 }
 
 /// The field name of `"row" ->> 'name'` on entry `varno` of this query level.
+///
+/// # Safety
+/// `node` is a valid expression node.
 unsafe fn field_of_row(node: *mut pg_sys::Node, varno: usize) -> Option<Vec<u8>> {
+    // SAFETY: per the caller, node is a valid expression node: it and its arguments are
+    // read as an OpExpr, a Var and a Const only after their tags say so, and the Const's
+    // value is a text datum when it is of type text and not null (both checked);
+    // text_to_cstring returns a palloc'd copy.
     unsafe {
         if (*node).type_ != pg_sys::NodeTag::T_OpExpr {
             return None;
@@ -219,6 +260,8 @@ unsafe fn field_of_row(node: *mut pg_sys::Node, varno: usize) -> Option<Vec<u8>>
 /// # Safety
 /// `node` must be a valid expression tree.
 pub unsafe fn one_value(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: per the caller, node is null (checked) or a valid expression tree: each node
+    // is read as the type its tag names, and the recursion follows its own argument lists.
     unsafe {
         if node.is_null() {
             return false;

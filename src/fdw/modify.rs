@@ -24,6 +24,11 @@ struct ModifyState {
 }
 
 /// UPDATE and DELETE find their rows by the ctid the scan put on them.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's AddForeignUpdateTargets callback, with the
+/// planner's root and the range-table index of a DriftDB table that an UPDATE or DELETE
+/// changes.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     root: *mut pg_sys::PlannerInfo,
@@ -31,6 +36,10 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     _target_rte: *mut pg_sys::RangeTblEntry,
     _target_relation: pg_sys::Relation,
 ) {
+    // SAFETY: Postgres calls AddForeignUpdateTargets with the planner's root and the
+    // range-table index of the target relation; makeVar builds a Var node in the planner's
+    // memory context, which add_row_identity_var adds to the query's row identity columns
+    // under a static name.
     unsafe {
         let var = pg_sys::makeVar(
             rtindex as _,
@@ -44,6 +53,11 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     }
 }
 
+/// BeginForeignModify: the state the writes of this result relation share.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's BeginForeignModify callback, with the running
+/// ModifyTable state and a result relation of a DriftDB table.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_modify(
     mtstate: *mut pg_sys::ModifyTableState,
@@ -52,6 +66,13 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
     _subplan_index: std::ffi::c_int,
     eflags: std::ffi::c_int,
 ) {
+    // SAFETY: Postgres calls BeginForeignModify with the running ModifyTable state and a
+    // result relation of a DriftDB table whose relation descriptor is open; for UPDATE and
+    // DELETE it has initialised the subplan (ps.lefttree) first, whose target list holds
+    // the ctid junk column add_foreign_update_targets asked for. The ModifyState is leaked
+    // into the current memory context, the executor's per-query one, which frees it when
+    // the query ends or fails; ri_FdwState is the wrapper's to set. Nothing is done for
+    // EXPLAIN without ANALYZE.
     unsafe {
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
             return;
@@ -116,11 +137,21 @@ fn push_event(info: &TableInfo, key: Vec<u8>, op: Op) {
 }
 
 /// COPY FROM (and tuple routing) inserts through this instead of BeginForeignModify.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's BeginForeignInsert callback, with a result
+/// relation of a DriftDB table and the statement's ModifyTable state (null for COPY FROM).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_insert(
     mtstate: *mut pg_sys::ModifyTableState,
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
+    // SAFETY: Postgres calls BeginForeignInsert with a result relation of a DriftDB table
+    // whose relation descriptor is open, and the ModifyTable state of the statement, or
+    // null for COPY FROM (checked). ri_FdwState is null or the ModifyState
+    // BeginForeignModify left for the same relation; a new one is leaked into the current
+    // memory context (the query's, or the routing state's, both alive until the statement
+    // ends).
     unsafe {
         txn::refuse_serializable();
         crate::asof::refuse_writes();
@@ -151,7 +182,15 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
 }
 
 /// The state Begin* left on the result relation.
+///
+/// # Safety
+/// `rinfo` is a result relation of a DriftDB table in the running statement; the reference
+/// must not outlive the statement.
 unsafe fn modify_state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a ModifyState {
+    // SAFETY: per the caller, rinfo is a result relation of a DriftDB table; ri_FdwState is
+    // null (checked) or the ModifyState BeginForeignModify or BeginForeignInsert leaked
+    // into memory that lives until the statement ends, which the returned reference does
+    // not outlive, and nothing mutates it meanwhile.
     unsafe {
         match ((*rinfo).ri_FdwState as *const ModifyState).as_ref() {
             Some(s) => s,
@@ -163,8 +202,13 @@ unsafe fn modify_state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> &'a ModifyState
 /// The row under `key` as this transaction sees it right now: the latest committed row
 /// of every transaction that has not aborted, with this transaction's own changes laid
 /// over it. Called with the row's lock held, so no other writer of the key is running.
+///
+/// # Safety
+/// Must run inside a statement of a transaction (it reads the command counter).
 unsafe fn current_row(info: &TableInfo, key: &[u8]) -> Option<Row> {
     let at = engine::read_point();
+    // SAFETY: per the caller, inside a statement of the transaction:
+    // GetCurrentCommandId(false) is a plain read of the backend's command counter.
     unsafe {
         let cid = pg_sys::GetCurrentCommandId(false);
         engine::with_store(|s| {
@@ -196,6 +240,9 @@ pub enum Locked {
 /// Must run inside a statement of a transaction (it reads the active snapshot).
 pub unsafe fn after_lock(info: &TableInfo, key: &[u8]) -> Locked {
     let at = engine::read_point();
+    // SAFETY: per the caller, inside a statement of a transaction: the command id is a
+    // plain read, and the active snapshot, when there is one, is the running statement's,
+    // valid for the whole call in which SnapshotFates reads it.
     unsafe {
         let cid = pg_sys::GetCurrentCommandId(false);
         let snapshot = pg_sys::GetActiveSnapshot();
@@ -234,6 +281,8 @@ pub fn uses_transaction_snapshot() -> bool {
 /// # Safety
 /// `slot` is null or a valid slot.
 pub unsafe fn slot_is_empty(slot: *mut pg_sys::TupleTableSlot) -> bool {
+    // SAFETY: per the caller, slot is null (checked first) or a valid slot, whose flags are
+    // a plain field.
     unsafe { slot.is_null() || (*slot).tts_flags & pg_sys::TTS_FLAG_EMPTY as u16 != 0 }
 }
 
@@ -241,12 +290,22 @@ pub unsafe fn slot_is_empty(slot: *mut pg_sys::TupleTableSlot) -> bool {
 /// change left under the key: the plan's conditions are evaluated again on it, and its
 /// output row computed from it (heap's READ COMMITTED behaviour). Returns the recheck's
 /// output row, or null when the row no longer qualifies.
+///
+/// # Safety
+/// `state` is the ModifyState of `rinfo`, a result relation of the running UPDATE or DELETE
+/// (with its range-table index), and `plan_slot` the subplan's row being changed.
 unsafe fn recheck(
     state: &ModifyState,
     rinfo: *mut pg_sys::ResultRelInfo,
     plan_slot: *mut pg_sys::TupleTableSlot,
     latest: &Row,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: per the caller, state is the ModifyState of rinfo's running UPDATE or DELETE
+    // (state.mtstate is checked not null: the ModifyTable node, whose EvalPlanQual state is
+    // initialised), rinfo the result relation being changed, with an open relation and its
+    // range-table index, and plan_slot the subplan's row with the ctid junk column.
+    // EvalPlanQualSlot returns the EPQ slot of that relation, of its row type, which
+    // store_row fills as a virtual tuple before EvalPlanQual rechecks it.
     unsafe {
         if state.mtstate.is_null() {
             DriftError::Internal("a recheck without its plan".into()).report()
@@ -263,10 +322,17 @@ unsafe fn recheck(
 }
 
 /// The ctid the scan put on the row being changed.
+///
+/// # Safety
+/// `state` is the ModifyState of a running UPDATE or DELETE and `plan_slot` the subplan's
+/// row, with the ctid junk column.
 unsafe fn ctid_of(
     state: &ModifyState,
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> pg_sys::ItemPointerData {
+    // SAFETY: per the caller, plan_slot is the subplan's row and state.ctid_attno (checked
+    // positive at BeginForeignModify) the position of its ctid junk column; a ctid datum
+    // that is not null points to an ItemPointerData, copied out here.
     unsafe {
         let mut isnull = false;
         let d = pg_sys::slot_getattr(plan_slot, state.ctid_attno as i32, &mut isnull);
@@ -277,12 +343,18 @@ unsafe fn ctid_of(
     }
 }
 
-/// The key of the row being changed, and the newest version of it when the scan locked
-/// it and returned that version (see `scan::lock_returned_row`).
+/// The key of the row being changed, found by the ctid the scan put on it, and the newest
+/// version of it when the scan locked it and returned that version (see
+/// `scan::lock_returned_row`).
+///
+/// # Safety
+/// As [`ctid_of`].
 unsafe fn target_key(
     state: &ModifyState,
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> (Vec<u8>, Option<Row>) {
+    // SAFETY: per the caller, plan_slot is the subplan's row of this UPDATE or DELETE, as
+    // ctid_of needs.
     unsafe {
         let tid = ctid_of(state, plan_slot);
         let (scan, n) = from_ctid(&tid);
@@ -299,12 +371,20 @@ unsafe fn target_key(
 /// partition, for an UPDATE of the partition itself always (23514). An UPDATE through a
 /// partitioned table of a row that no longer belongs in its partition returns `false`
 /// unchecked: the row moves (`move_row`), and its new partition checks it.
+///
+/// # Safety
+/// `estate` is the executor state, `rinfo` a result relation of it and `slot` a row of its
+/// type.
 unsafe fn check_constraints(
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     update: bool,
 ) -> bool {
+    // SAFETY: per the caller, estate is the executor state, rinfo a result relation whose
+    // relation (and its relation and tuple descriptors) is open, and slot holds a row of
+    // its type; ExecPartitionCheck and ExecConstraints are the executor's own checks,
+    // raising Postgres' errors.
     unsafe {
         let rel = (*rinfo).ri_RelationDesc;
         let partition = (*(*rel).rd_rel).relispartition;
@@ -341,6 +421,11 @@ fn check_absent(info: &TableInfo, key: &[u8]) {
     }
 }
 
+/// ExecForeignInsert: the new row becomes an INSERT event of the transaction.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's ExecForeignInsert callback, for a result
+/// relation BeginForeignModify or BeginForeignInsert set up, with the new row in `slot`.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_insert(
     estate: *mut pg_sys::EState,
@@ -348,17 +433,26 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     slot: *mut pg_sys::TupleTableSlot,
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: Postgres calls ExecForeignInsert with its executor state, a result relation
+    // of a DriftDB table that BeginForeignModify or BeginForeignInsert set up, and a slot
+    // holding the new row of its type, as insert_row and modify_state require.
     unsafe { insert_row(modify_state(rinfo), estate, rinfo, slot) }
 }
 
 /// Inserts the row in `slot` into the table of `rinfo`: an INSERT's row, or a row an
 /// UPDATE moved into this partition. Null when ON CONFLICT DO NOTHING skips it.
+///
+/// # Safety
+/// `state` is the ModifyState of `rinfo`, a result relation of the executor state `estate`,
+/// and `slot` holds a row of its type.
 unsafe fn insert_row(
     state: &ModifyState,
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: per the caller, state is rinfo's ModifyState, estate the executor state and
+    // slot a row of rinfo's type (check_constraints and row_from_slot read it).
     unsafe {
         check_constraints(estate, rinfo, slot, false);
         let (key, row) = state.info.row_from_slot(slot, true);
@@ -401,6 +495,10 @@ fn conflict_is_invisible(info: &TableInfo, key: &[u8]) -> bool {
 /// meanwhile, or no longer matching the statement's conditions). `newest`: the version
 /// the scan already locked and returned (the statement's new row was computed from it,
 /// and its BEFORE ROW triggers fired on it), which stays the newest while the lock holds.
+///
+/// # Safety
+/// `state` is the ModifyState of `rinfo`, a result relation of the running UPDATE or
+/// DELETE, and `plan_slot` the subplan's row being changed.
 unsafe fn lock_target(
     state: &ModifyState,
     rinfo: *mut pg_sys::ResultRelInfo,
@@ -411,6 +509,8 @@ unsafe fn lock_target(
 ) -> Option<(Row, *mut pg_sys::TupleTableSlot)> {
     let info = &state.info;
     rowlock::lock_row(info.relid, key, strength, Wait::Block);
+    // SAFETY: per the caller, this runs inside a statement of the transaction (an UPDATE or
+    // DELETE).
     let found = match (unsafe { after_lock(info, key) }, newest) {
         (Locked::Changed(Some(latest)), Some(newest)) if latest == newest => {
             Locked::Unchanged(Some(latest), Some(newest))
@@ -430,7 +530,10 @@ unsafe fn lock_target(
         .report(),
         Locked::Changed(None) => None,
         Locked::Changed(Some(latest)) => {
+            // SAFETY: per the caller, state, rinfo and plan_slot are the running UPDATE's
+            // or DELETE's, as recheck requires.
             let out = unsafe { recheck(state, rinfo, plan_slot, &latest) };
+            // SAFETY: recheck returns what EvalPlanQual returned: null or a valid slot.
             if unsafe { slot_is_empty(out) } {
                 return None;
             }
@@ -440,6 +543,14 @@ unsafe fn lock_target(
     }
 }
 
+/// ExecForeignUpdate: the changed columns become a PATCH event (a SOFT_DELETE and an INSERT
+/// when the key changes, or a move to another partition), once the row is locked and, if
+/// another transaction changed it meanwhile, rechecked.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's ExecForeignUpdate callback, for a result
+/// relation BeginForeignModify set up, with the new row in `slot` and the subplan's row in
+/// `plan_slot`.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_update(
     estate: *mut pg_sys::EState,
@@ -447,6 +558,12 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     slot: *mut pg_sys::TupleTableSlot,
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: Postgres calls ExecForeignUpdate with its executor state, a result relation
+    // of a DriftDB table that BeginForeignModify set up (state, ctid junk column, old-tuple
+    // slot and new-tuple projection, initialised by the executor before the first row), the
+    // new row in `slot` and the subplan's row in plan_slot. ExecGetUpdateNewTuple computes
+    // the new row into the relation's own new-tuple slot; every pointer passed on is one of
+    // these, as the functions called require.
     unsafe {
         let state = modify_state(rinfo);
         let info = &state.info;
@@ -517,6 +634,10 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
 /// fires the AFTER UPDATE triggers and reports the old partition. So a move is refused
 /// (0A000) where either would show: row triggers of those kinds, RETURNING tableoid, or a
 /// destination that is not a DriftDB table.
+///
+/// # Safety
+/// `state` is the ModifyState of `rinfo`, a leaf result relation of a running UPDATE
+/// through a partitioned table, `estate` its executor state and `slot` its new row.
 unsafe fn move_row(
     state: &ModifyState,
     estate: *mut pg_sys::EState,
@@ -524,6 +645,12 @@ unsafe fn move_row(
     slot: *mut pg_sys::TupleTableSlot,
     old_key: Vec<u8>,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: per the caller, state is rinfo's ModifyState, estate the executor state,
+    // rinfo a leaf result relation of a running UPDATE through a partitioned table
+    // (state.mtstate is checked not null) and slot its new row. route_from_root returns a
+    // partition result relation opened by the executor (with its trigger description and
+    // WITH CHECK options, null when none) and its row in a slot of its type; a DriftDB
+    // partition's BeginForeignInsert has left its ModifyState, which insert_row uses.
     unsafe {
         let info = &state.info;
         if state.mtstate.is_null() {
@@ -585,7 +712,13 @@ unsafe fn move_row(
 }
 
 /// Whether the result relation's RETURNING list reads `tableoid`.
+///
+/// # Safety
+/// `rinfo` is a result relation of the running statement.
 unsafe fn returns_tableoid(rinfo: *mut pg_sys::ResultRelInfo) -> bool {
+    // SAFETY: per the caller, rinfo is a result relation; its RETURNING list is null
+    // (checked) or a list of expressions, whose Vars pull_var_clause lists in a new list in
+    // the current memory context.
     unsafe {
         let list = (*rinfo).ri_returningList;
         if list.is_null() {
@@ -598,6 +731,12 @@ unsafe fn returns_tableoid(rinfo: *mut pg_sys::ResultRelInfo) -> bool {
     }
 }
 
+/// ExecForeignDelete: a SOFT_DELETE event, once the row is locked and, if another
+/// transaction changed it meanwhile, rechecked.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's ExecForeignDelete callback, for a result
+/// relation BeginForeignModify set up, with the subplan's row in `plan_slot`.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_delete(
     _estate: *mut pg_sys::EState,
@@ -605,6 +744,9 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
     slot: *mut pg_sys::TupleTableSlot,
     plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: Postgres calls ExecForeignDelete with a result relation of a DriftDB table
+    // that BeginForeignModify set up, the subplan's row in plan_slot, and `slot`, a slot of
+    // the relation's row type that RETURNING reads when there is a RETURNING projection.
     unsafe {
         let state = modify_state(rinfo);
         let info = &state.info;
@@ -631,6 +773,12 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
 /// # Safety
 /// `parse` is a query about to be planned.
 pub unsafe fn rewrite_on_conflict(parse: *mut pg_sys::Query) {
+    // SAFETY: per the caller, parse is null (checked) or a query about to be planned: its
+    // CTE list holds CommonTableExprs whose queries are checked to be Query nodes before
+    // the recursion; for an INSERT with ON CONFLICT, resultRelation is the 1-based index of
+    // its relation entry in rtable, and the arbiter elements are InferenceElem nodes whose
+    // expressions are checked to be Vars before they are read as such. The statement's
+    // relation is locked since parse analysis, so TableInfo::of may open it.
     unsafe {
         if parse.is_null() {
             return;

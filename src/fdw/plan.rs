@@ -29,7 +29,16 @@ const COST_PER_LOOKUP: f64 = 0.05;
 const STARTUP_COST: f64 = 10.0;
 
 /// The access DriftDB will use for this scan.
+///
+/// # Safety
+/// Inside the planner: `relid` is the foreign table being planned (locked and open) and
+/// `quals` the relation's restriction list (`baserestrictinfo`), entry `rti` of the range
+/// table.
 unsafe fn choose(relid: pg_sys::Oid, rti: pg_sys::Index, quals: *mut pg_sys::List) -> Choice {
+    // SAFETY: per the caller, relid is the foreign table being planned, which the planner
+    // has locked and opened, and quals its baserestrictinfo list; TableInfo::of reads the
+    // open relation and its options inside the planner's transaction, and pushdown::choose
+    // only reads the restriction clauses.
     unsafe {
         let info = TableInfo::of(relid);
         let indexes = engine::indexes(info.id);
@@ -38,7 +47,16 @@ unsafe fn choose(relid: pg_sys::Oid, rti: pg_sys::Index, quals: *mut pg_sys::Lis
 }
 
 /// The choice GetForeignRelSize made for this relation.
+///
+/// # Safety
+/// `baserel` is the RelOptInfo of a DriftDB table being planned, after GetForeignRelSize
+/// ran for it; the reference must not outlive the planning (the Choice lives in the
+/// planner's memory context).
 unsafe fn planned_choice<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a Choice {
+    // SAFETY: per the caller, baserel is the RelOptInfo Postgres passes to the planner
+    // callbacks; its fdw_private is null or the Choice get_foreign_rel_size leaked into the
+    // planner's memory context, which outlives every callback of this planning (the
+    // returned reference lives no longer than that).
     unsafe {
         match ((*baserel).fdw_private as *const Choice).as_ref() {
             Some(c) => c,
@@ -48,11 +66,20 @@ unsafe fn planned_choice<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a Choice {
 }
 
 /// Rows a scan returns, by its access.
+///
+/// # Safety
+/// `baserel` is the RelOptInfo of the relation being planned, and `exprs` the expressions
+/// of the Choice that chose `access` (for `KeyIn`, the one array expression).
 unsafe fn estimate(
     baserel: *mut pg_sys::RelOptInfo,
     access: Access,
     exprs: &[*mut pg_sys::Expr],
 ) -> f64 {
+    // SAFETY: per the caller, baserel is the relation being planned and exprs the
+    // expressions of `access`: for KeyIn exactly one, the IN list's array, whose Const
+    // (when it is one and not null) holds an array datum; pg_detoast_datum returns it plain
+    // (a copy in the planner's memory context when it was toasted), and ARR_DIMS holds ndim
+    // dimensions after its header.
     unsafe {
         match access {
             Access::Key => 1.0,
@@ -82,16 +109,32 @@ unsafe fn estimate(
 }
 
 /// ARR_DIMS: the dimensions follow the fixed array header.
+///
+/// # Safety
+/// `a` points to a detoasted array (an `ArrayType` header followed by its dimensions).
 unsafe fn arr_dims(a: *mut pg_sys::ArrayType) -> *mut i32 {
+    // SAFETY: per the caller, `a` points to a detoasted array, whose dimensions follow its
+    // fixed ArrayType header (ARR_DIMS): the offset stays inside the array's allocation.
     unsafe { (a as *mut u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *mut i32 }
 }
 
+/// GetForeignRelSize: the rows of the scan, from the engine's estimate for a table never
+/// analyzed and the access chosen, which is kept for the callbacks that follow.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's GetForeignRelSize callback, with the
+/// planner's root and baserel for the foreign table `relid`.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
     relid: pg_sys::Oid,
 ) {
+    // SAFETY: Postgres calls GetForeignRelSize with the planner's valid root and baserel
+    // for the foreign table relid, which it has locked and opened. The Choice is leaked
+    // into the current memory context (the planner's), which frees it when planning ends,
+    // after the last callback that reads it; clauselist_selectivity reads the relation's
+    // own restriction list.
     unsafe {
         if (*baserel).tuples <= 0.0 {
             // Never analyzed: the engine's own estimate of the table's rows. It is only
@@ -128,12 +171,20 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     }
 }
 
+/// GetForeignPaths: the one path of the scan, costed by its access.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's GetForeignPaths callback, with the root and
+/// baserel it passed to GetForeignRelSize before.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_paths(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
     _relid: pg_sys::Oid,
 ) {
+    // SAFETY: Postgres calls GetForeignPaths with the same valid root and baserel it passed
+    // to GetForeignRelSize, whose fdw_private holds the Choice that callback kept; the path
+    // is made and added in the planner's memory context by Postgres' own functions.
     unsafe {
         let c = planned_choice(baserel);
         // A full scan reads every row; the others fetch about the rows they return.
@@ -165,6 +216,12 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
     }
 }
 
+/// GetForeignPlan: the scan's plan, with what its scan needs to know in fdw_private (a
+/// ScanPrivate) and the expressions it evaluates in fdw_exprs.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's GetForeignPlan callback, with the planner's
+/// pointers for the relation whose size and paths the callbacks above computed.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_plan(
     root: *mut pg_sys::PlannerInfo,
@@ -175,6 +232,12 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     scan_clauses: *mut pg_sys::List,
     outer_plan: *mut pg_sys::Plan,
 ) -> *mut pg_sys::ForeignScan {
+    // SAFETY: Postgres calls GetForeignPlan with valid planner pointers for the foreign
+    // relation: root's parse tree, row marks, result relids and range-table array
+    // (simple_rte_array, indexed by baserel->relid) are the planner's own; the Choice is
+    // the one GetForeignRelSize kept; tlist, scan_clauses and outer_plan are passed through
+    // to make_foreignscan. The expressions are copied into the plan, which is allocated in
+    // the planner's memory context.
     unsafe {
         let parse = (*root).parse;
         // The scan feeds an UPDATE or DELETE of the table, or a locking read of it: either
@@ -288,6 +351,9 @@ unsafe fn trigger_lock(
 /// # Safety
 /// `baserel` must be a base relation being planned.
 unsafe fn needed_attrs(baserel: *mut pg_sys::RelOptInfo) -> Option<Vec<i32>> {
+    // SAFETY: per the caller, baserel is a base relation being planned: its reltarget and
+    // baserestrictinfo are the planner's; pull_varattnos builds a bitmapset in the current
+    // memory context, which bms_is_member and bms_next_member only read.
     unsafe {
         let relid = (*baserel).relid;
         let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
@@ -369,6 +435,9 @@ impl ScanPrivate {
     /// # Safety
     /// `list` is the `fdw_private` of a DriftDB foreign scan plan.
     pub unsafe fn from_list(list: *mut pg_sys::List) -> ScanPrivate {
+        // SAFETY: per the caller, list is the fdw_private of a DriftDB scan plan, which
+        // to_list made as a list of Integer nodes (a copy of the plan holds copies of
+        // them); every element is read as one within the list's length.
         let ints: Vec<i32> = unsafe {
             PgList::<pg_sys::Integer>::from_pg(list)
                 .iter_ptr()
@@ -418,11 +487,22 @@ impl ScanPrivate {
     }
 }
 
+/// ExplainForeignScan: the scan's access, its point in the past, and its index column.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's ExplainForeignScan callback, with the state
+/// of a scan whose plan `get_foreign_plan` made, and the EXPLAIN output being built.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn explain_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
     es: *mut pg_sys::ExplainState,
 ) {
+    // SAFETY: Postgres calls ExplainForeignScan with the valid scan state of a scan of a
+    // DriftDB table (begun, or only initialised for EXPLAIN) and its ExplainState: the plan
+    // is the ForeignScan GetForeignPlan made, whose fdw_private to_list wrote, and the
+    // scan's relation is open; the property names and texts are static C strings, and
+    // get_attname returns a palloc'd name of an existing column (it raises an ERROR
+    // otherwise).
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let private = ScanPrivate::from_list((*plan).fdw_private);
@@ -454,7 +534,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
 /// Locking reads lock DriftDB rows (see `scan::refetch_foreign_row`); a row mark without a
 /// lock (a DriftDB table joined to the target of an UPDATE) copies the whole row.
 #[pg_guard]
-pub unsafe extern "C-unwind" fn get_foreign_row_mark_type(
+pub extern "C-unwind" fn get_foreign_row_mark_type(
     _rte: *mut pg_sys::RangeTblEntry,
     strength: pg_sys::LockClauseStrength::Type,
 ) -> pg_sys::RowMarkType::Type {

@@ -37,7 +37,12 @@ impl Access {
 
 /// The column a Var of this relation refers to, looking through binary-compatible
 /// relabeling (varchar compared as text).
+///
+/// # Safety
+/// `node` is a valid expression node.
 unsafe fn var_attno(node: *mut pg_sys::Node, relid: pg_sys::Index) -> Option<i16> {
+    // SAFETY: per the caller, node is a valid expression node: each RelabelType's arg is a
+    // non-null expression node, and the node is read as a Var only after its tag says so.
     unsafe {
         let mut n = node;
         while (*n).type_ == pg_sys::NodeTag::T_RelabelType {
@@ -53,13 +58,22 @@ unsafe fn var_attno(node: *mut pg_sys::Node, relid: pg_sys::Index) -> Option<i16
 }
 
 /// A value known before the scan starts: no Vars, nothing volatile.
+///
+/// # Safety
+/// `node` is a valid expression tree.
 unsafe fn is_scan_constant(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: per the caller, node is a valid expression tree; both walkers only read it.
     unsafe { !pg_sys::contain_var_clause(node) && !pg_sys::contain_volatile_functions(node) }
 }
 
 /// True when `opno` is the default equality of the column's type and the comparison's
 /// collation decides equality bytewise.
+///
+/// # Safety
+/// Catalog lookups: must run inside a transaction.
 unsafe fn exact_equality(opno: pg_sys::Oid, typid: pg_sys::Oid, collid: pg_sys::Oid) -> bool {
+    // SAFETY: per the caller, inside a transaction: lookup_type_cache returns the backend's
+    // cached entry for the type (null checked), and the collation lookup reads the catalog.
     unsafe {
         let tc = pg_sys::lookup_type_cache(typid, pg_sys::TYPECACHE_EQ_OPR as i32);
         if tc.is_null() || (*tc).eq_opr != opno {
@@ -91,12 +105,18 @@ pub struct Choice {
 /// The btree strategy (1 <, 2 <=, 3 =, 4 >=, 5 >) of `opno` for the column's type, seen
 /// from the column's side, when both operands have the column's type (a domain's column
 /// is compared as its base type, by the base type's operators).
+///
+/// # Safety
+/// Inside a transaction (catalog lookups); `other` is a valid expression node.
 unsafe fn strategy(
     opno: pg_sys::Oid,
     typid: pg_sys::Oid,
     other: *mut pg_sys::Node,
     var_on_left: bool,
 ) -> Option<i32> {
+    // SAFETY: per the caller, inside the planning transaction, `other` is a valid
+    // expression node: exprType reads it, and the rest are type-cache and catalog lookups
+    // (the type cache entry's null is checked).
     unsafe {
         let typid = pg_sys::getBaseType(typid);
         if pg_sys::getBaseType(pg_sys::exprType(other)) != typid {
@@ -136,6 +156,10 @@ pub unsafe fn choose(
     let mut index_eq: Option<(i16, *mut pg_sys::Expr)> = None;
     // Per indexed column: (lo, lo inclusive), (hi, hi inclusive).
     let mut ranges: Vec<(i16, Option<Bound>, Option<Bound>)> = Vec::new();
+    // SAFETY: per the caller, restrictinfo is the relation's baserestrictinfo: a list of
+    // RestrictInfos whose clauses are expression nodes, read as an OpExpr or a
+    // ScalarArrayOpExpr only after their tags say so, with argument lists of expression
+    // nodes (a list of any other length than two is skipped).
     unsafe {
         let ris = PgList::<pg_sys::RestrictInfo>::from_pg(restrictinfo);
         for ri in ris.iter_ptr() {

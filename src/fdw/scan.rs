@@ -83,6 +83,9 @@ impl View {
                 at: engine::read_point(),
                 // SAFETY: the caller's snapshot outlives the read.
                 fates: Box::new(unsafe { SnapshotFates::new(snapshot) }),
+                // SAFETY: per the caller, snapshot is the running statement's MVCC
+                // snapshot, a valid pointer for the whole read; curcid is a plain field of
+                // it.
                 own_upto: Some(unsafe { (*snapshot).curcid }),
             },
         }
@@ -286,11 +289,25 @@ pub fn from_ctid(tid: &pg_sys::ItemPointerData) -> (u32, u64) {
     (scan, n)
 }
 
+/// BeginForeignScan: the scan's state, from its plan; the rows are opened at the first row.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's BeginForeignScan callback, with a scan of a
+/// DriftDB table whose plan `get_foreign_plan` made.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
     eflags: std::ffi::c_int,
 ) {
+    // SAFETY: Postgres calls BeginForeignScan with the valid state of a scan of a DriftDB
+    // table, after initialising its plan, relation (ss_currentRelation, open and locked)
+    // and expression context: the plan is the ForeignScan get_foreign_plan made
+    // (fdw_private as to_list wrote it, and, for a scan from a drift_as_of call, the
+    // point's expression last in fdw_exprs). The initialised expressions and the list copy
+    // are allocated in the current memory context, the executor's per-query context, as is
+    // the ScanState leaked into it, which frees it (dropping it) when the query ends or
+    // fails; fdw_state is the wrapper's to set. Nothing is done for EXPLAIN without
+    // ANALYZE, which never iterates the scan.
     unsafe {
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
             return;
@@ -341,10 +358,23 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     }
 }
 
+/// IterateForeignScan: the next row, in the scan tuple slot (empty at the end). The first
+/// call evaluates the keys, bounds or point and opens the rows.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's IterateForeignScan callback, on a scan
+/// `begin_foreign_scan` began.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
 ) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: Postgres calls IterateForeignScan only on a scan BeginForeignScan began, so
+    // fdw_state is the ScanState it leaked into the per-query memory context, alive until
+    // the query ends, and no other reference to it exists during this call; the scan tuple
+    // slot, the executor state (its es_snapshot is the statement's snapshot, alive while
+    // the query runs) and the expression context are the executor's. The slot gets a
+    // virtual tuple of the table's row type, its datums in the current memory context, the
+    // per-tuple one the executor resets per row.
     unsafe {
         let state = &mut *((*node).fdw_state as *mut ScanState);
         let slot = (*node).ss.ss_ScanTupleSlot;
@@ -454,12 +484,20 @@ unsafe fn lock_returned_row(
 /// The rows an index scan returns: the engine's matches at the reader's view, with this
 /// transaction's own changed rows in place of theirs (Postgres rechecks every qual, so
 /// own rows that do not match are filtered there). A NULL bound matches nothing.
+///
+/// # Safety
+/// `state` is the state of a running index scan (`IndexEq` or `IndexRange`) and `econtext`
+/// its expression context.
 unsafe fn index_rows(
     state: &ScanState,
     econtext: *mut pg_sys::ExprContext,
     view: &View,
 ) -> Vec<(Vec<u8>, Row)> {
     use std::ops::Bound;
+    // SAFETY: per the caller, state.exprs holds the ExprStates the scan initialised for the
+    // index bound(s), evaluated in the scan's expression context; each non-null result is a
+    // datum of the indexed column's type (pushdown only chooses an index when both sides
+    // have the column's type), encoded at once.
     unsafe {
         let info = &state.info;
         let Some(col) = info.columns.iter().find(|c| c.attnum == state.column) else {
@@ -530,11 +568,20 @@ unsafe fn index_rows(
 
 /// Where this scan reads: at the point of the `drift_as_of` call it was planned from,
 /// else as `View::new` says (the statement's snapshot, or `driftdb.as_of`).
+///
+/// # Safety
+/// `state` is the state of a running scan, `econtext` its expression context and `snapshot`
+/// the running statement's snapshot.
 unsafe fn scan_view(
     state: &ScanState,
     econtext: *mut pg_sys::ExprContext,
     snapshot: pg_sys::Snapshot,
 ) -> View {
+    // SAFETY: per the caller, snapshot is the running statement's snapshot, econtext the
+    // scan's expression context and, when the scan came from a drift_as_of call,
+    // state.point_expr the point's initialised ExprState, whose result has the type `point`
+    // says (bigint, timestamptz or text); the ACL check reads the catalog inside the
+    // running transaction.
     unsafe {
         if state.point == Point::Present {
             // The high-water mark is read after the snapshot was taken: groups past the
@@ -577,7 +624,17 @@ unsafe fn scan_view(
 
 /// Evaluates the pushed-down key values: the keys to look up, sorted, without repeats. A
 /// NULL matches no key.
+///
+/// # Safety
+/// `state` is the state of a running key lookup (`Key` or `KeyIn`) and `econtext` its
+/// expression context.
 unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> Vec<Vec<u8>> {
+    // SAFETY: per the caller, state.exprs holds the scan's initialised key expressions,
+    // evaluated in its expression context: for Key one per key column, each of the column's
+    // type (the column's default equality chose it, through binary-compatible relabeling);
+    // for KeyIn one array, deconstructed as its own element type (the column's or a
+    // binary-compatible one, so encode_lookup reads the same bytes) into palloc'd arrays of
+    // `n` datums and flags, read within `n`.
     unsafe {
         let exprs = PgList::<pg_sys::ExprState>::from_pg(state.exprs);
         let info = &state.info;
@@ -647,8 +704,17 @@ unsafe fn lookup_keys(state: &ScanState, econtext: *mut pg_sys::ExprContext) -> 
     }
 }
 
+/// ReScanForeignScan: the rows are opened again, with the keys evaluated again, at the next
+/// row.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's ReScanForeignScan callback, on a scan
+/// `begin_foreign_scan` began.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: Postgres calls ReScanForeignScan only on a scan BeginForeignScan began, so
+    // fdw_state is its ScanState (see iterate_foreign_scan), and no other reference to it
+    // exists during this call.
     unsafe {
         let state = &mut *((*node).fdw_state as *mut ScanState);
         // Parameters may have changed: evaluate the keys again on the next row.
@@ -656,8 +722,17 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
     }
 }
 
+/// EndForeignScan: the engine's scan and the target scan's keys are released.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's EndForeignScan callback, on a scan
+/// `begin_foreign_scan` began (or only initialised, for EXPLAIN).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: Postgres calls EndForeignScan on every scan it began, also under EXPLAIN
+    // without ANALYZE, where BeginForeignScan left fdw_state null (checked); otherwise it
+    // is the ScanState in the per-query memory context, not yet freed (the context outlives
+    // this call), and no other reference to it exists during this call.
     unsafe {
         if let Some(state) = ((*node).fdw_state as *mut ScanState).as_mut() {
             // Release the engine's scan now; the state itself goes with the memory context.
@@ -682,6 +757,10 @@ struct LockState {
 /// left it, flagged `updated` so that Postgres rechecks the query's conditions on it (READ
 /// COMMITTED); under REPEATABLE READ that is a serialization failure, as on heap. A row
 /// deleted meanwhile, or locked with SKIP LOCKED, comes back empty and is left out.
+///
+/// # Safety
+/// Only Postgres calls this, as the wrapper's RefetchForeignRow callback, with the row mark
+/// of a DriftDB table and a row identity its scan returned.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn refetch_foreign_row(
     estate: *mut pg_sys::EState,
@@ -690,6 +769,12 @@ pub unsafe extern "C-unwind" fn refetch_foreign_row(
     slot: *mut pg_sys::TupleTableSlot,
     updated: *mut bool,
 ) {
+    // SAFETY: Postgres calls RefetchForeignRow with its valid executor state, the row mark
+    // of a DriftDB table (whose relation is open and whose ermExtra, null at first, is the
+    // wrapper's), the row identity the scan returned and a slot of the table's row type to
+    // fill, and a flag to set. The LockState is leaked into the query's memory context
+    // (es_query_cxt), alive until the query ends; rowid, when not null, is a ctid datum, a
+    // pointer to an ItemPointerData.
     unsafe {
         *updated = false;
         let Some(strength) = crate::rowlock::Strength::of_rowmark((*erm).markType) else {

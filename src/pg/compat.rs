@@ -14,6 +14,11 @@ pub unsafe fn foreignscan_path(
     total: f64,
     fdw_private: *mut pg_sys::List,
 ) -> *mut pg_sys::ForeignPath {
+    // SAFETY: per the caller, root and rel are the planner's pointers for the foreign
+    // relation being planned (GetForeignPaths); create_foreignscan_path allocates the path
+    // in the planner's memory context and takes the null pointers as "none" (no target
+    // list, outer rels, outer path or restrictions of its own), as postgres_fdw passes
+    // them; the cfg picks the one signature of the version built for.
     unsafe {
         #[cfg(any(feature = "pg15", feature = "pg16"))]
         return pg_sys::create_foreignscan_path(
@@ -78,6 +83,11 @@ pub fn owns_relation(relid: pg_sys::Oid) -> bool {
 /// # Safety
 /// Between `XLogBeginInsert` and `XLogInsert`; `data` must stay valid until `XLogInsert`.
 pub unsafe fn xlog_register_data(data: &[u8]) {
+    // SAFETY: per the caller, this runs between XLogBeginInsert and XLogInsert, and `data`
+    // (borrowed for the call) stays alive until XLogInsert has copied it; XLogRegisterData
+    // only records the pointer and the length, which fits the record size DriftDB writes
+    // (RECORD_MAX, far below i32::MAX). It takes a mutable pointer only by the C signature
+    // of 15 to 17; it never writes through it.
     unsafe {
         #[cfg(any(feature = "pg15", feature = "pg16"))]
         pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as i32);
@@ -111,6 +121,11 @@ pub unsafe fn require_select(
     rte: *mut pg_sys::RangeTblEntry,
     cols: *mut pg_sys::Bitmapset,
 ) {
+    // SAFETY: per the caller, rte is a relation entry of query's range table with no
+    // permission info yet: before 16 the permissions are fields of the entry itself; from
+    // 16 addRTEPermissionInfo appends a new RTEPermissionInfo to query->rteperminfos
+    // (allocated in the current memory context, the planner's) and points the entry at it,
+    // and cols is a bitmapset the caller made for it.
     unsafe {
         #[cfg(feature = "pg15")]
         {
@@ -153,6 +168,11 @@ unsafe extern "C-unwind" {
 /// # Safety
 /// Catalog lookups and lock waits: must run inside a transaction.
 pub unsafe fn all_inheritors(relid: pg_sys::Oid, lockmode: pg_sys::LOCKMODE) -> Vec<pg_sys::Oid> {
+    // SAFETY: per the caller, inside a transaction: find_all_inheritors reads pg_inherits
+    // and takes `lockmode` on every relation it returns (held to the end of the
+    // transaction); the guard turns its ERROR into a Rust panic, as pgrx does for its own
+    // bindings. The list it returns is a palloc'd list of Oids, read by position within its
+    // length; a null list (no relation) is empty.
     unsafe {
         let list = pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
             find_all_inheritors(relid, lockmode, std::ptr::null_mut())
@@ -174,6 +194,11 @@ pub unsafe fn compute_stored_generated(
     slot: *mut pg_sys::TupleTableSlot,
     cmd: pg_sys::CmdType::Type,
 ) {
+    // SAFETY: per the caller, rinfo is a result relation with an open relation descriptor,
+    // estate its executor state and slot a slot of its row type: the descriptor's tuple
+    // descriptor (and its constraints, null when there are none) belong to the open
+    // relation; ExecComputeStoredGenerated gets exactly the executor's own arguments,
+    // behind a guard that turns its ERROR into a Rust panic.
     unsafe {
         let constr = (*(*(*rinfo).ri_RelationDesc).rd_att).constr;
         if !constr.is_null() && (*constr).has_generated_stored {
@@ -215,6 +240,16 @@ pub unsafe fn route_from_root(
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
 ) -> (*mut pg_sys::ResultRelInfo, *mut pg_sys::TupleTableSlot) {
+    // SAFETY: per the caller, mtstate is the running UPDATE (its state, plan and
+    // partition-routing fields are the executor's), rinfo one of its leaf result relations,
+    // whose ri_RootResultRelInfo is the partitioned root, and slot holds a row of rinfo's
+    // type. The routing state is made once, in the query's memory context (es_query_cxt),
+    // which lives as long as the executor state, as ExecCrossPartitionUpdate makes it; the
+    // slots made here are registered in the estate's tuple table (es_tupleTable) or belong
+    // to the ModifyTable node, which drop them at the end of the statement. Conversion maps
+    // come from the executor's own functions and are null when no conversion is needed. The
+    // guards turn an ERROR of the two functions pgrx's bindings leave out into a Rust
+    // panic; their closures call nothing else.
     unsafe {
         let estate = (*mtstate).ps.state;
         let root = (*rinfo).ri_RootResultRelInfo;
@@ -269,6 +304,9 @@ pub unsafe fn route_from_root(
 /// # Safety
 /// Catalog lookups: must run inside a transaction.
 pub unsafe fn may_execute(funcid: pg_sys::Oid) -> bool {
+    // SAFETY: per the caller, inside a transaction: the ACL check reads pg_proc through the
+    // syscache for the current user (GetUserId is set in every backend that runs SQL), and
+    // raises an ERROR only for a function that does not exist.
     unsafe {
         #[cfg(feature = "pg15")]
         let result =
@@ -295,6 +333,10 @@ unsafe extern "C" {
 /// # Safety
 /// The result must be handed to Postgres as a check hook's `extra`.
 pub unsafe fn guc_extra(size: usize) -> *mut std::ffi::c_void {
+    // SAFETY: per the caller, the memory is handed to Postgres as a check hook's `extra`,
+    // which Postgres frees with free() (up to 15, where malloc is what it expects) or
+    // guc_free() (from 16, for guc_malloc's memory); a null result is checked by the
+    // caller. guc_malloc at LOG level returns null rather than raising an ERROR.
     unsafe {
         #[cfg(feature = "pg15")]
         return malloc(size);
@@ -309,6 +351,9 @@ pub unsafe fn guc_extra(size: usize) -> *mut std::ffi::c_void {
 /// # Safety
 /// `node` is a foreign scan being started.
 pub unsafe fn scan_check_as_user(node: *mut pg_sys::ForeignScanState) -> pg_sys::Oid {
+    // SAFETY: per the caller, node is a foreign scan being started: its plan is the
+    // ForeignScan Postgres planned for it, and (before 16) its estate's range table holds
+    // the scan's relation entry at the 1-based index scanrelid.
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         #[cfg(feature = "pg15")]
@@ -335,6 +380,10 @@ pub unsafe fn scan_check_as_user(node: *mut pg_sys::ForeignScanState) -> pg_sys:
 /// Shared memory must be set up (any backend or background worker after startup).
 pub unsafe fn proc_array_lock() -> *mut pg_sys::LWLock {
     const PROC_ARRAY_LOCK: u16 = 4;
+    // SAFETY: shared memory is set up (per the caller): GetLWLockIdentifier returns a
+    // static name for an individual LWLock id, and MainLWLockArray, the shared array of the
+    // individual LWLocks, holds more than five entries in every version DriftDB builds for;
+    // the name check makes sure index 4 is ProcArrayLock before its address is returned.
     unsafe {
         let name = pg_sys::GetLWLockIdentifier(pg_sys::PG_WAIT_LWLOCK, PROC_ARRAY_LOCK);
         if name.is_null() || std::ffi::CStr::from_ptr(name).to_bytes() != b"ProcArray" {
