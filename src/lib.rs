@@ -3,6 +3,14 @@
 //! This crate is the thin Postgres layer. Storage lives in the `driftdb-storage` crate;
 //! everything here adapts Postgres callbacks to it. All `unsafe` and all `pg_sys` use stays
 //! in this crate, and every error reaches Postgres through [`error::DriftError::report`].
+//! The raw Postgres interface is being gathered in [`pg`], whose documentation gives the
+//! rules every `unsafe` block and `unsafe fn` of the crate follows. Clippy enforces the
+//! `// SAFETY:` comment on every `unsafe` block; `missing_safety_doc` is denied too, but it
+//! covers only `unsafe fn`s visible outside the crate (DriftDB has none), so the `# Safety`
+//! section of the crate's own is kept by review.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::missing_safety_doc)]
 
 use pgrx::prelude::*;
 
