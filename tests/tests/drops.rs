@@ -148,4 +148,32 @@ fn drop_foreign_table_waits_for_driftdb_functions_using_the_table() {
     a.batch_execute("COMMIT").unwrap();
     let err = reader.join().unwrap().unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"), "{err}");
+
+    // The same for a drift_history call the planner rewrites into a key lookup, which
+    // locks the table and then reads it (the backend crashed on the missing relation).
+    a.batch_execute(
+        "CREATE FOREIGN TABLE t (id int NOT NULL, v int) SERVER drift OPTIONS (primary_key 'id'); \
+         INSERT INTO t VALUES (1, 1)",
+    )
+    .unwrap();
+    a.batch_execute("BEGIN; DROP FOREIGN TABLE t").unwrap();
+    let mut b = cluster.connect("app");
+    let b_pid: i32 = b.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let reader = std::thread::spawn(move || {
+        let r = b
+            .query_one(
+                "SELECT count(*) FROM drift_history('t') WHERE \"row\"->>'id' = '1'",
+                &[],
+            )
+            .map(|_| ());
+        (r, b)
+    });
+    assert_eq!(lock_wait_of(&mut watcher, b_pid), "Lock:relation");
+    a.batch_execute("COMMIT").unwrap();
+    let (r, mut b) = reader.join().unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42P01"), "{err}");
+    // The server is up and the session goes on.
+    let one: i32 = b.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
 }
