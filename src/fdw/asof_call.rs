@@ -56,7 +56,10 @@ unsafe extern "C-unwind" fn planner(
     // to its own list.
     unsafe {
         crate::fdw::modify::rewrite_on_conflict(parse);
-        REWRITTEN.with(|r| r.borrow_mut().clear());
+        // Planning may plan other queries meanwhile (an immutable function folded into a
+        // constant runs its own): each level keeps its own record of the functions it
+        // rewrote, and the outer level's is put back when this one ends, also by an error.
+        let _outer = OuterRewritten(REWRITTEN.with(|r| std::mem::take(&mut *r.borrow_mut())));
         rewrite_calls(parse);
         let stmt = match PREV_PLANNER {
             // Another extension's hook (pg_stat_statements', say) is C: its ERROR (any
@@ -84,6 +87,16 @@ unsafe extern "C-unwind" fn planner(
             (*stmt).invalItems = pg_sys::lappend((*stmt).invalItems, item.cast());
         }
         stmt
+    }
+}
+
+/// The functions an outer planner call rewrote, put back when a nested one ends.
+struct OuterRewritten(Vec<pg_sys::Oid>);
+
+impl Drop for OuterRewritten {
+    fn drop(&mut self) {
+        let outer = std::mem::take(&mut self.0);
+        REWRITTEN.with(|r| *r.borrow_mut() = outer);
     }
 }
 
