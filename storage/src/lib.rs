@@ -31,7 +31,10 @@ pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use hash::{FastMap, FastState};
 pub use index::{index_key, IndexKind};
-pub use ledger::{ConsistencyProof, InclusionProof, LedgerDigest, MerkleTree, ProofError};
+pub use ledger::{
+    ConsistencyProof, DigestReport, Divergence, InclusionProof, LedgerDigest, MerkleTree,
+    ProofError, StoredTree, TableDiff,
+};
 pub use settled::{SettledFates, FATES_FILE};
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{

@@ -30,6 +30,7 @@ mod history;
 pub(crate) use history::HistoryMerge;
 mod import;
 mod inspect;
+mod ledger;
 mod scan;
 pub use inspect::{EventCount, SnapshotStats, TableStats};
 pub use scan::{ColumnsOf, RowRef, Scan, ScanRows};
@@ -103,6 +104,8 @@ pub struct Store {
     /// The thread making the chunk writes of the append in progress (stores without a
     /// write-ahead log; started by a large append's first chunk, ended with the append).
     background: Option<BackgroundWrites>,
+    /// The ledger (`<root>/ledger/`), once a ledger call opened it (`store/ledger.rs`).
+    ledger: Option<ledger::LedgerState>,
 }
 
 /// The parts of a read at one seq: a base snapshot and, when the live delta does not fit,
@@ -457,6 +460,7 @@ impl Store {
             appending: false,
             pending_syncs: Vec::new(),
             background: None,
+            ledger: None,
             missing: HashMap::new(),
             settle_scanned: 0,
             settle_pending: Vec::new(),

@@ -338,15 +338,20 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<Seq>> {
 /// A frame found in a table log: its segment's path and map, and its payload's range there.
 type FoundFrame = (PathBuf, Arc<memmap2::Mmap>, std::ops::Range<usize>);
 
+/// Where a read of a table log stopped: the first seq of its segment, the offset after the
+/// last frame read, and that frame's group. A later read of groups after it starts there
+/// instead of at the segment's start.
+pub(crate) type Resume = (Seq, usize, Seq);
+
 /// A table's log segments, read through memory maps.
 pub(crate) struct TableLog {
     pub dir: PathBuf,
     pub table: TableId,
     segs: Vec<Segment>,
-    /// Where the last read stopped: the first seq of its segment, the offset after the last
-    /// frame read, and that frame's group. A later read of groups after it starts there
-    /// instead of at the segment's start.
-    resume: Option<(Seq, usize, Seq)>,
+    /// Where the last read stopped (the furthest one).
+    resume: Option<Resume>,
+    /// Frames read whole (CRC checked) so far, wanted or passed over.
+    pub frames_read: u64,
 }
 
 impl TableLog {
@@ -356,6 +361,7 @@ impl TableLog {
             table,
             segs: Vec::new(),
             resume: None,
+            frames_read: 0,
         }
     }
 
@@ -417,12 +423,29 @@ impl TableLog {
         after: Seq,
         upto: Seq,
         groups: &[Seq],
-        mut f: impl FnMut(&[u8], u64) -> crate::format::DecodeResult<()>,
+        f: impl FnMut(&[u8], u64) -> crate::format::DecodeResult<()>,
     ) -> Result<()> {
+        let from = self.resume;
+        self.for_each_payload_from(from, after, upto, groups, f)
+            .map(|_| ())
+    }
+
+    /// Like [`TableLog::for_each_payload_at`], starting at `from` (where an earlier read of
+    /// this log stopped, see [`Resume`]) when it lies before the frames wanted, instead of
+    /// at the position this log remembers. Returns where this read stopped (after the last
+    /// frame it read), `from` when it read none.
+    pub fn for_each_payload_from(
+        &mut self,
+        from: Option<Resume>,
+        after: Seq,
+        upto: Seq,
+        groups: &[Seq],
+        mut f: impl FnMut(&[u8], u64) -> crate::format::DecodeResult<()>,
+    ) -> Result<Option<Resume>> {
         let last = groups.last().copied().unwrap_or(0);
         let want = upto.min(last);
         if want <= after {
-            return Ok(());
+            return Ok(from);
         }
         if self.segs.last().is_none_or(|s| s.first_seq <= want) {
             self.relist()?;
@@ -436,7 +459,8 @@ impl TableLog {
         let mut prev_group = 0;
         // Every frame before the resume point has a group at or below its group: when that
         // is at or below `after`, nothing before it is wanted.
-        if let Some((seg_first, at, group)) = self.resume {
+        let mut stopped = from;
+        if let Some((seg_first, at, group)) = from {
             if group <= after {
                 if let Ok(j) = self.segs.binary_search_by_key(&seg_first, |s| s.first_seq) {
                     if j >= i {
@@ -476,6 +500,7 @@ impl TableLog {
             let map = seg.bytes(KIND_TABLE, self.table)?;
             match read_frame(&map, pos) {
                 FrameRead::Frame { payload, next } => {
+                    self.frames_read += 1;
                     let at = pos as u64;
                     let g =
                         peek_group_seq(payload).map_err(|d| Error::corruption(&seg.path, at, d))?;
@@ -488,17 +513,18 @@ impl TableLog {
                     }
                     prev_group = g;
                     if g > want {
-                        return Ok(());
+                        return Ok(stopped);
                     }
                     if g > after {
                         f(payload, at).map_err(|d| Error::corruption(&seg.path, at, d))?;
                     }
                     let seg_first = seg.first_seq;
+                    stopped = Some((seg_first, next, g));
                     if self.resume.is_none_or(|(_, _, r)| r <= g) {
-                        self.resume = Some((seg_first, next, g));
+                        self.resume = stopped;
                     }
                     if g == want {
-                        return Ok(());
+                        return Ok(stopped);
                     }
                     pos = next;
                 }
@@ -527,6 +553,22 @@ impl TableLog {
                 }
             }
         }
+    }
+
+    /// Where a read of the groups after `group` can start: right after `group`'s frame,
+    /// which the caller located at `offset` of the segment holding `group`. `None` when no
+    /// whole frame of that group is there.
+    pub fn resume_after(&mut self, group: Seq, offset: u64) -> Result<Option<Resume>> {
+        if self.segs.is_empty() {
+            self.relist()?;
+        }
+        Ok(match self.frame_at(group, offset)? {
+            Ok((_, _, payload)) => {
+                let i = self.segs.partition_point(|s| s.first_seq <= group) - 1;
+                Some((self.segs[i].first_seq, payload.end, group))
+            }
+            Err(_) => None,
+        })
     }
 
     /// `f` on the payload of group `group`'s frame, which a snapshot's key history places at
@@ -578,7 +620,11 @@ impl TableLog {
         // One read of the frame (its CRC covers the whole payload), a second only when the
         // map was taken before the frame was appended and ends before it.
         let found = loop {
-            match read_frame(&map, pos) {
+            let read = read_frame(&map, pos);
+            if matches!(read, FrameRead::Frame { .. }) {
+                self.frames_read += 1;
+            }
+            match read {
                 FrameRead::End | FrameRead::Torn(_)
                     if !remapped && seg.remap_if_grown(KIND_TABLE, self.table)? =>
                 {

@@ -203,6 +203,13 @@ pub struct Stats {
     /// Table frames read for the history of one key ([`crate::Store::history`]): those a
     /// snapshot names for the key and those after that snapshot, or the whole log.
     pub history_frames: u64,
+    /// Journal records read to compute ledger leaves ([`crate::Store::extend_ledger`],
+    /// [`crate::Store::verify_digest`], a leaf's data): the groups made leaves and those
+    /// passed over on the way (aborted ones, one undecided).
+    pub ledger_records: u64,
+    /// Table frames read (CRC checked) to compute ledger leaves: the frames of the groups
+    /// made leaves and any passed over on the way.
+    pub ledger_frames: u64,
 }
 
 impl Stats {

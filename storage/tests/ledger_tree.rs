@@ -1381,3 +1381,30 @@ proptest! {
         let _ = consistency_proof_len(a, b);
     }
 }
+
+#[test]
+fn truncating_gives_the_shorter_tree_which_then_grows_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tree_path(&dir);
+    let (t, r) = build(&path, 70);
+    drop(t);
+    let full = std::fs::read(&path).unwrap();
+    for k in [70usize, 69, 64, 63, 33, 1, 0] {
+        std::fs::write(&path, &full).unwrap();
+        let mut t = writer(&path);
+        t.truncate(k as u64).unwrap();
+        assert_eq!(t.size(), k as u64);
+        assert_eq!(t.root(), r.mth(0, k), "{k}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            record_offset(k as u64)
+        );
+        let rest: Vec<Hash> = (k..70).map(|i| ref_leaf(&data(i))).collect();
+        t.append_leaf_hashes(&rest).unwrap();
+        assert_eq!(t.root(), r.mth(0, 70));
+        drop(t);
+        assert_eq!(std::fs::read(&path).unwrap(), full, "{k}");
+    }
+    let mut t = reader(&path);
+    assert!(matches!(t.truncate(3), Err(Error::ReadOnly)));
+}

@@ -41,6 +41,48 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     h.finalize().into()
 }
 
+/// The root of a tree built by appending leaf hashes one at a time, keeping only the roots
+/// of the complete subtrees (one per set bit of the size, at most 64 hashes): the streaming
+/// form of `MTH`, for recomputing a root without storing the tree.
+#[derive(Clone, Debug, Default)]
+pub struct RootBuilder {
+    size: u64,
+    /// Roots of the complete subtrees, largest (leftmost) first.
+    subtrees: Vec<Hash>,
+}
+
+impl RootBuilder {
+    pub fn new() -> RootBuilder {
+        RootBuilder::default()
+    }
+
+    /// Appends one leaf hash.
+    pub fn push(&mut self, leaf: &Hash) {
+        let mut node = *leaf;
+        // Leaf `size` completes as many subtrees as `size` has trailing one bits.
+        for _ in 0..(self.size + 1).trailing_zeros() {
+            let left = self.subtrees.pop().expect("one subtree root per set bit");
+            node = node_hash(&left, &node);
+        }
+        self.subtrees.push(node);
+        self.size += 1;
+    }
+
+    /// Leaves appended so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the tree of the leaves appended so far.
+    pub fn root(&self) -> Hash {
+        let mut nodes = self.subtrees.iter().rev();
+        let Some(last) = nodes.next() else {
+            return EMPTY_ROOT;
+        };
+        nodes.fold(*last, |right, left| node_hash(left, &right))
+    }
+}
+
 /// Lowercase hex, 64 characters.
 pub fn hash_to_hex(hash: &Hash) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -100,6 +142,29 @@ mod tests {
         let want: Hash = Sha256::digest(&cat).into();
         assert_eq!(node_hash(&a, &b), want);
         assert_ne!(node_hash(&a, &b), node_hash(&b, &a));
+    }
+
+    #[test]
+    fn root_builder_is_mth() {
+        // MTH straight from the definition.
+        fn mth(leaves: &[Hash]) -> Hash {
+            match leaves.len() {
+                0 => EMPTY_ROOT,
+                1 => leaves[0],
+                n => {
+                    let k = 1 << (63 - (n as u64 - 1).leading_zeros());
+                    node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+                }
+            }
+        }
+        let leaves: Vec<Hash> = (0..70u32).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let mut b = RootBuilder::new();
+        assert_eq!(b.root(), EMPTY_ROOT);
+        for (n, l) in leaves.iter().enumerate() {
+            b.push(l);
+            assert_eq!(b.size(), n as u64 + 1);
+            assert_eq!(b.root(), mth(&leaves[..=n]), "{} leaves", n + 1);
+        }
     }
 
     #[test]

@@ -324,6 +324,25 @@ impl MerkleTree {
         Ok(first)
     }
 
+    /// Cuts the tree back to its first `size` leaves (no-op when it has no more), and
+    /// fdatasyncs the file. For the owner of files kept beside the tree that must hold one
+    /// record per leaf: when a crash left those shorter than the tree, the tree follows them.
+    /// Reads the `popcount(size)` roots of the complete subtrees of the shorter tree.
+    pub fn truncate(&mut self, size: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        if size >= self.size {
+            return Ok(());
+        }
+        let frontier = self.subtree_roots(size)?;
+        self.file.set_len(record_offset(size)).at(&self.path)?;
+        self.file.sync_data().at(&self.path)?;
+        self.size = size;
+        self.frontier = frontier;
+        Ok(())
+    }
+
     /// Makes every append so far durable (fdatasync).
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().at(&self.path)
