@@ -170,7 +170,8 @@ impl JournalRecords {
                 return Err(Error::corruption(&path, 0, "short segment header"));
             }
             let h = SegmentHeader::decode(&self.buf).map_err(|d| Error::corruption(&path, 0, d))?;
-            if h.kind != KIND_JOURNAL || h.first_seq != first || h.table != 0 {
+            // The header's third word records the segment size (see `format::SegmentHeader`).
+            if h.kind != KIND_JOURNAL || h.first_seq != first {
                 return Err(Error::corruption(
                     &path,
                     0,
