@@ -101,3 +101,21 @@ rounds() {
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
+
+# doc_section DOC NAME REPORT: replaces what lies between the markers `<!-- make bench NAME:
+# begin -->` and `<!-- make bench NAME: end -->` in DOC (NAME empty: `<!-- make bench: begin
+# -->`) with the file REPORT. Nothing when DOC is empty (print only).
+doc_section() {
+  local doc=$1 name=${2:+ $2} report=$3 tmp
+  [ -n "$doc" ] || return 0
+  local begin="<!-- make bench$name: begin -->" end="<!-- make bench$name: end -->"
+  grep -qF "$begin" "$doc" && grep -qF "$end" "$doc" || die "$doc has no '$begin' ... '$end' markers"
+  tmp=$(mktemp)
+  awk -v b="$begin" -v e="$end" -v f="$report" '
+    $0 == b {print; while ((getline l < f) > 0) print l; skip = 1; next}
+    $0 == e {skip = 0}
+    !skip {print}' "$doc" >"$tmp"
+  cp "$tmp" "$doc"
+  rm -f "$tmp"
+  say "results written to $doc"
+}

@@ -84,13 +84,4 @@ report() {
 report >"$work/report.md"
 echo
 cat "$work/report.md"
-if [ -n "$DOC" ]; then
-  begin='<!-- make bench onekey: begin -->' end='<!-- make bench onekey: end -->'
-  grep -qF "$begin" "$DOC" && grep -qF "$end" "$DOC" || die "$DOC has no '$begin' ... '$end' markers"
-  awk -v b="$begin" -v e="$end" -v f="$work/report.md" '
-    $0 == b {print; while ((getline l < f) > 0) print l; skip = 1; next}
-    $0 == e {skip = 0}
-    !skip {print}' "$DOC" >"$work/doc.md"
-  cp "$work/doc.md" "$DOC"
-  say "results written to $DOC"
-fi
+doc_section "$DOC" onekey "$work/report.md"

@@ -431,14 +431,5 @@ echo
 cat "$work/report.md"
 
 # The results replace what lies between the two markers in the doc.
-if [ -n "$DOC" ]; then
-  begin='<!-- make bench: begin -->' end='<!-- make bench: end -->'
-  grep -qF "$begin" "$DOC" && grep -qF "$end" "$DOC" || die "$DOC has no '$begin' ... '$end' markers"
-  awk -v b="$begin" -v e="$end" -v f="$work/report.md" '
-    $0 == b {print; while ((getline l < f) > 0) print l; skip = 1; next}
-    $0 == e {skip = 0}
-    !skip {print}' "$DOC" >"$work/doc.md"
-  cp "$work/doc.md" "$DOC"
-  say "results written to $DOC"
-fi
+doc_section "$DOC" '' "$work/report.md"
 say "make bench took $((elapsed / 60)) min $((elapsed % 60)) s, after $prepared s of build, install and lock wait"

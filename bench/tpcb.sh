@@ -150,16 +150,7 @@ report() {
 report >"$work/report.md"
 echo
 cat "$work/report.md"
-if [ -n "$DOC" ]; then
-  begin='<!-- make bench tpcb: begin -->' end='<!-- make bench tpcb: end -->'
-  grep -qF "$begin" "$DOC" && grep -qF "$end" "$DOC" || die "$DOC has no '$begin' ... '$end' markers"
-  awk -v b="$begin" -v e="$end" -v f="$work/report.md" '
-    $0 == b {print; while ((getline l < f) > 0) print l; skip = 1; next}
-    $0 == e {skip = 0}
-    !skip {print}' "$DOC" >"$work/doc.md"
-  cp "$work/doc.md" "$DOC"
-  say "results written to $DOC"
-fi
+doc_section "$DOC" tpcb "$work/report.md"
 for k in "${!CHECK[@]}"; do
   case ${CHECK[$k]} in holds*) ;; *) die "the balance invariant is broken: $k ${CHECK[$k]}" ;; esac
 done
