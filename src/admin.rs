@@ -34,8 +34,13 @@ pub(crate) fn owned_table(relid: pg_sys::Oid, mode: u32) -> TableInfo {
 /// The column named `name`; one to index must have a type whose stored bytes decide
 /// equality (an index on another is dropped without that check).
 pub(crate) fn column_id(info: &TableInfo, name: &str) -> u16 {
+    column(info, name).id()
+}
+
+/// The live column named `name` (42703 when there is none).
+fn column<'a>(info: &'a TableInfo, name: &str) -> &'a datum::Column {
     match info.columns.iter().find(|c| !c.dropped && c.name == name) {
-        Some(c) => c.id(),
+        Some(c) => c,
         None => DriftError::NoSuchColumn {
             relid: info.relid,
             column: name.to_string(),
@@ -47,15 +52,10 @@ pub(crate) fn column_id(info: &TableInfo, name: &str) -> u16 {
 /// The column named `name` to index, and the kind of index its type takes (refused when
 /// its type cannot be indexed).
 pub(crate) fn index_column(info: &TableInfo, name: &str) -> (u16, IndexKind) {
-    let id = column_id(info, name);
-    let col = info
-        .columns
-        .iter()
-        .find(|c| c.id() == id)
-        .expect("found by column_id");
+    let col = column(info, name);
     // SAFETY: catalog lookups inside the calling transaction.
     let kind = unsafe { datum::check_index_type_by_catalog(col) }.unwrap_or_else(|e| e.report());
-    (id, kind)
+    (col.id(), kind)
 }
 
 /// Creates a secondary index on a column of a DriftDB table, built from its history. It

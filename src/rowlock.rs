@@ -158,17 +158,19 @@ fn tag_key() -> (u64, u64) {
             u64::from_le_bytes(k1.try_into().ok()?),
         ))
     };
-    match std::fs::read(&path) {
-        Ok(b) => {
-            return parse(&b).unwrap_or_else(|| {
-                fail(
-                    "reading",
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not 16 bytes"),
-                )
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    // The key in the file, or None when there is no file yet.
+    let read = || match std::fs::read(&path) {
+        Ok(b) => Some(parse(&b).unwrap_or_else(|| {
+            fail(
+                "reading",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not 16 bytes"),
+            )
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => fail("reading", e),
+    };
+    if let Some(key) = read() {
+        return key;
     }
     let mut fresh = [0u8; 16];
     // SAFETY: fills the 16 bytes of `fresh` from the OS's strong random source.
@@ -200,11 +202,10 @@ fn tag_key() -> (u64, u64) {
         dir.sync_all()
             .unwrap_or_else(|e| fail("syncing the directory of", e));
     }
-    let b = std::fs::read(&path).unwrap_or_else(|e| fail("reading", e));
-    parse(&b).unwrap_or_else(|| {
+    read().unwrap_or_else(|| {
         fail(
             "reading",
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not 16 bytes"),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "gone after it was linked"),
         )
     })
 }

@@ -406,7 +406,15 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             let mut newest = None;
             if let Some(strength) = state.prelock {
                 match lock_returned_row(node, state, slot, &key, strength) {
-                    Returned::Skip => continue,
+                    Returned::Skip => {
+                        // What reading and checking the row left out allocated goes, as the
+                        // executor resets the per-tuple memory (it called this scan in it)
+                        // for each row it filters.
+                        pg_sys::MemoryContextReset(
+                            (*(*node).ss.ps.ps_ExprContext).ecxt_per_tuple_memory,
+                        );
+                        continue;
+                    }
                     Returned::AsRead => {}
                     Returned::Newest(row) => newest = Some(row),
                 }
@@ -446,14 +454,11 @@ unsafe fn lock_returned_row(
     strength: crate::rowlock::Strength,
 ) -> Returned {
     use crate::fdw::modify::{after_lock, uses_transaction_snapshot, Locked};
-    // SAFETY: the node's expression context and qual belong to this running scan; the
-    // executor called us in the context's per-tuple memory, which it resets per row, as
-    // is done here for a row left out.
+    // SAFETY: the node's expression context and qual belong to this running scan.
     unsafe {
         let econtext = (*node).ss.ps.ps_ExprContext;
         (*econtext).ecxt_scantuple = slot;
         if !pg_sys::ExecQual((*node).ss.ps.qual, econtext) {
-            pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
             return Returned::Skip;
         }
     }
@@ -466,13 +471,7 @@ unsafe fn lock_returned_row(
             key: key.to_vec(),
         }
         .report(),
-        Locked::Changed(None) => {
-            // SAFETY: as above: the row is left out.
-            unsafe {
-                pg_sys::MemoryContextReset((*(*node).ss.ps.ps_ExprContext).ecxt_per_tuple_memory)
-            };
-            Returned::Skip
-        }
+        Locked::Changed(None) => Returned::Skip,
         Locked::Changed(Some(row)) => {
             // SAFETY: the scan's own slot, filled with every column of the newest row.
             unsafe { state.info.store_row(slot, &row) };
