@@ -92,19 +92,52 @@ pub fn read_point() -> u64 {
 
 /// Opens the store: as a writer whose every change is WAL-logged first, or, while the
 /// server is in recovery (a hot standby), as a reader (redo writes the files there).
+///
+/// The first writer since the server started (or was promoted) recovers the files, under
+/// the append lock, and lists the tables it found damaged in shared memory; every later
+/// open recovers nothing (its cost does not grow with the number of tables) and checks
+/// only the listed tables, so that it refuses them as the recovering open does.
 fn open_store() -> Store {
     // SAFETY: a plain read of the server's recovery state.
     let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
-    let (config, wal): (Config, Option<Box<dyn WriteAhead + Send>>) = if in_recovery {
+    if in_recovery {
         let config = Config {
             mode: OpenMode::Reader,
             ..Config::default()
         };
-        (config, None)
-    } else {
-        (Config::default(), Some(Box::new(PgWal::new())))
+        return Store::open_with(root(), config, None)
+            .unwrap_or_else(|e| DriftError::Engine(e).report());
+    }
+    let wal = || -> Option<Box<dyn WriteAhead + Send>> { Some(Box::new(PgWal::new())) };
+    let listed = {
+        let state = shmem::STATE.share();
+        (state.recovered && state.damaged_len <= shmem::DAMAGED_SLOTS)
+            .then(|| state.damaged[..state.damaged_len].to_vec())
     };
-    Store::open_with(root(), config, wal).unwrap_or_else(|e| DriftError::Engine(e).report())
+    if let Some(damaged) = listed {
+        let config = Config {
+            recover: false,
+            ..Config::default()
+        };
+        let mut store = Store::open_with(root(), config, wal())
+            .unwrap_or_else(|e| DriftError::Engine(e).report());
+        if !damaged.is_empty() {
+            store
+                .check_tables(&damaged)
+                .unwrap_or_else(|e| DriftError::Engine(e).report());
+        }
+        return store;
+    }
+    let mut state = shmem::STATE.exclusive();
+    let store = Store::open_with(root(), Config::default(), wal())
+        .unwrap_or_else(|e| DriftError::Engine(e).report());
+    let damaged = store.damaged_tables();
+    state.damaged_len = damaged.len();
+    for (slot, id) in state.damaged.iter_mut().zip(&damaged) {
+        *slot = *id;
+    }
+    state.recovered = true;
+    store
 }
 
 /// Runs `f` on this backend's store, opening it first if needed (and again as a writer
@@ -124,15 +157,19 @@ pub fn with_store<R>(f: impl FnOnce(&mut Store) -> driftdb_storage::Result<R>) -
             s.config().mode == OpenMode::Reader && !unsafe { pg_sys::RecoveryInProgress() }
         });
         if slot.is_none() || promoted {
-            let mut state = shmem::STATE.exclusive();
+            *slot = None;
             let mut store = open_store();
-            let current = store
-                .current_seq()
-                .unwrap_or_else(|e| DriftError::Engine(e).report());
-            if !state.initialized {
-                // Redo may have published groups already (a standby, or after a crash).
-                state.high_water = state.high_water.max(current);
-                state.initialized = true;
+            if !shmem::STATE.share().initialized {
+                let mut state = shmem::STATE.exclusive();
+                if !state.initialized {
+                    // Redo may have published groups already (a standby, or after a
+                    // crash). Read under the append lock: no group is being appended.
+                    let current = store
+                        .current_seq()
+                        .unwrap_or_else(|e| DriftError::Engine(e).report());
+                    state.high_water = state.high_water.max(current);
+                    state.initialized = true;
+                }
             }
             *slot = Some(store);
             SETTLED_AT.set(None);

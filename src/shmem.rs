@@ -32,11 +32,25 @@ pub struct Inflight {
     pub table: u64,
 }
 
+/// Tables found damaged by the recovering open that can be listed for the opens after it.
+pub const DAMAGED_SLOTS: usize = 64;
+
 #[derive(Clone, Copy)]
 pub struct Shared {
     /// Set once the first backend after startup opened the store (which recovers the
     /// files) and read the high-water seq from them.
     pub initialized: bool,
+    /// Set once a writer has opened the store with recovery since the server started (or
+    /// since a standby was promoted: a standby's opens are readers, which never recover).
+    /// Later opens recover nothing: no process leaves a change to the files half made
+    /// without the server restarting (an append that fails cuts its own frames, or the
+    /// failure is a PANIC).
+    pub recovered: bool,
+    /// The tables that recovery found damaged: `damaged[..damaged_len]`. When it found
+    /// more than [`DAMAGED_SLOTS`], `damaged_len` is larger than that and every open
+    /// recovers again, as before (slower, still exact).
+    pub damaged: [u64; DAMAGED_SLOTS],
+    pub damaged_len: usize,
     /// Readers see groups at or below this seq only: frames past it may be half written.
     pub high_water: u64,
     /// Groups appended whose transactions have not been seen to end. Everything below the
@@ -61,6 +75,9 @@ impl Default for Shared {
     fn default() -> Shared {
         Shared {
             initialized: false,
+            recovered: false,
+            damaged: [0; DAMAGED_SLOTS],
+            damaged_len: 0,
             high_water: 0,
             inflight: [Inflight::default(); INFLIGHT_SLOTS],
             overflow: Overflow::default(),

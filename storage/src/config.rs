@@ -41,6 +41,13 @@ pub struct Config {
     pub segment_size: u64,
     /// Snapshots kept per table; older ones are deleted after a new one is written.
     pub snapshots_kept: usize,
+    /// Whether a writer's open recovers the files (cuts a torn tail of the journal, cuts
+    /// every table log back to the journal and checks it). Needed once after the files may
+    /// have been left mid-change (a crash, a restore, a promotion): a process that knows
+    /// another one has recovered them since opens with `false`, reads nothing it does not
+    /// need, and recovers a table's log only when it first appends to it (see
+    /// [`crate::Store::check_tables`] for damage found by the recovering process).
+    pub recover: bool,
 }
 
 impl Default for Config {
@@ -51,6 +58,7 @@ impl Default for Config {
             durability: Durability::Sync,
             segment_size: 64 << 20,
             snapshots_kept: 4,
+            recover: true,
         }
     }
 }

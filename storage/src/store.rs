@@ -476,7 +476,7 @@ impl Store {
             stats: Stats::default(),
             block_counters: Arc::default(),
         };
-        if writer {
+        if writer && store.config.recover {
             let mut ops = Vec::new();
             for d in ["journal", "tables"] {
                 if !store.root.join(d).is_dir() {
@@ -485,19 +485,44 @@ impl Store {
             }
             store.perform(ops, &[])?;
             store.refresh_journal_writer()?;
-            for id in store.table_ids()? {
-                match store.recover_table(id) {
-                    Ok(()) => {}
-                    Err(e @ Error::Corruption { .. }) => {
-                        store.damaged.insert(id, e);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            let ids = store.table_ids()?;
+            store.check_tables(&ids)?;
         } else {
             store.journal.refresh(None)?;
         }
         Ok(store)
+    }
+
+    /// Recovers the logs of `ids` now (cutting frames a crashed writer left past the
+    /// journal, checking each ends with the last group the journal records for it): a
+    /// table found damaged is remembered, and every later read or write of it fails with
+    /// that error. A writer opened with `recover: false` does this for the tables the
+    /// recovering process found damaged ([`Store::damaged_tables`]), so that it refuses
+    /// them as that process does; it recovers any other table when it first appends to it.
+    pub fn check_tables(&mut self, ids: &[TableId]) -> Result<()> {
+        self.require_writer()?;
+        for &id in ids {
+            if self.damaged.contains_key(&id) {
+                continue;
+            }
+            match self.recover_table(id) {
+                Ok(()) => {}
+                Err(e @ Error::Corruption { .. }) => {
+                    self.damaged.insert(id, e);
+                }
+                Err(Error::NoSuchTable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables this store found damaged (by recovery, or by a read or write since),
+    /// ascending.
+    pub fn damaged_tables(&self) -> Vec<TableId> {
+        let mut ids: Vec<TableId> = self.damaged.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     fn durable(&self) -> bool {

@@ -409,3 +409,78 @@ fn reader_reports_damage_below_the_seq_it_needs() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+/// A store opened with `recover: false` (another process recovered the files since they
+/// were last left mid-change) reads no table at open; told of the tables that recovery
+/// found damaged, it refuses them with the same error; it reads and appends to the others,
+/// finding a table's log end when it first appends to it.
+#[test]
+fn a_store_opened_after_recovery_refuses_what_recovery_found_and_appends() {
+    let b = build();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("store");
+    copy_dir(&b.root, &root);
+    // T's first frame damaged; the last transaction cut off before its journal frame (its
+    // table frames are past the journal, which recovery cuts).
+    let t_log = table_files(&b)
+        .into_iter()
+        .find(|f| table_of(f) == Some(T))
+        .unwrap();
+    let t_log = root.join(t_log.strip_prefix(&b.root).unwrap());
+    let mut bytes = std::fs::read(&t_log).unwrap();
+    bytes[SEGMENT_HEADER_LEN + 10] ^= 0x40;
+    std::fs::write(&t_log, &bytes).unwrap();
+    let j = journal_file(&b);
+    truncate(&root.join(j.strip_prefix(&b.root).unwrap()), b.before[&j]);
+
+    let mut recovering = Store::open(&root, cfg()).unwrap();
+    assert_eq!(recovering.damaged_tables(), vec![T]);
+    let expected = match recovering.scan(T, b.prev_seq, &AllCommitted).map(|s| s.count()) {
+        Err(Error::Corruption { file, offset, .. }) => (file, offset),
+        other => panic!("expected corruption, got {:?}", other.err()),
+    };
+    assert_eq!(expected, (t_log.clone(), SEGMENT_HEADER_LEN as u64));
+    let u_log = table_files(&b)
+        .into_iter()
+        .find(|f| table_of(f) == Some(U))
+        .unwrap();
+    let u_log = root.join(u_log.strip_prefix(&b.root).unwrap());
+    assert_eq!(
+        std::fs::metadata(&u_log).unwrap().len(),
+        b.before[&b.root.join(u_log.strip_prefix(&root).unwrap())],
+        "recovery cut U's log back to the journal"
+    );
+    drop(recovering);
+
+    let quick = Config {
+        recover: false,
+        ..cfg()
+    };
+    let mut s = Store::open(&root, quick.clone()).unwrap();
+    assert_eq!(s.damaged_tables(), Vec::<TableId>::new(), "nothing read at open");
+    s.check_tables(&[T]).unwrap();
+    assert_eq!(s.damaged_tables(), vec![T]);
+    match s.scan(T, b.prev_seq, &AllCommitted).map(|s| s.count()) {
+        Err(Error::Corruption { file, offset, .. }) => assert_eq!((file, offset), expected),
+        other => panic!("expected corruption, got {:?}", other.err()),
+    }
+    match s.append(&[txn(9, vec![ins(T, "new", &[(1, "x")])])], &AllCommitted) {
+        Err(Error::Corruption { file, offset, .. }) => assert_eq!((file, offset), expected),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(scan_all(&mut s, U, b.prev_seq, &AllCommitted), b.prev_u);
+    let c = s
+        .append(&[txn(10, vec![ins(U, "u7", &[(1, "seven")])])], &AllCommitted)
+        .unwrap();
+    assert_eq!(c[0].first_seq, b.prev_seq + 1);
+    drop(s);
+
+    let mut s = Store::open(&root, quick).unwrap();
+    let now = s.current_seq().unwrap();
+    assert_eq!(now, b.prev_seq + 1);
+    assert_eq!(
+        s.get(U, b"u7", now, &AllCommitted).unwrap(),
+        Some(row(&[(1, "seven")]))
+    );
+    assert_eq!(scan_all(&mut s, U, now, &AllCommitted).len(), b.prev_u.len() + 1);
+}
