@@ -15,7 +15,9 @@
 //! high-water seq and the in-flight groups) so that a hot standby's readers see them.
 
 use crate::shmem;
-use driftdb_storage::{fileops, Applier, Batch, FileOp, GroupMark, Stats, WriteAhead};
+use driftdb_storage::{
+    fileops, Applier, Batch, FileOp, GroupMark, IndexMaintainer, Stats, WriteAhead,
+};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -191,6 +193,31 @@ impl WriteAhead for PgWal {
 thread_local! {
     // The startup process replays records one at a time on one thread.
     static REDO: RefCell<Option<Applier>> = const { RefCell::new(None) };
+    // Keeps the journal's index up to date as redo writes the journal (derived data: after
+    // a failure, reported once, redo goes on without it and the next recovering open of
+    // the store rebuilds what is missing).
+    static INDEX: RefCell<Option<IndexMaintainer>> = const { RefCell::new(None) };
+    static INDEX_FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` on redo's index maintainer, starting it (a repair of the index files) first.
+fn maintain_index(f: impl FnOnce(&mut IndexMaintainer) -> driftdb_storage::Result<()>) {
+    if INDEX_FAILED.get() {
+        return;
+    }
+    let result = INDEX.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            let size = driftdb_storage::Config::default().segment_size;
+            *cell = Some(IndexMaintainer::start(&crate::engine::root(), size)?);
+        }
+        f(cell.as_mut().expect("started"))
+    });
+    if let Err(e) = result {
+        INDEX_FAILED.set(true);
+        INDEX.with(|cell| *cell.borrow_mut() = None);
+        pgrx::warning!("driftdb: redo could not keep the journal's index: {e}");
+    }
 }
 
 /// The batch a record carries.
@@ -231,6 +258,10 @@ extern "C-unwind" fn startup() {
     let mut state = shmem::STATE.exclusive();
     state.high_water = state.high_water.max(current);
     state.initialized = true;
+    drop(state);
+    // Repairs the index files (a crash may have left them behind the journal, or a base
+    // backup copied them at another moment than the journal) before redo extends them.
+    maintain_index(|_| Ok(()));
 }
 
 /// Redo of DriftDB's records: the file operations are applied to the files under
@@ -258,6 +289,9 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
         shmem::fates_changed();
     }
     if !batch.groups.is_empty() {
+        // Indexed before the groups are published: a reader that sees them finds them in
+        // the index, or reads them from the journal (after the index's end).
+        maintain_index(IndexMaintainer::catch_up);
         shmem::publish(&batch.groups, &mut shmem::STATE.exclusive());
     }
 }

@@ -263,6 +263,14 @@ fn snapshot_by_policy() {
     WORKER.exclusive().tables_failing_snapshot = BACKOFF.with(|b| b.borrow().len() as u32);
 }
 
+/// Syncs the journal's index files, which appends write without syncing, so that the next
+/// recovering open (after a crash, a restart) rewrites only what came after.
+fn sync_index() {
+    if let Err(e) = engine::try_with_store(|s| s.sync_index()) {
+        pgrx::warning!("driftdb: could not sync the journal's index: {e}");
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
@@ -292,7 +300,13 @@ pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
             continue;
         }
         settle_once();
+        sync_index();
         snapshot_by_policy();
+    }
+    // SAFETY: a plain read of the server's recovery state.
+    if !unsafe { pg_sys::RecoveryInProgress() } {
+        // A clean shutdown leaves nothing of the journal's index for the next start to redo.
+        sync_index();
     }
     // Exit code 1: the postmaster starts the worker again (after 5 s) unless the server is
     // shutting down; a worker that exits with 0 is never restarted.

@@ -1,21 +1,41 @@
 //! The global journal: one frame per committed transaction group. Appending its frame is
 //! the engine-level commit point. It is read with `pread` (not mapped) because its tail
-//! may be cut by a recovering writer; its contents are kept as a compact in-memory index.
+//! may be cut by a recovering writer.
+//!
+//! A store does not read the journal whole: the groups that the journal's index
+//! (`jindex.rs`, derived files beside the journal) describes are looked up in place, in
+//! the index mapped read-only (shared by every process through the page cache), and only
+//! the groups after it are read from the journal and kept in memory (`recent`), until the
+//! index covers them too and they are dropped again. So opening a store reads one index
+//! record and the few groups not indexed yet, at any history length.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use crate::config::{check_segment_size, RecoveryMode};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{
     read_frame, FrameRead, JournalRecord, SegmentHeader, KIND_JOURNAL, SEGMENT_HEADER_LEN,
 };
-use crate::log::list_segments;
+use crate::jindex::{
+    self, FramePos, IndexRecord, OriginRecord, Synced, INDEX_FILE, INDEX_HEADER, INDEX_HEADER_LEN,
+    INDEX_RECORD_LEN, ORIGINS_FILE, ORIGIN_RECORD_LEN, ROLES_FILE, TABLE_GROUPS_FILE,
+    TABLE_RECORD_LEN,
+};
+use crate::log::{list_segments, map_file};
 use crate::types::{Origin, Seq, TableId};
 
-/// One group of the journal, kept in memory (40 bytes per group).
+/// Groups kept in memory past the mapped index before the index is mapped again (and,
+/// for a store that maintains the index, before it is written).
+const REMAP_AT: usize = 4096;
+
+/// One group of the journal (40 bytes).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GroupInfo {
     pub first_seq: Seq,
@@ -31,8 +51,7 @@ impl GroupInfo {
     }
 }
 
-/// One group as its journal record describes it, borrowed: read back by
-/// [`Journal::refresh`] or known to the writer that appended it ([`Journal::absorb`]).
+/// One group as its journal record describes it, borrowed.
 pub(crate) struct GroupRecord<'a> {
     pub first_seq: Seq,
     pub count: u64,
@@ -66,25 +85,44 @@ pub(crate) struct ImportRun {
     pub groups: Vec<(i64, Seq, Seq)>,
 }
 
+/// A group read from the journal past the mapped index.
+struct Recent {
+    info: GroupInfo,
+    tables: Vec<TableId>,
+    /// An imported group's origin: `(xid, commit time, role)`.
+    origin: Option<(u64, i64, u32)>,
+    pos: FramePos,
+}
+
 pub(crate) struct Journal {
     pub dir: PathBuf,
+    tables_dir: PathBuf,
     segs: Vec<(Seq, PathBuf)>,
     /// The segment being read and the offset after its last whole frame (0: header unread).
     cur: usize,
     off: u64,
-    pub groups: Vec<GroupInfo>,
+    /// Whether the index has been looked at (the first refresh does it).
+    loaded: bool,
+    /// The index, mapped, of which the first `indexed` records are trusted: the last of
+    /// them was checked against its journal frame (or written by this process).
+    index: Option<Arc<Mmap>>,
+    indexed: usize,
+    /// The last seq of the indexed groups (0: none).
+    indexed_last: Seq,
+    /// The groups after the indexed ones, in order.
+    recent: Vec<Recent>,
+    /// For each table, the first seqs of the recent groups that touched it.
+    recent_tables: HashMap<TableId, Vec<Seq>>,
+    /// Role names: the indexed groups' roles are ordinals in `journal/roles` (its first
+    /// entries here), the recent groups' ordinals in this list.
     roles: Vec<String>,
     role_ids: HashMap<String, u32>,
-    /// For each table, the first seq of the last group that touched it.
-    pub last_group_for_table: HashMap<TableId, Seq>,
-    /// For each table, the first seqs of every group that touched it, ascending: a table
-    /// log missing one of them is damaged, even where its own frames look whole.
-    table_groups: HashMap<TableId, Vec<Seq>>,
-    /// Origins of imported groups by first seq: `(xid, commit time, role index)`. Only
-    /// imported groups have one, so other groups cost nothing here.
+    /// Origins of imported groups by first seq: `(xid, commit time, role)`.
     origins: HashMap<Seq, (u64, i64, u32)>,
     /// For each table that received imported groups: their runs, in seq order.
     pub imported: HashMap<TableId, Vec<ImportRun>>,
+    /// Tables' groups files, mapped when first asked for (`None`: the table has none).
+    table_maps: RefCell<HashMap<TableId, Option<Arc<Mmap>>>>,
     pub next_seq: Seq,
     pub last_ts: Option<i64>,
     /// `Config::segment_size`: what a full segment's length is, and what every segment's
@@ -94,34 +132,39 @@ pub(crate) struct Journal {
     file: Option<(usize, File)>,
     /// A torn tail found by a writer's refresh: the segment and the length to cut it to.
     pub torn_cut: Option<(PathBuf, u64)>,
+    /// Whether this store writes the index (a writer that recovered the files, under the
+    /// append lock, or redo): then a long refresh writes as it goes.
+    maintain: bool,
 }
 
 impl Journal {
-    /// The first seqs of the groups that touched `table` after `created` (those at or
-    /// before it belong to an older table of the same id), ascending.
-    pub fn groups_of(&self, table: TableId, created: Seq) -> &[Seq] {
-        let all = self.table_groups.get(&table).map_or(&[][..], Vec::as_slice);
-        &all[all.partition_point(|g| *g <= created)..]
-    }
-
     pub fn new(dir: PathBuf, segment_size: u64) -> Journal {
+        let tables_dir = dir
+            .parent()
+            .map_or_else(|| PathBuf::from("tables"), |p| p.join("tables"));
         Journal {
             segment_size,
             dir,
+            tables_dir,
             segs: Vec::new(),
             cur: 0,
             off: 0,
-            groups: Vec::new(),
+            loaded: false,
+            index: None,
+            indexed: 0,
+            indexed_last: 0,
+            recent: Vec::new(),
+            recent_tables: HashMap::new(),
             roles: Vec::new(),
             role_ids: HashMap::new(),
-            last_group_for_table: HashMap::new(),
-            table_groups: HashMap::new(),
             origins: HashMap::new(),
             imported: HashMap::new(),
+            table_maps: RefCell::new(HashMap::new()),
             next_seq: 1,
             last_ts: None,
             file: None,
             torn_cut: None,
+            maintain: false,
         }
     }
 
@@ -130,14 +173,188 @@ impl Journal {
     }
 
     pub fn role(&self, g: &GroupInfo) -> &str {
-        &self.roles[g.role as usize]
+        self.roles.get(g.role as usize).map_or("", String::as_str)
+    }
+
+    /// How many groups this store knows.
+    pub fn group_count(&self) -> usize {
+        self.indexed + self.recent.len()
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+
+    /// The `i`th group of the journal (`i < group_count()`).
+    pub fn group(&self, i: usize) -> Result<GroupInfo> {
+        if i >= self.indexed {
+            return Ok(self.recent[i - self.indexed].info);
+        }
+        let rec = self.index_record(i)?;
+        Ok(GroupInfo {
+            first_seq: rec.first_seq,
+            count: rec.count,
+            commit_ts: rec.commit_ts,
+            xid: rec.xid,
+            role: rec.role,
+        })
+    }
+
+    fn index_record(&self, i: usize) -> Result<IndexRecord> {
+        let map = self.index.as_ref().expect("indexed groups are mapped");
+        let at = INDEX_HEADER_LEN + i as u64 * INDEX_RECORD_LEN;
+        let bytes = &map[at as usize..(at + INDEX_RECORD_LEN) as usize];
+        IndexRecord::decode(bytes).ok_or_else(|| {
+            Error::corruption(
+                self.index_path(),
+                at,
+                "journal index record damaged (the index is derived: removing the journal's \
+                 index files makes the next recovering open rebuild them)",
+            )
+        })
+    }
+
+    /// The index of the last group whose `key` is at or below `bound`, if any; `key` must
+    /// be increasing along the journal.
+    fn last_at_or_below(
+        &self,
+        bound: i128,
+        key: impl Fn(&GroupInfo) -> i128,
+    ) -> Result<Option<usize>> {
+        let (mut lo, mut hi) = (0usize, self.group_count());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if key(&self.group(mid)?) <= bound {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo.checked_sub(1))
     }
 
     /// The group holding `seq`, if any.
-    pub fn group_of(&self, seq: Seq) -> Option<&GroupInfo> {
-        let i = self.groups.partition_point(|g| g.first_seq <= seq);
-        let g = self.groups.get(i.checked_sub(1)?)?;
-        (seq <= g.last_seq()).then_some(g)
+    pub fn group_of(&self, seq: Seq) -> Result<Option<GroupInfo>> {
+        let Some(i) = self.last_at_or_below(i128::from(seq), |g| i128::from(g.first_seq))? else {
+            return Ok(None);
+        };
+        let g = self.group(i)?;
+        Ok((seq <= g.last_seq()).then_some(g))
+    }
+
+    /// The last seq of the last group committed at or before `ts`; 0 if none.
+    pub fn seq_at(&self, ts: i64) -> Result<Seq> {
+        match self.last_at_or_below(i128::from(ts), |g| i128::from(g.commit_ts))? {
+            Some(i) => Ok(self.group(i)?.last_seq()),
+            None => Ok(0),
+        }
+    }
+
+    /// The mapped groups file of `table`, if it has one.
+    fn table_map(&self, table: TableId) -> Result<Option<Arc<Mmap>>> {
+        if let Some(m) = self.table_maps.borrow().get(&table) {
+            return Ok(m.clone());
+        }
+        let path = self
+            .tables_dir
+            .join(table.to_string())
+            .join(TABLE_GROUPS_FILE);
+        let map = if jindex::file_len(&path)? >= TABLE_RECORD_LEN {
+            Some(Arc::new(map_file(&path)?))
+        } else {
+            None
+        };
+        self.table_maps.borrow_mut().insert(table, map.clone());
+        Ok(map)
+    }
+
+    /// Record `i` of `table`'s mapped groups file (of `n` records): `None` for a last
+    /// record not written whole (an append in flight, or cut short), which counts as
+    /// past every indexed group; a damaged record before the last is corruption.
+    fn table_record(&self, table: TableId, map: &Mmap, i: usize, n: usize) -> Result<Option<Seq>> {
+        let off = i * TABLE_RECORD_LEN as usize;
+        match jindex::decode_table_record(&map[off..off + TABLE_RECORD_LEN as usize]) {
+            Some(s) => Ok(Some(s)),
+            None if i + 1 == n => Ok(None),
+            None => Err(Error::corruption(
+                self.tables_dir
+                    .join(table.to_string())
+                    .join(TABLE_GROUPS_FILE),
+                off as u64,
+                "table groups record damaged (derived from the journal: removing the \
+                 journal's index files makes the next recovering open rebuild them)",
+            )),
+        }
+    }
+
+    /// The number of records of `table`'s groups file whose seq is at or below `bound`.
+    fn table_records_upto(&self, table: TableId, map: &Mmap, bound: Seq) -> Result<usize> {
+        let n = map.len() / TABLE_RECORD_LEN as usize;
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self
+                .table_record(table, map, mid, n)?
+                .is_some_and(|s| s <= bound)
+            {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The first seqs of the indexed groups of `table` in `(after, indexed_last]`, from
+    /// its groups file (records past the indexed groups are not trusted yet).
+    fn indexed_groups_of(&self, table: TableId, after: Seq, out: &mut Vec<Seq>) -> Result<()> {
+        if after >= self.indexed_last {
+            return Ok(());
+        }
+        let Some(map) = self.table_map(table)? else {
+            return Ok(());
+        };
+        let n = map.len() / TABLE_RECORD_LEN as usize;
+        let from = self.table_records_upto(table, &map, after)?;
+        let to = self.table_records_upto(table, &map, self.indexed_last)?;
+        for i in from..to {
+            if let Some(s) = self.table_record(table, &map, i, n)? {
+                out.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// The first seqs of the groups that touched `table` after `after`, ascending: a table
+    /// log missing one of them is damaged, even where its own frames look whole. (Groups
+    /// at or before a table's creation belong to an older table of the same id: callers
+    /// pass at least its creation seq.)
+    pub fn groups_of(&self, table: TableId, after: Seq) -> Result<Vec<Seq>> {
+        let mut out = Vec::new();
+        self.indexed_groups_of(table, after, &mut out)?;
+        if let Some(r) = self.recent_tables.get(&table) {
+            let from = r.partition_point(|g| *g <= after);
+            out.extend_from_slice(&r[from..]);
+        }
+        Ok(out)
+    }
+
+    /// The first seq of the last group that touched `table`, if any.
+    pub fn last_group_of(&self, table: TableId) -> Result<Option<Seq>> {
+        if let Some(last) = self.recent_tables.get(&table).and_then(|r| r.last()) {
+            return Ok(Some(*last));
+        }
+        let Some(map) = self.table_map(table)? else {
+            return Ok(None);
+        };
+        let n = map.len() / TABLE_RECORD_LEN as usize;
+        match self
+            .table_records_upto(table, &map, self.indexed_last)?
+            .checked_sub(1)
+        {
+            Some(i) => self.table_record(table, &map, i, n),
+            None => Ok(None),
+        }
     }
 
     /// Where the next journal frame goes: the last segment and its end, if any segment exists.
@@ -150,14 +367,202 @@ impl Journal {
         ))
     }
 
+    /// Whether the journal frame at `rec.pos` is the group `rec` describes.
+    fn frame_matches(&self, rec: &IndexRecord) -> bool {
+        let Ok(i) = self.segs.binary_search_by_key(&rec.pos.seg, |s| s.0) else {
+            return false;
+        };
+        let Ok(file) = File::open(&self.segs[i].1) else {
+            return false;
+        };
+        let mut buf = vec![0u8; rec.pos.len as usize];
+        if file.read_exact_at(&mut buf, rec.pos.off).is_err() {
+            return false;
+        }
+        let FrameRead::Frame { payload, next } = read_frame(&buf, 0) else {
+            return false;
+        };
+        if next != buf.len() || buf[8..12] != rec.pos.crc.to_le_bytes() {
+            return false;
+        }
+        JournalRecord::decode(payload).is_ok_and(|j| {
+            j.first_seq == rec.first_seq
+                && j.count == rec.count
+                && j.xid == rec.xid
+                && j.commit_ts == rec.commit_ts
+                && j.origin.is_some() == rec.imported
+        })
+    }
+
+    /// Checks the segment size recorded in the headers of the first segment and of the
+    /// last one (where reading resumes after the index): the rest are checked as they are
+    /// read, and all were written with one size.
+    fn check_segment_sizes(&self) -> Result<()> {
+        let check = |path: &Path| -> Result<()> {
+            let mut b = vec![0u8; SEGMENT_HEADER_LEN];
+            let f = File::open(path).at(path)?;
+            if f.read_exact_at(&mut b, 0).is_err() {
+                return Ok(());
+            }
+            match SegmentHeader::decode(&b) {
+                Ok(h) => check_segment_size(path, h.recorded_segment_size(), self.segment_size),
+                Err(_) => Ok(()),
+            }
+        };
+        if let Some((_, first)) = self.segs.first() {
+            check(first)?;
+        }
+        if self.segs.len() > 1 {
+            check(&self.segs[self.segs.len() - 1].1)?;
+        }
+        Ok(())
+    }
+
+    /// The roles file's entries.
+    fn read_roles(&self) -> Result<(Vec<String>, u64)> {
+        let path = self.dir.join(ROLES_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(jindex::decode_roles(&b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// Looks at the index: trusts it up to its last record whose frame is in the journal
+    /// as it says (all of it, normally: one record checked), reads the imported groups'
+    /// origins, and places the reading of the journal right after the indexed groups.
+    fn load(&mut self) -> Result<()> {
+        self.loaded = true;
+        self.segs = list_segments(&self.dir)?;
+        self.check_segment_sizes()?;
+        let (roles, _) = self.read_roles()?;
+        self.role_ids = roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i as u32))
+            .collect();
+        self.roles = roles;
+        let path = self.index_path();
+        if jindex::file_len(&path)? < INDEX_HEADER_LEN + INDEX_RECORD_LEN {
+            return Ok(());
+        }
+        let map = Arc::new(map_file(&path)?);
+        if map[..INDEX_HEADER_LEN as usize] != INDEX_HEADER {
+            return Ok(());
+        }
+        let n = (map.len() as u64 - INDEX_HEADER_LEN) / INDEX_RECORD_LEN;
+        self.index = Some(map);
+        let valid = |j: &Journal, i: u64| -> Option<IndexRecord> {
+            let at = (INDEX_HEADER_LEN + i * INDEX_RECORD_LEN) as usize;
+            let map = j.index.as_ref().expect("mapped");
+            let rec = IndexRecord::decode(&map[at..at + INDEX_RECORD_LEN as usize])?;
+            ((rec.role as usize) < j.roles.len() && j.frame_matches(&rec)).then_some(rec)
+        };
+        // A valid prefix, then records past the journal (files copied at different times,
+        // or written after frames a crash lost): the last valid one, by bisection.
+        let last = match valid(self, n - 1) {
+            Some(rec) => Some((n, rec)),
+            None => {
+                let (mut lo, mut hi, mut best) = (0u64, n - 1, None);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match valid(self, mid) {
+                        Some(rec) => {
+                            best = Some((mid + 1, rec));
+                            lo = mid + 1;
+                        }
+                        None => hi = mid,
+                    }
+                }
+                best
+            }
+        };
+        let Some((count, rec)) = last else {
+            self.index = None;
+            return Ok(());
+        };
+        self.indexed = count as usize;
+        self.indexed_last = rec.first_seq + rec.count - 1;
+        self.next_seq = rec.first_seq + rec.count;
+        self.last_ts = Some(rec.commit_ts);
+        self.cur = self
+            .segs
+            .binary_search_by_key(&rec.pos.seg, |s| s.0)
+            .expect("checked by frame_matches");
+        self.off = rec.pos.off + u64::from(rec.pos.len);
+        self.load_origins()
+    }
+
+    /// The origins of the indexed imported groups, from `journal/origins`.
+    fn load_origins(&mut self) -> Result<()> {
+        let path = self.dir.join(ORIGINS_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).at(&path),
+        };
+        for rec in bytes.chunks_exact(ORIGIN_RECORD_LEN as usize) {
+            let Some(o) = OriginRecord::decode(rec) else {
+                break;
+            };
+            if o.first_seq > self.indexed_last || o.role as usize >= self.roles.len() {
+                break;
+            }
+            self.add_origin(
+                o.first_seq,
+                o.last_seq,
+                o.table,
+                o.run_xid,
+                (o.xid, o.commit_ts, o.role),
+            );
+        }
+        Ok(())
+    }
+
+    fn add_origin(
+        &mut self,
+        first_seq: Seq,
+        last_seq: Seq,
+        table: TableId,
+        run_xid: u64,
+        origin: (u64, i64, u32),
+    ) {
+        if self.origins.insert(first_seq, origin).is_some() {
+            return;
+        }
+        let runs = self.imported.entry(table).or_default();
+        match runs.last_mut() {
+            Some(r) if r.xid == run_xid => r.groups.push((origin.1, first_seq, last_seq)),
+            _ => runs.push(ImportRun {
+                xid: run_xid,
+                groups: vec![(origin.1, first_seq, last_seq)],
+            }),
+        }
+    }
+
     /// Reads the journal past what this process has seen. A torn tail of the last segment
     /// is to be cut (`cut = Some(TolerateTornTail)`, writers only: left in `torn_cut` for
     /// the store to cut), reported (`Some(Strict)`), or treated as not yet written (`None`:
     /// a writer may be mid-append).
     pub fn refresh(&mut self, cut: Option<RecoveryMode>) -> Result<()> {
+        if !self.loaded {
+            self.load()?;
+        }
         if self.segs.is_empty() {
             self.segs = list_segments(&self.dir)?;
         }
+        let out = self.read_on(cut);
+        if self.recent.len() >= REMAP_AT {
+            if self.maintain {
+                // Derived data: a failure leaves the index behind, and the groups here.
+                let _ = self.write_derived();
+            }
+            self.remap()?;
+        }
+        out
+    }
+
+    fn read_on(&mut self, cut: Option<RecoveryMode>) -> Result<()> {
         let mut retried_torn = false;
         loop {
             let Some((first, path)) = self.segs.get(self.cur).cloned() else {
@@ -212,7 +617,15 @@ impl Journal {
                                 ),
                             ));
                         }
-                        self.apply(rec.group());
+                        let crc =
+                            u32::from_le_bytes(data[pos + 8..pos + 12].try_into().expect("4"));
+                        let frame = FramePos {
+                            seg: first,
+                            off: at,
+                            len: (next - pos) as u32,
+                            crc,
+                        };
+                        self.apply(rec.group(), frame);
                         pos = next;
                     }
                     FrameRead::End => break None,
@@ -223,6 +636,10 @@ impl Journal {
                 }
             };
             self.off = base + pos as u64;
+            if self.maintain && self.recent.len() >= 16 * REMAP_AT {
+                let _ = self.write_derived();
+                self.remap()?;
+            }
             // A writer starts a new segment only once this one is full (all stores on one
             // root use the same segment size: checked against each header above), so a
             // short last segment needs no listing.
@@ -281,72 +698,462 @@ impl Journal {
         Some(Origin {
             xid,
             commit_ts,
-            role: self.roles[role as usize].clone(),
+            role: self.roles.get(role as usize).cloned().unwrap_or_default(),
         })
     }
 
-    /// Takes in groups this store has just appended, whose journal frames were written
-    /// from where this journal stopped reading up to `end` of `path`: what a refresh would
-    /// read back, without reading it (the writer holds the append lock, so nobody else
-    /// wrote there). False, with nothing taken in, when `path` is not the segment being
-    /// read (the frames started a new one): then refresh.
-    pub fn absorb<'a>(
-        &mut self,
-        path: &Path,
-        end: u64,
-        groups: impl IntoIterator<Item = GroupRecord<'a>>,
-    ) -> bool {
-        if self.tail().is_none_or(|(_, p, _)| p != path) {
-            return false;
-        }
-        for g in groups {
-            self.apply(g);
-        }
-        self.off = end;
-        true
-    }
-
-    fn apply(&mut self, rec: GroupRecord<'_>) {
+    fn apply(&mut self, rec: GroupRecord<'_>, pos: FramePos) {
         let role = self.intern_role(rec.role);
-        if let Some(o) = rec.origin {
-            let orole = self.intern_role(&o.role);
-            self.origins
-                .insert(rec.first_seq, (o.xid, o.commit_ts, orole));
-            let last = rec.first_seq + rec.count - 1;
+        let last = rec.first_seq + rec.count - 1;
+        let origin = rec
+            .origin
+            .map(|o| (o.xid, o.commit_ts, self.intern_role(&o.role)));
+        if let Some(o) = origin {
             for t in rec.tables {
-                let runs = self.imported.entry(*t).or_default();
-                match runs.last_mut() {
-                    Some(r) if r.xid == rec.xid => {
-                        r.groups.push((o.commit_ts, rec.first_seq, last))
-                    }
-                    _ => runs.push(ImportRun {
-                        xid: rec.xid,
-                        groups: vec![(o.commit_ts, rec.first_seq, last)],
-                    }),
-                }
+                self.add_origin(rec.first_seq, last, *t, rec.xid, o);
             }
         }
         for t in rec.tables {
-            self.last_group_for_table.insert(*t, rec.first_seq);
-            self.table_groups.entry(*t).or_default().push(rec.first_seq);
+            self.recent_tables
+                .entry(*t)
+                .or_default()
+                .push(rec.first_seq);
         }
-        self.groups.push(GroupInfo {
-            first_seq: rec.first_seq,
-            count: rec.count,
-            commit_ts: rec.commit_ts,
-            xid: rec.xid,
-            role,
+        self.recent.push(Recent {
+            info: GroupInfo {
+                first_seq: rec.first_seq,
+                count: rec.count,
+                commit_ts: rec.commit_ts,
+                xid: rec.xid,
+                role,
+            },
+            tables: rec.tables.to_vec(),
+            origin,
+            pos,
         });
         self.next_seq = rec.first_seq + rec.count;
         self.last_ts = Some(rec.commit_ts);
     }
 
-    /// The last seq of the last group committed at or before `ts`; 0 if none.
-    pub fn seq_at(&self, ts: i64) -> Seq {
-        let i = self.groups.partition_point(|g| g.commit_ts <= ts);
-        match i.checked_sub(1) {
-            Some(i) => self.groups[i].last_seq(),
-            None => 0,
+    /// Makes this store write the index as it reads (see [`Journal::write_derived`]).
+    pub fn set_maintain(&mut self, on: bool) {
+        self.maintain = on;
+    }
+
+    /// Writes the index records (and the tables' groups, roles and origins they need) of
+    /// the groups this store read that the index does not hold yet. Only one process may
+    /// do this at a time: on a primary the one holding the append lock, on a standby redo.
+    /// Derived data: callers may ignore a failure (the index then stays behind, and the
+    /// next writer writes what is missing).
+    pub fn write_derived(&mut self) -> Result<()> {
+        let ipath = self.index_path();
+        let len = jindex::file_len(&ipath)?;
+        let on_disk = if len < INDEX_HEADER_LEN {
+            0
+        } else {
+            ((len - INDEX_HEADER_LEN) / INDEX_RECORD_LEN) as usize
+        };
+        if on_disk < self.indexed || on_disk >= self.group_count() {
+            return Ok(());
         }
+        let new = &self.recent[on_disk - self.indexed..];
+        // Roles first: a record names its role by its ordinal in the file.
+        let rpath = self.dir.join(ROLES_FILE);
+        let (file_roles, roles_len) = self.read_roles()?;
+        let mut ids: HashMap<String, u32> = file_roles
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (r, i as u32))
+            .collect();
+        let mut added = Vec::new();
+        let mut file_id = |name: &str| -> u32 {
+            if let Some(id) = ids.get(name) {
+                return *id;
+            }
+            let id = ids.len() as u32;
+            jindex::encode_role(name, &mut added);
+            ids.insert(name.to_string(), id);
+            id
+        };
+        let mut records = Vec::with_capacity(new.len() * INDEX_RECORD_LEN as usize);
+        let mut origins = Vec::new();
+        for g in new {
+            let name = self
+                .roles
+                .get(g.info.role as usize)
+                .map_or("", String::as_str);
+            let role = file_id(name);
+            let origin = g.origin.map(|(xid, ts, r)| {
+                let name = self.roles.get(r as usize).map_or("", String::as_str);
+                (xid, ts, file_id(name))
+            });
+            records.extend_from_slice(
+                &IndexRecord {
+                    first_seq: g.info.first_seq,
+                    count: g.info.count,
+                    commit_ts: g.info.commit_ts,
+                    xid: g.info.xid,
+                    role,
+                    imported: origin.is_some(),
+                    pos: g.pos,
+                }
+                .encode(),
+            );
+            if let Some((xid, commit_ts, role)) = origin {
+                for t in &g.tables {
+                    origins.push(OriginRecord {
+                        first_seq: g.info.first_seq,
+                        last_seq: g.info.last_seq(),
+                        table: *t,
+                        run_xid: g.info.xid,
+                        xid,
+                        commit_ts,
+                        role,
+                    });
+                }
+            }
+        }
+        if !added.is_empty() {
+            jindex::append(&rpath, roles_len, &added)?;
+        }
+        let mut by_table: HashMap<TableId, Vec<Seq>> = HashMap::new();
+        for g in new {
+            for t in &g.tables {
+                by_table.entry(*t).or_default().push(g.info.first_seq);
+            }
+        }
+        for (t, seqs) in by_table {
+            jindex::append_table_groups(&self.tables_dir.join(t.to_string()), &seqs)?;
+        }
+        if !origins.is_empty() {
+            let opath = self.dir.join(ORIGINS_FILE);
+            let olen = jindex::file_len(&opath)?;
+            let mut whole = olen - olen % ORIGIN_RECORD_LEN;
+            // Written again after a failed or cut write: keep what is there.
+            let mut last_there = 0;
+            if whole >= ORIGIN_RECORD_LEN {
+                let f = jindex::open_rw(&opath)?;
+                let mut b = [0u8; ORIGIN_RECORD_LEN as usize];
+                f.read_exact_at(&mut b, whole - ORIGIN_RECORD_LEN)
+                    .at(&opath)?;
+                match OriginRecord::decode(&b) {
+                    Some(o) => last_there = o.first_seq,
+                    None => whole -= ORIGIN_RECORD_LEN,
+                }
+            }
+            let bytes: Vec<u8> = origins
+                .iter()
+                .filter(|o| o.first_seq > last_there)
+                .flat_map(|o| o.encode())
+                .collect();
+            if !bytes.is_empty() {
+                jindex::append(&opath, whole, &bytes)?;
+            }
+        }
+        let f = jindex::open_rw(&ipath)?;
+        if len < INDEX_HEADER_LEN {
+            f.write_all_at(&INDEX_HEADER, 0).at(&ipath)?;
+        }
+        f.write_all_at(
+            &records,
+            INDEX_HEADER_LEN + on_disk as u64 * INDEX_RECORD_LEN,
+        )
+        .at(&ipath)?;
+        Ok(())
+    }
+
+    /// Maps the index again where it has grown past this store's recent groups, and drops
+    /// those from memory.
+    fn remap(&mut self) -> Result<()> {
+        let path = self.index_path();
+        let len = jindex::file_len(&path)?;
+        if len < INDEX_HEADER_LEN + INDEX_RECORD_LEN {
+            return Ok(());
+        }
+        let map = Arc::new(map_file(&path)?);
+        if map[..INDEX_HEADER_LEN as usize] != INDEX_HEADER {
+            return Ok(());
+        }
+        let n = (((map.len() as u64 - INDEX_HEADER_LEN) / INDEX_RECORD_LEN) as usize)
+            .min(self.group_count());
+        if n <= self.indexed {
+            return Ok(());
+        }
+        let at = (INDEX_HEADER_LEN + (n as u64 - 1) * INDEX_RECORD_LEN) as usize;
+        let Some(rec) = IndexRecord::decode(&map[at..at + INDEX_RECORD_LEN as usize]) else {
+            return Ok(());
+        };
+        let mine = &self.recent[n - 1 - self.indexed];
+        if rec.first_seq != mine.info.first_seq || rec.xid != mine.info.xid || rec.pos != mine.pos {
+            return Ok(());
+        }
+        // The recent groups kept name roles by this store's ordinals: renumber them by
+        // the file's, which the mapped records use.
+        let (file_roles, _) = self.read_roles()?;
+        if file_roles.len() <= rec.role as usize {
+            return Ok(());
+        }
+        let old_roles = std::mem::take(&mut self.roles);
+        self.roles = file_roles;
+        self.role_ids = self
+            .roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i as u32))
+            .collect();
+        let kept: Vec<Recent> = self.recent.drain(..).skip(n - self.indexed).collect();
+        let name = |id: u32| old_roles.get(id as usize).cloned().unwrap_or_default();
+        let renumber = |j: &mut Journal, id: u32| j.intern_role(&name(id));
+        let origins: Vec<(Seq, (u64, i64, u32))> =
+            self.origins.iter().map(|(s, o)| (*s, *o)).collect();
+        for (s, (x, t, r)) in origins {
+            let r = renumber(self, r);
+            self.origins.insert(s, (x, t, r));
+        }
+        self.recent_tables.clear();
+        for mut g in kept {
+            g.info.role = renumber(self, g.info.role);
+            for t in &g.tables {
+                self.recent_tables
+                    .entry(*t)
+                    .or_default()
+                    .push(g.info.first_seq);
+            }
+            self.recent.push(g);
+        }
+        self.index = Some(map);
+        self.indexed = n;
+        self.indexed_last = rec.first_seq + rec.count - 1;
+        self.table_maps.borrow_mut().clear();
+        Ok(())
+    }
+
+    /// Makes the index files trustworthy again after the server (or the machine) stopped:
+    /// everything past the counts last synced is cut (a crash of the machine may have lost
+    /// any of it), the index is cut to its last record that the journal agrees with, and
+    /// the rest is written again from the journal. For a writer that recovers the files
+    /// (under the append lock) and for redo's start; reads the journal from the last synced
+    /// group on, and the whole journal when nothing was ever synced.
+    pub fn repair_derived(&mut self) -> Result<()> {
+        let synced = Synced::read(&self.dir);
+        let ipath = self.index_path();
+        let len = jindex::file_len(&ipath)?;
+        let on_disk = if len < INDEX_HEADER_LEN {
+            0
+        } else {
+            (len - INDEX_HEADER_LEN) / INDEX_RECORD_LEN
+        };
+        let synced_rec = if synced.records == 0 || synced.records > on_disk {
+            None
+        } else {
+            let f = File::open(&ipath).at(&ipath)?;
+            let mut b = [0u8; INDEX_RECORD_LEN as usize];
+            f.read_exact_at(
+                &mut b,
+                INDEX_HEADER_LEN + (synced.records - 1) * INDEX_RECORD_LEN,
+            )
+            .at(&ipath)?;
+            IndexRecord::decode(&b)
+        };
+        self.segs = list_segments(&self.dir)?;
+        self.check_segment_sizes()?;
+        match synced_rec {
+            None => self.remove_derived()?,
+            Some(rec) if on_disk > synced.records => {
+                // Tables touched after the synced records: in the journal frames after it.
+                let below = rec.first_seq + rec.count;
+                let mut touched = HashSet::new();
+                self.tables_after(rec.pos, &mut touched)?;
+                for t in touched {
+                    jindex::cut_table_groups(&self.tables_dir.join(t.to_string()), below)?;
+                }
+                jindex::cut(&ipath, INDEX_HEADER_LEN + synced.records * INDEX_RECORD_LEN)?;
+                let rpath = self.dir.join(ROLES_FILE);
+                let rbytes = std::fs::read(&rpath).unwrap_or_default();
+                let (_, keep) = jindex::decode_roles_upto(&rbytes, synced.roles as usize);
+                jindex::cut(&rpath, keep)?;
+                jindex::cut(
+                    &self.dir.join(ORIGINS_FILE),
+                    synced.origins * ORIGIN_RECORD_LEN,
+                )?;
+            }
+            Some(_) => {}
+        }
+        // Trust what the journal agrees with; cut the rest (and whatever of the tables'
+        // groups and origins lies past it: any table may have such records).
+        *self = Journal::new(self.dir.clone(), self.segment_size);
+        self.maintain = true;
+        self.load()?;
+        let len = jindex::file_len(&ipath)?;
+        let kept = INDEX_HEADER_LEN + self.indexed as u64 * INDEX_RECORD_LEN;
+        if self.indexed == 0 && len > 0 {
+            self.remove_derived()?;
+        } else if len > kept {
+            jindex::cut(&ipath, kept)?;
+            for e in std::fs::read_dir(&self.tables_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                jindex::cut_table_groups(&e.path(), self.indexed_last + 1)?;
+            }
+            let opath = self.dir.join(ORIGINS_FILE);
+            let obytes = std::fs::read(&opath).unwrap_or_default();
+            let keep = obytes
+                .chunks_exact(ORIGIN_RECORD_LEN as usize)
+                .take_while(|r| {
+                    OriginRecord::decode(r).is_some_and(|o| o.first_seq <= self.indexed_last)
+                })
+                .count() as u64;
+            jindex::cut(&opath, keep * ORIGIN_RECORD_LEN)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every index file (they are rebuilt from the journal).
+    fn remove_derived(&mut self) -> Result<()> {
+        for f in [INDEX_FILE, ROLES_FILE, ORIGINS_FILE, jindex::SYNCED_FILE] {
+            jindex::cut(&self.dir.join(f), 0)?;
+        }
+        for e in std::fs::read_dir(&self.tables_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            jindex::cut(&e.path().join(TABLE_GROUPS_FILE), 0)?;
+        }
+        Ok(())
+    }
+
+    /// The tables of the groups whose journal frames follow the one at `pos`.
+    fn tables_after(&self, pos: FramePos, out: &mut HashSet<TableId>) -> Result<()> {
+        let Ok(mut i) = self.segs.binary_search_by_key(&pos.seg, |s| s.0) else {
+            return Ok(());
+        };
+        let mut off = pos.off + u64::from(pos.len);
+        while let Some((_, path)) = self.segs.get(i) {
+            let file = File::open(path).at(path)?;
+            let len = file.metadata().at(path)?.len();
+            let mut data = vec![0u8; len.saturating_sub(off) as usize];
+            file.read_exact_at(&mut data, off).at(path)?;
+            let mut at = 0usize;
+            while let FrameRead::Frame { payload, next } = read_frame(&data, at) {
+                if let Ok(rec) = JournalRecord::decode(payload) {
+                    out.extend(rec.tables);
+                }
+                at = next;
+            }
+            i += 1;
+            off = SEGMENT_HEADER_LEN as u64;
+        }
+        Ok(())
+    }
+
+    /// Syncs the index files and records how much of them is on disk (the fates worker
+    /// calls this on a primary, redo on a standby). Reads the journal frames of the groups
+    /// indexed since the last call, for the tables they touched.
+    pub fn sync_derived(&mut self) -> Result<()> {
+        let synced = Synced::read(&self.dir);
+        let ipath = self.index_path();
+        let len = jindex::file_len(&ipath)?;
+        if len < INDEX_HEADER_LEN + INDEX_RECORD_LEN {
+            return Ok(());
+        }
+        let records = (len - INDEX_HEADER_LEN) / INDEX_RECORD_LEN;
+        if records <= synced.records {
+            return Ok(());
+        }
+        // Counted before the syncs: what the records need is in the files by now.
+        let (roles, _) = self.read_roles()?;
+        let origins = jindex::file_len(&self.dir.join(ORIGINS_FILE))? / ORIGIN_RECORD_LEN;
+        if self.segs.is_empty() {
+            self.segs = list_segments(&self.dir)?;
+        }
+        let f = File::open(&ipath).at(&ipath)?;
+        let mut touched = HashSet::new();
+        if synced.records == 0 {
+            for e in std::fs::read_dir(&self.tables_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                    touched.insert(id);
+                }
+            }
+        } else {
+            let mut b = [0u8; INDEX_RECORD_LEN as usize];
+            f.read_exact_at(
+                &mut b,
+                INDEX_HEADER_LEN + (synced.records - 1) * INDEX_RECORD_LEN,
+            )
+            .at(&ipath)?;
+            match IndexRecord::decode(&b) {
+                Some(rec) => self.tables_after(rec.pos, &mut touched)?,
+                None => return Ok(()),
+            }
+        }
+        for t in touched {
+            jindex::sync(&self.tables_dir.join(t.to_string()).join(TABLE_GROUPS_FILE))?;
+        }
+        jindex::sync(&self.dir.join(ROLES_FILE))?;
+        jindex::sync(&self.dir.join(ORIGINS_FILE))?;
+        f.sync_data().at(&ipath)?;
+        Synced {
+            records,
+            roles: roles.len() as u64,
+            origins,
+        }
+        .write(&self.dir)
+    }
+}
+
+/// Keeps the journal's index up to date where no store appends: redo, which writes the
+/// journal on a standby and in crash or point-in-time recovery. One per process, and only
+/// one process at a time (the startup process).
+pub struct IndexMaintainer {
+    journal: Journal,
+    since_sync: usize,
+}
+
+/// Groups indexed by an [`IndexMaintainer`] between two syncs of the index files.
+const SYNC_EVERY: usize = 4096;
+
+impl IndexMaintainer {
+    /// Repairs the index of the store under `root` (as a recovering open does) and
+    /// indexes what the journal holds past it.
+    pub fn start(root: &Path, segment_size: u64) -> Result<IndexMaintainer> {
+        let mut journal = Journal::new(root.join("journal"), segment_size);
+        journal.set_maintain(true);
+        journal.repair_derived()?;
+        let mut m = IndexMaintainer {
+            journal,
+            since_sync: 0,
+        };
+        m.catch_up()?;
+        Ok(m)
+    }
+
+    /// Indexes the groups the journal holds past the index (after redo wrote them), and
+    /// syncs the index files every few thousand groups.
+    pub fn catch_up(&mut self) -> Result<()> {
+        let before = self.journal.group_count();
+        self.journal.refresh(None)?;
+        self.journal.write_derived()?;
+        self.since_sync += self.journal.group_count() - before;
+        if self.since_sync >= SYNC_EVERY {
+            self.journal.sync_derived()?;
+            self.since_sync = 0;
+        }
+        if self.journal.recent.len() >= REMAP_AT {
+            self.journal.remap()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the index files now (at the end of recovery).
+    pub fn sync(&mut self) -> Result<()> {
+        self.since_sync = 0;
+        self.journal.sync_derived()
     }
 }

@@ -12,7 +12,8 @@ pub mod format;
 mod group;
 mod hash;
 mod index;
-mod journal;
+mod jindex;
+pub(crate) mod journal;
 pub mod ledger;
 mod log;
 mod settled;
@@ -31,6 +32,7 @@ pub use format::FORMAT_VERSION;
 pub use group::GroupCommitter;
 pub use hash::{FastMap, FastState};
 pub use index::{index_key, IndexKind};
+pub use journal::IndexMaintainer;
 pub use ledger::{
     ConsistencyProof, DigestReport, Divergence, InclusionProof, LedgerDigest, MerkleTree,
     ProofError, StoredTree, TableDiff,

@@ -271,7 +271,7 @@ impl View<'_> {
 pub struct TableHistory<'a> {
     journal: &'a Journal,
     /// The table's groups in the journal, and the next one whose frame must come.
-    groups: &'a [Seq],
+    groups: Vec<Seq>,
     next_group: usize,
     fates: &'a dyn Fates,
     maps: Vec<(PathBuf, Arc<memmap2::Mmap>)>,
@@ -377,9 +377,14 @@ impl Iterator for TableHistory<'_> {
             if frame.events.is_empty() || self.fates.fate(frame.xid) != Fate::Committed {
                 continue;
             }
-            let Some((commit_ts, xid, role)) =
-                history::shown_as(self.journal, frame.group_seq, frame.xid)
-            else {
+            let shown = match history::shown_as(self.journal, frame.group_seq, frame.xid) {
+                Ok(shown) => shown,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let Some((commit_ts, xid, role)) = shown else {
                 self.done = true;
                 return Some(Err(Error::corruption(
                     &self.maps[self.seg.min(self.maps.len() - 1)].0,
@@ -484,7 +489,22 @@ impl Store {
                 }
             }
             store.perform(ops, &[])?;
-            store.refresh_journal_writer()?;
+            // The journal's index is derived data: if it cannot be repaired, it is rebuilt
+            // from the journal (and if that fails too, every open reads the journal).
+            store.journal.set_maintain(true);
+            match store.journal.repair_derived() {
+                Ok(()) => {}
+                Err(e @ Error::SegmentSizeMismatch { .. }) => return Err(e),
+                Err(_) => {
+                    store.journal =
+                        Journal::new(store.root.join("journal"), store.config.segment_size);
+                    store.journal.set_maintain(true);
+                }
+            }
+            let refreshed = store.refresh_journal_writer();
+            let _ = store.journal.write_derived();
+            store.journal.set_maintain(false);
+            refreshed?;
             let ids = store.table_ids()?;
             store.check_tables(&ids)?;
         } else {
@@ -515,6 +535,14 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Syncs the journal's index files and records how much of them is on disk, so that
+    /// the next recovering open rewrites only what came after (the fates worker calls
+    /// this every cycle). Their writers never sync them: a commit does not wait for them.
+    pub fn sync_index(&mut self) -> Result<()> {
+        self.require_writer()?;
+        self.journal.sync_derived()
     }
 
     /// The tables this store found damaged (by recovery, or by a read or write since),
@@ -666,7 +694,7 @@ impl Store {
             durable,
         )?;
         self.perform(std::mem::take(&mut rec.ops), &[])?;
-        let journal_last = self.journal.last_group_for_table.get(&id).copied();
+        let journal_last = self.journal.last_group_of(id)?;
         let t = self.load_table(id)?;
         t.log.forget_maps();
         t.log.relist()?;
@@ -715,11 +743,11 @@ impl Store {
 
     /// The first seq before the group holding `seq + 1`: replaying frames with group seqs
     /// above it (and events above `seq`) yields exactly the events after `seq`.
-    fn group_floor(&self, seq: Seq) -> Seq {
-        match self.journal.group_of(seq + 1) {
+    fn group_floor(&self, seq: Seq) -> Result<Seq> {
+        Ok(match self.journal.group_of(seq + 1)? {
             Some(g) => g.first_seq - 1,
             None => seq,
-        }
+        })
     }
 
     /// Brings one table's view up to the journal: snapshot list, rebase, and the log tail
@@ -737,7 +765,7 @@ impl Store {
             self.listed_at.insert(id, last_seq);
         }
         let newest = self.tables[&id].snapshots.last().copied().unwrap_or(0);
-        let floor = self.group_floor(newest);
+        let floor = self.group_floor(newest)?;
         let t = self.tables.get_mut(&id).expect("loaded");
         if newest > t.base {
             let delta = Arc::make_mut(&mut t.delta);
@@ -745,12 +773,12 @@ impl Store {
             delta.upto = delta.upto.max(floor);
             t.base = newest;
         }
-        let groups = self.journal.groups_of(id, t.meta.created_seq);
         let delta = &mut t.delta;
         let base = t.base;
         let after = delta.upto;
+        let groups = self.journal.groups_of(id, t.meta.created_seq.max(after))?;
         let mut applied = 0;
-        let read = t.log.for_each_frame(after, upto, groups, |f| {
+        let read = t.log.for_each_frame(after, upto, &groups, |f| {
             applied += f.events.iter().filter(|e| e.0 > base).count() as u64;
             // A scan may hold the delta: copied on the first change, not before.
             Arc::make_mut(delta).add_frame_after(f, base);
@@ -853,12 +881,12 @@ impl Store {
                     });
                 }
             }
-            let floor = self.group_floor(start);
+            let floor = self.group_floor(start)?;
             let t = self.tables.get_mut(&id).expect("loaded");
-            let groups = self.journal.groups_of(id, t.meta.created_seq);
+            let groups = self.journal.groups_of(id, t.meta.created_seq.max(floor))?;
             let mut delta = Delta::with_indexes(floor, &t.meta.indexes);
             if let Some(key) = only_key {
-                t.log.for_each_payload(floor, at, groups, |p| {
+                t.log.for_each_payload(floor, at, &groups, |p| {
                     let (group, xid, events) = key_events(p, key)?;
                     delta.add_key_events(key, group, xid, events, start);
                     Ok(())
@@ -869,7 +897,7 @@ impl Store {
                     replayed: Some(Arc::new(delta)),
                 });
             }
-            t.log.for_each_frame(floor, at, groups, |f| {
+            t.log.for_each_frame(floor, at, &groups, |f| {
                 delta.add_frame_after(f, start);
             })?;
             self.stats.count_replay(&delta);
@@ -1155,7 +1183,7 @@ impl Store {
             return Ok(0);
         }
         self.journal.refresh(None)?;
-        let total = self.journal.groups.len();
+        let total = self.journal.group_count();
         let mut pending = Vec::new();
         let mut aborted = Vec::new();
         let mut settled = 0;
@@ -1165,7 +1193,7 @@ impl Store {
             .copied()
             .chain(self.settle_scanned..total)
         {
-            let g = self.journal.groups[i];
+            let g = self.journal.group(i)?;
             if g.xid < prev {
                 continue;
             }
@@ -1229,7 +1257,7 @@ impl Store {
     /// every group committed later.
     pub fn seq_at(&mut self, ts: i64) -> Result<Seq> {
         self.journal.refresh(None)?;
-        Ok(self.journal.seq_at(ts))
+        self.journal.seq_at(ts)
     }
 
     /// The rows of table `id` as of seq `at`, in key order.
@@ -1348,7 +1376,7 @@ impl Store {
     ) -> Result<TableHistory<'a>> {
         self.prepare_read(id, upto)?;
         let t = self.tables.get_mut(&id).expect("loaded");
-        let groups = self.journal.groups_of(id, t.meta.created_seq);
+        let groups = self.journal.groups_of(id, t.meta.created_seq)?;
         let last = groups.last().copied().unwrap_or(0);
         let maps = t.log.all_maps()?;
         Ok(TableHistory {
@@ -1378,11 +1406,11 @@ impl Store {
     ) -> Result<Vec<Change>> {
         let (from, to) = (from.min(to), from.max(to));
         self.prepare_read(id, to)?;
-        let floor = self.group_floor(from);
+        let floor = self.group_floor(from)?;
         let t = self.tables.get_mut(&id).expect("loaded");
-        let groups = self.journal.groups_of(id, t.meta.created_seq);
+        let groups = self.journal.groups_of(id, t.meta.created_seq.max(floor))?;
         let mut touched = Delta::with_indexes(floor, &[]);
-        t.log.for_each_frame(floor, to, groups, |f| {
+        t.log.for_each_frame(floor, to, &groups, |f| {
             touched.add_frame_after(f, from);
         })?;
         let parts_from = self.view_parts(id, from)?;

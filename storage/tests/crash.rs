@@ -435,7 +435,10 @@ fn a_store_opened_after_recovery_refuses_what_recovery_found_and_appends() {
 
     let mut recovering = Store::open(&root, cfg()).unwrap();
     assert_eq!(recovering.damaged_tables(), vec![T]);
-    let expected = match recovering.scan(T, b.prev_seq, &AllCommitted).map(|s| s.count()) {
+    let expected = match recovering
+        .scan(T, b.prev_seq, &AllCommitted)
+        .map(|s| s.count())
+    {
         Err(Error::Corruption { file, offset, .. }) => (file, offset),
         other => panic!("expected corruption, got {:?}", other.err()),
     };
@@ -457,7 +460,11 @@ fn a_store_opened_after_recovery_refuses_what_recovery_found_and_appends() {
         ..cfg()
     };
     let mut s = Store::open(&root, quick.clone()).unwrap();
-    assert_eq!(s.damaged_tables(), Vec::<TableId>::new(), "nothing read at open");
+    assert_eq!(
+        s.damaged_tables(),
+        Vec::<TableId>::new(),
+        "nothing read at open"
+    );
     s.check_tables(&[T]).unwrap();
     assert_eq!(s.damaged_tables(), vec![T]);
     match s.scan(T, b.prev_seq, &AllCommitted).map(|s| s.count()) {
@@ -470,7 +477,10 @@ fn a_store_opened_after_recovery_refuses_what_recovery_found_and_appends() {
     }
     assert_eq!(scan_all(&mut s, U, b.prev_seq, &AllCommitted), b.prev_u);
     let c = s
-        .append(&[txn(10, vec![ins(U, "u7", &[(1, "seven")])])], &AllCommitted)
+        .append(
+            &[txn(10, vec![ins(U, "u7", &[(1, "seven")])])],
+            &AllCommitted,
+        )
         .unwrap();
     assert_eq!(c[0].first_seq, b.prev_seq + 1);
     drop(s);
@@ -482,5 +492,8 @@ fn a_store_opened_after_recovery_refuses_what_recovery_found_and_appends() {
         s.get(U, b"u7", now, &AllCommitted).unwrap(),
         Some(row(&[(1, "seven")]))
     );
-    assert_eq!(scan_all(&mut s, U, now, &AllCommitted).len(), b.prev_u.len() + 1);
+    assert_eq!(
+        scan_all(&mut s, U, now, &AllCommitted).len(),
+        b.prev_u.len() + 1
+    );
 }

@@ -1186,7 +1186,7 @@ impl WriteAhead for Recorder {
     fn done(&mut self) {}
 }
 
-/// Every file under `root`, by path.
+/// Every file under `root` but the journal's index files, by path.
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -1196,7 +1196,7 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if !is_derived(&rel) {
                 out.insert(rel, std::fs::read(&p).unwrap());
             }
         }

@@ -47,7 +47,7 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 out.insert(format!("{rel}/"), Vec::new());
                 stack.push(p);
-            } else {
+            } else if !is_derived(&rel) {
                 out.insert(rel, fs::read(&p).unwrap());
             }
         }

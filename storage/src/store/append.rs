@@ -23,7 +23,6 @@ use crate::format::{
     peek_group_seq, read_frame, seal_frames, FrameRead, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
 };
 use crate::hash::FastState;
-use crate::journal::GroupRecord;
 use crate::log::{plan_frames, Frames, LogWriter};
 use crate::types::{
     ColumnId, Committed, Event, Fate, Fates, Op, Origin, Row, Seq, TableId, Txn, Value,
@@ -45,10 +44,6 @@ struct Encoded {
     jbuf: Vec<u8>,
     jframes: Frames,
     results: Vec<Result<Committed>>,
-    /// For each journal frame: its transaction's index and its tables (a range of
-    /// `group_tables`), to take the groups into the in-memory journal once written.
-    spans: Vec<(usize, std::ops::Range<usize>)>,
-    group_tables: Vec<TableId>,
     events: u64,
     next: Seq,
 }
@@ -440,8 +435,6 @@ impl Store {
         let mut jbuf = Vec::with_capacity(txns.len() * 40);
         let mut jframes = Frames::with_capacity(txns.len());
         let mut results = Vec::with_capacity(txns.len());
-        let mut spans = Vec::with_capacity(txns.len());
-        let mut group_tables = Vec::with_capacity(txns.len());
         let mut events = 0u64;
         for (i, txn) in txns.iter().enumerate() {
             let first = next;
@@ -513,8 +506,6 @@ impl Store {
                 last_seq: next - 1,
                 commit_ts: ts,
             }));
-            spans.push((i, group_tables.len()..group_tables.len() + tables.len()));
-            group_tables.extend_from_slice(&tables);
             if stream {
                 for t in out.iter_mut().filter(|t| t.buf.len() >= CHUNK) {
                     self.write_table_frames(t)?;
@@ -526,8 +517,6 @@ impl Store {
             jbuf,
             jframes,
             results,
-            spans,
-            group_tables,
             events,
             next,
         })
@@ -580,8 +569,6 @@ impl Store {
             jbuf,
             jframes,
             results,
-            spans,
-            group_tables,
             events,
             next,
         } = batch;
@@ -627,23 +614,12 @@ impl Store {
         self.stats.appends += 1;
         self.stats.groups += jframes.len() as u64;
         self.stats.events += events;
-        let committed = results.iter().filter_map(|r| r.as_ref().ok());
-        let records = committed.zip(&spans).map(|(c, (i, tables))| GroupRecord {
-            first_seq: c.first_seq,
-            count: c.last_seq - c.first_seq + 1,
-            commit_ts: c.commit_ts,
-            xid: c.xid,
-            role: &txns[*i].role,
-            tables: &group_tables[tables.clone()],
-            origin: origins.get(*i),
-        });
-        let taken = match &self.journal_writer {
-            Some(w) => self.journal.absorb(&w.path, w.len, records),
-            None => false,
-        };
-        if !taken {
-            self.journal.refresh(None)?;
-        }
+        // Read back from the page cache: the frames' places are what the journal's index
+        // records, and the index is written from what was read.
+        self.journal.refresh(None)?;
+        // Derived data, written under the append lock: a failure leaves the index behind
+        // (the next append writes what is missing), never the append undone.
+        let _ = self.journal.write_derived();
         if self.journal.next_seq != next {
             return Err(Error::corruption(
                 &jdir,

@@ -16,12 +16,18 @@ use crate::types::{Fate, Fates, HistoryEntry, Op, Seq, TableId};
 /// The commit time, xid and role history shows for group `group_seq` committed by `xid`:
 /// an imported group shows where it came from (its own xid only decides its fate), any
 /// other group itself (`None`: the journal has no such group).
-pub(super) fn shown_as(journal: &Journal, group_seq: Seq, xid: u64) -> Option<(i64, u64, String)> {
-    let group = journal.group_of(group_seq)?;
-    Some(match journal.origin(group) {
+pub(super) fn shown_as(
+    journal: &Journal,
+    group_seq: Seq,
+    xid: u64,
+) -> Result<Option<(i64, u64, String)>> {
+    let Some(group) = journal.group_of(group_seq)? else {
+        return Ok(None);
+    };
+    Ok(Some(match journal.origin(&group) {
         Some(o) => (o.commit_ts, o.xid, o.role),
-        None => (group.commit_ts, xid, journal.role(group).to_owned()),
-    })
+        None => (group.commit_ts, xid, journal.role(&group).to_owned()),
+    }))
 }
 
 /// Adds one frame's events of `key` (those `keep` accepts) to `out`, when the frame's
@@ -37,8 +43,9 @@ fn add_entries(
     if events.is_empty() || fates.fate(xid) != Fate::Committed {
         return Ok(());
     }
-    let (commit_ts, xid, role) =
-        shown_as(journal, group_seq, xid).ok_or("the journal has no group for this frame")?;
+    let (commit_ts, xid, role) = shown_as(journal, group_seq, xid)
+        .map_err(|_| "the journal's index could not be read for this frame")?
+        .ok_or("the journal has no group for this frame")?;
     out.extend(
         events
             .into_iter()
@@ -79,7 +86,7 @@ impl Store {
         };
         let (Some(snap), Some(positions)) = (snap, found) else {
             let created = self.tables[&id].meta.created_seq;
-            let groups = self.journal.groups_of(id, created);
+            let groups = self.journal.groups_of(id, created)?;
             let read = groups.partition_point(|g| *g <= upto) as u64;
             let out = self
                 .history_iter(id, Some(key.to_vec()), upto, fates)?
@@ -109,12 +116,12 @@ impl Store {
             self.stats.history_frames += 1;
         }
         if upto > snap.seq {
-            let floor = self.group_floor(snap.seq);
+            let floor = self.group_floor(snap.seq)?;
             let journal = &self.journal;
             let t = self.tables.get_mut(&id).expect("loaded");
-            let groups = journal.groups_of(id, t.meta.created_seq);
+            let groups = journal.groups_of(id, t.meta.created_seq.max(floor))?;
             let mut read = 0;
-            t.log.for_each_payload(floor, upto, groups, |p| {
+            t.log.for_each_payload(floor, upto, &groups, |p| {
                 read += 1;
                 let events = key_events(p, key)?;
                 add_entries(
@@ -158,12 +165,12 @@ impl Store {
             .copied();
         let base = self.history_snapshot(id, older)?;
         let after = base.as_ref().map_or(0, |b| b.seq);
-        let floor = self.group_floor(after);
+        let floor = self.group_floor(after)?;
         let t = self.tables.get_mut(&id).expect("loaded");
-        let groups = self.journal.groups_of(id, t.meta.created_seq);
+        let groups = self.journal.groups_of(id, t.meta.created_seq.max(floor))?;
         let mut delta: BTreeMap<Vec<u8>, FramePositions> = BTreeMap::new();
         t.log
-            .for_each_payload_at(floor, upto, groups, |p, offset| {
+            .for_each_payload_at(floor, upto, &groups, |p, offset| {
                 let large = p.len() > POSITIONS_FROM;
                 let (group, events) = frame_keys(p)?;
                 for (seq, key, at) in events {

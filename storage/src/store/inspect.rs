@@ -163,13 +163,13 @@ impl Store {
         upto: Seq,
         fates: &dyn Fates,
     ) -> Result<u64> {
-        let floor = self.group_floor(after);
+        let floor = self.group_floor(after)?;
         let journal = &self.journal;
         let t = self.tables.get_mut(&id).expect("prepared");
-        let groups = journal.groups_of(id, t.meta.created_seq);
+        let groups = journal.groups_of(id, t.meta.created_seq.max(floor))?;
         let mut decided: HashMap<u64, Fate> = HashMap::new();
         let mut n = 0u64;
-        t.log.for_each_payload(floor, upto, groups, |p| {
+        t.log.for_each_payload(floor, upto, &groups, |p| {
             let mut d = Decoder::new(p);
             let group = d.varint()?;
             let xid = d.varint()?;
@@ -180,6 +180,7 @@ impl Store {
             let whole = group > after
                 && journal
                     .group_of(group)
+                    .map_err(|_| "the journal's index could not be read for this frame")?
                     .is_some_and(|g| g.last_seq() <= upto);
             if whole {
                 n += count;

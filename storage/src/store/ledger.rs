@@ -358,8 +358,8 @@ impl Store {
         let Some(last) = files.last() else {
             return Ok(None);
         };
-        match self.journal.group_of(last.first_seq) {
-            Some(g) if g.first_seq == last.first_seq => Ok(Some(*g)),
+        match self.journal.group_of(last.first_seq)? {
+            Some(g) if g.first_seq == last.first_seq => Ok(Some(g)),
             _ => Err(Error::corruption(
                 files.dir().join(crate::ledger::files::INDEX_FILE),
                 0,
@@ -428,14 +428,14 @@ impl Store {
                 cursors.insert(key, c);
             }
         }
-        let groups = self.journal.groups_of(table, created);
+        let groups = self.journal.groups_of(table, created)?;
         let t = self.tables.get_mut(&table).expect("loaded");
         let mut next = 0;
         let read = t.log.for_each_payload_from(
             cursors.get(&key).copied(),
             first - 1,
             *wanted.last().expect("not empty"),
-            groups,
+            &groups,
             |payload, offset| {
                 let g = peek_group_seq(payload)?;
                 if wanted.get(next).is_some_and(|w| *w < g) {
@@ -477,7 +477,7 @@ impl Store {
         let Some(st) = &self.ledger else {
             return Ok(None);
         };
-        let groups = self.journal.groups_of(table, created);
+        let groups = self.journal.groups_of(table, created)?;
         // The table's last group at or before `after` that is a leaf (aborted ones are not):
         // looked for among its last few groups.
         let mut found = None;
@@ -723,7 +723,7 @@ impl Store {
     }
 
     fn leaf_of_seq_now(&self, seq: Seq) -> Result<Option<u64>> {
-        let Some(g) = self.journal.group_of(seq) else {
+        let Some(g) = self.journal.group_of(seq)? else {
             return Ok(None);
         };
         Ok(match self.ledger_files().leaf_at_or_before(g.first_seq)? {
@@ -822,7 +822,7 @@ impl Store {
     /// segment and its tables' logs are read from their segments' starts.
     pub fn leaf_data(&mut self, seq: Seq) -> Result<Vec<u8>> {
         self.journal.refresh(None)?;
-        let Some(g) = self.journal.group_of(seq).copied() else {
+        let Some(g) = self.journal.group_of(seq)? else {
             return Err(invalid(format!(
                 "seq {seq} is not in the journal (last seq {})",
                 self.journal.last_seq()

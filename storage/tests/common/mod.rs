@@ -91,3 +91,14 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Whether a file under a store's root (its path relative to the root) is one of the
+/// journal's index files: derived from the journal, never WAL-logged, so a replay of the
+/// write-ahead log does not write them (redo maintains them with an `IndexMaintainer`).
+#[allow(dead_code)]
+pub fn is_derived(rel: &str) -> bool {
+    matches!(
+        rel,
+        "journal/index" | "journal/roles" | "journal/origins" | "journal/index.synced"
+    ) || (rel.starts_with("tables/") && rel.ends_with("/groups"))
+}
