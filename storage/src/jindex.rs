@@ -1,16 +1,18 @@
 //! The journal's index (#19): files derived from the journal that let a store look its
 //! groups up in place, so that opening a store reads a few records, not the history.
 //!
-//! - `journal/index`: a 16-byte header, then one 64-byte record per group, in seq order:
+//! They live in `index/` under the store's root:
+//!
+//! - `index/groups`: a 16-byte header, then one 64-byte record per group, in seq order:
 //!   the group (seqs, commit time, xid, role), whether it was imported, and where its
 //!   journal frame is (segment, offset, length and CRC), closed by a CRC of the record.
-//! - `journal/roles`: the role names, in the order groups first named them (a group's
+//! - `index/roles`: the role names, in the order groups first named them (a group's
 //!   role is an ordinal in this file): `u32 len | bytes | u32 crc`.
-//! - `journal/origins`: one 56-byte record per imported group: its seqs, its table, the
+//! - `index/origins`: one 56-byte record per imported group: its seqs, its table, the
 //!   importing transaction and its origin (xid, commit time, role ordinal), closed by a CRC.
-//! - `tables/<id>/groups`: the first seq of each group that wrote to the table, one 16-byte
+//! - `index/tables/<id>`: the first seq of each group that wrote to the table, one 16-byte
 //!   record each (`u64 seq | u32 crc | u32 0`).
-//! - `journal/index.synced`: how many records of the index, roles and origins are known to
+//! - `index/synced`: how many records of the index, roles and origins are known to
 //!   be on disk (`u64 | u64 | u64 | u32 crc`), written after they were synced.
 //!
 //! They are derived data: never WAL-logged, never synced by a commit, written only after
@@ -28,11 +30,16 @@ use std::path::Path;
 use crate::error::{IoContext, Result};
 use crate::types::{Seq, TableId};
 
-pub(crate) const INDEX_FILE: &str = "index";
+/// The directory of the index files, under the store's root. WAL-logged operations never
+/// touch it (redo replaces a table's directory when it replays the table's creation, so
+/// derived files cannot live there).
+pub(crate) const INDEX_DIR: &str = "index";
+pub(crate) const INDEX_FILE: &str = "groups";
 pub(crate) const ROLES_FILE: &str = "roles";
 pub(crate) const ORIGINS_FILE: &str = "origins";
-pub(crate) const SYNCED_FILE: &str = "index.synced";
-pub(crate) const TABLE_GROUPS_FILE: &str = "groups";
+pub(crate) const SYNCED_FILE: &str = "synced";
+/// The tables' groups files: `index/tables/<id>`.
+pub(crate) const TABLES_DIR: &str = "tables";
 
 pub(crate) const INDEX_HEADER: [u8; 16] = *b"DRIFTJIX\x01\0\0\0\x40\0\0\0";
 pub(crate) const INDEX_HEADER_LEN: u64 = INDEX_HEADER.len() as u64;
@@ -206,7 +213,7 @@ pub(crate) fn decode_roles_upto(b: &[u8], max: usize) -> (Vec<String>, u64) {
     (roles, pos as u64)
 }
 
-/// The synced counts (`journal/index.synced`): records of the index, roles and origins.
+/// The synced counts (`index/synced`): records of the index, roles and origins.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Synced {
     pub records: u64,
@@ -215,8 +222,8 @@ pub(crate) struct Synced {
 }
 
 impl Synced {
-    pub fn read(journal_dir: &Path) -> Synced {
-        let Ok(b) = std::fs::read(journal_dir.join(SYNCED_FILE)) else {
+    pub fn read(index_dir: &Path) -> Synced {
+        let Ok(b) = std::fs::read(index_dir.join(SYNCED_FILE)) else {
             return Synced::default();
         };
         if b.len() != 28 || crc32fast::hash(&b[..24]) != u32_at(&b, 24) {
@@ -229,8 +236,8 @@ impl Synced {
         }
     }
 
-    pub fn write(&self, journal_dir: &Path) -> Result<()> {
-        let path = journal_dir.join(SYNCED_FILE);
+    pub fn write(&self, index_dir: &Path) -> Result<()> {
+        let path = index_dir.join(SYNCED_FILE);
         let mut b = Vec::with_capacity(28);
         b.extend_from_slice(&self.records.to_le_bytes());
         b.extend_from_slice(&self.roles.to_le_bytes());
@@ -277,14 +284,10 @@ pub(crate) fn cut(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Appends `seqs` (ascending) to a table's groups file, leaving out those its last record
-/// already reaches (records are written again after a failed or cut write), unless the
-/// table has no directory (it was dropped).
-pub(crate) fn append_table_groups(table_dir: &Path, seqs: &[Seq]) -> Result<()> {
-    if !table_dir.is_dir() {
-        return Ok(());
-    }
-    let path = table_dir.join(TABLE_GROUPS_FILE);
+/// Appends `seqs` (ascending) to a table's groups file `path`, leaving out those its last
+/// record already reaches (records are written again after a failed or cut write).
+pub(crate) fn append_table_groups(path: &Path, seqs: &[Seq]) -> Result<()> {
+    let path = path.to_path_buf();
     let f = open_rw(&path)?;
     let len = f.metadata().at(&path)?.len();
     let mut whole = len - len % TABLE_RECORD_LEN;
@@ -315,10 +318,10 @@ pub(crate) fn append_table_groups(table_dir: &Path, seqs: &[Seq]) -> Result<()> 
     Ok(())
 }
 
-/// Cuts a table's groups file to its records below `seq` (and before any damaged one).
-pub(crate) fn cut_table_groups(table_dir: &Path, below: Seq) -> Result<()> {
-    let path = table_dir.join(TABLE_GROUPS_FILE);
-    let Ok(b) = std::fs::read(&path) else {
+/// Cuts a table's groups file `path` to its records below `seq` (and before any damaged
+/// one).
+pub(crate) fn cut_table_groups(path: &Path, below: Seq) -> Result<()> {
+    let Ok(b) = std::fs::read(path) else {
         return Ok(());
     };
     let mut keep = 0u64;
@@ -328,7 +331,7 @@ pub(crate) fn cut_table_groups(table_dir: &Path, below: Seq) -> Result<()> {
             _ => break,
         }
     }
-    cut(&path, keep)
+    cut(path, keep)
 }
 
 /// Syncs `path` if it exists.

@@ -24,8 +24,8 @@ use crate::format::{
     read_frame, FrameRead, JournalRecord, SegmentHeader, KIND_JOURNAL, SEGMENT_HEADER_LEN,
 };
 use crate::jindex::{
-    self, FramePos, IndexRecord, OriginRecord, Synced, INDEX_FILE, INDEX_HEADER, INDEX_HEADER_LEN,
-    INDEX_RECORD_LEN, ORIGINS_FILE, ORIGIN_RECORD_LEN, ROLES_FILE, TABLE_GROUPS_FILE,
+    self, FramePos, IndexRecord, OriginRecord, Synced, INDEX_DIR, INDEX_FILE, INDEX_HEADER,
+    INDEX_HEADER_LEN, INDEX_RECORD_LEN, ORIGINS_FILE, ORIGIN_RECORD_LEN, ROLES_FILE, TABLES_DIR,
     TABLE_RECORD_LEN,
 };
 use crate::log::{list_segments, map_file};
@@ -96,7 +96,10 @@ struct Recent {
 
 pub(crate) struct Journal {
     pub dir: PathBuf,
+    /// The store's `tables/` directory (a dropped table has none there).
     tables_dir: PathBuf,
+    /// The index files' directory (`jindex::INDEX_DIR`).
+    idx_dir: PathBuf,
     segs: Vec<(Seq, PathBuf)>,
     /// The segment being read and the offset after its last whole frame (0: header unread).
     cur: usize,
@@ -139,13 +142,12 @@ pub(crate) struct Journal {
 
 impl Journal {
     pub fn new(dir: PathBuf, segment_size: u64) -> Journal {
-        let tables_dir = dir
-            .parent()
-            .map_or_else(|| PathBuf::from("tables"), |p| p.join("tables"));
+        let root = dir.parent().map_or_else(PathBuf::new, Path::to_path_buf);
         Journal {
             segment_size,
             dir,
-            tables_dir,
+            tables_dir: root.join("tables"),
+            idx_dir: root.join(INDEX_DIR),
             segs: Vec::new(),
             cur: 0,
             off: 0,
@@ -182,7 +184,22 @@ impl Journal {
     }
 
     fn index_path(&self) -> PathBuf {
-        self.dir.join(INDEX_FILE)
+        self.idx_dir.join(INDEX_FILE)
+    }
+
+    /// The groups file of `table`.
+    fn table_groups_path(&self, table: TableId) -> PathBuf {
+        self.idx_dir.join(TABLES_DIR).join(table.to_string())
+    }
+
+    /// Every table's groups file.
+    fn table_groups_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.idx_dir.join(TABLES_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
     }
 
     /// The `i`th group of the journal (`i < group_count()`).
@@ -255,10 +272,7 @@ impl Journal {
         if let Some(m) = self.table_maps.borrow().get(&table) {
             return Ok(m.clone());
         }
-        let path = self
-            .tables_dir
-            .join(table.to_string())
-            .join(TABLE_GROUPS_FILE);
+        let path = self.table_groups_path(table);
         let map = if jindex::file_len(&path)? >= TABLE_RECORD_LEN {
             Some(Arc::new(map_file(&path)?))
         } else {
@@ -277,9 +291,7 @@ impl Journal {
             Some(s) => Ok(Some(s)),
             None if i + 1 == n => Ok(None),
             None => Err(Error::corruption(
-                self.tables_dir
-                    .join(table.to_string())
-                    .join(TABLE_GROUPS_FILE),
+                self.table_groups_path(table),
                 off as u64,
                 "table groups record damaged (derived from the journal: removing the \
                  journal's index files makes the next recovering open rebuild them)",
@@ -420,7 +432,7 @@ impl Journal {
 
     /// The roles file's entries.
     fn read_roles(&self) -> Result<(Vec<String>, u64)> {
-        let path = self.dir.join(ROLES_FILE);
+        let path = self.idx_dir.join(ROLES_FILE);
         match std::fs::read(&path) {
             Ok(b) => Ok(jindex::decode_roles(&b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
@@ -495,7 +507,7 @@ impl Journal {
 
     /// The origins of the indexed imported groups, from `journal/origins`.
     fn load_origins(&mut self) -> Result<()> {
-        let path = self.dir.join(ORIGINS_FILE);
+        let path = self.idx_dir.join(ORIGINS_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -758,7 +770,7 @@ impl Journal {
         }
         let new = &self.recent[on_disk - self.indexed..];
         // Roles first: a record names its role by its ordinal in the file.
-        let rpath = self.dir.join(ROLES_FILE);
+        let rpath = self.idx_dir.join(ROLES_FILE);
         let (file_roles, roles_len) = self.read_roles()?;
         let mut ids: HashMap<String, u32> = file_roles
             .into_iter()
@@ -813,6 +825,7 @@ impl Journal {
                 }
             }
         }
+        std::fs::create_dir_all(&self.idx_dir).at(&self.idx_dir)?;
         if !added.is_empty() {
             jindex::append(&rpath, roles_len, &added)?;
         }
@@ -822,11 +835,18 @@ impl Journal {
                 by_table.entry(*t).or_default().push(g.info.first_seq);
             }
         }
+        if !by_table.is_empty() {
+            let dir = self.idx_dir.join(TABLES_DIR);
+            std::fs::create_dir_all(&dir).at(&dir)?;
+        }
         for (t, seqs) in by_table {
-            jindex::append_table_groups(&self.tables_dir.join(t.to_string()), &seqs)?;
+            // A table dropped meanwhile has no directory: its groups are not looked up.
+            if self.tables_dir.join(t.to_string()).is_dir() {
+                jindex::append_table_groups(&self.table_groups_path(t), &seqs)?;
+            }
         }
         if !origins.is_empty() {
-            let opath = self.dir.join(ORIGINS_FILE);
+            let opath = self.idx_dir.join(ORIGINS_FILE);
             let olen = jindex::file_len(&opath)?;
             let mut whole = olen - olen % ORIGIN_RECORD_LEN;
             // Written again after a failed or cut write: keep what is there.
@@ -935,7 +955,7 @@ impl Journal {
     /// (under the append lock) and for redo's start; reads the journal from the last synced
     /// group on, and the whole journal when nothing was ever synced.
     pub fn repair_derived(&mut self) -> Result<()> {
-        let synced = Synced::read(&self.dir);
+        let synced = Synced::read(&self.idx_dir);
         let ipath = self.index_path();
         let len = jindex::file_len(&ipath)?;
         let on_disk = if len < INDEX_HEADER_LEN {
@@ -965,15 +985,15 @@ impl Journal {
                 let mut touched = HashSet::new();
                 self.tables_after(rec.pos, &mut touched)?;
                 for t in touched {
-                    jindex::cut_table_groups(&self.tables_dir.join(t.to_string()), below)?;
+                    jindex::cut_table_groups(&self.table_groups_path(t), below)?;
                 }
                 jindex::cut(&ipath, INDEX_HEADER_LEN + synced.records * INDEX_RECORD_LEN)?;
-                let rpath = self.dir.join(ROLES_FILE);
+                let rpath = self.idx_dir.join(ROLES_FILE);
                 let rbytes = std::fs::read(&rpath).unwrap_or_default();
                 let (_, keep) = jindex::decode_roles_upto(&rbytes, synced.roles as usize);
                 jindex::cut(&rpath, keep)?;
                 jindex::cut(
-                    &self.dir.join(ORIGINS_FILE),
+                    &self.idx_dir.join(ORIGINS_FILE),
                     synced.origins * ORIGIN_RECORD_LEN,
                 )?;
             }
@@ -990,14 +1010,10 @@ impl Journal {
             self.remove_derived()?;
         } else if len > kept {
             jindex::cut(&ipath, kept)?;
-            for e in std::fs::read_dir(&self.tables_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                jindex::cut_table_groups(&e.path(), self.indexed_last + 1)?;
+            for path in self.table_groups_files() {
+                jindex::cut_table_groups(&path, self.indexed_last + 1)?;
             }
-            let opath = self.dir.join(ORIGINS_FILE);
+            let opath = self.idx_dir.join(ORIGINS_FILE);
             let obytes = std::fs::read(&opath).unwrap_or_default();
             let keep = obytes
                 .chunks_exact(ORIGIN_RECORD_LEN as usize)
@@ -1012,17 +1028,11 @@ impl Journal {
 
     /// Removes every index file (they are rebuilt from the journal).
     fn remove_derived(&mut self) -> Result<()> {
-        for f in [INDEX_FILE, ROLES_FILE, ORIGINS_FILE, jindex::SYNCED_FILE] {
-            jindex::cut(&self.dir.join(f), 0)?;
+        match std::fs::remove_dir_all(&self.idx_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).at(&self.idx_dir),
         }
-        for e in std::fs::read_dir(&self.tables_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            jindex::cut(&e.path().join(TABLE_GROUPS_FILE), 0)?;
-        }
-        Ok(())
     }
 
     /// The tables of the groups whose journal frames follow the one at `pos`.
@@ -1053,7 +1063,7 @@ impl Journal {
     /// calls this on a primary, redo on a standby). Reads the journal frames of the groups
     /// indexed since the last call, for the tables they touched.
     pub fn sync_derived(&mut self) -> Result<()> {
-        let synced = Synced::read(&self.dir);
+        let synced = Synced::read(&self.idx_dir);
         let ipath = self.index_path();
         let len = jindex::file_len(&ipath)?;
         if len < INDEX_HEADER_LEN + INDEX_RECORD_LEN {
@@ -1065,19 +1075,19 @@ impl Journal {
         }
         // Counted before the syncs: what the records need is in the files by now.
         let (roles, _) = self.read_roles()?;
-        let origins = jindex::file_len(&self.dir.join(ORIGINS_FILE))? / ORIGIN_RECORD_LEN;
+        let origins = jindex::file_len(&self.idx_dir.join(ORIGINS_FILE))? / ORIGIN_RECORD_LEN;
         if self.segs.is_empty() {
             self.segs = list_segments(&self.dir)?;
         }
         let f = File::open(&ipath).at(&ipath)?;
         let mut touched = HashSet::new();
         if synced.records == 0 {
-            for e in std::fs::read_dir(&self.tables_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+            for path in self.table_groups_files() {
+                if let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
                     touched.insert(id);
                 }
             }
@@ -1094,17 +1104,17 @@ impl Journal {
             }
         }
         for t in touched {
-            jindex::sync(&self.tables_dir.join(t.to_string()).join(TABLE_GROUPS_FILE))?;
+            jindex::sync(&self.table_groups_path(t))?;
         }
-        jindex::sync(&self.dir.join(ROLES_FILE))?;
-        jindex::sync(&self.dir.join(ORIGINS_FILE))?;
+        jindex::sync(&self.idx_dir.join(ROLES_FILE))?;
+        jindex::sync(&self.idx_dir.join(ORIGINS_FILE))?;
         f.sync_data().at(&ipath)?;
         Synced {
             records,
             roles: roles.len() as u64,
             origins,
         }
-        .write(&self.dir)
+        .write(&self.idx_dir)
     }
 }
 
@@ -1155,5 +1165,308 @@ impl IndexMaintainer {
     pub fn sync(&mut self) -> Result<()> {
         self.since_sync = 0;
         self.journal.sync_derived()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AllCommitted, Config, Durability, Event, Op, Row, Store, Txn};
+
+    const TABLES: [TableId; 3] = [11, 12, 13];
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dst = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &dst);
+            } else {
+                std::fs::copy(e.path(), &dst).unwrap();
+            }
+        }
+    }
+
+    fn cfg() -> Config {
+        Config {
+            durability: Durability::NoSync,
+            segment_size: 4096,
+            ..Config::default()
+        }
+    }
+
+    fn ev(table: TableId, key: u64, insert: bool) -> Event {
+        Event {
+            table,
+            key: key.to_be_bytes().to_vec(),
+            op: if insert {
+                Op::Insert(Row(vec![(1, Some(vec![1]))]))
+            } else {
+                Op::Patch(vec![(1, Some(key.to_le_bytes().to_vec()))])
+            },
+        }
+    }
+
+    /// A store of three tables with `groups` groups in all: several roles, groups of one
+    /// and of two tables, and an import into a fourth table.
+    fn build(root: &Path, groups: u64) {
+        let mut s = Store::open(root, cfg()).unwrap();
+        for t in TABLES.iter().chain([&14]) {
+            s.create_table(*t).unwrap();
+        }
+        let first: Vec<Txn> = TABLES
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Txn {
+                xid: 100 + i as u64,
+                commit_ts: 0,
+                role: "owner".into(),
+                events: (0..5).map(|k| ev(*t, k, true)).collect(),
+            })
+            .collect();
+        s.append(&first, &AllCommitted).unwrap();
+        let imported: Vec<Txn> = (0..7)
+            .map(|k| Txn {
+                xid: 500,
+                commit_ts: 5000,
+                role: "importer".into(),
+                events: vec![ev(14, k, true)],
+            })
+            .collect();
+        let origins: Vec<crate::Origin> = (0..7)
+            .map(|k| crate::Origin {
+                xid: 9000 + k,
+                commit_ts: 1000 + k as i64,
+                role: format!("far-{}", k % 2),
+            })
+            .collect();
+        s.append_imported(&imported, &origins, &AllCommitted)
+            .unwrap();
+        for g in 0..groups {
+            let t = TABLES[(g % 3) as usize];
+            let mut events = vec![ev(t, g % 5, false)];
+            if g % 7 == 0 {
+                events.push(ev(TABLES[((g + 1) % 3) as usize], g % 5, false));
+            }
+            s.append(
+                &[Txn {
+                    xid: 1000 + g,
+                    commit_ts: 0,
+                    role: format!("role-{}", g % 4),
+                    events,
+                }],
+                &AllCommitted,
+            )
+            .unwrap();
+        }
+    }
+
+    fn read(root: &Path) -> Journal {
+        let mut j = Journal::new(root.join("journal"), cfg().segment_size);
+        j.refresh(None).unwrap();
+        j
+    }
+
+    fn remove_index(root: &Path) {
+        let mut j = Journal::new(root.join("journal"), cfg().segment_size);
+        j.remove_derived().unwrap();
+    }
+
+    /// Everything a store asks of its journal, from `j`.
+    fn answers(j: &Journal) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..j.group_count() {
+            let g = j.group(i).unwrap();
+            out.push(format!(
+                "{} {} {} {} {} {:?}",
+                g.first_seq,
+                g.count,
+                g.commit_ts,
+                g.xid,
+                j.role(&g),
+                j.origin(&g)
+            ));
+        }
+        for seq in 0..=j.last_seq() + 1 {
+            out.push(format!(
+                "{seq}: {:?}",
+                j.group_of(seq).unwrap().map(|g| g.first_seq)
+            ));
+        }
+        let last_ts = j.last_ts.unwrap();
+        for ts in (last_ts - 3 * j.group_count() as i64)..=last_ts + 1 {
+            out.push(format!("ts {ts}: {}", j.seq_at(ts).unwrap()));
+        }
+        for t in TABLES.iter().chain([&14, &99]) {
+            for after in [0, 3, 17, 50, j.last_seq() / 2, j.last_seq()] {
+                out.push(format!(
+                    "{t} > {after}: {:?}",
+                    j.groups_of(*t, after).unwrap()
+                ));
+            }
+            out.push(format!("{t} last {:?}", j.last_group_of(*t).unwrap()));
+            out.push(format!(
+                "{t} runs {:?}",
+                j.imported.get(t).map(|r| r
+                    .iter()
+                    .map(|r| (r.xid, r.groups.clone()))
+                    .collect::<Vec<_>>())
+            ));
+        }
+        out.push(format!("{} {:?}", j.next_seq, j.last_ts));
+        out
+    }
+
+    #[test]
+    fn the_index_answers_as_a_whole_reading_of_the_journal_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        build(root, 700);
+        let indexed = read(root);
+        assert_eq!(indexed.group_count(), 703 + 7);
+        assert!(
+            indexed.recent.is_empty(),
+            "every group indexed by its appender"
+        );
+        assert!(indexed.indexed > 0);
+        let with_index = answers(&indexed);
+        remove_index(root);
+        let whole = read(root);
+        assert_eq!(whole.indexed, 0);
+        assert_eq!(whole.recent.len(), 710);
+        assert_eq!(answers(&whole), with_index);
+        // The next recovering open writes the index again, the same bytes.
+        drop(Store::open(root, cfg()).unwrap());
+        let again = read(root);
+        assert_eq!(again.indexed, 710);
+        assert_eq!(answers(&again), with_index);
+    }
+
+    #[test]
+    fn a_store_reads_only_the_groups_past_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        build(root, 300);
+        // An old journal frame damaged: an open that trusts the index never reads it.
+        let segs = list_segments(&root.join("journal")).unwrap();
+        let first = &segs[0].1;
+        let mut bytes = std::fs::read(first).unwrap();
+        bytes[SEGMENT_HEADER_LEN + 14] ^= 0x10;
+        std::fs::write(first, &bytes).unwrap();
+        let j = read(root);
+        assert_eq!(j.group_count(), 310);
+        assert_eq!(j.recent.len(), 0);
+        // Without the index the whole journal is read, and the damage found.
+        remove_index(root);
+        let mut j = Journal::new(root.join("journal"), cfg().segment_size);
+        assert!(matches!(j.refresh(None), Err(Error::Corruption { .. })));
+    }
+
+    /// Files of the index cut anywhere, zeroed, or ahead of the journal (copied at another
+    /// moment): a reader trusts what agrees with the journal, and a recovering open writes
+    /// them again, the same bytes as before.
+    #[test]
+    fn damaged_or_foreign_index_files_are_repaired_to_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a");
+        build(&root, 200);
+        let derived = |root: &Path| -> Vec<(String, Vec<u8>)> {
+            let mut out = Vec::new();
+            for f in [INDEX_FILE, ROLES_FILE, ORIGINS_FILE] {
+                out.push((
+                    f.to_string(),
+                    std::fs::read(root.join(INDEX_DIR).join(f)).unwrap_or_default(),
+                ));
+            }
+            for t in TABLES.iter().chain([&14]) {
+                let rel = format!("{INDEX_DIR}/{TABLES_DIR}/{t}");
+                out.push((
+                    rel.clone(),
+                    std::fs::read(root.join(rel)).unwrap_or_default(),
+                ));
+            }
+            out
+        };
+        let good = derived(&root);
+        let want = answers(&read(&root));
+        let ipath = root.join(INDEX_DIR).join(INDEX_FILE);
+        let len = std::fs::metadata(&ipath).unwrap().len();
+        let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+            (
+                "index cut mid-record",
+                Box::new(move |r: &Path| {
+                    jindex::cut(&r.join(INDEX_DIR).join(INDEX_FILE), len - 100).unwrap()
+                }),
+            ),
+            (
+                "index tail zeroed",
+                Box::new(move |r: &Path| {
+                    let p = r.join(INDEX_DIR).join(INDEX_FILE);
+                    let mut b = std::fs::read(&p).unwrap();
+                    let n = b.len();
+                    b[n - 200..].fill(0);
+                    std::fs::write(&p, b).unwrap();
+                }),
+            ),
+            (
+                "a table's groups cut",
+                Box::new(|r: &Path| {
+                    let p = r.join(INDEX_DIR).join(TABLES_DIR).join("12");
+                    jindex::cut(&p, 5 * TABLE_RECORD_LEN + 3).unwrap();
+                }),
+            ),
+            (
+                "roles cut",
+                Box::new(|r: &Path| jindex::cut(&r.join(INDEX_DIR).join(ROLES_FILE), 20).unwrap()),
+            ),
+            ("everything removed", Box::new(|r: &Path| remove_index(r))),
+        ];
+        for (what, damage) in cases {
+            let root = dir.path().join(what.replace(' ', "-"));
+            copy_dir(&dir.path().join("a"), &root);
+            damage(&root);
+            drop(Store::open(&root, cfg()).unwrap());
+            assert_eq!(derived(&root), good, "{what}");
+            assert_eq!(answers(&read(&root)), want, "{what}");
+        }
+        // Index files of a later moment beside an earlier journal (a base backup copies
+        // them at different times): a reader trusts only what the journal holds.
+        let early = dir.path().join("early");
+        build(&early, 150);
+        let early_want = answers(&read(&early));
+        let later = dir.path().join("later");
+        copy_dir(&early, &later);
+        {
+            let mut s = Store::open(&later, cfg()).unwrap();
+            for g in 0..40u64 {
+                s.append(
+                    &[Txn {
+                        xid: 7000 + g,
+                        commit_ts: 0,
+                        role: "late".into(),
+                        events: vec![ev(11, g % 5, false)],
+                    }],
+                    &AllCommitted,
+                )
+                .unwrap();
+            }
+        }
+        for f in [INDEX_FILE, ROLES_FILE] {
+            std::fs::copy(later.join(INDEX_DIR).join(f), early.join(INDEX_DIR).join(f)).unwrap();
+        }
+        for t in TABLES {
+            let p = format!("{INDEX_DIR}/{TABLES_DIR}/{t}");
+            std::fs::copy(later.join(&p), early.join(&p)).unwrap();
+        }
+        let j = read(&early);
+        assert_eq!(answers(&j), early_want);
+        drop(Store::open(&early, cfg()).unwrap());
+        assert_eq!(answers(&read(&early)), early_want);
+        assert_eq!(
+            jindex::file_len(&early.join(INDEX_DIR).join(INDEX_FILE)).unwrap(),
+            INDEX_HEADER_LEN + 160 * INDEX_RECORD_LEN,
+            "cut back to the journal"
+        );
     }
 }

@@ -97,8 +97,5 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// write-ahead log does not write them (redo maintains them with an `IndexMaintainer`).
 #[allow(dead_code)]
 pub fn is_derived(rel: &str) -> bool {
-    matches!(
-        rel,
-        "journal/index" | "journal/roles" | "journal/origins" | "journal/index.synced"
-    ) || (rel.starts_with("tables/") && rel.ends_with("/groups"))
+    rel.starts_with("index/")
 }
