@@ -1124,3 +1124,148 @@ fn a_table_log_that_cannot_be_read_is_reported() {
         Some(Divergence::Unreadable { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// Dropped tables
+
+/// The kept-sections files of table `t`.
+fn kept_files(root: &Path, t: TableId) -> Vec<PathBuf> {
+    let prefix = format!("kept-{t}-");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root.join(LEDGER_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".tmp"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_dropped_table_s_groups_stay_leaves_checkable_and_provable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let fates = fates_until(None);
+    let mut s = open_small(&root);
+    create_tables(&mut s);
+    append_groups(&mut s, 1..=10, &fates);
+    let d1 = extend_all(&mut s, &fates);
+    append_groups(&mut s, 11..=24, &fates);
+    let seqs = first_seqs(&root);
+    // The reference: the same history, its table B never dropped.
+    let reference = dir.path().join("reference");
+    copy_dir(&root, &reference);
+
+    // Dropped before the ledger reaches its last groups (12, 15, 16, 18, 20, 21, 24 wrote
+    // B, several of them other tables too): its sections are kept, its files go.
+    s.keep_table_sections(B).unwrap();
+    s.drop_table(B).unwrap();
+    assert!(!table_dir(&root, B).exists());
+    assert_eq!(kept_files(&root, B).len(), 1);
+    // Values are not kept, only their commitments.
+    let kept = std::fs::read(&kept_files(&root, B)[0]).unwrap();
+    assert!(!kept.windows(9).any(|w| w == b"gone soon"));
+
+    let d2 = extend_all(&mut s, &fates);
+    let mut r = open_small(&reference);
+    assert_eq!(
+        extend_all(&mut r, &fates),
+        d2,
+        "the same leaves as without the drop"
+    );
+    for d in [d1, d2] {
+        let rep = s.verify_digest(&d, &fates).unwrap();
+        assert!(rep.ok(), "{rep}");
+    }
+    // A group that wrote B and A: its leaf data come back whole, and prove.
+    let (data, p) = s.inclusion_proof(seqs[&12]).unwrap();
+    p.verify_digest(&leaf_hash(&data), &d2).unwrap();
+    let leaf = Leaf::decode(&data).unwrap();
+    assert_eq!(
+        leaf.tables.iter().map(|t| t.table).collect::<Vec<_>>(),
+        vec![A, B]
+    );
+    assert!(!data.windows(9).any(|w| w == b"gone soon"));
+    // Reopened (no ledger state in memory), and from a fresh store on a copy without the
+    // ledger's tree: the same.
+    drop(s);
+    let mut s = open_small(&root);
+    assert!(s.verify_digest(&d2, &fates).unwrap().ok());
+
+    // The table's id used again: a new table with its own history after the old one's.
+    s.create_table(B).unwrap();
+    s.append(
+        &[txn(
+            xid_of(100),
+            vec![ins(B, "new", &[(1, "n")]), ins(A, "a-new", &[(1, "m")])],
+        )],
+        &fates,
+    )
+    .unwrap();
+    let d3 = extend_all(&mut s, &fates);
+    assert_eq!(d3.tree_size, d2.tree_size + 1);
+    for d in [d1, d2, d3] {
+        let rep = s.verify_digest(&d, &fates).unwrap();
+        assert!(rep.ok(), "{rep}");
+    }
+    // Dropped again: a second kept file, both read.
+    s.keep_table_sections(B).unwrap();
+    s.drop_table(B).unwrap();
+    assert_eq!(kept_files(&root, B).len(), 2);
+    assert!(s.verify_digest(&d3, &fates).unwrap().ok());
+
+    // A kept section edited behind the store's back (a commitment changed, the frame's
+    // CRC made valid): the digests that cover it no longer match.
+    let path = kept_files(&root, B)[0].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut pos = 16;
+    let mut edited = false;
+    while let FrameRead::Frame { payload, next } = read_frame(&bytes, pos) {
+        if !edited && payload.len() > 40 {
+            let mut frame = Vec::new();
+            let start = begin_frame(&mut frame);
+            let mut p = payload.to_vec();
+            let last = p.len() - 1;
+            p[last] ^= 1;
+            frame.extend_from_slice(&p);
+            finish_frame(&mut frame, start);
+            bytes.splice(pos..next, frame);
+            edited = true;
+            break;
+        }
+        pos = next;
+    }
+    assert!(edited);
+    std::fs::write(&path, &bytes).unwrap();
+    let rep = s.verify_digest(&d2, &fates).unwrap();
+    println!("{rep}");
+    assert!(!rep.matches && rep.pinpointed(), "{rep}");
+    assert!(matches!(
+        rep.divergences[0],
+        Divergence::Changed { ref tables, .. } if tables == &vec![TableDiff::Changed(B)]
+    ));
+    // B's first group (transaction 4) is in the older digest too.
+    assert!(!s.verify_digest(&d1, &fates).unwrap().matches);
+}
+
+#[test]
+fn a_table_dropped_without_its_sections_stops_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let fates = fates_until(None);
+    let mut s = open(&root);
+    create_tables(&mut s);
+    append_groups(&mut s, 1..=10, &fates);
+    s.drop_table(B).unwrap();
+    let seq = s.current_seq().unwrap();
+    let e = s.extend_ledger(seq, &fates).unwrap_err();
+    assert!(
+        e.to_string().contains("without its leaf sections kept"),
+        "{e}"
+    );
+    // The leaves before the first group of B are kept.
+    assert_eq!(s.ledger_digest().unwrap().tree_size, 2);
+}

@@ -7,13 +7,15 @@
 //! [`proof`] (the pure verification functions) and [`encoding`] (digests and proofs as bytes
 //! and text) are the tree alone. [`leaf`] says what a leaf is (the canonical bytes of one
 //! committed group), [`files`] how a store keeps its ledger (the tree and a record per
-//! leaf beside it) and [`report`] what checking a digest against a store's log found. The
+//! leaf beside it), [`kept`] the leaf sections of dropped tables, and [`report`] what
+//! checking a digest against a store's log found. The
 //! store appends the leaves (`Store::extend_ledger`, `store/ledger.rs`). `docs/ledger.md` has
 //! the layouts and the algorithms.
 
 pub mod encoding;
 pub mod files;
 pub mod hash;
+pub mod kept;
 pub mod leaf;
 pub mod proof;
 pub mod report;

@@ -23,7 +23,8 @@ use crate::format::{
 use crate::journal::GroupInfo;
 use crate::ledger::files::{LeafRecord, LeafTableRecord, LedgerFiles, LEDGER_DIR};
 use crate::ledger::hash::{leaf_hash, Hash, RootBuilder, EMPTY_ROOT};
-use crate::ledger::leaf::{put_section_from_payload, GroupHead, LeafHasher, LeafHashes};
+use crate::ledger::kept::{self, KeptWriter};
+use crate::ledger::leaf::{put_section_from_payload, GroupHead, LeafHasher, LeafHashes, LeafSink};
 use crate::ledger::report::{
     DigestReport, Divergence, StoredTree, TableDiff, LISTED_SEQS, MAX_DIVERGENCES,
 };
@@ -319,6 +320,34 @@ enum BatchEnd {
     Undecided { seq: Seq, xid: u64 },
 }
 
+/// A table's part of a group as read: its frame's payload from the table's log, or, for a
+/// dropped table, its leaf section as kept when the table was dropped.
+enum Part<'a> {
+    Payload(&'a [u8]),
+    Section(&'a [u8]),
+}
+
+/// Writes table `table`'s leaf section of the group `head` describes from `part`.
+fn put_part<S: LeafSink>(
+    s: &mut S,
+    head: &GroupHead<'_>,
+    table: TableId,
+    part: Part<'_>,
+) -> DecodeResult<()> {
+    match part {
+        Part::Payload(p) => put_section_from_payload(s, head, table, p),
+        Part::Section(bytes) => {
+            if bytes.get(..8) != Some(&table.to_le_bytes()[..]) {
+                return Err("a kept section of another table");
+            }
+            s.section_start(table);
+            s.put(bytes);
+            s.section_end();
+            Ok(())
+        }
+    }
+}
+
 impl Store {
     /// Opens the ledger if it is not open, or reopens it when another store changed its
     /// files since (a reader following a writer; a writer after another one, one at a
@@ -397,30 +426,30 @@ impl Store {
         wanted: &[Seq],
         cursors: &mut HashMap<(TableId, Seq), Resume>,
         prime: bool,
-        mut f: impl FnMut(usize, &[u8], u64) -> DecodeResult<()>,
+        mut f: impl FnMut(usize, Part<'_>, u64) -> DecodeResult<()>,
     ) -> Result<()> {
-        let Some(&first) = wanted.first() else {
+        if wanted.is_empty() {
             return Ok(());
-        };
+        }
         if let Some(e) = self.damaged.get(&table) {
             return Err(e.duplicate());
         }
         let dir = self.table_dir(table);
-        let dropped = || {
-            Error::corruption(
-                &dir,
-                0,
-                format!("the group at seq {first} has events in table {table}, which was dropped since: its events are gone"),
-            )
-        };
         let created = match self.load_table(table) {
-            Ok(t) => t.meta.created_seq,
-            Err(Error::NoSuchTable(_)) => return Err(dropped()),
+            Ok(t) => Some(t.meta.created_seq),
+            Err(Error::NoSuchTable(_)) => None,
             Err(e) => return Err(e),
         };
-        if first <= created {
-            return Err(dropped());
+        // Groups of a dropped table (or of an earlier table of the same id): their
+        // sections as kept when it was dropped.
+        let split = created.map_or(wanted.len(), |c| wanted.partition_point(|w| *w <= c));
+        if split > 0 {
+            self.kept_parts(table, &wanted[..split], &mut f)?;
         }
+        let (Some(created), Some(&first)) = (created, wanted.get(split)) else {
+            return Ok(());
+        };
+        let wanted = &wanted[split..];
         let key = (table, created);
         let before = self.tables[&table].log.frames_read;
         if prime && !cursors.contains_key(&key) {
@@ -442,7 +471,7 @@ impl Store {
                     return Err("the table log has no frame of a group the journal records for it");
                 }
                 if wanted.get(next) == Some(&g) {
-                    f(next, payload, offset)?;
+                    f(split + next, Part::Payload(payload), offset)?;
                     next += 1;
                 }
                 Ok(())
@@ -462,6 +491,97 @@ impl Store {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Calls `f` with the kept section of dropped table `table` of each group of `wanted`
+    /// (`kept.rs`); a group without one is gone (a table dropped before its sections were
+    /// kept, or a kept file removed).
+    fn kept_parts(
+        &mut self,
+        table: TableId,
+        wanted: &[Seq],
+        f: &mut impl FnMut(usize, Part<'_>, u64) -> DecodeResult<()>,
+    ) -> Result<()> {
+        let dir = self.root.join(LEDGER_DIR);
+        let sections = kept::load(&dir, table)?;
+        for (i, seq) in wanted.iter().enumerate() {
+            let Some(section) = sections.get(seq) else {
+                return Err(Error::corruption(
+                    self.table_dir(table),
+                    0,
+                    format!(
+                        "the group at seq {seq} has events in table {table}, which was dropped \
+                         since without its leaf sections kept: its events are gone"
+                    ),
+                ));
+            };
+            f(i, Part::Section(section), 0).map_err(|d| {
+                Error::corruption(
+                    dir.join(format!("kept-{table}-*")),
+                    0,
+                    format!("the kept section of group {seq}: {d}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the leaf sections of every group of table `table` (whatever its fate) in the
+    /// ledger's directory (`ledger/kept.rs`), so that its files may be removed
+    /// ([`Store::drop_table`]) while every group of the table can still be made a leaf,
+    /// checked against a digest ([`Store::verify_digest`]) and proven: the sections hold
+    /// the events' keys, ops, column ids and value commitments, not the values. Call it
+    /// when no transaction can write the table any more, before dropping it. Reads the
+    /// table's whole log once; the file is durable when this returns. A table without
+    /// files is a no-op. Writers only.
+    pub fn keep_table_sections(&mut self, table: TableId) -> Result<()> {
+        self.require_writer()?;
+        self.journal.refresh(None)?;
+        let created = match self.load_table(table) {
+            Ok(t) => t.meta.created_seq,
+            Err(Error::NoSuchTable(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let groups: Vec<Seq> = self.journal.groups_of(table, created).to_vec();
+        let mut heads = Vec::with_capacity(groups.len());
+        for g in &groups {
+            match self.journal.group_of(*g) {
+                Some(info) if info.first_seq == *g => heads.push(*info),
+                _ => {
+                    return Err(Error::corruption(
+                        &self.journal.dir,
+                        0,
+                        format!(
+                            "the journal has no group at seq {g}, which it lists for table {table}"
+                        ),
+                    ))
+                }
+            }
+        }
+        let dir = self.root.join(LEDGER_DIR);
+        let mut writer = KeptWriter::create(&dir, table, created)?;
+        let mut write_error = None;
+        self.read_group_frames(table, &groups, &mut HashMap::new(), false, |i, part, _| {
+            let g = &heads[i];
+            let head = GroupHead {
+                first_seq: g.first_seq,
+                count: g.count,
+                commit_ts: g.commit_ts,
+                xid: g.xid,
+                role: "",
+                origin: None,
+                ntables: 0,
+            };
+            writer.push(g.first_seq, |out| put_part(out, &head, table, part))?;
+            if let Err(e) = writer.maybe_flush() {
+                write_error.get_or_insert(e);
+                return Err("could not write the kept sections");
+            }
+            Ok(())
+        })
+        .map_err(|e| write_error.take().unwrap_or(e))?;
+        writer.finish()?;
         Ok(())
     }
 
@@ -563,9 +683,9 @@ impl Store {
         // Tables in ascending order: each group's sections come in its tables' order.
         for (table, ks) in by_table {
             let wanted: Vec<Seq> = ks.iter().map(|k| groups[*k].0.first_seq).collect();
-            self.read_group_frames(table, &wanted, cursors, prime, |i, payload, offset| {
+            self.read_group_frames(table, &wanted, cursors, prime, |i, part, offset| {
                 let k = ks[i];
-                put_section_from_payload(&mut hashers[k], &heads[k], table, payload)?;
+                put_part(&mut hashers[k], &heads[k], table, part)?;
                 offsets[k].push(offset);
                 Ok(())
             })?;
@@ -775,7 +895,7 @@ impl Store {
             }
         }
         self.read_group_frames(table, &[first], &mut HashMap::new(), false, |_, p, _| {
-            put_section_from_payload(out, head, table, p)
+            put_part(out, head, table, p)
         })
     }
 
