@@ -490,6 +490,7 @@ pub fn key_renders_plainly(col: &Column) -> bool {
 pub fn rendered_key_stored(col: &Column, text: &str) -> Result<Option<Vec<u8>>, DriftError> {
     if !key_renders_plainly(col) {
         return Err(DriftError::KeyTextType {
+            function: "drift_history_key",
             column: col.name.clone(),
         });
     }

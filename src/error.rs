@@ -71,8 +71,10 @@ pub enum DriftError {
     TimeInFuture,
     NullPoint,
     NotDriftRowType,
-    /// `drift_history_key` on a key column whose rendering it cannot invert.
+    /// `drift_history_key` (or `drift_prove`, the `function`) on a key column whose
+    /// rendering it cannot invert.
     KeyTextType {
+        function: &'static str,
         column: String,
     },
     /// `drift_history_key` given a number of key texts other than the key's columns.
@@ -159,8 +161,53 @@ pub enum DriftError {
     BadImport {
         detail: String,
     },
+    /// A digest's text that is not the canonical `driftdb-digest:v1:...` form.
+    BadDigest {
+        text: String,
+        why: &'static str,
+    },
+    /// Proof bytes that are not a valid encoding of their kind.
+    BadProof {
+        kind: &'static str,
+        why: &'static str,
+    },
+    /// A ledger request that cannot be answered as asked (a seq not in the ledger, not an
+    /// event of the row, digests out of order or larger than the ledger).
+    LedgerRequest {
+        message: String,
+        detail: String,
+    },
+    /// `drift_prove` of a group that also has events in a table the caller may not read
+    /// (`relid`; `None`: a table that no longer exists, or of another database).
+    ProofRevealsTable {
+        table: driftdb_storage::TableId,
+        relid: Option<pg_sys::Oid>,
+        seq: u64,
+    },
     Engine(driftdb_storage::Error),
     Internal(String),
+}
+
+/// Warnings DriftDB raises (the call goes on).
+#[derive(Debug)]
+pub enum DriftWarning {
+    /// `drift_verify_digest` found that history does not match a digest: `report` says
+    /// what differs.
+    DigestMismatch { report: String },
+}
+
+impl DriftWarning {
+    /// Raises this warning (a WARNING message to the client and the log).
+    pub fn report(self) {
+        use PgSqlErrorCode::*;
+        let report = match self {
+            DriftWarning::DigestMismatch { report } => {
+                ErrorReport::new(ERRCODE_WARNING, "history does not match the digest", FUNC)
+                    .set_detail(report)
+            }
+        };
+        report.report(PgLogLevel::WARNING);
+    }
 }
 
 fn rel_name(relid: pg_sys::Oid) -> String {
@@ -273,9 +320,9 @@ impl DriftError {
                 FUNC,
             )
             .set_detail(format!("Seqs run from 0 to the current stable seq, {current}.")),
-            DriftError::KeyTextType { column } => ErrorReport::new(
+            DriftError::KeyTextType { function, column } => ErrorReport::new(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("drift_history_key cannot look up key column \"{column}\" by its text"),
+                format!("{function} cannot look up key column \"{column}\" by its text"),
                 FUNC,
             )
             .set_detail("Only integer key columns, and text or varchar ones in a UTF8 database, are looked up by text.")
@@ -509,6 +556,44 @@ impl DriftError {
                 FUNC,
             )
             .set_detail(detail),
+            DriftError::BadDigest { text, why } => ErrorReport::new(
+                ERRCODE_INVALID_TEXT_REPRESENTATION,
+                format!("invalid input syntax for a DriftDB digest: \"{text}\""),
+                FUNC,
+            )
+            .set_detail(format!("{}.", capitalized(why)))
+            .set_hint(
+                "A digest reads driftdb-digest:v1:<tree size>:<last seq>:<commit time>:<root \
+                 as 64 lowercase hex digits>, as drift_digest() returns it.",
+            ),
+            DriftError::BadProof { kind, why } => ErrorReport::new(
+                ERRCODE_INVALID_BINARY_REPRESENTATION,
+                format!("invalid DriftDB {kind}"),
+                FUNC,
+            )
+            .set_detail(format!("{}.", capitalized(why))),
+            DriftError::LedgerRequest { message, detail } => {
+                ErrorReport::new(ERRCODE_INVALID_PARAMETER_VALUE, message, FUNC).set_detail(detail)
+            }
+            DriftError::ProofRevealsTable { table, relid, seq } => ErrorReport::new(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                match relid {
+                    Some(r) => format!("permission denied for table {}", rel_name(r)),
+                    None => format!("permission denied for DriftDB table {table}"),
+                },
+                FUNC,
+            )
+            .set_detail(match relid {
+                Some(r) => format!(
+                    "The transaction of seq {seq} also wrote \"{}\": its proof holds the keys of \
+                     those rows, so it needs SELECT on every table the transaction wrote.",
+                    rel_name(r)
+                ),
+                None => format!(
+                    "The transaction of seq {seq} also wrote DriftDB table {table}, which no \
+                     longer exists: only a superuser may see its keys in the proof."
+                ),
+            }),
             DriftError::Engine(e) => engine_report(e),
             DriftError::Internal(what) => {
                 ErrorReport::new(ERRCODE_INTERNAL_ERROR, format!("driftdb: {what}"), FUNC)
@@ -516,6 +601,15 @@ impl DriftError {
         };
         report.report(PgLogLevel::ERROR);
         unreachable!("an ERROR report does not return")
+    }
+}
+
+/// `why` with its first letter in upper case, for a detail sentence.
+fn capitalized(why: &str) -> String {
+    let mut c = why.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 

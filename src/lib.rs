@@ -24,6 +24,7 @@ mod export;
 mod fdw;
 mod health;
 mod history;
+mod ledger;
 mod pg;
 mod rowlock;
 mod schema;
@@ -61,6 +62,7 @@ pub extern "C-unwind" fn _PG_init() {
     schema::init();
     export::init();
     rowlock::init();
+    ledger::init();
 }
 
 /// The version of the extension and of the on-disk format it writes.

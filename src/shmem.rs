@@ -241,6 +241,15 @@ pub fn readable_seq() -> u64 {
     state.readable_seq()
 }
 
+/// The highest seq at or below which every group is decided, those of imports in progress
+/// included (which [`readable_seq`] passes): what the ledger is extended up to. After
+/// freeing the slots of transactions that have ended.
+pub fn decided_seq() -> u64 {
+    let mut state = STATE.exclusive();
+    state.prune();
+    state.stable_seq_where(|_| true)
+}
+
 /// [`Shared::stable_seq_for`], after freeing the slots of transactions that have ended.
 pub fn stable_seq_for(table: u64) -> u64 {
     let mut state = STATE.exclusive();

@@ -177,9 +177,10 @@ pub fn at_commit(ddl: Ddl) {
     STATE.with(|s| s.borrow_mut().ddl.push((ddl, subxid)));
 }
 
-/// Removes the files of the tables a committed transaction dropped. Runs after the commit
-/// is durable, where an ERROR is no longer possible: a failure is logged, and the files
-/// stay behind (they belong to no table any more, so nothing reads them).
+/// Removes the files of the tables a committed transaction dropped, keeping their leaf
+/// sections for the ledger (`ledger::remove_dropped_tables`). Runs after the commit is
+/// durable, where an ERROR is no longer possible: a failure is logged, and the files stay
+/// behind (they belong to no table any more, so nothing reads them).
 fn remove_dropped(ddl: Vec<(Ddl, pg_sys::SubTransactionId)>) {
     for (op, _) in ddl {
         let (table, db) = match op {
@@ -188,25 +189,16 @@ fn remove_dropped(ddl: Vec<(Ddl, pg_sys::SubTransactionId)>) {
             _ => continue,
         };
         let result = std::panic::catch_unwind(|| {
-            engine::try_with_store(|store| {
-                let _lock = shmem::STATE.exclusive();
-                let tables = match (table, db) {
-                    (Some(t), _) => vec![t],
-                    (_, Some(db)) => store
-                        .table_ids()?
-                        .into_iter()
-                        .filter(|id| (id >> 32) as u32 == db)
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                for t in tables {
-                    match store.drop_table(t) {
-                        Err(driftdb_storage::Error::NoSuchTable(_)) => {}
-                        other => other?,
-                    }
-                }
-                Ok(())
-            })
+            let tables = match (table, db) {
+                (Some(t), _) => vec![t],
+                (_, Some(db)) => engine::try_with_store(|store| store.table_ids())?
+                    .into_iter()
+                    .filter(|id| (id >> 32) as u32 == db)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            // Their leaf sections are kept for the ledger first.
+            crate::ledger::remove_dropped_tables(&tables)
         });
         let what = match (table, db) {
             (Some(t), _) => format!("table {t}"),

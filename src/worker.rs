@@ -9,6 +9,9 @@
 //! records the aborted ones under a new settled mark (`Store::settle`, WAL-logged like every
 //! change to DriftDB's files). Readers then answer for xids below the mark from the record.
 //!
+//! Then it extends the ledger (`ledger::worker_round`) over every decided group, so that
+//! `drift_digest` has little left to do.
+//!
 //! Until a group is settled its xid must stay in the commit log. The worker holds the xmin
 //! horizon of every database at its settled mark (its own `xmin`, with
 //! `PROC_AFFECTS_ALL_HORIZONS` as a walsender with hot_standby_feedback has), so VACUUM
@@ -302,6 +305,8 @@ pub extern "C-unwind" fn driftdb_fates_worker_main(_arg: pg_sys::Datum) {
         settle_once();
         sync_index();
         snapshot_by_policy();
+        // Last: it waits for a verification of a digest holding the ledger lock.
+        crate::ledger::worker_round();
     }
     // SAFETY: a plain read of the server's recovery state.
     if !unsafe { pg_sys::RecoveryInProgress() } {
