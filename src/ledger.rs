@@ -129,12 +129,57 @@ fn drift_verify_digest(digest: &str) -> bool {
         s.verify_digest(&digest, &LatestFates)
     });
     if !report.ok() {
-        DriftWarning::DigestMismatch {
-            report: report.to_string(),
+        let mut text = report.to_string();
+        let names = table_names(&report);
+        if !names.is_empty() {
+            text.push_str(&format!(
+                "\n  tables of this database: {}",
+                names.join(", ")
+            ));
         }
-        .report();
+        DriftWarning::DigestMismatch { report: text }.report();
     }
     report.ok()
+}
+
+/// `<id> = <name>` for each table a report's divergences name that is a DriftDB table of
+/// the current database (the report names tables by their engine ids).
+fn table_names(report: &driftdb_storage::DigestReport) -> Vec<String> {
+    let mut ids: Vec<TableId> = report
+        .divergences
+        .iter()
+        .filter_map(|d| match d {
+            driftdb_storage::Divergence::Changed { tables, .. } => Some(tables),
+            _ => None,
+        })
+        .flatten()
+        .map(|t| match t {
+            driftdb_storage::TableDiff::Changed(t)
+            | driftdb_storage::TableDiff::Added(t)
+            | driftdb_storage::TableDiff::Removed(t) => *t,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .filter_map(|id| {
+            let relid = pg_sys::Oid::from(id as u32);
+            // SAFETY: plain reads of backend state, and catalog lookups inside the
+            // transaction; a relation that is gone has no name.
+            unsafe {
+                if (id >> 32) as u32 != pg_sys::MyDatabaseId.to_u32() || !is_driftdb_table(relid) {
+                    return None;
+                }
+                let name = pg_sys::get_rel_name(relid);
+                (!name.is_null()).then(|| {
+                    format!(
+                        "{id} = {}",
+                        std::ffi::CStr::from_ptr(name).to_string_lossy()
+                    )
+                })
+            }
+        })
+        .collect()
 }
 
 /// The consistency proof from the ledger's tree of `old_digest` to that of `new_digest`
