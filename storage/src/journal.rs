@@ -1392,7 +1392,8 @@ mod tests {
         let want = answers(&read(&root));
         let ipath = root.join(INDEX_DIR).join(INDEX_FILE);
         let len = std::fs::metadata(&ipath).unwrap().len();
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        type Damage = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Damage)> = vec![
             (
                 "index cut mid-record",
                 Box::new(move |r: &Path| {

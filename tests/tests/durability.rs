@@ -32,9 +32,11 @@ fn driftdb_files(datadir: &Path) -> Vec<(String, Vec<u8>)> {
             let rel = p.strip_prefix(&root).unwrap().display().to_string();
             if p.is_dir() {
                 stack.push(p);
-            } else if rel != "index/synced" {
+            } else if rel != "index/synced" && !rel.starts_with("ledger/") {
                 // How much of the journal's index each server has synced differs (the fates
-                // worker syncs it on the primary, redo on the standby): all else is equal.
+                // worker syncs it on the primary, redo on the standby), and the ledger is
+                // extended by the primary's worker only (derived data, not WAL-logged): all
+                // else is equal.
                 out.push((rel, std::fs::read(&p).unwrap()));
             }
         }

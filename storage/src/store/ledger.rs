@@ -543,11 +543,11 @@ impl Store {
             Err(Error::NoSuchTable(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let groups: Vec<Seq> = self.journal.groups_of(table, created).to_vec();
+        let groups: Vec<Seq> = self.journal.groups_of(table, created)?;
         let mut heads = Vec::with_capacity(groups.len());
         for g in &groups {
-            match self.journal.group_of(*g) {
-                Some(info) if info.first_seq == *g => heads.push(*info),
+            match self.journal.group_of(*g)? {
+                Some(info) if info.first_seq == *g => heads.push(info),
                 _ => {
                     return Err(Error::corruption(
                         &self.journal.dir,
