@@ -85,6 +85,38 @@ pub(crate) struct ImportRun {
     pub groups: Vec<(i64, Seq, Seq)>,
 }
 
+/// The imported groups' origins.
+#[derive(Default)]
+struct Origins {
+    /// By first seq: `(xid, commit time, role)`.
+    by_seq: HashMap<Seq, (u64, i64, u32)>,
+    /// For each table that received imported groups: their runs, in seq order.
+    runs: HashMap<TableId, Vec<ImportRun>>,
+}
+
+impl Origins {
+    fn add(
+        &mut self,
+        first_seq: Seq,
+        last_seq: Seq,
+        table: TableId,
+        run_xid: u64,
+        origin: (u64, i64, u32),
+    ) {
+        if self.by_seq.insert(first_seq, origin).is_some() {
+            return;
+        }
+        let runs = self.runs.entry(table).or_default();
+        match runs.last_mut() {
+            Some(r) if r.xid == run_xid => r.groups.push((origin.1, first_seq, last_seq)),
+            _ => runs.push(ImportRun {
+                xid: run_xid,
+                groups: vec![(origin.1, first_seq, last_seq)],
+            }),
+        }
+    }
+}
+
 /// A group read from the journal past the mapped index.
 struct Recent {
     info: GroupInfo,
@@ -120,10 +152,10 @@ pub(crate) struct Journal {
     /// entries here), the recent groups' ordinals in this list.
     roles: Vec<String>,
     role_ids: HashMap<String, u32>,
-    /// Origins of imported groups by first seq: `(xid, commit time, role)`.
-    origins: HashMap<Seq, (u64, i64, u32)>,
-    /// For each table that received imported groups: their runs, in seq order.
-    pub imported: HashMap<TableId, Vec<ImportRun>>,
+    /// The imported groups' origins, read (from `index/origins` and the recent groups) the
+    /// first time something asks for one, and kept up to date from then on: most sessions
+    /// never ask, and a table filled by an import may have millions.
+    origins: RefCell<Option<Origins>>,
     /// Tables' groups files, mapped when first asked for (`None`: the table has none).
     table_maps: RefCell<HashMap<TableId, Option<Arc<Mmap>>>>,
     pub next_seq: Seq,
@@ -159,8 +191,7 @@ impl Journal {
             recent_tables: HashMap::new(),
             roles: Vec::new(),
             role_ids: HashMap::new(),
-            origins: HashMap::new(),
-            imported: HashMap::new(),
+            origins: RefCell::new(None),
             table_maps: RefCell::new(HashMap::new()),
             next_seq: 1,
             last_ts: None,
@@ -502,25 +533,40 @@ impl Journal {
             .binary_search_by_key(&rec.pos.seg, |s| s.0)
             .expect("checked by frame_matches");
         self.off = rec.pos.off + u64::from(rec.pos.len);
-        self.load_origins()
+        Ok(())
     }
 
-    /// The origins of the indexed imported groups, from `journal/origins`.
-    fn load_origins(&mut self) -> Result<()> {
+    /// Runs `f` on the imported groups' origins, reading them first if no one asked yet:
+    /// those of the indexed groups from `index/origins`, those of the recent ones from
+    /// memory.
+    fn with_origins<R>(&self, f: impl FnOnce(&Origins) -> R) -> Result<R> {
+        if let Some(o) = self.origins.borrow().as_ref() {
+            return Ok(f(o));
+        }
+        let mut origins = Origins::default();
         let path = self.idx_dir.join(ORIGINS_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).at(&path),
         };
-        for rec in bytes.chunks_exact(ORIGIN_RECORD_LEN as usize) {
-            let Some(o) = OriginRecord::decode(rec) else {
-                break;
+        let n = bytes.len() / ORIGIN_RECORD_LEN as usize;
+        for (i, rec) in bytes.chunks_exact(ORIGIN_RECORD_LEN as usize).enumerate() {
+            let o = match OriginRecord::decode(rec) {
+                Some(o) if o.first_seq > self.indexed_last => break,
+                Some(o) if (o.role as usize) < self.roles.len() => o,
+                // The last record may be an append in flight.
+                None if i + 1 == n => break,
+                _ => {
+                    return Err(Error::corruption(
+                        path,
+                        i as u64 * ORIGIN_RECORD_LEN,
+                        "origin record damaged (derived from the journal: removing the \
+                         index files makes the next recovering open rebuild them)",
+                    ))
+                }
             };
-            if o.first_seq > self.indexed_last || o.role as usize >= self.roles.len() {
-                break;
-            }
-            self.add_origin(
+            origins.add(
                 o.first_seq,
                 o.last_seq,
                 o.table,
@@ -528,28 +574,41 @@ impl Journal {
                 (o.xid, o.commit_ts, o.role),
             );
         }
-        Ok(())
+        for g in &self.recent {
+            if let Some(o) = g.origin {
+                for t in &g.tables {
+                    origins.add(g.info.first_seq, g.info.last_seq(), *t, g.info.xid, o);
+                }
+            }
+        }
+        let out = f(&origins);
+        *self.origins.borrow_mut() = Some(origins);
+        Ok(out)
     }
 
-    fn add_origin(
-        &mut self,
-        first_seq: Seq,
-        last_seq: Seq,
+    /// Whether `table` ever received imported groups.
+    pub fn has_imported(&self, table: TableId) -> Result<bool> {
+        self.with_origins(|o| o.runs.contains_key(&table))
+    }
+
+    /// Runs `f` on the runs of imported groups of `table`, in seq order (none for a table
+    /// that never received any).
+    pub fn with_imported_runs<R>(
+        &self,
         table: TableId,
-        run_xid: u64,
-        origin: (u64, i64, u32),
-    ) {
-        if self.origins.insert(first_seq, origin).is_some() {
-            return;
-        }
-        let runs = self.imported.entry(table).or_default();
-        match runs.last_mut() {
-            Some(r) if r.xid == run_xid => r.groups.push((origin.1, first_seq, last_seq)),
-            _ => runs.push(ImportRun {
-                xid: run_xid,
-                groups: vec![(origin.1, first_seq, last_seq)],
-            }),
-        }
+        f: impl FnOnce(&[ImportRun]) -> R,
+    ) -> Result<R> {
+        self.with_origins(|o| f(o.runs.get(&table).map_or(&[][..], Vec::as_slice)))
+    }
+
+    #[cfg(test)]
+    fn imported_runs(&self, table: TableId) -> Result<Vec<ImportRun>> {
+        self.with_imported_runs(table, <[ImportRun]>::to_vec)
+    }
+
+    /// The last run of imported groups of `table`, if any.
+    pub fn last_imported_run(&self, table: TableId) -> Result<Option<ImportRun>> {
+        self.with_origins(|o| o.runs.get(&table).and_then(|r| r.last().cloned()))
     }
 
     /// Reads the journal past what this process has seen. A torn tail of the last segment
@@ -705,13 +764,17 @@ impl Journal {
     }
 
     /// Where an imported group came from; `None` for a group committed here.
-    pub fn origin(&self, g: &GroupInfo) -> Option<Origin> {
-        let (xid, commit_ts, role) = *self.origins.get(&g.first_seq)?;
-        Some(Origin {
+    pub fn origin(&self, g: &GroupInfo) -> Result<Option<Origin>> {
+        let Some((xid, commit_ts, role)) =
+            self.with_origins(|o| o.by_seq.get(&g.first_seq).copied())?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Origin {
             xid,
             commit_ts,
             role: self.roles.get(role as usize).cloned().unwrap_or_default(),
-        })
+        }))
     }
 
     fn apply(&mut self, rec: GroupRecord<'_>, pos: FramePos) {
@@ -720,9 +783,9 @@ impl Journal {
         let origin = rec
             .origin
             .map(|o| (o.xid, o.commit_ts, self.intern_role(&o.role)));
-        if let Some(o) = origin {
+        if let (Some(o), Some(origins)) = (origin, self.origins.get_mut().as_mut()) {
             for t in rec.tables {
-                self.add_origin(rec.first_seq, last, *t, rec.xid, o);
+                origins.add(rec.first_seq, last, *t, rec.xid, o);
             }
         }
         for t in rec.tables {
@@ -924,11 +987,11 @@ impl Journal {
         let kept: Vec<Recent> = self.recent.drain(..).skip(n - self.indexed).collect();
         let name = |id: u32| old_roles.get(id as usize).cloned().unwrap_or_default();
         let renumber = |j: &mut Journal, id: u32| j.intern_role(&name(id));
-        let origins: Vec<(Seq, (u64, i64, u32))> =
-            self.origins.iter().map(|(s, o)| (*s, *o)).collect();
-        for (s, (x, t, r)) in origins {
-            let r = renumber(self, r);
-            self.origins.insert(s, (x, t, r));
+        if let Some(mut origins) = self.origins.get_mut().take() {
+            for o in origins.by_seq.values_mut() {
+                o.2 = renumber(self, o.2);
+            }
+            *self.origins.get_mut() = Some(origins);
         }
         self.recent_tables.clear();
         for mut g in kept {
@@ -1285,7 +1348,7 @@ mod tests {
                 g.commit_ts,
                 g.xid,
                 j.role(&g),
-                j.origin(&g)
+                j.origin(&g).unwrap()
             ));
         }
         for seq in 0..=j.last_seq() + 1 {
@@ -1308,10 +1371,11 @@ mod tests {
             out.push(format!("{t} last {:?}", j.last_group_of(*t).unwrap()));
             out.push(format!(
                 "{t} runs {:?}",
-                j.imported.get(t).map(|r| r
+                j.imported_runs(*t)
+                    .unwrap()
                     .iter()
                     .map(|r| (r.xid, r.groups.clone()))
-                    .collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
             ));
         }
         out.push(format!("{} {:?}", j.next_seq, j.last_ts));
@@ -1357,6 +1421,21 @@ mod tests {
         let j = read(root);
         assert_eq!(j.group_count(), 310);
         assert_eq!(j.recent.len(), 0);
+        // Nor the imported groups' origins, until one is asked for.
+        assert!(j.origins.borrow().is_none());
+        let imported = j.group(3).unwrap();
+        assert_eq!(j.origin(&imported).unwrap().map(|o| o.xid), Some(9000));
+        assert!(j.origins.borrow().is_some());
+        // A damaged origin record (before the last) is reported, never read as no origin.
+        let opath = root.join(INDEX_DIR).join(ORIGINS_FILE);
+        let mut o = std::fs::read(&opath).unwrap();
+        o[3] ^= 1;
+        std::fs::write(&opath, &o).unwrap();
+        let j = read(root);
+        match j.origin(&imported) {
+            Err(Error::Corruption { file, offset, .. }) => assert_eq!((file, offset), (opath, 0)),
+            other => panic!("{other:?}"),
+        }
         // Without the index the whole journal is read, and the damage found.
         remove_index(root);
         let mut j = Journal::new(root.join("journal"), cfg().segment_size);

@@ -24,7 +24,7 @@ pub(super) fn shown_as(
     let Some(group) = journal.group_of(group_seq)? else {
         return Ok(None);
     };
-    Ok(Some(match journal.origin(&group) {
+    Ok(Some(match journal.origin(&group)? {
         Some(o) => (o.commit_ts, o.xid, o.role),
         None => (group.commit_ts, xid, journal.role(&group).to_owned()),
     }))

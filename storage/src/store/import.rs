@@ -39,10 +39,14 @@ impl Store {
             tables.sort_unstable();
             tables.dedup();
             for t in tables {
-                let before = last.get(&t).copied().or_else(|| {
-                    let run = self.journal.imported.get(&t)?.last()?;
-                    (run.xid == txn.xid).then(|| run.groups.last().map(|g| g.0))?
-                });
+                let before = match last.get(&t) {
+                    Some(b) => Some(*b),
+                    None => self
+                        .journal
+                        .last_imported_run(t)?
+                        .filter(|run| run.xid == txn.xid)
+                        .and_then(|run| run.groups.last().map(|g| g.0)),
+                };
                 if before.is_some_and(|b| b >= origin.commit_ts) {
                     return Err(Error::InvalidTxn(format!(
                         "original commit times of table {t} must increase: {} after {}",
@@ -67,7 +71,7 @@ impl Store {
     /// table exactly as it was at `ts` where it came from, and as it is here afterwards.
     pub fn seq_at_for_table(&mut self, id: TableId, ts: i64, fates: &dyn Fates) -> Result<Seq> {
         let global = self.seq_at(ts)?;
-        if !self.journal.imported.contains_key(&id) {
+        if !self.journal.has_imported(id)? {
             return Ok(global);
         }
         let created = match self.load_table(id) {
@@ -75,20 +79,23 @@ impl Store {
             Err(Error::NoSuchTable(_)) => return Ok(global),
             Err(e) => return Err(e),
         };
-        let runs = &self.journal.imported[&id];
-        let mut best = global;
-        for run in runs {
-            // Runs of an earlier table that had this id, and runs not committed, do not count.
-            if run.groups.first().is_none_or(|g| g.1 <= created)
-                || fates.fate(run.xid) != Fate::Committed
-            {
-                continue;
+        let imported = self.journal.with_imported_runs(id, |runs| {
+            let mut best = 0;
+            for run in runs {
+                // Runs of an earlier table that had this id, and runs not committed, do
+                // not count.
+                if run.groups.first().is_none_or(|g| g.1 <= created)
+                    || fates.fate(run.xid) != Fate::Committed
+                {
+                    continue;
+                }
+                let i = run.groups.partition_point(|g| g.0 <= ts);
+                if let Some(g) = i.checked_sub(1).map(|i| run.groups[i]) {
+                    best = best.max(g.2);
+                }
             }
-            let i = run.groups.partition_point(|g| g.0 <= ts);
-            if let Some(g) = i.checked_sub(1).map(|i| run.groups[i]) {
-                best = best.max(g.2);
-            }
-        }
-        Ok(best)
+            best
+        })?;
+        Ok(global.max(imported))
     }
 }
