@@ -284,40 +284,6 @@ pub(crate) fn cut(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-/// Appends `seqs` (ascending) to a table's groups file `path`, leaving out those its last
-/// record already reaches (records are written again after a failed or cut write).
-pub(crate) fn append_table_groups(path: &Path, seqs: &[Seq]) -> Result<()> {
-    let path = path.to_path_buf();
-    let f = open_rw(&path)?;
-    let len = f.metadata().at(&path)?.len();
-    let mut whole = len - len % TABLE_RECORD_LEN;
-    let mut there = 0;
-    if whole >= TABLE_RECORD_LEN {
-        let mut last = [0u8; TABLE_RECORD_LEN as usize];
-        f.read_exact_at(&mut last, whole - TABLE_RECORD_LEN)
-            .at(&path)?;
-        match decode_table_record(&last) {
-            Some(s) => there = s,
-            // Not written whole: written again.
-            None => whole -= TABLE_RECORD_LEN,
-        }
-    }
-    let bytes: Vec<u8> = seqs
-        .iter()
-        .filter(|s| **s > there)
-        .flat_map(|s| encode_table_record(*s))
-        .collect();
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    f.write_all_at(&bytes, whole).at(&path)?;
-    let end = whole + bytes.len() as u64;
-    if len > end {
-        f.set_len(end).at(&path)?;
-    }
-    Ok(())
-}
-
 /// Cuts a table's groups file `path` to its records below `seq` (and before any damaged
 /// one).
 pub(crate) fn cut_table_groups(path: &Path, below: Seq) -> Result<()> {

@@ -170,7 +170,25 @@ pub(crate) struct Journal {
     /// Whether this store writes the index (a writer that recovered the files, under the
     /// append lock, or redo): then a long refresh writes as it goes.
     maintain: bool,
+    /// The index files this store wrote to, kept open.
+    cache: WriteCache,
 }
+
+/// Open index files and what was last seen of them, for a store that writes the index: a
+/// commit's write then costs a few calls on open descriptors. Lengths are taken anew each
+/// time (another process may have written since).
+#[derive(Default)]
+struct WriteCache {
+    dirs: bool,
+    index: Option<File>,
+    /// The roles file, its length when read, and the ordinals of the roles it holds.
+    roles: Option<(File, u64, HashMap<String, u32>)>,
+    /// Tables' groups files, their lengths when read, and their last seqs.
+    tables: HashMap<TableId, (File, u64, Seq)>,
+}
+
+/// Tables' groups files kept open at most.
+const OPEN_TABLE_FILES: usize = 256;
 
 impl Journal {
     pub fn new(dir: PathBuf, segment_size: u64) -> Journal {
@@ -198,6 +216,7 @@ impl Journal {
             file: None,
             torn_cut: None,
             maintain: false,
+            cache: WriteCache::default(),
         }
     }
 
@@ -821,8 +840,23 @@ impl Journal {
     /// Derived data: callers may ignore a failure (the index then stays behind, and the
     /// next writer writes what is missing).
     pub fn write_derived(&mut self) -> Result<()> {
+        if !self.cache.dirs {
+            let dir = self.idx_dir.join(TABLES_DIR);
+            std::fs::create_dir_all(&dir).at(&dir)?;
+            self.cache.dirs = true;
+        }
         let ipath = self.index_path();
-        let len = jindex::file_len(&ipath)?;
+        if self.cache.index.is_none() {
+            self.cache.index = Some(jindex::open_rw(&ipath)?);
+        }
+        let len = self
+            .cache
+            .index
+            .as_ref()
+            .expect("opened")
+            .metadata()
+            .at(&ipath)?
+            .len();
         let on_disk = if len < INDEX_HEADER_LEN {
             0
         } else {
@@ -834,12 +868,22 @@ impl Journal {
         let new = &self.recent[on_disk - self.indexed..];
         // Roles first: a record names its role by its ordinal in the file.
         let rpath = self.idx_dir.join(ROLES_FILE);
-        let (file_roles, roles_len) = self.read_roles()?;
-        let mut ids: HashMap<String, u32> = file_roles
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| (r, i as u32))
-            .collect();
+        if self.cache.roles.is_none() {
+            self.cache.roles = Some((jindex::open_rw(&rpath)?, u64::MAX, HashMap::new()));
+        }
+        let (rfile, rlen, ids) = self.cache.roles.as_mut().expect("opened");
+        let now = rfile.metadata().at(&rpath)?.len();
+        if now != *rlen {
+            let mut b = vec![0u8; now as usize];
+            rfile.read_exact_at(&mut b, 0).at(&rpath)?;
+            let (names, whole) = jindex::decode_roles(&b);
+            *ids = names
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| (r, i as u32))
+                .collect();
+            *rlen = whole;
+        }
         let mut added = Vec::new();
         let mut file_id = |name: &str| -> u32 {
             if let Some(id) = ids.get(name) {
@@ -852,6 +896,7 @@ impl Journal {
         };
         let mut records = Vec::with_capacity(new.len() * INDEX_RECORD_LEN as usize);
         let mut origins = Vec::new();
+        let mut by_table: HashMap<TableId, Vec<Seq>> = HashMap::new();
         for g in new {
             let name = self
                 .roles
@@ -874,8 +919,9 @@ impl Journal {
                 }
                 .encode(),
             );
-            if let Some((xid, commit_ts, role)) = origin {
-                for t in &g.tables {
+            for t in &g.tables {
+                by_table.entry(*t).or_default().push(g.info.first_seq);
+                if let Some((xid, commit_ts, role)) = origin {
                     origins.push(OriginRecord {
                         first_seq: g.info.first_seq,
                         last_seq: g.info.last_seq(),
@@ -888,24 +934,58 @@ impl Journal {
                 }
             }
         }
-        std::fs::create_dir_all(&self.idx_dir).at(&self.idx_dir)?;
         if !added.is_empty() {
-            jindex::append(&rpath, roles_len, &added)?;
-        }
-        let mut by_table: HashMap<TableId, Vec<Seq>> = HashMap::new();
-        for g in new {
-            for t in &g.tables {
-                by_table.entry(*t).or_default().push(g.info.first_seq);
+            rfile.write_all_at(&added, *rlen).at(&rpath)?;
+            *rlen += added.len() as u64;
+            if rfile.metadata().at(&rpath)?.len() > *rlen {
+                rfile.set_len(*rlen).at(&rpath)?;
             }
         }
-        if !by_table.is_empty() {
-            let dir = self.idx_dir.join(TABLES_DIR);
-            std::fs::create_dir_all(&dir).at(&dir)?;
+        if self.cache.tables.len() > OPEN_TABLE_FILES {
+            self.cache.tables.clear();
         }
         for (t, seqs) in by_table {
             // A table dropped meanwhile has no directory: its groups are not looked up.
-            if self.tables_dir.join(t.to_string()).is_dir() {
-                jindex::append_table_groups(&self.table_groups_path(t), &seqs)?;
+            if !self.tables_dir.join(t.to_string()).is_dir() {
+                continue;
+            }
+            let path = self.table_groups_path(t);
+            let (f, seen, last) = match self.cache.tables.entry(t) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((jindex::open_rw(&path)?, u64::MAX, 0))
+                }
+            };
+            let len = f.metadata().at(&path)?.len();
+            let mut whole = len - len % TABLE_RECORD_LEN;
+            if len != *seen {
+                *last = 0;
+                if whole >= TABLE_RECORD_LEN {
+                    let mut b = [0u8; TABLE_RECORD_LEN as usize];
+                    f.read_exact_at(&mut b, whole - TABLE_RECORD_LEN)
+                        .at(&path)?;
+                    match jindex::decode_table_record(&b) {
+                        Some(s) => *last = s,
+                        // Not written whole: written again.
+                        None => whole -= TABLE_RECORD_LEN,
+                    }
+                }
+            }
+            let bytes: Vec<u8> = seqs
+                .iter()
+                .filter(|s| **s > *last)
+                .flat_map(|s| jindex::encode_table_record(*s))
+                .collect();
+            if !bytes.is_empty() {
+                f.write_all_at(&bytes, whole).at(&path)?;
+                let end = whole + bytes.len() as u64;
+                if len > end {
+                    f.set_len(end).at(&path)?;
+                }
+                *seen = end;
+                *last = *seqs.last().expect("not empty");
+            } else {
+                *seen = len;
             }
         }
         if !origins.is_empty() {
@@ -933,7 +1013,7 @@ impl Journal {
                 jindex::append(&opath, whole, &bytes)?;
             }
         }
-        let f = jindex::open_rw(&ipath)?;
+        let f = self.cache.index.as_ref().expect("opened");
         if len < INDEX_HEADER_LEN {
             f.write_all_at(&INDEX_HEADER, 0).at(&ipath)?;
         }
