@@ -504,13 +504,24 @@ fn table_name(info: &TableInfo) -> String {
 /// Removes the files of dropped tables `tables` (the dropping transaction has committed,
 /// and no transaction can write them any more), keeping their leaf sections first
 /// (`Store::keep_table_sections`), so that every group of theirs can still be made a leaf,
-/// checked and proven. A table whose sections cannot be kept keeps its files. Called after
-/// the commit, where no ERROR may be raised: the caller logs a failure.
+/// checked and proven. A table whose sections cannot be kept for another reason than
+/// damage keeps its files. A damaged table's log cannot give the leaves of its damaged
+/// groups whether it is kept or not (the ledger stops at the first of them until the file
+/// is repaired): its files go, as the user asked, and a WARNING says what the ledger loses.
+/// Called after the commit, where no ERROR may be raised: the caller logs a failure.
 pub fn remove_dropped_tables(tables: &[TableId]) -> driftdb_storage::Result<()> {
     for &t in tables {
         engine::try_with_store(|store| {
             let _ledger = LEDGER.exclusive();
-            store.keep_table_sections(t)?;
+            match store.keep_table_sections(t) {
+                Ok(()) => {}
+                Err(e @ driftdb_storage::Error::Corruption { .. }) => pgrx::warning!(
+                    "driftdb: the dropped table {t} is damaged, its files are removed without \
+                     its leaf sections: the ledger cannot cover its groups past the damage \
+                     ({e})"
+                ),
+                Err(e) => return Err(e),
+            }
             let _append = shmem::STATE.exclusive();
             match store.drop_table(t) {
                 Err(driftdb_storage::Error::NoSuchTable(_)) => Ok(()),

@@ -32,7 +32,7 @@ enum Combine {
 type Counter = (&'static str, fn(&Stats) -> u64, Combine);
 
 /// The server counters.
-const COUNTERS: [Counter; 13] = [
+const COUNTERS: [Counter; 14] = [
     ("appends", |s| s.appends, Combine::Sum),
     ("groups", |s| s.groups, Combine::Sum),
     ("events_appended", |s| s.events, Combine::Sum),
@@ -46,6 +46,11 @@ const COUNTERS: [Counter; 13] = [
     ("block_cache_hits", |s| s.block_cache_hits, Combine::Sum),
     ("block_cache_misses", |s| s.block_cache_misses, Combine::Sum),
     ("history_frames", |s| s.history_frames, Combine::Sum),
+    (
+        "journal_groups_read",
+        |s| s.journal_groups_read,
+        Combine::Sum,
+    ),
 ];
 
 #[derive(Default)]

@@ -172,6 +172,8 @@ pub(crate) struct Journal {
     maintain: bool,
     /// The index files this store wrote to, kept open.
     cache: WriteCache,
+    /// Groups this store read from the journal's frames.
+    pub groups_read: u64,
 }
 
 /// Open index files and what was last seen of them, for a store that writes the index: a
@@ -217,6 +219,7 @@ impl Journal {
             torn_cut: None,
             maintain: false,
             cache: WriteCache::default(),
+            groups_read: 0,
         }
     }
 
@@ -797,6 +800,7 @@ impl Journal {
     }
 
     fn apply(&mut self, rec: GroupRecord<'_>, pos: FramePos) {
+        self.groups_read += 1;
         let role = self.intern_role(rec.role);
         let last = rec.first_seq + rec.count - 1;
         let origin = rec

@@ -1444,6 +1444,7 @@ impl Store {
         Stats {
             block_cache_hits: hits,
             block_cache_misses: misses,
+            journal_groups_read: self.journal.groups_read,
             ..self.stats
         }
     }

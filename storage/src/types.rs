@@ -210,6 +210,9 @@ pub struct Stats {
     /// Table frames read (CRC checked) to compute ledger leaves: the frames of the groups
     /// made leaves and any passed over on the way.
     pub ledger_frames: u64,
+    /// Groups read from the journal's frames (those past its index, `docs/format.md`):
+    /// none at an open but the few an appender has not indexed yet, whatever the history.
+    pub journal_groups_read: u64,
 }
 
 impl Stats {
