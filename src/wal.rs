@@ -285,7 +285,10 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     }
     // A settlement replayed: readers of this standby reread the record.
     let fates = driftdb_storage::FATES_FILE;
-    if batch.ops.iter().any(|op| matches!(op, FileOp::Write { path, .. } | FileOp::Truncate { path, .. } if path == fates)) {
+    if batch.ops.iter().any(|op| {
+        matches!(op, FileOp::Write { path, .. } | FileOp::Truncate { path, .. }
+            | FileOp::Rename { to: path, .. } if path == fates)
+    }) {
         shmem::fates_changed();
     }
     if !batch.groups.is_empty() {

@@ -48,6 +48,10 @@ pub struct Config {
     /// need, and recovers a table's log only when it first appends to it (see
     /// [`crate::Store::check_tables`] for damage found by the recovering process).
     pub recover: bool,
+    /// The record of settled fates (`fates.log`) is rewritten as one frame once it has
+    /// grown past this many bytes (and past four times what the one frame would take), so
+    /// that what every new backend reads of it stays bounded as settlements accumulate.
+    pub fates_compact_bytes: u64,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             segment_size: 64 << 20,
             snapshots_kept: 4,
             recover: true,
+            fates_compact_bytes: 64 << 10,
         }
     }
 }

@@ -54,7 +54,7 @@ pub enum FileOp {
     Truncate { path: String, len: u64 },
     /// Makes the file's data durable (fdatasync).
     Sync { path: String },
-    /// Makes the directory's entries durable (fsync).
+    /// Makes the directory's entries durable (fsync); "." is the root.
     SyncDir { path: String },
     /// Creates the directory and its parents.
     MkDir { path: String },
@@ -147,7 +147,16 @@ impl FileOp {
                 len: d.varint()?,
             },
             3 => FileOp::Sync { path: path(d)? },
-            4 => FileOp::SyncDir { path: path(d)? },
+            4 => FileOp::SyncDir {
+                path: match d.len_bytes()? {
+                    b"." => ".".to_string(),
+                    b => {
+                        let s = std::str::from_utf8(b).map_err(|_| "path is not UTF-8")?;
+                        check_relative(s)?;
+                        s.to_string()
+                    }
+                },
+            },
             5 => FileOp::MkDir { path: path(d)? },
             6 => FileOp::Rename {
                 from: path(d)?,
@@ -844,8 +853,13 @@ impl Applier {
         Ok(())
     }
 
+    /// Syncs a directory: `rel`, or the root itself for ".".
     fn sync_dir(&mut self, rel: &str, stats: &mut Stats) -> Result<()> {
-        let abs = self.abs(rel)?;
+        let abs = if rel == "." {
+            self.root.clone()
+        } else {
+            self.abs(rel)?
+        };
         if self.trips(OpKind::Sync, 0).is_some() {
             return Err(io_error(&abs));
         }
@@ -939,6 +953,7 @@ mod tests {
                 len: 4000,
             },
             FileOp::SyncDir { path: "t/1".into() },
+            FileOp::SyncDir { path: ".".into() },
             FileOp::Remove {
                 path: "t/gone".into(),
             },
@@ -1122,7 +1137,7 @@ mod tests {
 
     #[test]
     fn decoding_refuses_paths_outside_the_root_and_garbage() {
-        for bad in ["../x", "/etc/passwd", "a/../../b", ""] {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "."] {
             let batch = encode_batches(
                 &[FileOp::Remove {
                     path: bad.to_string(),
@@ -1131,6 +1146,20 @@ mod tests {
                 4096,
             );
             assert!(Batch::decode(&batch[0]).is_err(), "{bad:?} accepted");
+        }
+        // The root is a directory to sync, and nothing else ("./x" is no plain name).
+        for bad in ["..", "/", "./x", ""] {
+            let batch = encode_batches(
+                &[FileOp::SyncDir {
+                    path: bad.to_string(),
+                }],
+                &[],
+                4096,
+            );
+            assert!(
+                Batch::decode(&batch[0]).is_err(),
+                "SyncDir {bad:?} accepted"
+            );
         }
         let good = encode_batches(&sample(), &[], 1 << 20).remove(0);
         for cut in 0..good.len() {

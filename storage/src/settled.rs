@@ -9,7 +9,13 @@
 //! payload = varint below | varint n | n x varint aborted_xid   (below strictly increasing)
 //! ```
 //!
-//! A torn last frame is ignored by readers and cut by the next settling writer.
+//! A torn last frame is ignored by readers and cut by the next settling writer. Once the
+//! file has grown past `Config::fates_compact_bytes`, the settling writer replaces it
+//! (atomically, by a rename) with one frame holding the newest `below` and every aborted xid:
+//! the same fates, in a file whose size does not grow with the number of settlements.
+//! Readers notice the new file by its first frame's `below` (every compaction writes a
+//! larger one than any frame before it; inode numbers are reused) and read it from the
+//! start.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -17,7 +23,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{begin_frame, finish_frame, put_varint, read_frame, Decoder, FrameRead};
+use crate::format::{
+    begin_frame, finish_frame, put_varint, read_frame, Decoder, FrameRead, FRAME_HEADER_LEN,
+};
 use crate::types::Fate;
 
 /// The record of settled fates, relative to the store's root.
@@ -51,9 +59,16 @@ pub(crate) struct FatesLog {
     pub settled: std::sync::Arc<SettledFates>,
     /// A torn tail seen at `off` (only a writer cuts it).
     pub torn: bool,
+    /// The `below` of the first frame of the file `off` is an offset in (once a frame was
+    /// read): a writer that compacted the record replaced the file, which is then read from
+    /// its start.
+    first_below: Option<u64>,
 }
 
-pub(crate) fn encode_settlement(below: u64, aborted: &[u64]) -> Vec<u8> {
+pub(crate) fn encode_settlement<'a>(
+    below: u64,
+    aborted: impl ExactSizeIterator<Item = &'a u64>,
+) -> Vec<u8> {
     let mut buf = Vec::new();
     let start = begin_frame(&mut buf);
     put_varint(&mut buf, below);
@@ -65,6 +80,23 @@ pub(crate) fn encode_settlement(below: u64, aborted: &[u64]) -> Vec<u8> {
     buf
 }
 
+/// The `below` of the file's first frame, as far as its first bytes say (`None` when they
+/// do not hold it whole; the frame's CRC is checked when the frame is read).
+fn first_below(file: &File) -> std::io::Result<Option<u64>> {
+    let mut head = [0u8; FRAME_HEADER_LEN + 10];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got <= FRAME_HEADER_LEN {
+        return Ok(None);
+    }
+    Ok(Decoder::new(&head[FRAME_HEADER_LEN..got]).varint().ok())
+}
+
 impl FatesLog {
     pub fn new(root: &Path) -> FatesLog {
         FatesLog {
@@ -72,7 +104,17 @@ impl FatesLog {
             off: 0,
             settled: Default::default(),
             torn: false,
+            first_below: None,
         }
+    }
+
+    /// Whether the record should be rewritten as one frame (see the module's comment)
+    /// rather than grow by another one of `next_len` bytes.
+    pub fn should_compact(&self, next_len: u64, compact_bytes: u64) -> bool {
+        let end = self.off + next_len;
+        // A frame: 12 bytes of header, two varints and at most 10 bytes per aborted xid.
+        let one_frame = 32 + 10 * self.settled.aborted.len() as u64;
+        end > compact_bytes && end > 4 * one_frame
     }
 
     /// Reads frames appended since the last call.
@@ -83,6 +125,15 @@ impl FatesLog {
             Err(e) => return Err(e).at(&self.path),
         };
         let len = file.metadata().at(&self.path)?.len();
+        if let Some(known) = self.first_below {
+            if len < self.off || first_below(&file).at(&self.path)? != Some(known) {
+                // Replaced by a compaction: the new file holds every fate the old one did.
+                self.off = 0;
+                self.torn = false;
+                self.first_below = None;
+                self.settled = Default::default();
+            }
+        }
         if len <= self.off {
             return Ok(());
         }
@@ -117,6 +168,9 @@ impl FatesLog {
                         return Err(bad("trailing bytes in a fates frame"));
                     }
                     next.below = below;
+                    if self.off == 0 && pos == 0 {
+                        self.first_below = Some(below);
+                    }
                     pos = n;
                 }
             }

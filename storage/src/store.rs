@@ -1223,19 +1223,31 @@ impl Store {
         }
         let rel = crate::settled::FATES_FILE.to_string();
         let mut ops = Vec::new();
-        if self.fates_log.torn {
-            ops.push(FileOp::Truncate {
+        let frame = encode_settlement(below, aborted.iter());
+        if self
+            .fates_log
+            .should_compact(frame.len() as u64, self.config.fates_compact_bytes)
+        {
+            // One frame with every fate recorded so far, in place of the file.
+            let mut all = self.fates_log.settled.aborted.clone();
+            all.extend(aborted.iter().copied());
+            let whole = encode_settlement(below, all.iter());
+            replace_ops(&rel, whole, self.durable(), &mut ops);
+        } else {
+            if self.fates_log.torn {
+                ops.push(FileOp::Truncate {
+                    path: rel.clone(),
+                    len: self.fates_log.off,
+                });
+            }
+            ops.push(FileOp::Write {
                 path: rel.clone(),
-                len: self.fates_log.off,
+                offset: self.fates_log.off,
+                bytes: frame,
             });
-        }
-        ops.push(FileOp::Write {
-            path: rel.clone(),
-            offset: self.fates_log.off,
-            bytes: encode_settlement(below, &aborted),
-        });
-        if self.durable() {
-            ops.push(FileOp::Sync { path: rel });
+            if self.durable() {
+                ops.push(FileOp::Sync { path: rel });
+            }
         }
         self.perform(ops, &[])?;
         self.settle_pending = pending;

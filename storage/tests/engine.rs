@@ -996,6 +996,64 @@ fn settled_fates_answer_without_the_callers_commit_log() {
 }
 
 #[test]
+fn the_record_of_settled_fates_is_compacted_and_readers_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        fates_compact_bytes: 256,
+        ..cfg()
+    };
+    let mut s = Store::open(dir.path(), config.clone()).unwrap();
+    s.create_table(T).unwrap();
+    let path = dir.path().join("fates.log");
+    // A reader that follows the record from its first settlement on.
+    let mut r = Store::open(
+        dir.path(),
+        Config {
+            mode: OpenMode::Reader,
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    let aborted: Vec<u64> = (1..=300).filter(|x| x % 100 == 0).collect();
+    let fates = FateSet::aborted(aborted.iter().copied());
+    let (mut shrinks, mut prev, mut largest) = (0, 0, 0);
+    for xid in 1..=300u64 {
+        s.append(
+            &[txn(xid, vec![ins(T, &format!("k{xid}"), &[(1, "x")])])],
+            &fates,
+        )
+        .unwrap();
+        assert_eq!(s.settle(xid + 1, &fates).unwrap(), 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        shrinks += usize::from(len < prev);
+        (prev, largest) = (len, largest.max(len));
+        let want = s.settled().unwrap();
+        assert_eq!(want.below, xid + 1);
+        assert_eq!(
+            want.aborted.iter().copied().collect::<Vec<_>>(),
+            aborted
+                .iter()
+                .copied()
+                .filter(|a| *a <= xid)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(r.settled().unwrap(), want, "the reader after xid {xid}");
+    }
+    // 300 settlements of about 15 bytes each would be 4.5 kB: the file was replaced
+    // many times and never grew past the threshold by more than one frame.
+    assert!(shrinks >= 10, "compacted {shrinks} times");
+    assert!(largest <= 256 + 32, "the record grew to {largest} bytes");
+    // A new store reads the same fates from the compacted file; so does a reopened writer.
+    let want = s.settled().unwrap();
+    let mut fresh = Store::open(dir.path(), reader_cfg()).unwrap();
+    assert_eq!(fresh.settled().unwrap(), want);
+    drop(s);
+    let mut s = Store::open(dir.path(), config).unwrap();
+    assert_eq!(s.settled().unwrap(), want);
+    assert!(!dir.path().join("fates.log.tmp").exists());
+}
+
+#[test]
 fn since_snapshot_counts_the_events_a_snapshot_would_cover() {
     let (_d, mut s) = setup();
     assert_eq!(s.since_snapshot(T).unwrap(), (0, 0));
