@@ -121,6 +121,7 @@ fn open_store() -> Store {
         };
         let mut store = Store::open_with(root(), config, wal())
             .unwrap_or_else(|e| DriftError::Engine(e).report());
+        store.share_table_ends(Box::new(shmem::SharedTableEnds));
         if !damaged.is_empty() {
             store
                 .check_tables(&damaged)
@@ -129,8 +130,10 @@ fn open_store() -> Store {
         return store;
     }
     let mut state = shmem::STATE.exclusive();
-    let store = Store::open_with(root(), Config::default(), wal())
+    let mut store = Store::open_with(root(), Config::default(), wal())
         .unwrap_or_else(|e| DriftError::Engine(e).report());
+    // Publishes where the logs it recovered end, under the append lock.
+    store.share_table_ends(Box::new(shmem::SharedTableEnds));
     let damaged = store.damaged_tables();
     state.damaged_len = damaged.len();
     for (slot, id) in state.damaged.iter_mut().zip(&damaged) {

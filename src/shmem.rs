@@ -193,11 +193,60 @@ pub static SNAPSHOTS: PgLwLock<bool> = unsafe { PgLwLock::new(c"driftdb_snapshot
 pub static FATES_GENERATION: PgAtomic<AtomicU64> =
     unsafe { PgAtomic::new(c"driftdb_fates_generation") };
 
+/// Slots of [`TABLE_ENDS`]. A table's slot is a hash of its id; a table whose slot another
+/// table took since has no published end, and its next new appender recovers its log.
+pub const TABLE_END_SLOTS: usize = 4096;
+
+/// Where each table's log ended after the last append to it or recovery of it: its last
+/// segment (by first seq) and that segment's length. Lets a backend's first append to a
+/// table start there instead of reading the log's last segment (up to 64 MiB) to find its
+/// end; the engine checks a position before it uses one (`driftdb_storage::TableEnds`).
+#[derive(Clone, Copy)]
+pub struct TableEndSlots {
+    /// (table id, segment, end); table 0 marks a free slot.
+    slots: [(u64, u64, u64); TABLE_END_SLOTS],
+}
+
+impl Default for TableEndSlots {
+    fn default() -> TableEndSlots {
+        TableEndSlots {
+            slots: [(0, 0, 0); TABLE_END_SLOTS],
+        }
+    }
+}
+
+// SAFETY: plain old data, no pointers; lives in shared memory guarded by the LWLock.
+unsafe impl PGRXSharedMemory for TableEndSlots {}
+
+/// Taken (after the append lock, never before it) to read or publish a table's end.
+// SAFETY: the name is unique to DriftDB.
+pub static TABLE_ENDS: PgLwLock<TableEndSlots> = unsafe { PgLwLock::new(c"driftdb_table_ends") };
+
+fn table_end_slot(table: u64) -> usize {
+    // Fibonacci hashing: the ids of one database differ in their low bits only.
+    (table.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % TABLE_END_SLOTS
+}
+
+/// The engine's view of [`TABLE_ENDS`].
+pub struct SharedTableEnds;
+
+impl driftdb_storage::TableEnds for SharedTableEnds {
+    fn get(&self, table: u64) -> Option<(u64, u64)> {
+        let (t, seg, end) = TABLE_ENDS.share().slots[table_end_slot(table)];
+        (t == table).then_some((seg, end))
+    }
+
+    fn put(&self, table: u64, segment: u64, end: u64) {
+        TABLE_ENDS.exclusive().slots[table_end_slot(table)] = (table, segment, end);
+    }
+}
+
 /// Requests the shared memory; only valid while preloading (checked by the caller).
 pub fn init() {
     pg_shmem_init!(STATE);
     pg_shmem_init!(SNAPSHOTS);
     pg_shmem_init!(FATES_GENERATION);
+    pg_shmem_init!(TABLE_ENDS);
 }
 
 /// The count of changes to the settled fates so far.

@@ -32,7 +32,7 @@ enum Combine {
 type Counter = (&'static str, fn(&Stats) -> u64, Combine);
 
 /// The server counters.
-const COUNTERS: [Counter; 14] = [
+const COUNTERS: [Counter; 15] = [
     ("appends", |s| s.appends, Combine::Sum),
     ("groups", |s| s.groups, Combine::Sum),
     ("events_appended", |s| s.events, Combine::Sum),
@@ -51,6 +51,7 @@ const COUNTERS: [Counter; 14] = [
         |s| s.journal_groups_read,
         Combine::Sum,
     ),
+    ("writer_recoveries", |s| s.writer_recoveries, Combine::Sum),
 ];
 
 #[derive(Default)]

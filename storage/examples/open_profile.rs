@@ -7,7 +7,9 @@
 //! background worker would), and then, in this process, times a writer's open with
 //! recovery (what the first backend after a start does), one without (`recover: false`:
 //! every later backend), a reader's open (a standby's backends), and the first point lookup
-//! after it, and reports how much the process' resident memory grew. Run each count in its
+//! after it, and reports how much the process' resident memory grew; then, in a store
+//! opened without recovery, the first append to a table and a second one (a backend's
+//! first write to a table finds the end of its log). Run each count in its
 //! own process for the memory figure (the stores are kept in the temp directory).
 
 use std::time::Instant;
@@ -100,7 +102,7 @@ fn main() {
         counts
     };
     println!(
-        "groups    journal_MB  recovering_open_ms  writer_open_ms  reader_open_ms  first_get_ms  rss_growth_MB"
+        "groups    journal_MB  recovering_open_ms  writer_open_ms  reader_open_ms  first_get_ms  rss_growth_MB  table_log_MB  first_append_ms  next_append_ms"
     );
     for groups in counts {
         let dir = std::env::temp_dir().join(format!("driftdb-open-profile-{groups}"));
@@ -140,10 +142,49 @@ fn main() {
         let get_ms = t.elapsed().as_secs_f64() * 1e3;
         assert!(row.is_some());
         let grown = rss_kib().saturating_sub(before);
+        drop(store);
+        let table_log: u64 = std::fs::read_dir(dir.join("tables/3"))
+            .expect("table 3")
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().expect("meta").len())
+            .sum();
+        let quick = Config {
+            recover: false,
+            durability: Durability::NoSync,
+            ..Config::default()
+        };
+        let mut store = Store::open(&dir, quick).expect("open");
+        let mut xid = 1u64 << 40;
+        let mut append_ms = || {
+            xid += 1;
+            let t = Instant::now();
+            let txn = Txn {
+                xid,
+                commit_ts: 0,
+                role: "bench".into(),
+                events: vec![Event {
+                    table: 3,
+                    key: key(7),
+                    op: Op::Patch(vec![(2, Some(xid.to_le_bytes().to_vec()))]),
+                }],
+            };
+            store.append(&[txn], &AllCommitted).expect("append");
+            t.elapsed().as_secs_f64() * 1e3
+        };
+        let (first_append, next_append) = (append_ms(), append_ms());
+        eprintln!(
+            "more appends: {:.2} {:.2} {:.2} {:.2}",
+            append_ms(),
+            append_ms(),
+            append_ms(),
+            append_ms()
+        );
         println!(
-            "{groups:<9} {:>10.1}  {writer_ms:>18.1}  {quick_ms:>14.1}  {reader_ms:>14.1}  {get_ms:>12.2}  {:>13.1}",
+            "{groups:<9} {:>10.1}  {writer_ms:>18.1}  {quick_ms:>14.1}  {reader_ms:>14.1}  {get_ms:>12.2}  {:>13.1}  {:>12.1}  {first_append:>15.2}  {next_append:>14.2}",
             journal as f64 / 1e6,
-            grown as f64 / 1024.0
+            grown as f64 / 1024.0,
+            table_log as f64 / 1e6,
         );
     }
 }

@@ -37,6 +37,7 @@ pub use ledger::{
     ConsistencyProof, DigestReport, Divergence, InclusionProof, LedgerDigest, MerkleTree,
     ProofError, StoredTree, TableDiff,
 };
+pub use log::TableEnds;
 pub use settled::{SettledFates, FATES_FILE};
 pub use snapshot::{check_snapshot_block, check_snapshot_bytes};
 pub use store::{

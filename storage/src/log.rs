@@ -114,6 +114,21 @@ impl Segment {
 /// Encoded frames: `(group_seq, byte range)` in one buffer.
 pub(crate) type Frames = Vec<(Seq, std::ops::Range<usize>)>;
 
+/// Where tables' logs end, shared by the stores (processes) that append to one root, so
+/// that a store's first append to a table need not read the log's last segment to find its
+/// end. Only a position a store had for its own writer, after an append whose groups are in
+/// the journal or after recovering the log, is published; a store takes one up as it takes
+/// up its own writer's position after another store appended (the file must be at least
+/// that long and hold only whole frames of the journal's groups past it), and recovers the
+/// log when it does not hold. Called under the caller's append lock.
+pub trait TableEnds: Send {
+    /// The segment (by its first seq) and the byte length of the table's log, as last
+    /// published.
+    fn get(&self, table: TableId) -> Option<(Seq, u64)>;
+    /// Publishes that the table's log ends at `end` in the segment starting at `segment`.
+    fn put(&self, table: TableId, segment: Seq, end: u64);
+}
+
 /// Where appends to a log go: its last segment and that segment's length.
 pub(crate) struct LogWriter {
     pub path: PathBuf,
@@ -123,6 +138,16 @@ pub(crate) struct LogWriter {
 }
 
 impl LogWriter {
+    /// The first seq of the segment written to (from its name).
+    pub fn segment_seq(&self) -> Option<Seq> {
+        self.path
+            .file_name()?
+            .to_str()?
+            .strip_suffix(".log")?
+            .parse()
+            .ok()
+    }
+
     pub fn at(root: &Path, path: &Path, len: u64) -> LogWriter {
         LogWriter {
             path: path.to_path_buf(),

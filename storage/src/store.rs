@@ -17,7 +17,7 @@ use crate::format::{
 };
 use crate::index::{index_key, IndexKind};
 use crate::journal::Journal;
-use crate::log::{recover_table_log, LogWriter};
+use crate::log::{recover_table_log, LogWriter, TableEnds};
 use crate::settled::{encode_settlement, FatesLog, SettledFates};
 use crate::snapshot::{snapshot_bytes, BlockCounters, Snapshot};
 use crate::table::{effect, list_snapshots, snapshot_file_name, Delta, Effect, Table, TableMeta};
@@ -106,6 +106,9 @@ pub struct Store {
     background: Option<BackgroundWrites>,
     /// The ledger (`<root>/ledger/`), once a ledger call opened it (`store/ledger.rs`).
     ledger: Option<ledger::LedgerState>,
+    /// Where tables' logs end, shared with the other stores appending to this root
+    /// ([`Store::share_table_ends`]).
+    table_ends: Option<Box<dyn TableEnds>>,
 }
 
 /// The parts of a read at one seq: a base snapshot and, when the live delta does not fit,
@@ -466,6 +469,7 @@ impl Store {
             pending_syncs: Vec::new(),
             background: None,
             ledger: None,
+            table_ends: None,
             missing: HashMap::new(),
             settle_scanned: 0,
             settle_pending: Vec::new(),
@@ -717,7 +721,30 @@ impl Store {
             }
         }
         t.writer = rec.writer;
+        self.publish_table_end(id);
         Ok(())
+    }
+
+    /// Shares where tables' logs end with the other stores appending to this root (see
+    /// [`TableEnds`]): this store takes up their positions for its first append to a table,
+    /// and publishes its own after each append and recovery, starting with those of the
+    /// logs it recovered when it opened.
+    pub fn share_table_ends(&mut self, ends: Box<dyn TableEnds>) {
+        self.table_ends = Some(ends);
+        let ids: Vec<TableId> = self.tables.keys().copied().collect();
+        for id in ids {
+            self.publish_table_end(id);
+        }
+    }
+
+    /// Publishes where this store's writer of table `id` stands, if it has one.
+    pub(crate) fn publish_table_end(&self, id: TableId) {
+        let (Some(ends), Some(t)) = (&self.table_ends, self.tables.get(&id)) else {
+            return;
+        };
+        if let Some((w, seg)) = t.writer.as_ref().and_then(|w| Some((w, w.segment_seq()?))) {
+            ends.put(id, seg, w.len);
+        }
     }
 
     fn load_table(&mut self, id: TableId) -> Result<&mut Table> {

@@ -213,6 +213,11 @@ pub struct Stats {
     /// Groups read from the journal's frames (those past its index, `docs/format.md`):
     /// none at an open but the few an appender has not indexed yet, whatever the history.
     pub journal_groups_read: u64,
+    /// Appends that found the end of a table's log by reading its last segment whole
+    /// (recovering it), for want of a position this store or another one had left
+    /// ([`crate::TableEnds`]): at most once per table after a server start, and after an
+    /// append that failed part of the way.
+    pub writer_recoveries: u64,
 }
 
 impl Stats {

@@ -1,6 +1,6 @@
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -1051,6 +1051,135 @@ fn the_record_of_settled_fates_is_compacted_and_readers_follow_it() {
     let mut s = Store::open(dir.path(), config).unwrap();
     assert_eq!(s.settled().unwrap(), want);
     assert!(!dir.path().join("fates.log.tmp").exists());
+}
+
+/// Table ends shared in memory, as the Postgres layer shares them in shared memory.
+#[derive(Clone, Default)]
+struct SharedEnds(std::sync::Arc<std::sync::Mutex<HashMap<TableId, (Seq, u64)>>>);
+
+impl TableEnds for SharedEnds {
+    fn get(&self, table: TableId) -> Option<(Seq, u64)> {
+        self.0.lock().unwrap().get(&table).copied()
+    }
+    fn put(&self, table: TableId, segment: Seq, end: u64) {
+        self.0.lock().unwrap().insert(table, (segment, end));
+    }
+}
+
+#[test]
+fn a_store_takes_up_where_another_left_a_tables_log_and_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        segment_size: 1024,
+        ..cfg()
+    };
+    let quick = Config {
+        recover: false,
+        ..config.clone()
+    };
+    let ends = SharedEnds::default();
+    let mut a = Store::open(dir.path(), config.clone()).unwrap();
+    a.share_table_ends(Box::new(ends.clone()));
+    a.create_table(T).unwrap();
+    let mut xid = 0u64;
+    let mut next = || {
+        xid += 1;
+        xid
+    };
+    // Enough groups for several segments.
+    for i in 0..200 {
+        a.append(
+            &[txn(
+                next(),
+                vec![ins(T, &format!("k{i:03}"), &[(1, "some value")])],
+            )],
+            &AllCommitted,
+        )
+        .unwrap();
+    }
+    assert!(
+        std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
+            .unwrap()
+            .count()
+            > 3
+    );
+    let published = ends.get(T).expect("published by the appender");
+    // Another store takes the position up: no segment read whole.
+    let mut b = Store::open(dir.path(), quick.clone()).unwrap();
+    b.share_table_ends(Box::new(ends.clone()));
+    b.append(
+        &[txn(next(), vec![ins(T, "b1", &[(1, "x")])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    assert_eq!(b.stats().writer_recoveries, 0);
+    assert_ne!(
+        ends.get(T),
+        Some(published),
+        "b published where it left the log"
+    );
+    // The first store follows (its writer is behind: it reads just the other's frames).
+    // It recovered the log once, when it first wrote to the table, which had none yet;
+    // never at a rollover.
+    assert_eq!(a.stats().writer_recoveries, 1);
+    a.append(
+        &[txn(next(), vec![ins(T, "a1", &[(1, "x")])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    assert_eq!(a.stats().writer_recoveries, 1);
+    // A store without shared ends reads the last segment to find the end.
+    let mut c = Store::open(dir.path(), quick.clone()).unwrap();
+    c.append(
+        &[txn(next(), vec![ins(T, "c1", &[(1, "x")])])],
+        &AllCommitted,
+    )
+    .unwrap();
+    assert_eq!(c.stats().writer_recoveries, 1);
+    // Positions that do not hold are not taken: mid-frame, past the end, a segment that
+    // is not there, or one that is not the last. Each store recovers the log and appends
+    // where it really ends.
+    let first_seg = std::fs::read_dir(dir.path().join("tables").join(T.to_string()))
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            n.strip_suffix(".log")?.parse::<Seq>().ok()
+        })
+        .min()
+        .unwrap();
+    for k in 0..4 {
+        let (seg, end) = ends.get(T).unwrap();
+        let bad = [
+            (seg, end - 3),
+            (seg, end + 100),
+            (seg + 1_000_000, 64),
+            (first_seg, 100),
+        ][k];
+        let lies = SharedEnds::default();
+        lies.put(T, bad.0, bad.1);
+        let mut d = Store::open(dir.path(), quick.clone()).unwrap();
+        d.share_table_ends(Box::new(lies.clone()));
+        d.append(
+            &[txn(next(), vec![ins(T, &format!("d{k}"), &[(1, "x")])])],
+            &AllCommitted,
+        )
+        .unwrap();
+        assert_eq!(d.stats().writer_recoveries, 1, "position {bad:?}");
+        let real = lies.get(T).unwrap();
+        assert_ne!(real, bad);
+        ends.put(T, real.0, real.1);
+    }
+    // Every store reads every row, and the files verify.
+    let now = a.current_seq().unwrap();
+    for s in [&mut a, &mut b, &mut c] {
+        let rows = scan_all(s, T, now, &AllCommitted);
+        assert_eq!(rows.len(), 200 + 3 + 4);
+    }
+    drop((a, b, c));
+    let mut r = Store::open(dir.path(), config).unwrap();
+    let now = r.current_seq().unwrap();
+    assert_eq!(scan_all(&mut r, T, now, &AllCommitted).len(), 207);
+    assert!(r.damaged_tables().is_empty());
 }
 
 #[test]

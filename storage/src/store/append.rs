@@ -21,9 +21,10 @@ use crate::fileops::{BackgroundWrites, FileOp, GroupMark};
 use crate::format::{
     begin_frame, encode_journal_record, encode_table_frame, finish_frame, finish_frame_unsealed,
     peek_group_seq, read_frame, seal_frames, FrameRead, KIND_JOURNAL, KIND_TABLE, MAX_FRAME_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use crate::hash::FastState;
-use crate::log::{plan_frames, Frames, LogWriter};
+use crate::log::{list_segments, plan_frames, segment_file_name, Frames, LogWriter};
 use crate::types::{
     ColumnId, Committed, Event, Fate, Fates, Op, Origin, Row, Seq, TableId, Txn, Value,
 };
@@ -396,7 +397,12 @@ impl Store {
         let landed = self.end_background();
         let encoded = encoded.and_then(|batch| landed.map(|()| batch));
         match encoded.and_then(|batch| self.commit_batch(&mut out, batch, txns, origins)) {
-            Ok(results) => Ok(results),
+            Ok(results) => {
+                for t in out.iter().filter(|t| t.written) {
+                    self.publish_table_end(t.id);
+                }
+                Ok(results)
+            }
             Err(e) => {
                 // Frames already written are past the journal: cut them, so that the next
                 // append (reusing their seqs) starts where the log ended.
@@ -722,26 +728,41 @@ impl Store {
     ///
     /// Another store (another backend) may have appended since this one last did: its
     /// frames are then accepted by reading just them (whole frames of groups the journal
-    /// has), instead of recovering the whole segment. Once the segment is full, another
-    /// store may already have started the next one, so the log is listed again (through
-    /// recovery) before this store starts one of its own.
+    /// has), instead of recovering the whole segment. A store that has not written to the
+    /// table yet takes up the position another store published ([`crate::TableEnds`]) the
+    /// same way. Once the segment is full, another store may already have started the
+    /// next one, so the log is listed before this store starts one of its own. Only when
+    /// no position holds is the log recovered (its last segment read whole).
     fn prepare_table_writer(&mut self, id: TableId) -> Result<()> {
         let last_seq = self.journal.last_seq();
         let segment_size = self.config.segment_size;
+        let published = self.table_ends.as_ref().and_then(|e| e.get(id));
         let t = self.tables.get_mut(&id).expect("refreshed");
-        if let Some(w) = &mut t.writer {
-            if let Ok(len) = fs::metadata(&w.path).map(|m| m.len()) {
-                if len < segment_size {
-                    if len == w.len {
-                        return Ok(());
-                    }
-                    if len > w.len && whole_frames_upto(&w.path, w.len, len, last_seq)? {
-                        w.len = len;
-                        return Ok(());
-                    }
-                }
+        let mut candidates: Vec<LogWriter> = t.writer.take().into_iter().collect();
+        if let Some((seg, end)) = published {
+            if end >= SEGMENT_HEADER_LEN as u64 {
+                let path = t.dir.join(segment_file_name(seg));
+                candidates.push(LogWriter::at(&self.root, &path, end));
             }
         }
+        for mut w in candidates {
+            let Ok(len) = fs::metadata(&w.path).map(|m| m.len()) else {
+                continue;
+            };
+            if len < w.len || (len > w.len && !whole_frames_upto(&w.path, w.len, len, last_seq)?) {
+                continue;
+            }
+            w.len = len;
+            if len >= segment_size {
+                let segs = list_segments(&t.dir)?;
+                if segs.last().map(|(_, p)| p) != Some(&w.path) {
+                    continue;
+                }
+            }
+            t.writer = Some(w);
+            return Ok(());
+        }
+        self.stats.writer_recoveries += 1;
         self.recover_table(id)
     }
 
