@@ -173,13 +173,6 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3
         };
         let (first_append, next_append) = (append_ms(), append_ms());
-        eprintln!(
-            "more appends: {:.2} {:.2} {:.2} {:.2}",
-            append_ms(),
-            append_ms(),
-            append_ms(),
-            append_ms()
-        );
         println!(
             "{groups:<9} {:>10.1}  {writer_ms:>18.1}  {quick_ms:>14.1}  {reader_ms:>14.1}  {get_ms:>12.2}  {:>13.1}  {:>12.1}  {first_append:>15.2}  {next_append:>14.2}",
             journal as f64 / 1e6,
