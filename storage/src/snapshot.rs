@@ -495,6 +495,16 @@ fn take_indexed(
     }
 }
 
+/// Checks a block's compressed bytes against the CRC the directory gives it (the directory
+/// was checked to keep every block inside the file).
+fn check_block_crc(map: &[u8], b: &BlockMeta) -> DecodeResult<()> {
+    let bytes = &map[b.offset as usize..(b.offset + b.clen) as usize];
+    if crc32fast::hash(bytes) != b.crc {
+        return Err("snapshot block crc mismatch");
+    }
+    Ok(())
+}
+
 /// A section as the directory gives it: its kind, its column, its index kind (`Bytes` but
 /// for `SECTION_INDEX_KEYED`) and its blocks.
 type DirSection = (u8, ColumnId, IndexKind, Vec<BlockMeta>);
@@ -636,16 +646,38 @@ pub(crate) fn decode_index_block(raw: &[u8]) -> DecodeResult<Vec<(Vec<u8>, Vec<u
 }
 
 impl Snapshot {
-    /// Opens and verifies a snapshot: header, footer, directory, every block's CRC and the
-    /// whole-file checksum. Any mismatch is corruption naming the file and offset.
+    /// Opens a snapshot to read from, verifying its header, footer and directory: what it
+    /// reads at open, whatever the table's size. Each block's CRC is checked when the
+    /// block is read, before it is decompressed, so damaged bytes are never read as data;
+    /// damage in a block no read needs is found by [`Snapshot::open_verified`] (verify).
+    /// Any mismatch is corruption naming the file and offset.
     pub fn open(path: &Path, table: TableId) -> Result<Snapshot> {
         let map = map_file(path)?;
-        Snapshot::from_bytes(path, table, Bytes::Map(map), MAX_RECORD_BLOCK_RAW_LEN)
+        Snapshot::from_bytes(
+            path,
+            table,
+            Bytes::Map(map),
+            MAX_RECORD_BLOCK_RAW_LEN,
+            false,
+        )
     }
 
-    /// Opens and verifies the snapshot `map`, which decompresses no block larger than
-    /// `max_raw_len` raw bytes.
-    fn from_bytes(path: &Path, table: TableId, map: Bytes, max_raw_len: u64) -> Result<Snapshot> {
+    /// Opens a snapshot as [`Snapshot::open`] does and verifies all of it: every block's
+    /// CRC and the whole-file checksum too.
+    pub fn open_verified(path: &Path, table: TableId) -> Result<Snapshot> {
+        let map = map_file(path)?;
+        Snapshot::from_bytes(path, table, Bytes::Map(map), MAX_RECORD_BLOCK_RAW_LEN, true)
+    }
+
+    /// Opens the snapshot `map`, which decompresses no block larger than `max_raw_len` raw
+    /// bytes, verifying every block and the file's checksum too when `whole`.
+    fn from_bytes(
+        path: &Path,
+        table: TableId,
+        map: Bytes,
+        max_raw_len: u64,
+        whole: bool,
+    ) -> Result<Snapshot> {
         let bad = |offset: u64, detail: &str| Error::corruption(path, offset, detail);
         let len = map.len();
         if len < SNAPSHOT_HEADER_LEN + SNAPSHOT_FOOTER_LEN {
@@ -700,11 +732,8 @@ impl Snapshot {
         let mut history = None;
         let mut history_positions = false;
         for (kind, col, index_kind, blocks) in sections {
-            for b in &blocks {
-                let bytes = &map[b.offset as usize..(b.offset + b.clen) as usize];
-                if crc32fast::hash(bytes) != b.crc {
-                    return Err(bad(b.offset, "snapshot block crc mismatch"));
-                }
+            for b in blocks.iter().filter(|_| whole) {
+                check_block_crc(&map, b).map_err(|d| bad(b.offset, d))?;
             }
             if kind == SECTION_ROWS {
                 if rows.replace(blocks).is_some() {
@@ -720,7 +749,7 @@ impl Snapshot {
             }
         }
         let rows = rows.ok_or_else(|| bad(dir_offset, "no row section"))?;
-        if crc32fast::hash(&map[..foot_at]) != file_crc {
+        if whole && crc32fast::hash(&map[..foot_at]) != file_crc {
             return Err(bad(0, "snapshot file checksum mismatch"));
         }
         Ok(Snapshot {
@@ -753,6 +782,7 @@ impl Snapshot {
                 self.max_raw_len
             )));
         }
+        check_block_crc(&self.map, b).map_err(|d| Error::corruption(&self.path, b.offset, d))?;
         let bytes = &self.map[b.offset as usize..(b.offset + b.clen) as usize];
         let zerr =
             |e: std::io::Error| Error::corruption(&self.path, b.offset, format!("zstd: {e}"));
@@ -1263,7 +1293,7 @@ pub(crate) fn row_record(key: &[u8], row: &Row) -> Vec<u8> {
 }
 
 /// Decodes a whole snapshot image held in memory, for the fuzzer: verifies it like
-/// [`Snapshot::open`] does, then decodes every block. Returns the records decoded.
+/// [`Snapshot::open_verified`] does, then decodes every block. Returns the records decoded.
 pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
     let table = match bytes.get(12..20) {
         Some(t) => u64::from_le_bytes(t.try_into().unwrap_or([0; 8])),
@@ -1274,6 +1304,7 @@ pub fn check_snapshot_bytes(bytes: &[u8]) -> Result<usize> {
         table,
         Bytes::Owned(bytes.to_vec()),
         IN_MEMORY_RAW_LEN,
+        true,
     )?;
     let mut n = 0;
     for i in 0..snap.row_blocks() {

@@ -21,7 +21,7 @@
 //!   table, as many events as the journal records; and no frame exists for a group the
 //!   journal does not record for the table.
 //! - every snapshot up to the journal's last seq: header, footer, directory, block CRCs and
-//!   the whole-file checksum (as [`Snapshot::open`] does), keys strictly increasing, each
+//!   the whole-file checksum (as [`Snapshot::open_verified`] does), keys strictly increasing, each
 //!   block's first key as the directory says, each index section sorted and holding exactly
 //!   the `(index key, key)` pairs of the rows (index keys of the section's kind; a row value
 //!   not valid for the kind is reported), and the rows equal to the table's state rebuilt
@@ -826,7 +826,7 @@ impl TableCheck<'_> {
         self.next_snap += 1;
         self.tick();
         let path = self.dir.join(snapshot_file_name(seq));
-        let snap = match Snapshot::open(&path, self.id) {
+        let snap = match Snapshot::open_verified(&path, self.id) {
             Ok(s) => s,
             Err(Error::Corruption {
                 file,

@@ -560,7 +560,7 @@ fn snapshots_serve_reads_and_are_pruned() {
 }
 
 #[test]
-fn snapshot_corruption_is_detected_on_load() {
+fn snapshot_corruption_is_found_by_the_reads_that_meet_it_and_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut s = Store::open(dir.path(), cfg()).unwrap();
@@ -579,27 +579,50 @@ fn snapshot_corruption_is_detected_on_load() {
         .join(format!("snap-{:020}.snap", 3000));
     let good = std::fs::read(&path).unwrap();
     assert!(check_snapshot_bytes(&good).unwrap() >= 6000);
+    let want = Some(row(&[(1, "value 1")]));
     let mut rng = 12345u64;
-    for _ in 0..40 {
+    let (mut by_get, mut by_scan) = (0, 0);
+    for _ in 0..60 {
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let pos = (rng >> 33) as usize % good.len();
         let mut bad = good.clone();
         bad[pos] ^= 1 << (rng % 8);
+        // Verification (drift_verify) finds every flipped bit.
+        assert!(check_snapshot_bytes(&bad).is_err(), "flip at {pos} passed");
         std::fs::write(&path, &bad).unwrap();
-        let mut s = Store::open(dir.path(), reader_cfg()).unwrap();
-        match s.get(T, b"key00001", 3000, &AllCommitted) {
+        // A read uses no damaged byte: it answers right (the damage lies where it does not
+        // read) or fails naming the file and an offset at or before the damage.
+        let corrupt = |r: Result<()>| match r {
+            Ok(()) => false,
             Err(Error::Corruption { file, offset, .. }) => {
                 assert_eq!(file, path);
                 assert!(
                     offset as usize <= pos,
                     "offset {offset} after flipped byte {pos}"
                 );
+                true
             }
-            other => panic!("flip at {pos} not detected: {other:?}"),
-        }
+            Err(other) => panic!("flip at {pos}: {other:?}"),
+        };
+        let mut s = Store::open(dir.path(), reader_cfg()).unwrap();
+        let got = s.get(T, b"key00001", 3000, &AllCommitted);
+        by_get += usize::from(corrupt(got.map(|g| assert_eq!(g, want, "flip at {pos}"))));
+        let mut s = Store::open(dir.path(), reader_cfg()).unwrap();
+        let scanned = s.scan(T, 3000, &AllCommitted).and_then(|rows| {
+            let n = rows.collect::<Result<Vec<_>>>()?.len();
+            assert_eq!(n, 3000, "flip at {pos}");
+            Ok(())
+        });
+        by_scan += usize::from(corrupt(scanned));
     }
+    // The point lookup reads the header, the directory and one row block, the scan every
+    // row block (the rest of the file holds the index and the keys' history).
+    assert!(
+        by_get >= 1 && by_scan >= by_get,
+        "{by_get} by a lookup, {by_scan} by a scan"
+    );
     std::fs::write(&path, &good[..good.len() - 1]).unwrap();
     let mut s = Store::open(dir.path(), reader_cfg()).unwrap();
     assert!(matches!(
