@@ -2,7 +2,8 @@
 #   make run   set up, build, start Postgres 15 with DriftDB and a demo database, open psql
 #   make test  set up, then run every test on PostgreSQL 15, 17 and 18
 #   make bench DriftDB vs heap vs periods side by side; results into docs/benchmarks.md
-.PHONY: run stop test setup lint bench kill-test
+#   make bench-scale  DriftDB vs heap at 10M rows and 10k / 1M commits of history (#19)
+.PHONY: run stop test setup lint bench bench-scale kill-test
 
 run:
 	@bash scripts/run.sh
@@ -17,6 +18,9 @@ bench:
 	@bash bench/run.sh
 	@bash bench/tpcb.sh
 	@bash bench/onekey.sh
+
+bench-scale:
+	@bash bench/scale.sh
 
 setup:
 	@bash scripts/setup.sh

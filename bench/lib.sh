@@ -70,11 +70,13 @@ rotate() {
 # rounds SECONDS ROUNDS NAME=SCRIPT... : runs each pgbench script (prepared) for SECONDS,
 # interleaved (the order rotates each round), ROUNDS times; adds every round's figure to
 # ALL[NAME] (`median` gives the middle one), and adds up FAILED[NAME] (transactions that failed
-# after their retries) and RETRIED[NAME]. Settings: PGB_CLIENTS (default 1), PGB_OPTS (an
+# after their retries) and RETRIED[NAME]. Settings: PGB_CLIENTS (default 1), PGB_MODE (the
+# query protocol, default prepared), PGB_OPTS (an
 # array of further pgbench options), SESSION[NAME] (PGOPTIONS for that script's sessions,
 # e.g. "-c driftdb.as_of=..."). pgbench's output goes to $BENCH_LOG.
 declare -A ALL FAILED RETRIED SESSION
 PGB_CLIENTS=1
+PGB_MODE=prepared
 PGB_OPTS=()
 BENCH_LOG=${BENCH_LOG:-/dev/null}
 rounds() {
@@ -83,7 +85,7 @@ rounds() {
   for r in $(seq 1 "$n"); do
     while read -r pair; do
       name=${pair%%=*}; file=${pair#*=}
-      out=$(PGOPTIONS="${SESSION[$name]:-}" "$BENCH_BIN/pgbench" -n -M prepared \
+      out=$(PGOPTIONS="${SESSION[$name]:-}" "$BENCH_BIN/pgbench" -n -M "$PGB_MODE" \
             -c "$PGB_CLIENTS" -T "$secs" "${PGB_OPTS[@]}" -h 127.0.0.1 -p "$BENCH_PORT" \
             -U postgres -f "$file" postgres 2>&1) \
         || { echo "$out" >&2; die "pgbench failed for $name"; }
