@@ -118,16 +118,18 @@ impl Store {
     }
 
     /// About how many rows table `id` has now, for a planner: its newest snapshot's row
-    /// count (counted once per open snapshot) plus the keys inserted after it, minus those
-    /// deleted, by each key's first and last event (transactions still running or aborted
-    /// count as if committed). Cheap, never exact.
+    /// count as estimated from a few of its blocks
+    /// ([`crate::snapshot::Snapshot::estimate_row_count`])
+    /// plus the keys inserted after it, minus those deleted, by each key's first and last
+    /// event (transactions still running or aborted count as if committed). Cheap, never
+    /// exact.
     pub fn estimate_rows(&mut self, id: TableId) -> Result<u64> {
         self.journal.refresh(None)?;
         let at = self.journal.last_seq();
         self.refresh_table(id, at)?;
         let parts = self.view_parts(id, at)?;
         let mut rows = match &parts.snap {
-            Some(s) => s.row_count()? as i64,
+            Some(s) => s.estimate_row_count()? as i64,
             None => 0,
         };
         for versions in self.tables[&id].delta.keys.values() {
