@@ -1382,6 +1382,12 @@ pub fn check_snapshot_block(raw: &[u8]) -> usize {
 mod tests {
     use super::*;
 
+    type HistoryItem = Result<(Vec<u8>, FramePositions)>;
+
+    fn no_history() -> Option<std::iter::Empty<HistoryItem>> {
+        None
+    }
+
     /// A planner's estimate of the rows reads three row blocks, not the snapshot: close to
     /// the count for rows of similar sizes, exact once counted or for a small snapshot.
     #[test]
@@ -1396,8 +1402,7 @@ mod tests {
                 Row(vec![(1, Some(value.into_bytes()))]),
             ))
         });
-        let none: Option<std::iter::Empty<Result<(Vec<u8>, FramePositions)>>> = None;
-        let bytes = snapshot_bytes(&path, 1, 100_000, rows, &[], none, false).unwrap();
+        let bytes = snapshot_bytes(&path, 1, 100_000, rows, &[], no_history(), false).unwrap();
         std::fs::write(&path, bytes).unwrap();
         let snap = Snapshot::open(&path, 1).unwrap();
         assert!(snap.row_blocks() > 10, "{} blocks", snap.row_blocks());
@@ -1415,8 +1420,7 @@ mod tests {
         // Three blocks or fewer: counted exactly.
         let small = dir.path().join("small");
         let rows = (0..100u64).map(|i| Ok((i.to_be_bytes().to_vec(), Row(vec![]))));
-        let none: Option<std::iter::Empty<Result<(Vec<u8>, FramePositions)>>> = None;
-        let bytes = snapshot_bytes(&small, 1, 100, rows, &[], none, false).unwrap();
+        let bytes = snapshot_bytes(&small, 1, 100, rows, &[], no_history(), false).unwrap();
         std::fs::write(&small, bytes).unwrap();
         let snap = Snapshot::open(&small, 1).unwrap();
         assert_eq!(snap.estimate_row_count().unwrap(), 100);
