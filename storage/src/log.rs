@@ -20,6 +20,16 @@ pub(crate) fn segment_file_name(first_seq: Seq) -> String {
     format!("{first_seq:020}.log")
 }
 
+/// The first seq a segment's file name gives (as [`segment_file_name`] makes it), if it is
+/// one.
+fn segment_seq_of(name: &str) -> Option<Seq> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 /// The segments in `dir`, sorted by first seq. A missing directory has none.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
     let mut segs = Vec::new();
@@ -30,14 +40,8 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Seq, PathBuf)>> {
     };
     for entry in entries {
         let entry = entry.at(dir)?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
-            continue;
-        };
-        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(seq) = stem.parse::<u64>() {
-                segs.push((seq, entry.path()));
-            }
+        if let Some(seq) = entry.file_name().to_str().and_then(segment_seq_of) {
+            segs.push((seq, entry.path()));
         }
     }
     segs.sort();
@@ -140,12 +144,7 @@ pub(crate) struct LogWriter {
 impl LogWriter {
     /// The first seq of the segment written to (from its name).
     pub fn segment_seq(&self) -> Option<Seq> {
-        self.path
-            .file_name()?
-            .to_str()?
-            .strip_suffix(".log")?
-            .parse()
-            .ok()
+        segment_seq_of(self.path.file_name()?.to_str()?)
     }
 
     pub fn at(root: &Path, path: &Path, len: u64) -> LogWriter {

@@ -736,31 +736,39 @@ impl Store {
     fn prepare_table_writer(&mut self, id: TableId) -> Result<()> {
         let last_seq = self.journal.last_seq();
         let segment_size = self.config.segment_size;
-        let published = self.table_ends.as_ref().and_then(|e| e.get(id));
         let t = self.tables.get_mut(&id).expect("refreshed");
-        let mut candidates: Vec<LogWriter> = t.writer.take().into_iter().collect();
-        if let Some((seg, end)) = published {
-            if end >= SEGMENT_HEADER_LEN as u64 {
-                let path = t.dir.join(segment_file_name(seg));
-                candidates.push(LogWriter::at(&self.root, &path, end));
-            }
-        }
-        for mut w in candidates {
+        // Where the log ends, if `w` holds: the file at least that long, only whole frames
+        // of the journal's groups past it, and the segment the last one once it is full.
+        let holds = |w: &mut LogWriter| -> Result<bool> {
             let Ok(len) = fs::metadata(&w.path).map(|m| m.len()) else {
-                continue;
+                return Ok(false);
             };
             if len < w.len || (len > w.len && !whole_frames_upto(&w.path, w.len, len, last_seq)?) {
-                continue;
+                return Ok(false);
             }
             w.len = len;
-            if len >= segment_size {
-                let segs = list_segments(&t.dir)?;
-                if segs.last().map(|(_, p)| p) != Some(&w.path) {
-                    continue;
+            Ok(
+                len < segment_size
+                    || list_segments(&t.dir)?.last().map(|(_, p)| p) == Some(&w.path),
+            )
+        };
+        let mut own = t.writer.take();
+        if let Some(w) = own.as_mut() {
+            if holds(w)? {
+                t.writer = own;
+                return Ok(());
+            }
+        }
+        // The position another store published, only asked for when this store's own
+        // does not hold.
+        if let Some((seg, end)) = self.table_ends.as_ref().and_then(|e| e.get(id)) {
+            if end >= SEGMENT_HEADER_LEN as u64 {
+                let mut w = LogWriter::at(&self.root, &t.dir.join(segment_file_name(seg)), end);
+                if holds(&mut w)? {
+                    t.writer = Some(w);
+                    return Ok(());
                 }
             }
-            t.writer = Some(w);
-            return Ok(());
         }
         self.stats.writer_recoveries += 1;
         self.recover_table(id)
