@@ -693,6 +693,21 @@ impl Applier {
                     offset,
                     bytes,
                 } => {
+                    if *offset > 0
+                        && path.ends_with(TMP_SUFFIX)
+                        && !self.files.contains_key(path.as_str())
+                        && !self.abs(path)?.exists()
+                    {
+                        // A later chunk of a file that `replace_ops` builds, whose first
+                        // chunk (at offset 0, after removing any old one) was not replayed:
+                        // a replay that began inside the batch. Postgres' redo does that
+                        // when the checkpoint's redo point fell between the batch's
+                        // records, and the checkpoint waited for the batch to be written
+                        // and synced whole (`DELAY_CHKPT_START`), renamed away included.
+                        // Writing the chunk would make a temp file of this chunk alone,
+                        // which the batch's rename would put in place of the good file.
+                        continue;
+                    }
                     let (abs, file, fail_after) = self.writable(path, bytes.len())?;
                     write_at(&file, &abs, *offset, bytes, false, fail_after)?;
                     stats.bytes_written += bytes.len() as u64;
@@ -881,10 +896,14 @@ pub(crate) fn relative(root: &Path, abs: &Path) -> String {
         .into_owned()
 }
 
+/// The suffix of the temp file [`replace_ops`] builds a file in. No other file DriftDB
+/// writes ends with it.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
 /// Ops that replace `path` with `bytes` atomically: temp file, sync, rename, sync the
 /// directory.
 pub(crate) fn replace_ops(path: &str, bytes: Vec<u8>, durable: bool, ops: &mut Vec<FileOp>) {
-    let tmp = format!("{path}.tmp");
+    let tmp = format!("{path}{TMP_SUFFIX}");
     ops.push(FileOp::Remove { path: tmp.clone() });
     ops.push(FileOp::Write {
         path: tmp.clone(),
@@ -940,12 +959,12 @@ mod tests {
                 path: "t/1/a.log".into(),
             },
             FileOp::Write {
-                path: "t/1/b.tmp".into(),
+                path: "t/1/b.new".into(),
                 offset: 3,
                 bytes: b"xyz".to_vec(),
             },
             FileOp::Rename {
-                from: "t/1/b.tmp".into(),
+                from: "t/1/b.new".into(),
                 to: "t/1/b".into(),
             },
             FileOp::Truncate {
@@ -1133,6 +1152,41 @@ mod tests {
             replay.apply(&d.ops, true, &mut stats).unwrap();
         }
         assert_eq!(tree(a.path()), tree(b.path()));
+    }
+
+    #[test]
+    fn a_replay_that_begins_inside_a_replacement_leaves_the_replaced_file_whole() {
+        // A file replaced with bytes that take several records (a snapshot), then a
+        // replay from each record after the first over the final state: what redo does
+        // when a checkpoint's redo point fell inside the batch.
+        let old: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        let new: Vec<u8> = (0..9000u32).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+        let mut ops = vec![FileOp::MkDir { path: "t".into() }];
+        replace_ops("t/snap", old, true, &mut ops);
+        let mut second = Vec::new();
+        replace_ops("t/snap", new.clone(), true, &mut second);
+        second.push(FileOp::Write {
+            path: "t/log".into(),
+            offset: 0,
+            bytes: b"after".to_vec(),
+        });
+        let batches = encode_batches(&second, &[], 1024);
+        assert!(batches.len() > 3, "the replacement takes several records");
+        let decoded: Vec<Batch> = batches.iter().map(|b| Batch::decode(b).unwrap()).collect();
+        let mut stats = Stats::default();
+        for start in 1..decoded.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut a = Applier::new(dir.path(), true);
+            a.apply(&ops, false, &mut stats).unwrap();
+            a.apply(&second, false, &mut stats).unwrap();
+            let before = tree(dir.path());
+            let mut redo = Applier::new(dir.path(), true);
+            for d in &decoded[start..] {
+                redo.apply(&d.ops, true, &mut stats).unwrap();
+            }
+            assert_eq!(tree(dir.path()), before, "replay from record {start}");
+            assert_eq!(fs::read(dir.path().join("t/snap")).unwrap(), new);
+        }
     }
 
     #[test]
