@@ -130,6 +130,19 @@ fn open_store() -> Store {
         return store;
     }
     let mut state = shmem::STATE.exclusive();
+    if state.recovered && state.damaged_len <= shmem::DAMAGED_SLOTS {
+        // Another backend recovered while this one waited for the lock.
+        drop(state);
+        return open_store();
+    }
+    if !state.recovered {
+        // The first open since the server started: groups whose WAL records a crash lost
+        // (commits the sync worker guarded) are cut before anything reads the journal.
+        // Only this once: later the mark is the sync worker's, for the next crash.
+        let cut = driftdb_storage::syncmark::settle(&root())
+            .unwrap_or_else(|e| DriftError::Engine(e).report());
+        crate::syncguard::report_cut(cut);
+    }
     let mut store = Store::open_with(root(), Config::default(), wal())
         .unwrap_or_else(|e| DriftError::Engine(e).report());
     // Publishes where the logs it recovered end, under the append lock.

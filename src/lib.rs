@@ -30,6 +30,7 @@ mod rowlock;
 mod schema;
 mod shmem;
 mod stats;
+mod syncguard;
 mod table;
 mod timetravel;
 mod txn;
@@ -53,6 +54,7 @@ pub extern "C-unwind" fn _PG_init() {
     shmem::init();
     wal::init();
     worker::init();
+    syncguard::init();
     health::init();
     txn::init();
     drop::init();

@@ -56,6 +56,10 @@ pub struct Shared {
     /// Groups appended whose transactions have not been seen to end. Everything below the
     /// smallest first seq is decided.
     pub inflight: [Inflight; INFLIGHT_SLOTS],
+    /// Set while DriftDB's sync worker guards durability (`syncguard.rs`): commits then
+    /// sync nothing, and a sync round before every checkpoint completes makes their files
+    /// durable. Read and changed under this lock, which every commit's append holds.
+    pub guard: bool,
     /// Redo only: the transactions replayed while every slot was taken, as one entry (its
     /// first seq the smallest of theirs, 0 when there are none). Readers treat everything
     /// from that seq on as undecided until all of them have ended.
@@ -81,6 +85,7 @@ impl Default for Shared {
             high_water: 0,
             inflight: [Inflight::default(); INFLIGHT_SLOTS],
             overflow: Overflow::default(),
+            guard: false,
         }
     }
 }
@@ -193,6 +198,11 @@ pub static SNAPSHOTS: PgLwLock<bool> = unsafe { PgLwLock::new(c"driftdb_snapshot
 pub static FATES_GENERATION: PgAtomic<AtomicU64> =
     unsafe { PgAtomic::new(c"driftdb_fates_generation") };
 
+/// The end of the newest WAL record DriftDB inserted (0: none since the server started):
+/// how far the sync worker flushes the WAL before it records where the journal ends.
+// SAFETY: the name is unique to DriftDB.
+pub static RECORDS_END: PgAtomic<AtomicU64> = unsafe { PgAtomic::new(c"driftdb_records_end") };
+
 /// Slots of [`TABLE_ENDS`]. A table's slot is a hash of its id; a table whose slot another
 /// table took since has no published end, and its next new appender recovers its log.
 pub const TABLE_END_SLOTS: usize = 4096;
@@ -247,6 +257,7 @@ pub fn init() {
     pg_shmem_init!(SNAPSHOTS);
     pg_shmem_init!(FATES_GENERATION);
     pg_shmem_init!(TABLE_ENDS);
+    pg_shmem_init!(RECORDS_END);
 }
 
 /// The count of changes to the settled fates so far.

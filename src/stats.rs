@@ -105,7 +105,7 @@ CREATE FUNCTION drift_server_stats() RETURNS TABLE (name text, value bigint)
     SET search_path = pg_catalog, pg_temp
     LANGUAGE c AS 'MODULE_PATHNAME', '@FUNCTION_NAME@';
 COMMENT ON FUNCTION drift_server_stats() IS
-    'Counters of the work every backend did since the server started, and the journal''s size';
+    'Counters of the work every backend did since the server started, the journal''s size, and the sync worker''s rounds';
 "
 )]
 fn drift_server_stats() -> TableIterator<'static, (name!(name, String), name!(value, i64))> {
@@ -122,6 +122,11 @@ fn drift_server_stats() -> TableIterator<'static, (name!(name, String), name!(va
         .collect();
     rows.push(("journal_bytes".into(), journal_bytes as i64));
     rows.push(("journal_segments".into(), journal_segments as i64));
+    // The sync worker: whether it guards commits now, its rounds and what they synced.
+    let guard = *crate::syncguard::GUARD.share();
+    rows.push(("sync_guard".into(), i64::from(crate::syncguard::active())));
+    rows.push(("sync_rounds".into(), guard.rounds as i64));
+    rows.push(("sync_round_files".into(), guard.files_synced as i64));
     TableIterator::new(rows)
 }
 

@@ -507,7 +507,16 @@ fn commit() {
             }
         }
         loop {
-            match store.append_unsynced(std::slice::from_ref(&txn), &LatestFates) {
+            // With the sync worker guarding durability the append syncs nothing (and does
+            // not flush its WAL records first): Postgres' commit record flushes them, and
+            // the worker's round before the next checkpoint completes syncs the files.
+            // Without it, the files are synced after the lock is released.
+            let appended = if state.guard {
+                store.append_guarded(std::slice::from_ref(&txn), &LatestFates)
+            } else {
+                store.append_unsynced(std::slice::from_ref(&txn), &LatestFates)
+            };
+            match appended {
                 Ok(done) => {
                     // The append wrote WAL records under this transaction's xid, so Postgres
                     // flushes the commit record synchronously (unless the user chose

@@ -161,8 +161,20 @@ impl WriteAhead for PgWal {
                 crate::pg::compat::xlog_register_data(rec);
                 last = pg_sys::XLogInsert(RMGR_ID, XLOG_DRIFTDB_FILE_OPS);
             }
-            // WAL before data: the files are written only once their records are durable.
-            pg_sys::XLogFlush(last);
+            // WAL before data: files that the batch syncs are written only once their
+            // records are durable. A batch that syncs nothing (a commit the sync worker
+            // guards, `syncguard.rs`) is not flushed here: its commit record flushes it,
+            // and recovery cuts the journal back to the last sync round's mark, so frames
+            // that reached the disk without their records never count.
+            if ops
+                .iter()
+                .any(|op| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. }))
+            {
+                pg_sys::XLogFlush(last);
+            }
+            shmem::RECORDS_END
+                .get()
+                .fetch_max(last, std::sync::atomic::Ordering::SeqCst);
         }
         Ok(())
     }
@@ -248,6 +260,13 @@ unsafe fn batch_of(record: *mut pg_sys::XLogReaderState) -> Result<Batch, String
 /// files a crash left), before redo publishes the groups it replays.
 #[pg_guard]
 extern "C-unwind" fn startup() {
+    // Commits the sync worker guarded may have left frames whose records the crash lost:
+    // the journal goes back to where the last sync round left it, and redo writes again
+    // every group whose records survived.
+    let cut = driftdb_storage::syncmark::settle(&crate::engine::root()).unwrap_or_else(|e| {
+        error!("driftdb: could not cut the journal back to its sync mark: {e}")
+    });
+    crate::syncguard::report_cut(cut);
     let config = driftdb_storage::Config {
         mode: driftdb_storage::OpenMode::Reader,
         ..Default::default()

@@ -19,6 +19,7 @@ mod log;
 mod settled;
 mod snapshot;
 mod store;
+pub mod syncmark;
 mod table;
 mod types;
 mod verify;

@@ -95,6 +95,8 @@ pub struct Store {
     /// Set for the next append by [`Store::append_unsynced`]: its syncs wait for
     /// [`Store::finish_append`].
     defer_syncs: bool,
+    /// Set for the next append by [`Store::append_guarded`]: it syncs nothing.
+    guarded: bool,
     /// Set while an append runs: still set when one unwound, which poisons the store
     /// (see `append_with_origins`).
     appending: bool,
@@ -465,6 +467,7 @@ impl Store {
             fates_log: FatesLog::new(&root),
             broken: None,
             defer_syncs: false,
+            guarded: false,
             appending: false,
             pending_syncs: Vec::new(),
             background: None,
@@ -571,6 +574,12 @@ impl Store {
         if let Some(why) = &self.broken {
             return Err(Error::Broken(why.clone()));
         }
+        let is_sync = |op: &FileOp| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. });
+        let mut ops = ops;
+        if self.guarded && self.wal.is_some() {
+            // A guarded append: a sync round makes the files durable (`syncmark`).
+            ops.retain(|op| !is_sync(op));
+        }
         if let Some(w) = self.wal.as_mut() {
             w.log(&ops, groups)?;
         }
@@ -578,7 +587,6 @@ impl Store {
         // replaying it (without one, the journal could reach the disk before the table
         // frames it commits).
         let defer = self.defer_syncs && self.wal.is_some();
-        let is_sync = |op: &FileOp| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. });
         let applied = if defer {
             self.pending_syncs = ops.iter().filter(|op| is_sync(op)).cloned().collect();
             ops.iter().filter(|op| !is_sync(op)).try_for_each(|op| {
@@ -624,6 +632,25 @@ impl Store {
             // the caller's error leaves no batch open.
             self.finish_append()?;
         }
+        out
+    }
+
+    /// Like [`Store::append`], but makes nothing durable itself: the frames are WAL-logged
+    /// and written (to the page cache), with no sync, and the write-ahead log is not asked
+    /// to flush the records first (a batch without syncs does not need them durable before
+    /// its files are written). The caller answers for durability instead: a sync round
+    /// ([`crate::syncmark`]) makes the logs durable before a checkpoint can pass the
+    /// records, and recovery cuts the journal back to the round's mark, so that groups
+    /// whose records a crash lost are gone before their xids are handed out again. Without
+    /// a write-ahead log this is [`Store::append`].
+    pub fn append_guarded(&mut self, txns: &[Txn], fates: &dyn Fates) -> Result<Vec<Committed>> {
+        if self.wal.is_none() {
+            return self.append(txns, fates);
+        }
+        // If the append unwinds the flag stays set, but the store is poisoned then.
+        self.guarded = true;
+        let out = self.append(txns, fates);
+        self.guarded = false;
         out
     }
 

@@ -510,3 +510,107 @@ fn an_append_unwound_at_any_fates_call_poisons_the_store_and_changes_no_file() {
         assert_eq!(*rec.logged_not_done.lock().unwrap(), 0, "call {panic_at}");
     }
 }
+
+/// A guarded append (a commit while the sync rounds guard durability) logs no sync and asks
+/// for no flush; if a crash loses its records but the page cache kept its frames, the
+/// recovering open cuts the journal back to the last round's mark, so that the group is gone
+/// (its xid may be handed out again); if its records survive, a replay from a copy cut back
+/// to the mark gives the same files.
+#[test]
+fn guarded_appends_sync_nothing_and_recovery_cuts_groups_whose_records_were_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::default();
+    let config = Config {
+        durability: Durability::Sync,
+        ..small_segments()
+    };
+    let mut s = Store::open_with(dir.path(), config.clone(), Some(Box::new(rec.clone()))).unwrap();
+    s.create_table(7).unwrap();
+    s.append(&[txn(1, vec![ins(7, "a", &[(1, "x")])])], &AllCommitted)
+        .unwrap();
+    // A sync round: the journal's end recorded.
+    syncmark::write(dir.path(), syncmark::journal_end(dir.path()).unwrap()).unwrap();
+    let at_mark = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), at_mark.path());
+    let logged = rec.batches.lock().unwrap().len();
+    let fsyncs = s.stats().fsyncs;
+    // Enough groups for the journal and the table log to start new segments.
+    for xid in 2..40u64 {
+        let key = format!("k{xid:03}");
+        s.append_guarded(
+            &[txn(
+                xid,
+                vec![ins(7, &key, &[(1, "a value to fill segments")])],
+            )],
+            &AllCommitted,
+        )
+        .unwrap();
+    }
+    assert_eq!(s.stats().fsyncs, fsyncs, "a guarded append syncs nothing");
+    assert_eq!(
+        *rec.logged_not_done.lock().unwrap(),
+        0,
+        "its batch is closed"
+    );
+    let batches: Vec<Vec<u8>> = rec.batches.lock().unwrap()[logged..].to_vec();
+    for b in &batches {
+        let batch = Batch::decode(b).unwrap();
+        assert!(
+            !batch
+                .ops
+                .iter()
+                .any(|op| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. })),
+            "no sync is logged either"
+        );
+    }
+    assert!(
+        fs::read_dir(dir.path().join("journal")).unwrap().count() > 1,
+        "the journal started a new segment"
+    );
+    let now = s.current_seq().unwrap();
+    drop(s);
+
+    // The records survived: cut back to the mark, then replayed (rm_startup, then redo).
+    let survived = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), survived.path());
+    assert!(syncmark::settle(survived.path()).unwrap() > 0);
+    replay(survived.path(), &batches);
+    let mut primary = files(dir.path());
+    assert!(primary.remove(syncmark::SYNC_MARK_FILE).is_some());
+    assert!(
+        files(survived.path()) == primary,
+        "the replay gives the primary's files"
+    );
+
+    // The records were lost, the frames not: the recovering open cuts them.
+    let lost = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), lost.path());
+    // What the first open after the start does (the extension settles the mark once).
+    assert!(syncmark::settle(lost.path()).unwrap() > 0);
+    let mut r = Store::open(lost.path(), config.clone()).unwrap();
+    assert_eq!(
+        syncmark::read(lost.path()).unwrap(),
+        None,
+        "the mark is used up"
+    );
+    assert_eq!(r.current_seq().unwrap(), 1);
+    assert!(r.current_seq().unwrap() < now);
+    // The lost group's xid, handed out again, commits something else.
+    r.append(&[txn(2, vec![ins(7, "b", &[(1, "y")])])], &AllCommitted)
+        .unwrap();
+    let seq = r.current_seq().unwrap();
+    let rows = scan_all(&mut r, 7, seq, &AllCommitted);
+    let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, vec!["a", "b"]);
+    drop(r);
+    // Those files are the ones the mark's copy gives with that commit.
+    syncmark::settle(at_mark.path()).unwrap();
+    let mut m = Store::open(at_mark.path(), config).unwrap();
+    m.append(&[txn(2, vec![ins(7, "b", &[(1, "y")])])], &AllCommitted)
+        .unwrap();
+    drop(m);
+    assert!(
+        files(lost.path()) == files(at_mark.path()),
+        "as if the lost groups never were"
+    );
+}

@@ -32,11 +32,11 @@ fn driftdb_files(datadir: &Path) -> Vec<(String, Vec<u8>)> {
             let rel = p.strip_prefix(&root).unwrap().display().to_string();
             if p.is_dir() {
                 stack.push(p);
-            } else if rel != "index/synced" && !rel.starts_with("ledger/") {
+            } else if rel != "index/synced" && rel != "sync.mark" && !rel.starts_with("ledger/") {
                 // How much of the journal's index each server has synced differs (the fates
-                // worker syncs it on the primary, redo on the standby), and the ledger is
-                // extended by the primary's worker only (derived data, not WAL-logged): all
-                // else is equal.
+                // worker syncs it on the primary, redo on the standby), the ledger is
+                // extended by the primary's worker only (derived data, not WAL-logged), and
+                // the sync worker's mark is the primary's own: all else is equal.
                 out.push((rel, std::fs::read(&p).unwrap()));
             }
         }
@@ -314,6 +314,130 @@ fn point_in_time_recovery_restores_driftdb_tables_as_of_the_target() {
 }
 
 /// Kill cycles, as many as `DRIFTDB_KILL_CYCLES` says (20 by default).
+/// Waits until DriftDB's sync worker guards commits (it starts with the server).
+fn wait_for_guard(c: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while one_i64(
+        c,
+        "SELECT value FROM drift_server_stats() WHERE name = 'sync_guard'",
+    ) != 1
+    {
+        assert!(Instant::now() < deadline, "the sync worker never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A guarded commit syncs nothing and does not flush its WAL records before writing its
+/// frames. An asynchronous commit killed before the WAL writer flushed it loses its records
+/// while its frames stay in the page cache: the restart cuts them (before its xid is handed
+/// out again), and a transaction that gets the same xid after the restart commits only its
+/// own row.
+#[test]
+fn a_crash_that_lost_a_guarded_commits_wal_cuts_its_frames_before_its_xid_returns() {
+    // The WAL writer flushes asynchronous commits once in 10 s only.
+    let cluster = Cluster::start("lostwal", &["wal_writer_delay = 10000ms"]);
+    let mut c = cluster.create_db("app");
+    c.batch_execute(
+        "CREATE FOREIGN TABLE t (id int NOT NULL, v text) SERVER drift OPTIONS (primary_key 'id'); \
+         INSERT INTO t VALUES (1, 'kept');",
+    )
+    .unwrap();
+    let mut reached = 0;
+    for attempt in 0..10 {
+        let mut c = cluster.connect("app");
+        wait_for_guard(&mut c);
+        let fsyncs = "SELECT value FROM drift_backend_stats() WHERE name = 'fsyncs'";
+        let before = one_i64(&mut c, fsyncs);
+        let seq_before = one_i64(&mut c, "SELECT drift_current_seq()");
+        let id = 100 + attempt;
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .unwrap();
+        tx.execute("INSERT INTO t VALUES ($1, 'lost?')", &[&id])
+            .unwrap();
+        let xid: i64 = tx.query_one("SELECT txid_current()", &[]).unwrap().get(0);
+        tx.commit().unwrap();
+        assert_eq!(one_i64(&mut c, fsyncs), before, "the commit synced nothing");
+        assert!(one_i64(&mut c, "SELECT drift_current_seq()") > seq_before);
+        let cut = "bytes from the journal";
+        let cuts_before = cluster.server_log().matches(cut).count();
+        // Before the sync worker's next round (once a second) flushes the WAL.
+        cluster.crash();
+        cluster.restart();
+        let mut c = cluster.connect("app");
+        let present = one_i64(&mut c, &format!("SELECT count(*) FROM t WHERE id = {id}"));
+        if present == 1 {
+            // The WAL was flushed before the crash: the commit survived, as it may.
+            continue;
+        }
+        reached += 1;
+        assert!(
+            cluster.server_log().matches(cut).count() > cuts_before,
+            "the restart cut the lost group's frames"
+        );
+        // Transactions until the lost one's xid is handed out again, each adding a row.
+        let mut n = 0;
+        loop {
+            let mut tx = c.transaction().unwrap();
+            tx.execute("INSERT INTO t VALUES ($1, 'after')", &[&(10_000 + n)])
+                .unwrap();
+            let x: i64 = tx.query_one("SELECT txid_current()", &[]).unwrap().get(0);
+            tx.commit().unwrap();
+            n += 1;
+            if x >= xid {
+                break;
+            }
+        }
+        assert_eq!(
+            one_i64(&mut c, &format!("SELECT count(*) FROM t WHERE id = {id}")),
+            0,
+            "the lost commit's row came back with its xid"
+        );
+        assert_eq!(
+            one_i64(&mut c, "SELECT count(*) FROM t WHERE id >= 10000"),
+            n as i64
+        );
+        let verified: bool = c
+            .query_one("SELECT bool_and(ok) FROM drift_verify()", &[])
+            .unwrap()
+            .get(0);
+        assert!(verified, "drift_verify after the cut");
+        c.batch_execute("DELETE FROM t WHERE id >= 10000").unwrap();
+        if reached == 2 {
+            break;
+        }
+    }
+    assert!(reached > 0, "no crash lost the commit's WAL in 10 attempts");
+    assert_eq!(
+        one_i64(
+            &mut cluster.connect("app"),
+            "SELECT count(*) FROM t WHERE id = 1"
+        ),
+        1
+    );
+}
+
+/// A clean stop leaves no sync mark: the sync worker's last round synced everything.
+#[test]
+fn a_clean_stop_leaves_every_guarded_commit_synced_and_no_mark() {
+    let cluster = Cluster::start("guardstop", &[]);
+    let mut c = cluster.create_db("app");
+    wait_for_guard(&mut c);
+    c.batch_execute(
+        "CREATE FOREIGN TABLE t (id int NOT NULL) SERVER drift OPTIONS (primary_key 'id'); \
+         INSERT INTO t SELECT g FROM generate_series(1, 10) g; \
+         INSERT INTO t VALUES (11); INSERT INTO t VALUES (12);",
+    )
+    .unwrap();
+    assert!(cluster.datadir.join("driftdb/sync.mark").exists());
+    drop(c);
+    cluster.stop();
+    assert!(!cluster.datadir.join("driftdb/sync.mark").exists());
+    cluster.restart();
+    let mut c = cluster.connect("app");
+    assert_eq!(one_i64(&mut c, "SELECT count(*) FROM t"), 12);
+}
+
 fn kill_cycles() -> usize {
     std::env::var("DRIFTDB_KILL_CYCLES")
         .ok()
