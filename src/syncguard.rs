@@ -207,17 +207,24 @@ pub extern "C-unwind" fn driftdb_sync_worker_main(_arg: pg_sys::Datum) {
         end: None,
     };
     let mut seen = redo_pointer();
-    {
+    let started = {
         let mut state = shmem::STATE.exclusive();
         // Every segment synced the first time (this costs one pass at start only).
-        if let Err(e) = rounds.run() {
-            drop(state);
-            pgrx::warning!("driftdb: the sync worker could not start: {e}");
-            // SAFETY: ends this process; the postmaster starts the worker again.
-            unsafe { pg_sys::proc_exit(1) };
+        match rounds.run() {
+            Ok(()) => {
+                arm();
+                state.guard = true;
+                true
+            }
+            Err(e) => {
+                pgrx::warning!("driftdb: the sync worker could not start: {e}");
+                false
+            }
         }
-        arm();
-        state.guard = true;
+    };
+    if !started {
+        // SAFETY: ends this process; the postmaster starts the worker again.
+        unsafe { pg_sys::proc_exit(1) };
     }
     // SAFETY: registers a callback Postgres runs as this process exits, with no argument.
     unsafe { pg_sys::before_shmem_exit(Some(exit_guarded), pg_sys::Datum::from(0usize)) };
