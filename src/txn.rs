@@ -490,6 +490,10 @@ fn commit() {
     engine::with_store(|store| {
         // Old groups' fates come from DriftDB's own record, not the commit log.
         engine::refresh_settled(store)?;
+        // What other backends appended since this one last looked is read before the
+        // append lock is taken: under it, the append reads only the few groups in between.
+        let tables: Vec<TableId> = relids.keys().copied().collect();
+        store.catch_up(&tables)?;
         let (mut state, slot) = shmem::lock_with_slot();
         let now = store.current_seq()?;
         // In key order: neighbouring keys share snapshot blocks (random order missed the

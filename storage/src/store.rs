@@ -1313,6 +1313,21 @@ impl Store {
     // ------------------------------------------------------------------------------------
     // Reads
 
+    /// Reads what other stores appended to the journal and to tables `ids` since this
+    /// store last looked (a table without files is skipped), as a reader does. A writer
+    /// about to append calls it before it takes its append lock, so that the append, under
+    /// the lock, reads only what was appended in between.
+    pub fn catch_up(&mut self, ids: &[TableId]) -> Result<()> {
+        self.journal.refresh(None)?;
+        for &id in ids {
+            match self.refresh_table(id, Seq::MAX) {
+                Ok(()) | Err(Error::NoSuchTable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The last committed seq (the journal's end).
     pub fn current_seq(&mut self) -> Result<Seq> {
         self.journal.refresh(None)?;
