@@ -166,10 +166,7 @@ impl WriteAhead for PgWal {
             // guards, `syncguard.rs`) is not flushed here: its commit record flushes it,
             // and recovery cuts the journal back to the last sync round's mark, so frames
             // that reached the disk without their records never count.
-            if ops
-                .iter()
-                .any(|op| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. }))
-            {
+            if ops.iter().any(FileOp::is_sync) {
                 pg_sys::XLogFlush(last);
             }
             shmem::RECORDS_END

@@ -66,6 +66,11 @@ pub enum FileOp {
 }
 
 impl FileOp {
+    /// Whether this op makes something durable (SYNC or SYNC_DIR).
+    pub fn is_sync(&self) -> bool {
+        matches!(self, FileOp::Sync { .. } | FileOp::SyncDir { .. })
+    }
+
     /// Bytes this op will write to a file.
     pub fn data_len(&self) -> u64 {
         match self {
@@ -922,6 +927,25 @@ pub(crate) fn replace_ops(path: &str, bytes: Vec<u8>, durable: bool, ops: &mut V
             path: parent_of(path),
         });
     }
+}
+
+/// Writes `bytes` as the whole of `path`, atomically and durably, outside the write-ahead
+/// log (files that no WAL record describes): `<path>.tmp` written and fdatasynced, renamed
+/// to `path`, the directory fsynced.
+pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = std::ffi::OsString::from(path.as_os_str());
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    let file = File::create(&tmp).at(&tmp)?;
+    file.write_all_at(bytes, 0).at(&tmp)?;
+    file.sync_data().at(&tmp)?;
+    drop(file);
+    fs::rename(&tmp, path).at(path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 /// Ops that cut `path` to `len` bytes, durably when `durable`.

@@ -574,11 +574,10 @@ impl Store {
         if let Some(why) = &self.broken {
             return Err(Error::Broken(why.clone()));
         }
-        let is_sync = |op: &FileOp| matches!(op, FileOp::Sync { .. } | FileOp::SyncDir { .. });
         let mut ops = ops;
         if self.guarded && self.wal.is_some() {
             // A guarded append: a sync round makes the files durable (`syncmark`).
-            ops.retain(|op| !is_sync(op));
+            ops.retain(|op| !op.is_sync());
         }
         if let Some(w) = self.wal.as_mut() {
             w.log(&ops, groups)?;
@@ -588,8 +587,8 @@ impl Store {
         // frames it commits).
         let defer = self.defer_syncs && self.wal.is_some();
         let applied = if defer {
-            self.pending_syncs = ops.iter().filter(|op| is_sync(op)).cloned().collect();
-            ops.iter().filter(|op| !is_sync(op)).try_for_each(|op| {
+            self.pending_syncs = ops.iter().filter(|op| op.is_sync()).cloned().collect();
+            ops.iter().filter(|op| !op.is_sync()).try_for_each(|op| {
                 self.applier
                     .apply(std::slice::from_ref(op), false, &mut self.stats)
             })

@@ -13,8 +13,8 @@
 //! writes again every group whose records survived. Frames of table logs past the journal
 //! are cut by the recovering open, as after any crash.
 //!
-//! The file, `sync.mark` in the store's root, is written whole (temp file, fdatasync,
-//! rename, directory fsync) and not WAL-logged:
+//! The file, `sync.mark` in the store's root, is written whole (`sync.mark.tmp`,
+//! fdatasync, rename, directory fsync) and not WAL-logged:
 //!
 //! ```text
 //! b"DDSM" | u8 version (1) | u64 segment | u64 len | u32 crc32 of the bytes before
@@ -111,15 +111,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes the mark durably.
 pub fn write(root: &Path, mark: SyncMark) -> Result<()> {
-    let path = root.join(SYNC_MARK_FILE);
-    let tmp = root.join(format!("{SYNC_MARK_FILE}.new"));
-    {
-        let mut f = File::create(&tmp).at(&tmp)?;
-        std::io::Write::write_all(&mut f, &mark.encode()).at(&tmp)?;
-        f.sync_data().at(&tmp)?;
-    }
-    fs::rename(&tmp, &path).at(&path)?;
-    sync_dir(root)
+    crate::fileops::write_file_durably(&root.join(SYNC_MARK_FILE), &mark.encode())
 }
 
 /// Removes the mark durably (nothing to remove is fine).

@@ -25,7 +25,6 @@
 //! each, by the logs' rule: damage followed only by zero bytes), and a writer cuts each file
 //! back to it. Damage before that is [`Error::Corruption`].
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -161,17 +160,7 @@ fn create_file(path: &Path, header: &[u8]) -> Result<()> {
     if path.try_exists().at(path)? {
         return Ok(());
     }
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let file = File::create(&tmp).at(&tmp)?;
-    file.write_all_at(header, 0).at(&tmp)?;
-    file.sync_data().at(&tmp)?;
-    drop(file);
-    fs::rename(&tmp, path).at(path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
-    Ok(())
+    crate::fileops::write_file_durably(path, header)
 }
 
 fn open_file(path: &Path, writable: bool, magic: &[u8; 8]) -> Result<File> {

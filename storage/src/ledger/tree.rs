@@ -28,8 +28,7 @@
 //!
 //! One writer at a time: the caller serializes appends (the store's lock).
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -573,20 +572,7 @@ impl MerkleTree {
 
 /// Creates an empty tree file atomically.
 fn create(path: &Path) -> Result<()> {
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let file = File::create(&tmp).at(&tmp)?;
-    file.write_all_at(&header_bytes(), 0).at(&tmp)?;
-    file.sync_data().at(&tmp)?;
-    drop(file);
-    fs::rename(&tmp, path).at(path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
-    Ok(())
+    crate::fileops::write_file_durably(path, &header_bytes())
 }
 
 #[cfg(test)]
